@@ -1,0 +1,84 @@
+//! The error type of subscriptions, replays and publishes.
+
+use alloc::boxed::Box;
+use core::fmt;
+
+use crate::EventId;
+
+/// A backend's own error, carried by [`Error::Backend`].
+pub type BoxError = Box<dyn core::error::Error + Send + Sync + 'static>;
+
+/// What went wrong in a subscription, a replay or a publish.
+///
+/// In a subscription stream, [`Lagged`](Error::Lagged) is the last item: the
+/// stream ends after it. [`Gap`](Error::Gap) is not: events may have been lost
+/// at that point, and live events follow.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The subscriber fell behind and its queue filled up; its stream ends.
+    ///
+    /// `last_delivered` is the id of the last event the subscriber received
+    /// (`None` if none): reconnecting with it as Last-Event-ID replays the rest.
+    Lagged {
+        /// The last event the subscriber received before this error.
+        last_delivered: Option<EventId>,
+    },
+    /// Events may have been lost here and cannot be recovered (history
+    /// trimmed, retention off, or the backend lost its data). The stream goes on.
+    Gap {
+        /// The last event the subscriber received before the gap.
+        last_delivered: Option<EventId>,
+    },
+    /// The hub was shut down.
+    Closed,
+    /// The backend failed; the source is its own error.
+    Backend(BoxError),
+}
+
+impl Error {
+    /// A backend failure wrapping the backend's own error.
+    pub fn backend(error: impl Into<BoxError>) -> Self {
+        Error::Backend(error.into())
+    }
+
+    /// Whether this is [`Error::Lagged`].
+    pub fn is_lagged(&self) -> bool {
+        matches!(self, Error::Lagged { .. })
+    }
+
+    /// Whether this is [`Error::Gap`].
+    pub fn is_gap(&self) -> bool {
+        matches!(self, Error::Gap { .. })
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Lagged { last_delivered: Some(id) } => {
+                write!(f, "subscriber lagged behind; last event delivered: {id}")
+            }
+            Error::Lagged { last_delivered: None } => {
+                f.write_str("subscriber lagged behind before any event was delivered")
+            }
+            Error::Gap { last_delivered: Some(id) } => {
+                write!(f, "events after {id} may have been lost and cannot be recovered")
+            }
+            Error::Gap { last_delivered: None } => {
+                f.write_str("events may have been lost and cannot be recovered")
+            }
+            Error::Closed => f.write_str("the hub was shut down"),
+            Error::Backend(e) => write!(f, "backend error: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for Error {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            Error::Backend(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}

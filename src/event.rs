@@ -1,0 +1,354 @@
+//! Event and identity types: `EventId` (UUIDv7), `UserId`, `Audience` and `Event`.
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use core::fmt;
+use core::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::Category;
+use crate::parse::{self, EventTypeError};
+
+/// The id of an event: a UUIDv7, so ids sort in publish order.
+///
+/// Ids made by [`EventId::new`] in one process are strictly increasing.
+/// Ids of other versions (from foreign publishers) are accepted and compare by
+/// their bytes.
+///
+/// # Examples
+///
+/// ```
+/// use ssehub::EventId;
+///
+/// let first = EventId::new();
+/// let second = EventId::new();
+/// assert!(first < second);
+/// assert_eq!(first.to_string().parse::<EventId>().unwrap(), first);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(transparent))]
+pub struct EventId(Uuid);
+
+impl EventId {
+    /// A new id from the clock, greater than every id this process made before.
+    #[cfg(feature = "std")]
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// The id made of this UUID.
+    pub const fn from_uuid(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+
+    /// The UUID of this id.
+    pub const fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+
+    /// The Unix time in milliseconds this id was made at, if it is a UUIDv7.
+    pub fn timestamp_millis(&self) -> Option<u64> {
+        (self.0.get_version_num() == 7).then(|| {
+            let b = self.0.as_bytes();
+            u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
+        })
+    }
+}
+
+#[cfg(feature = "std")]
+impl Default for EventId {
+    /// Same as [`EventId::new`].
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EventId({})", self.0.hyphenated())
+    }
+}
+
+impl fmt::Display for EventId {
+    /// The hyphenated lowercase form, as sent in the `id:` field.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+impl FromStr for EventId {
+    type Err = parse::LastEventIdError;
+
+    /// Parses the hyphenated form, surrounding ASCII whitespace allowed.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse::last_event_id(s)?.ok_or(parse::LastEventIdError::empty())
+    }
+}
+
+impl From<Uuid> for EventId {
+    fn from(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+}
+
+/// The id of a user: each user has a private stream of events.
+///
+/// # Examples
+///
+/// ```
+/// let user: ssehub::UserId = "5f0c1f7e-2a43-4c1b-9d8e-0b6b8f3c2a11".parse().unwrap();
+/// assert_eq!(user.to_string(), "5f0c1f7e-2a43-4c1b-9d8e-0b6b8f3c2a11");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(transparent))]
+pub struct UserId(Uuid);
+
+impl UserId {
+    /// The user with this UUID.
+    pub const fn from_uuid(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+
+    /// The UUID of this user.
+    pub const fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+impl fmt::Debug for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UserId({})", self.0.hyphenated())
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+impl FromStr for UserId {
+    type Err = parse::LastEventIdError;
+
+    /// Parses the hyphenated form, surrounding ASCII whitespace allowed.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse::uuid(s).map(Self)
+    }
+}
+
+impl From<Uuid> for UserId {
+    fn from(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+}
+
+/// Who an event is for: one user, or everyone.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(rename_all = "snake_case"))]
+pub enum Audience {
+    /// The subscriptions of this user only.
+    User(UserId),
+    /// Every subscription.
+    Broadcast,
+}
+
+impl Audience {
+    /// Whether a subscription of `user` receives events for this audience.
+    pub fn includes(&self, user: UserId) -> bool {
+        match self {
+            Audience::User(u) => *u == user,
+            Audience::Broadcast => true,
+        }
+    }
+}
+
+/// One event: cheap to clone (one reference count), immutable once made.
+///
+/// `data` is JSON text, kept as text end to end: ssehub never parses it on the
+/// delivery path.
+///
+/// # Examples
+///
+/// ```
+/// use ssehub::{Audience, Event, fixture::ExampleCategory};
+///
+/// let event = Event::new(Audience::Broadcast, "import.done", ExampleCategory::Import, r#"{"rows":3}"#)
+///     .unwrap();
+/// assert_eq!(event.event_type(), "import.done");
+/// assert_eq!(event.data(), r#"{"rows":3}"#);
+///
+/// // An event type with a line break could forge fields on the wire: refused.
+/// assert!(Event::new(Audience::Broadcast, "a\nb", ExampleCategory::Import, "{}").is_err());
+/// ```
+pub struct Event<C> {
+    inner: Arc<EventInner<C>>,
+}
+
+struct EventInner<C> {
+    id: EventId,
+    audience: Audience,
+    event_type: Box<str>,
+    category: C,
+    data: Box<str>,
+    occurred_at: DateTime<Utc>,
+}
+
+impl<C: Category> Event<C> {
+    /// A new event with a fresh id, occurring now.
+    ///
+    /// Fails if `event_type` is not a valid event type name
+    /// (see [`parse::event_type`]).
+    #[cfg(feature = "std")]
+    pub fn new(
+        audience: Audience,
+        event_type: &str,
+        category: C,
+        data: impl Into<Box<str>>,
+    ) -> Result<Self, EventTypeError> {
+        Self::from_parts(EventId::new(), audience, event_type, category, data, Utc::now())
+    }
+
+    /// An event from all its parts, as read back from a backend.
+    ///
+    /// Fails if `event_type` is not a valid event type name
+    /// (see [`parse::event_type`]).
+    pub fn from_parts(
+        id: EventId,
+        audience: Audience,
+        event_type: &str,
+        category: C,
+        data: impl Into<Box<str>>,
+        occurred_at: DateTime<Utc>,
+    ) -> Result<Self, EventTypeError> {
+        let event_type = parse::event_type(event_type)?;
+        Ok(Self {
+            inner: Arc::new(EventInner {
+                id,
+                audience,
+                event_type: event_type.into(),
+                category,
+                data: data.into(),
+                occurred_at,
+            }),
+        })
+    }
+
+    /// The event's id.
+    pub fn id(&self) -> EventId {
+        self.inner.id
+    }
+
+    /// Who the event is for.
+    pub fn audience(&self) -> Audience {
+        self.inner.audience
+    }
+
+    /// The event type name, sent as the `event:` field.
+    pub fn event_type(&self) -> &str {
+        &self.inner.event_type
+    }
+
+    /// The event's category.
+    pub fn category(&self) -> C {
+        self.inner.category
+    }
+
+    /// The payload: JSON text.
+    pub fn data(&self) -> &str {
+        &self.inner.data
+    }
+
+    /// When the event occurred, with microsecond precision or better.
+    pub fn occurred_at(&self) -> DateTime<Utc> {
+        self.inner.occurred_at
+    }
+}
+
+impl<C> Clone for Event<C> {
+    fn clone(&self) -> Self {
+        Self { inner: Arc::clone(&self.inner) }
+    }
+}
+
+impl<C: Category> PartialEq for Event<C> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+            || (self.inner.id == other.inner.id
+                && self.inner.audience == other.inner.audience
+                && self.inner.event_type == other.inner.event_type
+                && self.inner.category == other.inner.category
+                && self.inner.data == other.inner.data
+                && self.inner.occurred_at == other.inner.occurred_at)
+    }
+}
+
+impl<C: Category> Eq for Event<C> {}
+
+impl<C: Category> fmt::Debug for Event<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("id", &self.inner.id)
+            .field("audience", &self.inner.audience)
+            .field("event_type", &self.inner.event_type)
+            .field("category", &self.inner.category)
+            .field("data", &self.inner.data)
+            .field("occurred_at", &self.inner.occurred_at)
+            .finish()
+    }
+}
+
+#[cfg(feature = "serde")]
+mod serde_support {
+    //! serde for `Event`: a flat record with the category as its name.
+
+    use super::*;
+    use alloc::borrow::Cow;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    struct EventRecord<'a> {
+        id: EventId,
+        audience: Audience,
+        #[serde(borrow)]
+        event_type: Cow<'a, str>,
+        #[serde(borrow)]
+        category: Cow<'a, str>,
+        #[serde(borrow)]
+        data: Cow<'a, str>,
+        occurred_at: DateTime<Utc>,
+    }
+
+    impl<C: Category> Serialize for Event<C> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            EventRecord {
+                id: self.id(),
+                audience: self.audience(),
+                event_type: Cow::Borrowed(self.event_type()),
+                category: Cow::Borrowed(self.category().name()),
+                data: Cow::Borrowed(self.data()),
+                occurred_at: self.occurred_at(),
+            }
+            .serialize(serializer)
+        }
+    }
+
+    impl<'de, C: Category> Deserialize<'de> for Event<C> {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            use serde::de::Error as _;
+            let record = EventRecord::deserialize(deserializer)?;
+            let category = C::from_name(&record.category)
+                .ok_or_else(|| D::Error::custom(alloc::format!("unknown category '{}'", record.category)))?;
+            Event::from_parts(
+                record.id,
+                record.audience,
+                &record.event_type,
+                category,
+                record.data.into_owned(),
+                record.occurred_at,
+            )
+            .map_err(D::Error::custom)
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! ssehub: Server-Sent Events delivery with category filters and gapless Last-Event-ID replay.
+//!
+//! Each connected client receives its user's own events plus broadcast events,
+//! filtered by the categories it asked for. A client that reconnects with a
+//! `Last-Event-ID` is replayed what it missed, and told plainly when history no
+//! longer reaches back that far.
+//!
+//! The crate is one backend-agnostic pair of traits, [`EventSource`] and
+//! [`Publisher`], with backends chosen by Cargo features. The core (event and
+//! id types, [`Category`] and [`CategorySet`], the parsers in [`parse`] and the
+//! text/event-stream encoder in [`wire`]) is `no_std` + `alloc`.
+//!
+//! # Features
+//!
+//! | feature       | default | what it adds |
+//! |---------------|---------|--------------|
+//! | `std`         | yes     | id generation from the clock ([`EventId::new`], [`Event::new`]) and the std layer |
+//! | `memory`      | yes     | the in-process backend, runtime-neutral, no server |
+//! | `fred`        | no      | the Redis backend on the `fred` client (pub/sub for live delivery, Streams for replay) |
+//! | `conformance` | no      | the backend conformance suite, for this crate's and third-party backends |
+//! | `serde`       | no      | `Serialize`/`Deserialize` on the core types |
+//!
+//! With `default-features = false` the crate builds for `no_std` targets that
+//! have an allocator.
+//!
+//! # Example
+//!
+//! Categories are a small enum of your own, declared with [`categories!`]:
+//!
+//! ```
+//! use ssehub::{categories, parse, CategorySet};
+//!
+//! categories! {
+//!     /// What our events are about.
+//!     pub enum Topic {
+//!         Billing = "billing",
+//!         Alerts = "alerts",
+//!     }
+//! }
+//!
+//! // `?categories=alerts` from a query string
+//! let filter: CategorySet<Topic> = parse::categories(["alerts"]).unwrap();
+//! assert!(filter.contains(Topic::Alerts));
+//! assert!(!filter.contains(Topic::Billing));
+//! assert_eq!(filter.to_string(), "alerts");
+//! ```
+#![cfg_attr(not(feature = "std"), no_std)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![warn(missing_docs)]
+
+extern crate alloc;
+
+mod category;
+mod error;
+mod event;
+pub mod fixture;
+pub mod parse;
+mod source;
+pub mod wire;
+
+pub use category::{Category, CategorySet, CategorySetIter};
+pub use error::{BoxError, Error};
+pub use event::{Audience, Event, EventId, UserId};
+pub use source::{BoxFuture, DynHub, EventSource, EventStream, Publisher, Replay, ReplayStatus};
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::category::assert_valid_names;
+}
