@@ -8,8 +8,11 @@ use std::path::{Path, PathBuf};
 #[allow(dead_code)] // the checks the fuzz targets use, not all of them are run from here
 mod checks;
 
+/// The check of a fuzz target: panics if its property fails for an input.
+type Check = fn(&[u8]);
+
 /// The fuzz targets and the check each one runs.
-const TARGETS: [(&str, fn(&[u8])); 4] = [
+const TARGETS: [(&str, Check); 4] = [
     ("parse_categories", checks::parse_categories),
     ("parse_last_event_id", checks::parse_last_event_id),
     ("event_type", checks::event_type),
