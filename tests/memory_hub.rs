@@ -319,3 +319,57 @@ fn filters_are_kept_per_subscription() {
     let seen: HashSet<EventId> = [a.id(), s.id()].into();
     assert_eq!(seen.len(), 2);
 }
+
+#[test]
+fn dropping_the_last_hub_handle_ends_its_subscriptions() {
+    let hub = MemoryHub::<C>::new();
+    let alice = user(1);
+    let mut subscription = block_on(hub.subscribe(alice, CategorySet::all())).unwrap();
+    let clone = hub.clone();
+    drop(hub);
+    let queued = event(Audience::User(alice), 0);
+    block_on(clone.publish(queued.clone())).unwrap();
+    drop(clone);
+    assert_eq!(block_on(subscription.next()).unwrap().unwrap(), queued);
+    assert!(block_on(subscription.next()).is_none(), "the stream ends with the last handle");
+}
+
+#[test]
+fn a_subscription_dropped_by_its_waker_does_not_deadlock_the_publisher() {
+    use std::sync::Mutex;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    /// A waker that drops the subscription it wakes, as an executor shutting
+    /// down drops the task holding it.
+    struct DropOnWake(Mutex<Option<ssehub::memory::Subscription<C>>>);
+    impl Wake for DropOnWake {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            drop(self.0.lock().unwrap().take());
+        }
+    }
+
+    let hub = MemoryHub::<C>::new();
+    let alice = user(1);
+    let subscription = block_on(hub.subscribe(alice, CategorySet::all())).unwrap();
+    let holder = Arc::new(DropOnWake(Mutex::new(Some(subscription))));
+    let waker = Waker::from(Arc::clone(&holder));
+    let polled = {
+        let mut guard = holder.0.lock().unwrap();
+        let subscription = guard.as_mut().unwrap();
+        subscription.poll_next_unpin(&mut Context::from_waker(&waker))
+    };
+    assert!(matches!(polled, Poll::Pending));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let publisher_hub = hub.clone();
+    std::thread::spawn(move || {
+        block_on(publisher_hub.publish(event(Audience::User(alice), 0))).unwrap();
+        block_on(publisher_hub.publish(event(Audience::Broadcast, 1))).unwrap();
+        done_tx.send(()).unwrap();
+    });
+    done_rx.recv_timeout(Duration::from_secs(10)).expect("publishing finished: no deadlock");
+    assert!(holder.0.lock().unwrap().is_none(), "the waker ran and dropped the subscription");
+    assert_eq!(hub.stats().subscriptions, 0);
+}
