@@ -18,8 +18,22 @@
 //!   user's and the broadcast history in publish order and says whether that
 //!   is complete. Finding the Last-Event-ID takes a binary search (or a hash
 //!   lookup when ids were published out of order), whatever the history length.
+//!   An id no longer retained is reported
+//!   [`Truncated`](ReplayStatus::Truncated) when it is a UUIDv7 no newer than
+//!   the events history has dropped, and [`UnknownId`](ReplayStatus::UnknownId)
+//!   otherwise. Age counts from when the hub retained the event, not from its
+//!   `occurred_at`.
+//! - **Order.** Every subscription sees its user's events and the broadcasts
+//!   in one publish order, the same order replay merges them in, even with
+//!   many threads publishing at once: that is what lets
+//!   [`resume`](crate::resume()) hand over from replay to live without loss or
+//!   duplicates.
 //! - **Cleanup.** Dropping a subscription unregisters it; a user with no
-//!   subscription and no retained event leaves nothing behind.
+//!   subscription and no retained event leaves nothing behind. Expired events
+//!   are dropped as the hub is used, or by
+//!   [`purge_expired`](MemoryHub::purge_expired). A lagged subscription is
+//!   unregistered at once and holds at most its queue's events until it is
+//!   read or dropped.
 //!
 //! # Examples
 //!
