@@ -104,7 +104,9 @@ fn run_all_passes() {
 fn run_all_passes_as_a_task_on_a_multi_thread_tokio_runtime() {
     // Spawning needs the suite's futures to be `Send`.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
-    runtime.block_on(async { tokio::spawn(async { conformance::run_all(&MemoryFactory).await }).await.unwrap() });
+    runtime.block_on(async {
+        tokio::spawn(async { conformance::run_all(&MemoryFactory).await }).await.unwrap()
+    });
 }
 
 #[test]
