@@ -413,14 +413,21 @@ impl<C: Category> ShardState<C> {
         if let Some(entry) = self.users.get_mut(&user) {
             remove_from(&mut entry.subscribers, List::User, queue);
             if entry.is_unused() {
-                self.users.remove(&user);
-                shard.users.fetch_sub(1, Ordering::Relaxed);
+                self.remove_user(shard, user);
             }
         }
         queue.set_slot(List::User, NOT_REGISTERED);
         remove_from(&mut self.listeners, List::Shard, queue);
         shard.subscriptions.fetch_sub(1, Ordering::Relaxed);
         true
+    }
+
+    /// Forgets `user`, remembering how far its dropped history reached.
+    fn remove_user(&mut self, shard: &Shard<C>, user: UserId) {
+        if let Some(removed) = self.users.remove(&user) {
+            self.removed_until_ms = self.removed_until_ms.max(removed.history.dropped_until_ms());
+            shard.users.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -646,11 +653,7 @@ impl<C: Category> Shared<C> {
         };
         drop(broadcast);
         if entry.is_some_and(|entry| entry.is_unused()) {
-            let removed = state.users.remove(&user);
-            if let Some(removed) = removed {
-                state.removed_until_ms = state.removed_until_ms.max(removed.history.dropped_until_ms());
-            }
-            shard.users.fetch_sub(1, Ordering::Relaxed);
+            state.remove_user(shard, user);
         }
         Replay { events, status }
     }
@@ -668,12 +671,17 @@ impl<C: Category> Shared<C> {
                 registration.queue.close(&mut wakeups);
             }
             let mut removed = 0;
+            let mut removed_until_ms = state.removed_until_ms;
             state.users.retain(|_, entry| {
                 entry.subscribers.clear();
                 let keep = !entry.is_unused();
-                removed += usize::from(!keep);
+                if !keep {
+                    removed += 1;
+                    removed_until_ms = removed_until_ms.max(entry.history.dropped_until_ms());
+                }
                 keep
             });
+            state.removed_until_ms = removed_until_ms;
             drop(guard);
             wakeups.wake_all();
             shard.subscriptions.fetch_sub(unregistered, Ordering::Relaxed);
