@@ -418,6 +418,7 @@ impl<C: Category> ShardState<C> {
         }
         queue.set_slot(List::User, NOT_REGISTERED);
         remove_from(&mut self.listeners, List::Shard, queue);
+        shrink_when_mostly_empty(&mut self.listeners);
         shard.subscriptions.fetch_sub(1, Ordering::Relaxed);
         true
     }
@@ -427,7 +428,23 @@ impl<C: Category> ShardState<C> {
         if let Some(removed) = self.users.remove(&user) {
             self.removed_until_ms = self.removed_until_ms.max(removed.history.dropped_until_ms());
             shard.users.fetch_sub(1, Ordering::Relaxed);
+            if is_mostly_empty(self.users.len(), self.users.capacity()) {
+                self.users.shrink_to(self.users.len() * 2);
+            }
         }
+    }
+}
+
+/// Whether a table or list should give memory back: when it is empty, or
+/// below a quarter of a capacity past 64. It keeps twice its length, so
+/// shrinking stays amortized.
+fn is_mostly_empty(len: usize, capacity: usize) -> bool {
+    (len == 0 && capacity > 0) || (capacity > 64 && len < capacity / 4)
+}
+
+fn shrink_when_mostly_empty<T>(list: &mut Vec<T>) {
+    if is_mostly_empty(list.len(), list.capacity()) {
+        list.shrink_to(list.len() * 2);
     }
 }
 
@@ -604,6 +621,9 @@ impl<C: Category> Shared<C> {
             keep
         });
         state.removed_until_ms = removed_until_ms;
+        if is_mostly_empty(state.users.len(), state.users.capacity()) {
+            state.users.shrink_to(state.users.len() * 2);
+        }
         shard.retained_events.fetch_sub(dropped, Ordering::Relaxed);
         shard.users.fetch_sub(removed, Ordering::Relaxed);
     }
@@ -682,6 +702,8 @@ impl<C: Category> Shared<C> {
                 keep
             });
             state.removed_until_ms = removed_until_ms;
+            state.users.shrink_to(state.users.len() * 2);
+            state.listeners = Vec::new();
             drop(guard);
             wakeups.wake_all();
             shard.subscriptions.fetch_sub(unregistered, Ordering::Relaxed);
