@@ -339,3 +339,73 @@ impl<'de, C: Category> serde::Deserialize<'de> for CategorySet<C> {
         crate::parse::categories(names.iter().map(|n| n.as_ref())).map_err(serde::de::Error::custom)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::ExampleCategory as C;
+    use alloc::vec::Vec;
+
+    #[test]
+    fn names_that_travel_in_a_query_value_are_valid() {
+        assert_valid_names(&["data_sync", "ai-2", "a.b", "X9"]);
+    }
+
+    #[test]
+    #[should_panic(expected = "category names are unique")]
+    fn duplicate_names_are_refused() {
+        assert_valid_names(&["ai", "provider", "ai"]);
+    }
+
+    #[test]
+    #[should_panic(expected = "a category name has 1 to 64 bytes")]
+    fn empty_names_are_refused() {
+        assert_valid_names(&[""]);
+    }
+
+    #[test]
+    #[should_panic(expected = "a category name has 1 to 64 bytes")]
+    fn names_over_64_bytes_are_refused() {
+        assert_valid_names(&[core::str::from_utf8(&[b'a'; 65]).unwrap()]);
+    }
+
+    #[test]
+    #[should_panic(expected = "a category name is made of ASCII letters")]
+    fn names_with_a_comma_are_refused() {
+        // A comma would split the name when it comes back in a `?categories=` value.
+        assert_valid_names(&["a,b"]);
+    }
+
+    #[test]
+    #[should_panic(expected = "at most 64 categories")]
+    fn more_than_64_names_are_refused() {
+        assert_valid_names(&["a"; 65]);
+    }
+
+    #[test]
+    fn raw_bits_naming_no_category_or_one_beyond_all_are_refused() {
+        assert_eq!(CategorySet::<C>::from_bits(0), None);
+        assert_eq!(CategorySet::<C>::from_bits(1 << 6), None);
+        assert_eq!(CategorySet::<C>::from_bits(0b11_1111), Some(CategorySet::all()));
+        assert_eq!(CategorySet::<C>::from_bits(0b100), Some(CategorySet::only(C::Ai)));
+    }
+
+    #[test]
+    fn a_set_iterates_in_index_order_and_is_never_empty() {
+        let set = CategorySet::only(C::Security).with(C::DataSync).union(CategorySet::only(C::Ai));
+        assert_eq!(set.iter().collect::<Vec<_>>(), [C::DataSync, C::Ai, C::Security]);
+        assert_eq!(set.len(), 3);
+        assert!(!set.is_empty() && !set.is_all());
+        assert!(CategorySet::<C>::from_iter([]).is_all());
+        assert_eq!(CategorySet::<C>::default(), CategorySet::all());
+    }
+
+    #[test]
+    fn event_types_map_to_the_category_they_name_or_start_with() {
+        assert_eq!(C::from_event_type("portfolio"), Some(C::Portfolio));
+        assert_eq!(C::from_event_type("ai.completed"), Some(C::Ai));
+        assert_eq!(C::from_event_type("data_sync:started"), Some(C::DataSync));
+        assert_eq!(C::from_event_type("aim.completed"), None);
+        assert_eq!(C::from_event_type(""), None);
+    }
+}
