@@ -1,0 +1,305 @@
+//! Reading the streams: locating an event id without a scan of the history, reading what followed, replay.
+//!
+//! Every read is a ranged `XRANGE`/`XREVRANGE` with a `COUNT`, so the work
+//! depends on how many events are returned (and, for an id, on how many
+//! events share its few milliseconds), never on how many are retained.
+//!
+//! Locating an id: a UUIDv7 carries the millisecond it was made at, and the
+//! stream entry was added at about that time on the Redis clock. The entry is
+//! searched forward from that millisecond, then backward, within the
+//! configured clock skew. An id of another UUID version carries no time: it is
+//! searched among the newest entries only, up to a configured number.
+
+use std::cmp::Ordering;
+
+use ::fred::prelude::{Client, StreamsInterface, Value};
+
+use super::Shared;
+use super::codec::{StreamId, entry_event_id};
+use crate::{Audience, Category, CategorySet, Error, Event, EventId, Replay, ReplayStatus, UserId};
+
+/// Entries read per command when locating an id.
+const LOCATE_PAGE: u64 = 64;
+/// Entries read per command when reading what followed a position.
+const READ_PAGE: u64 = 512;
+
+/// One stream entry as Redis returned it, fields undecoded.
+pub(crate) struct RawEntry {
+    pub(crate) id: StreamId,
+    fields: Vec<(Value, Value)>,
+}
+
+impl RawEntry {
+    pub(crate) fn fields(&self) -> Vec<(&[u8], &[u8])> {
+        self.fields.iter().filter_map(|(k, v)| Some((k.as_bytes()?, v.as_bytes()?))).collect()
+    }
+}
+
+fn parse_entries(reply: Value) -> Vec<RawEntry> {
+    let Value::Array(entries) = reply else { return Vec::new() };
+    entries
+        .into_iter()
+        .filter_map(|entry| {
+            let Value::Array(mut parts) = entry else { return None };
+            if parts.len() != 2 {
+                return None;
+            }
+            let fields = parts.pop()?;
+            let id = parts.pop()?.as_str()?.parse().ok()?;
+            let flat = match fields {
+                Value::Array(flat) => flat,
+                Value::Null => Vec::new(),
+                _ => return None,
+            };
+            let mut pairs = Vec::with_capacity(flat.len() / 2);
+            let mut iter = flat.into_iter();
+            while let (Some(k), Some(v)) = (iter.next(), iter.next()) {
+                pairs.push((k, v));
+            }
+            Some(RawEntry { id, fields: pairs })
+        })
+        .collect()
+}
+
+fn backend(e: ::fred::error::Error) -> Error {
+    Error::backend(e)
+}
+
+impl<C: Category> Shared<C> {
+    fn client(&self) -> &Client {
+        self.commands.next_connected()
+    }
+
+    async fn xrange(&self, key: &str, start: String, end: String, count: u64) -> Result<Vec<RawEntry>, Error> {
+        let reply: Value = self.client().xrange(key, start, end, Some(count)).await.map_err(backend)?;
+        Ok(parse_entries(reply))
+    }
+
+    async fn xrevrange(&self, key: &str, end: String, start: String, count: u64) -> Result<Vec<RawEntry>, Error> {
+        let reply: Value = self.client().xrevrange(key, end, start, Some(count)).await.map_err(backend)?;
+        Ok(parse_entries(reply))
+    }
+
+    /// The id of the newest entry of `key`, [`StreamId::ZERO`] for an empty or missing stream.
+    pub(crate) async fn last_stream_id(&self, key: &str) -> Result<StreamId, Error> {
+        let newest = self.xrevrange(key, "+".into(), "-".into(), 1).await?;
+        Ok(newest.first().map_or(StreamId::ZERO, |e| e.id))
+    }
+
+    /// The id of the newest entry of `audience`'s stream.
+    pub(crate) async fn last_stream_id_of(&self, audience: Audience) -> Result<StreamId, Error> {
+        self.last_stream_id(&self.layout.stream(audience)).await
+    }
+
+    /// Whether the entry `id` is still in `key`.
+    pub(crate) async fn entry_exists(&self, key: &str, id: StreamId) -> Result<bool, Error> {
+        let found = self.xrange(key, id.to_string(), id.to_string(), 1).await?;
+        Ok(found.first().is_some_and(|e| e.id == id))
+    }
+
+    /// The position of event `id` in stream `key`, searched as the module docs say.
+    pub(crate) async fn locate(&self, key: &str, id: EventId) -> Result<Option<StreamId>, Error> {
+        let matches = |entry: &RawEntry| entry_event_id(&entry.fields()) == Some(id);
+        let Some(t) = id.timestamp_millis() else {
+            let mut end = "+".to_string();
+            let mut seen = 0u64;
+            while seen < self.foreign_id_scan_limit {
+                let count = LOCATE_PAGE.min(self.foreign_id_scan_limit - seen);
+                let page = self.xrevrange(key, end, "-".into(), count).await?;
+                if let Some(hit) = page.iter().find(|e| matches(e)) {
+                    return Ok(Some(hit.id));
+                }
+                seen += page.len() as u64;
+                match page.last() {
+                    Some(last) if page.len() as u64 == count => end = last.id.exclusive(),
+                    _ => break,
+                }
+            }
+            return Ok(None);
+        };
+        let skew = self.clock_skew_ms;
+        // Forward from the id's millisecond: where the entry almost always is.
+        let mut start = StreamId::at_ms(t).to_string();
+        let latest = StreamId { ms: t.saturating_add(skew), seq: u64::MAX }.to_string();
+        loop {
+            let page = self.xrange(key, start, latest.clone(), LOCATE_PAGE).await?;
+            if let Some(hit) = page.iter().find(|e| matches(e)) {
+                return Ok(Some(hit.id));
+            }
+            match page.last() {
+                Some(last) if page.len() as u64 == LOCATE_PAGE => start = last.id.exclusive(),
+                _ => break,
+            }
+        }
+        // Backward: the Redis clock may lag the publisher's.
+        if t == 0 || skew == 0 {
+            return Ok(None);
+        }
+        let mut end = StreamId::at_ms(t).exclusive();
+        let earliest = StreamId::at_ms(t.saturating_sub(skew)).to_string();
+        loop {
+            let page = self.xrevrange(key, end, earliest.clone(), LOCATE_PAGE).await?;
+            if let Some(hit) = page.iter().find(|e| matches(e)) {
+                return Ok(Some(hit.id));
+            }
+            match page.last() {
+                Some(last) if page.len() as u64 == LOCATE_PAGE => end = last.id.exclusive(),
+                _ => return Ok(None),
+            }
+        }
+    }
+
+    /// The decoded entries of `audience`'s stream from `start` on, oldest first; bad entries skipped and counted.
+    pub(crate) async fn read_from(&self, audience: Audience, start: Start) -> Result<Vec<(StreamId, Event<C>)>, Error> {
+        let key = self.layout.stream(audience);
+        let mut out = Vec::new();
+        let mut next = match start {
+            Start::After(id) => id.exclusive(),
+            Start::At(id) => id.to_string(),
+            Start::Oldest => "-".to_string(),
+        };
+        loop {
+            let page = self.xrange(&key, next, "+".into(), READ_PAGE).await?;
+            let full = page.len() as u64 == READ_PAGE;
+            for entry in &page {
+                match self.decoder.entry(audience, &entry.fields()) {
+                    Ok(event) => out.push((entry.id, event)),
+                    Err(reason) => self.skipped(&key, &reason),
+                }
+            }
+            match page.last() {
+                Some(last) if full => next = last.id.exclusive(),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// What `XINFO STREAM` says about trimming, `None` for a missing stream.
+    pub(crate) async fn trim_info(&self, key: &str) -> Result<Option<TrimInfo>, Error> {
+        use ::fred::prelude::ErrorKind;
+        let reply: Value = match self.client().xinfo_stream(key, false, None).await {
+            Ok(v) => v,
+            Err(e) if e.kind() == &ErrorKind::Unknown && e.details().contains("no such key") => return Ok(None),
+            Err(e) if e.details().contains("no such key") => return Ok(None),
+            Err(e) => return Err(backend(e)),
+        };
+        let pairs: Vec<(Value, Value)> = match reply {
+            Value::Array(flat) => {
+                let mut it = flat.into_iter();
+                std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect()
+            }
+            Value::Map(map) => {
+                map.inner().into_iter().map(|(k, v)| (k.as_str().map_or(Value::Null, Value::from), v)).collect()
+            }
+            _ => Vec::new(),
+        };
+        let mut info = TrimInfo { max_deleted: None, first: None };
+        for (k, v) in pairs {
+            match k.as_str().as_deref() {
+                Some("max-deleted-entry-id") => info.max_deleted = v.as_str().and_then(|s| s.parse().ok()),
+                Some("first-entry") => {
+                    info.first = parse_entries(Value::Array(vec![v])).first().map(|e| e.id);
+                }
+                _ => {}
+            }
+        }
+        Ok(Some(info))
+    }
+
+    /// Whether entries at or after `position` may have been trimmed.
+    pub(crate) fn trimmed_from(info: &TrimInfo, position: StreamId) -> bool {
+        match info.max_deleted {
+            Some(max_deleted) => max_deleted >= position,
+            // Before Redis 7 there is no record of deletions: only the oldest entry tells.
+            None => info.first.is_some_and(|first| first > position),
+        }
+    }
+
+    pub(crate) fn skipped(&self, source: &str, reason: &super::codec::Skip) {
+        super::stats::Counters::add(&self.counters.skipped, 1);
+        tracing::warn!(source, %reason, "skipped a malformed event");
+    }
+
+    /// The events `user` missed after `last_event_id`, as [`EventSource::missed_events`](crate::EventSource) says.
+    pub(crate) async fn missed_events(
+        &self,
+        user: UserId,
+        last_event_id: EventId,
+        filter: CategorySet<C>,
+    ) -> Result<Replay<C>, Error> {
+        if self.retention.is_none() {
+            return Ok(Replay::retention_disabled());
+        }
+        let own = Audience::User(user);
+        let (user_key, broadcast_key) = (self.layout.stream(own), self.layout.stream(Audience::Broadcast));
+        let (in_user, in_broadcast) =
+            futures_util::future::try_join(self.locate(&user_key, last_event_id), self.locate(&broadcast_key, last_event_id))
+                .await?;
+        let (start, status) = match in_user.or(in_broadcast) {
+            Some(position) => (Start::After(position), ReplayStatus::Complete),
+            None => self.unlocated_start(&user_key, &broadcast_key, last_event_id).await?,
+        };
+        let (own_events, broadcast_events) =
+            futures_util::future::try_join(self.read_from(own, start), self.read_from(Audience::Broadcast, start)).await?;
+        let events = merge(own_events, broadcast_events).filter(|e| filter.contains(e.category())).collect();
+        tracing::debug!(%user, %last_event_id, %status, "replayed missed events");
+        Ok(Replay { events, status })
+    }
+
+    /// Where a replay starts when the id is in neither stream: after trimming, from its time; else everything.
+    async fn unlocated_start(
+        &self,
+        user_key: &str,
+        broadcast_key: &str,
+        id: EventId,
+    ) -> Result<(Start, ReplayStatus), Error> {
+        let Some(t) = id.timestamp_millis() else { return Ok((Start::Oldest, ReplayStatus::UnknownId)) };
+        let (user_info, broadcast_info) =
+            futures_util::future::try_join(self.trim_info(user_key), self.trim_info(broadcast_key)).await?;
+        // The entry was added no earlier than `t - skew`: if nothing from then on was trimmed, it never existed.
+        let earliest = StreamId::at_ms(t.saturating_sub(self.clock_skew_ms));
+        let trimmed = [user_info, broadcast_info].iter().flatten().any(|info| Self::trimmed_from(info, earliest));
+        Ok(if trimmed {
+            (Start::At(StreamId::at_ms(t)), ReplayStatus::Truncated)
+        } else {
+            (Start::Oldest, ReplayStatus::UnknownId)
+        })
+    }
+}
+
+/// Where to start reading a stream.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Start {
+    /// The entries after this one.
+    After(StreamId),
+    /// The entries from this id on.
+    At(StreamId),
+    /// Every entry.
+    Oldest,
+}
+
+/// What a stream records of its trimming.
+pub(crate) struct TrimInfo {
+    /// The newest entry ever trimmed or deleted (Redis 7 and later).
+    pub(crate) max_deleted: Option<StreamId>,
+    /// The oldest entry retained.
+    pub(crate) first: Option<StreamId>,
+}
+
+/// Two streams' entries in stream id order: publish order, on one server.
+pub(crate) fn merge<C: Category>(
+    a: Vec<(StreamId, Event<C>)>,
+    b: Vec<(StreamId, Event<C>)>,
+) -> impl Iterator<Item = Event<C>> {
+    let mut a = a.into_iter().peekable();
+    let mut b = b.into_iter().peekable();
+    std::iter::from_fn(move || {
+        let take_a = match (a.peek(), b.peek()) {
+            (Some((x, _)), Some((y, _))) => x.cmp(y) != Ordering::Greater,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return None,
+        };
+        if take_a { a.next() } else { b.next() }.map(|(_, e)| e)
+    })
+}
