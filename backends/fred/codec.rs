@@ -35,14 +35,6 @@ impl StreamId {
         StreamId { ms, seq: 0 }
     }
 
-    /// The next possible id.
-    pub(crate) fn successor(self) -> Self {
-        match self.seq.checked_add(1) {
-            Some(seq) => StreamId { ms: self.ms, seq },
-            None => StreamId { ms: self.ms.saturating_add(1), seq: 0 },
-        }
-    }
-
     /// The `(id` form: every entry after this one.
     pub(crate) fn exclusive(self) -> String {
         format!("({self}")

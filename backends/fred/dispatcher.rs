@@ -551,18 +551,15 @@ async fn recover_feed<C: Category>(
         let end = shared.last_stream_id(&key).await?;
         return Ok(FeedRecovery { gap: true, events: Vec::new(), cursor: Cursor { stream_id: Some(end), event_id: None } });
     };
-    // Trimming removes the oldest entries: while the last delivered entry is there, all that followed is too.
-    let anchored = position != StreamId::ZERO && shared.entry_exists(&key, position).await?;
-    let gap = if anchored {
-        false
-    } else if restarted {
-        true
+    let gap = if position == StreamId::ZERO {
+        // The stream was empty when the feed started: something is lost only if entries were removed
+        // since, or the server lost its data.
+        restarted || shared.trim_info(&key).await?.is_some_and(|info| info.removed_any() != Some(false))
     } else {
-        match shared.trim_info(&key).await? {
-            Some(info) => Shared::<C>::trimmed_from(&info, position.successor()),
-            // Expired: nothing was published for a whole retention period, so nothing was missed.
-            None => false,
-        }
+        // Trimming removes the oldest entries: while the last delivered entry is held, so is all that
+        // followed. Once it is gone (trimmed, expired, or lost in a restart) nothing proves that what
+        // followed it survived, so the subscribers are told.
+        !shared.entry_exists(&key, position).await?
     };
     let events = shared.read_from(audience, Start::After(position)).await?;
     let cursor = match events.last() {

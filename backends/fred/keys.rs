@@ -128,6 +128,21 @@ impl KeyLayout {
         }
     }
 
+    /// The key that orders stream entries across audiences, where the layout has one.
+    ///
+    /// In the standalone layout (`sse:order`) the publish script draws every
+    /// stream's entry ids from it, so ids order a user's events and the
+    /// broadcasts exactly as published. The cluster layout has none: one key
+    /// cannot share a slot with every stream, so entry ids come from each
+    /// stream alone, and events of different audiences added in the same
+    /// millisecond may replay in either order.
+    pub fn order_key(&self) -> Option<String> {
+        match self.shape {
+            Shape::Standalone => Some(format!("{}:order", self.prefix)),
+            Shape::Cluster => None,
+        }
+    }
+
     /// The audience whose channel is `channel`, if it is one of this layout's.
     ///
     /// Only the exact names [`channel`](KeyLayout::channel) makes are
@@ -210,6 +225,7 @@ mod tests {
         assert_eq!(l.stream(Audience::User(u)), format!("sse:stream:user:{u}"));
         assert_eq!(l.stream(Audience::Broadcast), "sse:stream:broadcast");
         assert_eq!(l.pubsub_kind(), PubSubKind::Plain);
+        assert_eq!(l.order_key().as_deref(), Some("sse:order"));
     }
 
     #[test]

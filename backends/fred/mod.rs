@@ -101,20 +101,34 @@ const PUBLISH_SCRIPT: &str = include_str!("publish.lua");
 /// How much history is kept per audience, for replay and outage recovery.
 ///
 /// Each user's stream and the broadcast stream keep at most `max_events`
-/// entries (trimmed approximately, in whole blocks, so slightly more may
-/// remain) and none older than `max_age`; a stream that sees no publish for
-/// `max_age` expires whole.
+/// entries and none older than `max_age`; a stream that sees no publish for
+/// `max_age` expires whole. Trimming is approximate by default: Redis drops
+/// whole blocks of entries, so somewhat more may remain, at less cost per
+/// publish; [`exact_trimming`](Retention::exact_trimming) keeps exactly the limit.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Retention {
     max_events: u64,
     max_age: Duration,
+    exact: bool,
 }
 
 impl Retention {
     /// At most `max_events` events (at least 1) per audience, none older than `max_age`
     /// (`Duration::ZERO`: no age limit and no expiry).
     pub fn new(max_events: u64, max_age: Duration) -> Self {
-        Self { max_events: max_events.max(1), max_age }
+        Self { max_events: max_events.max(1), max_age, exact: false }
+    }
+
+    /// This retention with exact (`true`) or approximate (`false`, the default) trimming.
+    #[must_use]
+    pub fn exact_trimming(mut self, exact: bool) -> Self {
+        self.exact = exact;
+        self
+    }
+
+    /// Whether trimming is exact.
+    pub fn is_exact(&self) -> bool {
+        self.exact
     }
 
     /// The most events kept per audience.
@@ -548,10 +562,13 @@ impl<C: Category> Shared<C> {
                     retention.max_events.to_string(),
                     retention.max_age.as_millis().to_string(),
                     (if sharded { "SPUBLISH" } else { "PUBLISH" }).to_string(),
+                    (if retention.exact { "=" } else { "~" }).to_string(),
                 ];
+                let mut keys = vec![self.layout.stream(audience)];
+                keys.extend(self.layout.order_key());
                 let _: Value = self
                     .script
-                    .evalsha_with_reload(client, vec![self.layout.stream(audience)], args)
+                    .evalsha_with_reload(client, keys, args)
                     .await
                     .map_err(Error::backend)?;
             }

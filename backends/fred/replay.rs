@@ -174,12 +174,10 @@ impl<C: Category> Shared<C> {
         }
     }
 
-    /// What `XINFO STREAM` says about trimming, `None` for a missing stream.
+    /// What `XINFO STREAM` says about removed entries, `None` for a missing stream.
     pub(crate) async fn trim_info(&self, key: &str) -> Result<Option<TrimInfo>, Error> {
-        use ::fred::prelude::ErrorKind;
         let reply: Value = match self.client().xinfo_stream(key, false, None).await {
             Ok(v) => v,
-            Err(e) if e.kind() == &ErrorKind::Unknown && e.details().contains("no such key") => return Ok(None),
             Err(e) if e.details().contains("no such key") => return Ok(None),
             Err(e) => return Err(backend(e)),
         };
@@ -193,10 +191,12 @@ impl<C: Category> Shared<C> {
             }
             _ => Vec::new(),
         };
-        let mut info = TrimInfo { max_deleted: None, first: None };
+        let mut info = TrimInfo::default();
         for (k, v) in pairs {
             match k.as_str().as_deref() {
-                Some("max-deleted-entry-id") => info.max_deleted = v.as_str().and_then(|s| s.parse().ok()),
+                Some("length") => info.length = v.as_u64(),
+                Some("entries-added") => info.entries_added = v.as_u64(),
+                Some("last-generated-id") => info.last_generated = v.as_str().and_then(|s| s.parse().ok()),
                 Some("first-entry") => {
                     info.first = parse_entries(Value::Array(vec![v])).first().map(|e| e.id);
                 }
@@ -204,15 +204,6 @@ impl<C: Category> Shared<C> {
             }
         }
         Ok(Some(info))
-    }
-
-    /// Whether entries at or after `position` may have been trimmed.
-    pub(crate) fn trimmed_from(info: &TrimInfo, position: StreamId) -> bool {
-        match info.max_deleted {
-            Some(max_deleted) => max_deleted >= position,
-            // Before Redis 7 there is no record of deletions: only the oldest entry tells.
-            None => info.first.is_some_and(|first| first > position),
-        }
     }
 
     pub(crate) fn skipped(&self, source: &str, reason: &super::codec::Skip) {
@@ -258,7 +249,7 @@ impl<C: Category> Shared<C> {
             futures_util::future::try_join(self.trim_info(user_key), self.trim_info(broadcast_key)).await?;
         // The entry was added no earlier than `t - skew`: if nothing from then on was trimmed, it never existed.
         let earliest = StreamId::at_ms(t.saturating_sub(self.clock_skew_ms));
-        let trimmed = [user_info, broadcast_info].iter().flatten().any(|info| Self::trimmed_from(info, earliest));
+        let trimmed = [user_info, broadcast_info].iter().flatten().any(|info| info.may_have_removed_from(earliest));
         Ok(if trimmed {
             (Start::At(StreamId::at_ms(t)), ReplayStatus::Truncated)
         } else {
@@ -278,12 +269,38 @@ pub(crate) enum Start {
     Oldest,
 }
 
-/// What a stream records of its trimming.
+/// What a stream records of the entries it no longer holds.
+#[derive(Default, Debug)]
 pub(crate) struct TrimInfo {
-    /// The newest entry ever trimmed or deleted (Redis 7 and later).
-    pub(crate) max_deleted: Option<StreamId>,
-    /// The oldest entry retained.
+    /// Entries held now.
+    pub(crate) length: Option<u64>,
+    /// Entries ever added (Redis 7 and later).
+    pub(crate) entries_added: Option<u64>,
+    /// The oldest entry held.
     pub(crate) first: Option<StreamId>,
+    /// The newest id ever given out.
+    pub(crate) last_generated: Option<StreamId>,
+}
+
+impl TrimInfo {
+    /// Whether entries were ever removed (trimmed or deleted); `None` before Redis 7, which does not say.
+    pub(crate) fn removed_any(&self) -> Option<bool> {
+        Some(self.entries_added? > self.length?)
+    }
+
+    /// Whether entries at or after `from` may have been removed.
+    ///
+    /// Trimming removes the oldest entries, so removed entries all precede
+    /// the oldest one held (or, in an emptied stream, the last id given out).
+    pub(crate) fn may_have_removed_from(&self, from: StreamId) -> bool {
+        if self.removed_any() == Some(false) {
+            return false;
+        }
+        match self.first {
+            Some(first) => first > from,
+            None => self.last_generated.is_none_or(|last| last >= from),
+        }
+    }
 }
 
 /// Two streams' entries in stream id order: publish order, on one server.
