@@ -271,7 +271,8 @@ impl<C: Category> Decoder<C> {
                 .ok_or_else(|| Skip::NoCategory(truncated(event_type)))?,
         };
         let occurred_at = parse_timestamp(occurred_at).ok_or(Skip::BadTimestamp)?;
-        Event::from_parts(id, audience, event_type, category, data, occurred_at).map_err(|_| Skip::BadEventType)
+        Event::from_parts(id, audience, event_type, category, data, occurred_at)
+            .map_err(|_| Skip::BadEventType)
     }
 }
 
@@ -321,7 +322,8 @@ mod tests {
 
     #[test]
     fn envelope_round_trips_with_data_kept_as_text() {
-        let event = Event::new(Audience::User(user()), "ai.done", C::Ai, r#"{"a": [1, 2.50, "x\ny"]}"#).unwrap();
+        let event =
+            Event::new(Audience::User(user()), "ai.done", C::Ai, r#"{"a": [1, 2.50, "x\ny"]}"#).unwrap();
         let text = envelope(&event).unwrap();
         assert!(text.contains(r#""data":{"a": [1, 2.50, "x\ny"]}"#), "{text}");
         let back = decoder().envelope(Audience::User(user()), text.as_bytes()).unwrap();

@@ -255,7 +255,8 @@ impl<C: Category> Dispatcher<C> {
         let id = self.next_subscriber;
         self.next_subscriber += 1;
         let capacity = self.shared.queue_capacity;
-        let (subscription, queue) = Subscription::new(user, id, filter, capacity, self.commands_handle.clone());
+        let (subscription, queue) =
+            Subscription::new(user, id, filter, capacity, self.commands_handle.clone());
         Counters::add(&self.shared.counters.open_subscriptions, 1);
         match self.users.entry(user) {
             Entry::Occupied(mut entry) => {
@@ -361,7 +362,12 @@ impl<C: Category> Dispatcher<C> {
                 }
                 let mut emptied = Vec::new();
                 for (user, feed) in &mut self.users {
-                    if offer_all(&shared, &mut feed.subscribers, || Delivery::Event(decoded.event.clone()), Some(&decoded.event)) {
+                    if offer_all(
+                        &shared,
+                        &mut feed.subscribers,
+                        || Delivery::Event(decoded.event.clone()),
+                        Some(&decoded.event),
+                    ) {
                         emptied.push(*user);
                     }
                 }
@@ -374,7 +380,12 @@ impl<C: Category> Dispatcher<C> {
                 if !feed.feed.admit(&decoded) {
                     return;
                 }
-                if offer_all(&shared, &mut feed.subscribers, || Delivery::Event(decoded.event.clone()), Some(&decoded.event)) {
+                if offer_all(
+                    &shared,
+                    &mut feed.subscribers,
+                    || Delivery::Event(decoded.event.clone()),
+                    Some(&decoded.event),
+                ) {
                     self.release_if_unused(user);
                 }
             }
@@ -383,7 +394,10 @@ impl<C: Category> Dispatcher<C> {
 
     async fn on_reconnect(&mut self) {
         Counters::add(&self.shared.counters.reconnects, 1);
-        tracing::info!(channels = self.users.len() + 1, "Redis subscriber connection re-established; resubscribing");
+        tracing::info!(
+            channels = self.users.len() + 1,
+            "Redis subscriber connection re-established; resubscribing"
+        );
         let pending = self.pending.get_or_insert_with(PendingRecovery::default);
         pending.resubscribe = true;
         pending.reconnected = true;
@@ -435,7 +449,9 @@ impl<C: Category> Dispatcher<C> {
             self.users.iter().filter(|(_, f)| f.live).map(|(u, f)| (*u, f.feed.cursor)).collect();
         let broadcast = recover_feed(&shared, Audience::Broadcast, broadcast_cursor, restarted);
         let users = futures_util::future::try_join_all(
-            user_cursors.iter().map(|(user, cursor)| recover_feed(&shared, Audience::User(*user), *cursor, restarted)),
+            user_cursors
+                .iter()
+                .map(|(user, cursor)| recover_feed(&shared, Audience::User(*user), *cursor, restarted)),
         );
         let (broadcast, users) = tokio::try_join!(broadcast, users)?;
 
@@ -473,8 +489,12 @@ impl<C: Category> Dispatcher<C> {
     }
 
     fn release_emptied(&mut self) {
-        let emptied: Vec<UserId> =
-            self.users.iter().filter(|(_, f)| f.subscribers.is_empty() && f.waiting.is_empty()).map(|(u, _)| *u).collect();
+        let emptied: Vec<UserId> = self
+            .users
+            .iter()
+            .filter(|(_, f)| f.subscribers.is_empty() && f.waiting.is_empty())
+            .map(|(u, _)| *u)
+            .collect();
         for user in emptied {
             self.release_if_unused(user);
         }
@@ -482,8 +502,13 @@ impl<C: Category> Dispatcher<C> {
 
     /// Whether the server is another process than before (its data may be gone), by its run id.
     async fn server_restarted(&mut self) -> Result<bool, Error> {
-        let info: String =
-            self.shared.commands.next_connected().info(Some(InfoKind::Server)).await.map_err(Error::backend)?;
+        let info: String = self
+            .shared
+            .commands
+            .next_connected()
+            .info(Some(InfoKind::Server))
+            .await
+            .map_err(Error::backend)?;
         let run_id = parse_run_id(&info);
         let restarted = run_id.is_none() || run_id != self.run_id;
         if restarted {
@@ -549,7 +574,11 @@ async fn recover_feed<C: Category>(
     let Some(position) = position else {
         // The position is unknown: what followed cannot be told apart from what came before.
         let end = shared.last_stream_id(&key).await?;
-        return Ok(FeedRecovery { gap: true, events: Vec::new(), cursor: Cursor { stream_id: Some(end), event_id: None } });
+        return Ok(FeedRecovery {
+            gap: true,
+            events: Vec::new(),
+            cursor: Cursor { stream_id: Some(end), event_id: None },
+        });
     };
     let gap = if position == StreamId::ZERO {
         // The stream was empty when the feed started: something is lost only if entries were removed
@@ -620,7 +649,8 @@ pub(crate) async fn run_sequencer<C: Category>(
         }
         let baselines = match (&failure, shared.retention.is_some()) {
             (None, true) => {
-                let reads = to_confirm.iter().map(|(user, _)| shared.last_stream_id_of(Audience::User(*user)));
+                let reads =
+                    to_confirm.iter().map(|(user, _)| shared.last_stream_id_of(Audience::User(*user)));
                 match futures_util::future::try_join_all(reads).await {
                     Ok(ids) => ids.into_iter().map(Some).collect(),
                     Err(e) => {
@@ -648,7 +678,12 @@ pub(crate) async fn run_sequencer<C: Category>(
 }
 
 /// Sends one `SUBSCRIBE` (or `UNSUBSCRIBE`) for `channels`, keeping the first failure.
-async fn flush<C: Category>(shared: &Shared<C>, channels: &mut Vec<String>, subscribe: bool, failure: &mut Option<String>) {
+async fn flush<C: Category>(
+    shared: &Shared<C>,
+    channels: &mut Vec<String>,
+    subscribe: bool,
+    failure: &mut Option<String>,
+) {
     if channels.is_empty() {
         return;
     }

@@ -493,6 +493,11 @@ impl<C: Category> RedisHub<C> {
     pub fn runtime_handle(&self) -> &tokio::runtime::Handle {
         self.inner.runtime.handle()
     }
+
+    /// Whether the hub runs the client on a runtime of its own (the caller had no tokio runtime).
+    pub fn owns_runtime(&self) -> bool {
+        self.inner.runtime.is_owned()
+    }
 }
 
 impl<C: Category> Clone for RedisHub<C> {
@@ -534,7 +539,8 @@ impl<C: Category> EventSource<C> for RedisHub<C> {
         filter: CategorySet<C>,
     ) -> impl Future<Output = Result<Replay<C>, Error>> + Send {
         let shared = Arc::clone(&self.inner.shared);
-        let task = self.inner.runtime.spawn(async move { shared.missed_events(user, last_event_id, filter).await });
+        let task =
+            self.inner.runtime.spawn(async move { shared.missed_events(user, last_event_id, filter).await });
         async move { task.await? }
     }
 }
@@ -566,11 +572,8 @@ impl<C: Category> Shared<C> {
                 ];
                 let mut keys = vec![self.layout.stream(audience)];
                 keys.extend(self.layout.order_key());
-                let _: Value = self
-                    .script
-                    .evalsha_with_reload(client, keys, args)
-                    .await
-                    .map_err(Error::backend)?;
+                let _: Value =
+                    self.script.evalsha_with_reload(client, keys, args).await.map_err(Error::backend)?;
             }
             None => {
                 let envelope = codec::envelope(&event).map_err(Error::backend)?;

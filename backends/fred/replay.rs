@@ -70,12 +70,24 @@ impl<C: Category> Shared<C> {
         self.commands.next_connected()
     }
 
-    async fn xrange(&self, key: &str, start: String, end: String, count: u64) -> Result<Vec<RawEntry>, Error> {
+    async fn xrange(
+        &self,
+        key: &str,
+        start: String,
+        end: String,
+        count: u64,
+    ) -> Result<Vec<RawEntry>, Error> {
         let reply: Value = self.client().xrange(key, start, end, Some(count)).await.map_err(backend)?;
         Ok(parse_entries(reply))
     }
 
-    async fn xrevrange(&self, key: &str, end: String, start: String, count: u64) -> Result<Vec<RawEntry>, Error> {
+    async fn xrevrange(
+        &self,
+        key: &str,
+        end: String,
+        start: String,
+        count: u64,
+    ) -> Result<Vec<RawEntry>, Error> {
         let reply: Value = self.client().xrevrange(key, end, start, Some(count)).await.map_err(backend)?;
         Ok(parse_entries(reply))
     }
@@ -150,7 +162,11 @@ impl<C: Category> Shared<C> {
     }
 
     /// The decoded entries of `audience`'s stream from `start` on, oldest first; bad entries skipped and counted.
-    pub(crate) async fn read_from(&self, audience: Audience, start: Start) -> Result<Vec<(StreamId, Event<C>)>, Error> {
+    pub(crate) async fn read_from(
+        &self,
+        audience: Audience,
+        start: Start,
+    ) -> Result<Vec<(StreamId, Event<C>)>, Error> {
         let key = self.layout.stream(audience);
         let mut out = Vec::new();
         let mut next = match start {
@@ -186,9 +202,11 @@ impl<C: Category> Shared<C> {
                 let mut it = flat.into_iter();
                 std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect()
             }
-            Value::Map(map) => {
-                map.inner().into_iter().map(|(k, v)| (k.as_str().map_or(Value::Null, Value::from), v)).collect()
-            }
+            Value::Map(map) => map
+                .inner()
+                .into_iter()
+                .map(|(k, v)| (k.as_str().map_or(Value::Null, Value::from), v))
+                .collect(),
             _ => Vec::new(),
         };
         let mut info = TrimInfo::default();
@@ -223,15 +241,20 @@ impl<C: Category> Shared<C> {
         }
         let own = Audience::User(user);
         let (user_key, broadcast_key) = (self.layout.stream(own), self.layout.stream(Audience::Broadcast));
-        let (in_user, in_broadcast) =
-            futures_util::future::try_join(self.locate(&user_key, last_event_id), self.locate(&broadcast_key, last_event_id))
-                .await?;
+        let (in_user, in_broadcast) = futures_util::future::try_join(
+            self.locate(&user_key, last_event_id),
+            self.locate(&broadcast_key, last_event_id),
+        )
+        .await?;
         let (start, status) = match in_user.or(in_broadcast) {
             Some(position) => (Start::After(position), ReplayStatus::Complete),
             None => self.unlocated_start(&user_key, &broadcast_key, last_event_id).await?,
         };
-        let (own_events, broadcast_events) =
-            futures_util::future::try_join(self.read_from(own, start), self.read_from(Audience::Broadcast, start)).await?;
+        let (own_events, broadcast_events) = futures_util::future::try_join(
+            self.read_from(own, start),
+            self.read_from(Audience::Broadcast, start),
+        )
+        .await?;
         let events = merge(own_events, broadcast_events).filter(|e| filter.contains(e.category())).collect();
         tracing::debug!(%user, %last_event_id, %status, "replayed missed events");
         Ok(Replay { events, status })
@@ -249,7 +272,8 @@ impl<C: Category> Shared<C> {
             futures_util::future::try_join(self.trim_info(user_key), self.trim_info(broadcast_key)).await?;
         // The entry was added no earlier than `t - skew`: if nothing from then on was trimmed, it never existed.
         let earliest = StreamId::at_ms(t.saturating_sub(self.clock_skew_ms));
-        let trimmed = [user_info, broadcast_info].iter().flatten().any(|info| info.may_have_removed_from(earliest));
+        let trimmed =
+            [user_info, broadcast_info].iter().flatten().any(|info| info.may_have_removed_from(earliest));
         Ok(if trimmed {
             (Start::At(StreamId::at_ms(t)), ReplayStatus::Truncated)
         } else {
