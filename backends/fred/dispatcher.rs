@@ -447,12 +447,13 @@ impl<C: Category> Dispatcher<C> {
         let broadcast_cursor = self.broadcast.cursor;
         let user_cursors: Vec<(UserId, Cursor)> =
             self.users.iter().filter(|(_, f)| f.live).map(|(u, f)| (*u, f.feed.cursor)).collect();
-        let broadcast = recover_feed(&shared, Audience::Broadcast, broadcast_cursor, restarted);
-        let users = futures_util::future::try_join_all(
-            user_cursors
-                .iter()
-                .map(|(user, cursor)| recover_feed(&shared, Audience::User(*user), *cursor, restarted)),
-        );
+        // Every feed is read up to one horizon, so the merge of any two is a consistent cut.
+        let horizon = shared.horizon().await?;
+        let broadcast = recover_feed(&shared, Audience::Broadcast, broadcast_cursor, restarted, horizon);
+        let users =
+            futures_util::future::try_join_all(user_cursors.iter().map(|(user, cursor)| {
+                recover_feed(&shared, Audience::User(*user), *cursor, restarted, horizon)
+            }));
         let (broadcast, users) = tokio::try_join!(broadcast, users)?;
 
         let mut recovered = broadcast.events.len() as u64;
@@ -564,6 +565,7 @@ async fn recover_feed<C: Category>(
     audience: Audience,
     cursor: Cursor,
     restarted: bool,
+    horizon: Option<StreamId>,
 ) -> Result<FeedRecovery<C>, Error> {
     let key = shared.layout.stream(audience);
     let position = match (cursor.stream_id, cursor.event_id) {
@@ -590,7 +592,7 @@ async fn recover_feed<C: Category>(
         // followed it survived, so the subscribers are told.
         !shared.entry_exists(&key, position).await?
     };
-    let events = shared.read_from(audience, Start::After(position)).await?;
+    let events = shared.read_from(audience, Start::After(position), horizon).await?;
     let cursor = match events.last() {
         Some((id, event)) => Cursor { stream_id: Some(*id), event_id: Some(event.id()) },
         None => Cursor { stream_id: Some(position), event_id: cursor.event_id },

@@ -12,7 +12,7 @@
 
 use std::cmp::Ordering;
 
-use ::fred::prelude::{Client, StreamsInterface, Value};
+use ::fred::prelude::{Client, KeysInterface, StreamsInterface, Value};
 
 use super::Shared;
 use super::codec::{StreamId, entry_event_id};
@@ -161,13 +161,28 @@ impl<C: Category> Shared<C> {
         }
     }
 
-    /// The decoded entries of `audience`'s stream from `start` on, oldest first; bad entries skipped and counted.
+    /// The id below which no entry can be added any more, where the layout has an order key.
+    ///
+    /// Two streams are read with two commands. Reading both only up to the
+    /// horizon read before them gives a consistent cut: an event of one
+    /// stream is never included while an earlier one of the other is left to
+    /// arrive later.
+    pub(crate) async fn horizon(&self) -> Result<Option<StreamId>, Error> {
+        let Some(key) = self.layout.order_key() else { return Ok(None) };
+        let last: Option<String> = self.client().get(key).await.map_err(backend)?;
+        Ok(last.and_then(|id| id.parse().ok()))
+    }
+
+    /// The decoded entries of `audience`'s stream from `start` on, up to `until` (included) if given,
+    /// oldest first; bad entries skipped and counted.
     pub(crate) async fn read_from(
         &self,
         audience: Audience,
         start: Start,
+        until: Option<StreamId>,
     ) -> Result<Vec<(StreamId, Event<C>)>, Error> {
         let key = self.layout.stream(audience);
+        let end = until.map_or_else(|| "+".to_string(), |id| id.to_string());
         let mut out = Vec::new();
         let mut next = match start {
             Start::After(id) => id.exclusive(),
@@ -175,7 +190,7 @@ impl<C: Category> Shared<C> {
             Start::Oldest => "-".to_string(),
         };
         loop {
-            let page = self.xrange(&key, next, "+".into(), READ_PAGE).await?;
+            let page = self.xrange(&key, next, end.clone(), READ_PAGE).await?;
             let full = page.len() as u64 == READ_PAGE;
             for entry in &page {
                 match self.decoder.entry(audience, &entry.fields()) {
@@ -250,9 +265,10 @@ impl<C: Category> Shared<C> {
             Some(position) => (Start::After(position), ReplayStatus::Complete),
             None => self.unlocated_start(&user_key, &broadcast_key, last_event_id).await?,
         };
+        let horizon = self.horizon().await?;
         let (own_events, broadcast_events) = futures_util::future::try_join(
-            self.read_from(own, start),
-            self.read_from(Audience::Broadcast, start),
+            self.read_from(own, start, horizon),
+            self.read_from(Audience::Broadcast, start, horizon),
         )
         .await?;
         let events = merge(own_events, broadcast_events).filter(|e| filter.contains(e.category())).collect();
