@@ -565,7 +565,7 @@ async fn recover_feed<C: Category>(
     audience: Audience,
     cursor: Cursor,
     restarted: bool,
-    horizon: Option<StreamId>,
+    horizon: StreamId,
 ) -> Result<FeedRecovery<C>, Error> {
     let key = shared.layout.stream(audience);
     let position = match (cursor.stream_id, cursor.event_id) {

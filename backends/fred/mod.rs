@@ -97,6 +97,7 @@ use dispatcher::{Command, Dispatcher, Feed};
 use stats::Counters;
 
 const PUBLISH_SCRIPT: &str = include_str!("publish.lua");
+const CLOCK_SCRIPT: &str = include_str!("horizon.lua");
 
 /// How much history is kept per audience, for replay and outage recovery.
 ///
@@ -160,6 +161,7 @@ pub(crate) struct Shared<C> {
     pub(crate) commands: Pool,
     pub(crate) subscriber: Client,
     pub(crate) script: Script,
+    pub(crate) clock_script: Script,
     pub(crate) counters: Counters,
 }
 
@@ -383,6 +385,7 @@ async fn start<C: Category>(
         commands,
         subscriber,
         script: Script::from_lua(PUBLISH_SCRIPT),
+        clock_script: Script::from_lua(CLOCK_SCRIPT),
         counters: Counters::default(),
     });
     match connect_broadcast(&shared).await {
