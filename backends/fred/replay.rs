@@ -115,8 +115,10 @@ impl<C: Category> Shared<C> {
         let Some(t) = id.timestamp_millis() else {
             let mut end = "+".to_string();
             let mut seen = 0u64;
+            let mut page_size = LOCATE_PAGE;
             while seen < self.foreign_id_scan_limit {
-                let count = LOCATE_PAGE.min(self.foreign_id_scan_limit - seen);
+                let count = page_size.min(self.foreign_id_scan_limit - seen);
+                page_size = (page_size * 2).min(READ_PAGE);
                 let page = self.xrevrange(key, end, "-".into(), count).await?;
                 if let Some(hit) = page.iter().find(|e| matches(e)) {
                     return Ok(Some(hit.id));
@@ -133,15 +135,18 @@ impl<C: Category> Shared<C> {
         // Forward from the id's millisecond: where the entry almost always is.
         let mut start = StreamId::at_ms(t).to_string();
         let latest = StreamId { ms: t.saturating_add(skew), seq: u64::MAX }.to_string();
+        let mut count = LOCATE_PAGE;
         loop {
-            let page = self.xrange(key, start, latest.clone(), LOCATE_PAGE).await?;
+            let page = self.xrange(key, start, latest.clone(), count).await?;
             if let Some(hit) = page.iter().find(|e| matches(e)) {
                 return Ok(Some(hit.id));
             }
             match page.last() {
-                Some(last) if page.len() as u64 == LOCATE_PAGE => start = last.id.exclusive(),
+                Some(last) if page.len() as u64 == count => start = last.id.exclusive(),
                 _ => break,
             }
+            // Pages grow, so a burst of events around the id costs few round trips.
+            count = (count * 2).min(READ_PAGE);
         }
         // Backward: the Redis clock may lag the publisher's.
         if t == 0 || skew == 0 {
@@ -149,15 +154,17 @@ impl<C: Category> Shared<C> {
         }
         let mut end = StreamId::at_ms(t).exclusive();
         let earliest = StreamId::at_ms(t.saturating_sub(skew)).to_string();
+        let mut count = LOCATE_PAGE;
         loop {
-            let page = self.xrevrange(key, end, earliest.clone(), LOCATE_PAGE).await?;
+            let page = self.xrevrange(key, end, earliest.clone(), count).await?;
             if let Some(hit) = page.iter().find(|e| matches(e)) {
                 return Ok(Some(hit.id));
             }
             match page.last() {
-                Some(last) if page.len() as u64 == LOCATE_PAGE => end = last.id.exclusive(),
+                Some(last) if page.len() as u64 == count => end = last.id.exclusive(),
                 _ => return Ok(None),
             }
+            count = (count * 2).min(READ_PAGE);
         }
     }
 
