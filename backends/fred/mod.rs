@@ -289,6 +289,10 @@ impl<C: Category> RedisHubBuilder<C> {
     }
 
     /// How long a Redis command may take before it fails. Default: 5 s.
+    ///
+    /// During an outage, publishes and subscribes fail after this long
+    /// instead of waiting for the connection. A publish that timed out after
+    /// it was sent may still have been applied.
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.command_timeout = timeout;
         self
