@@ -472,7 +472,7 @@ impl<C: Category> Dispatcher<C> {
                 gapped += feed.subscribers.len() as u64;
                 offer_all(&shared, &mut feed.subscribers, || Delivery::Gap, None);
             }
-            for event in merge(own.events, broadcast.events.clone()) {
+            for event in merge(own.events, broadcast.events.clone(), shared.layout.order_key().is_some()) {
                 offer_all(&shared, &mut feed.subscribers, || Delivery::Event(event.clone()), Some(&event));
             }
         }
