@@ -54,6 +54,9 @@ mod category;
 mod error;
 mod event;
 pub mod fixture;
+#[cfg(feature = "fred")]
+#[path = "../backends/fred/mod.rs"]
+pub mod fred;
 pub mod parse;
 mod source;
 pub mod wire;

@@ -1,0 +1,264 @@
+//! `KeyLayout`: the Redis channel and stream names of each audience, standalone or cluster.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::{Audience, UserId};
+
+/// How a layout delivers live events: plain or sharded pub/sub.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum PubSubKind {
+    /// `SUBSCRIBE` / `PUBLISH`: one server, or a cluster that broadcasts every message to every node.
+    Plain,
+    /// `SSUBSCRIBE` / `SPUBLISH`: each channel lives on the node that owns its hash slot.
+    Sharded,
+}
+
+/// The Redis names ssehub reads and writes: a pub/sub channel and a stream per audience.
+///
+/// Two shapes:
+///
+/// | audience  | [`standalone`](KeyLayout::standalone) (default) | [`cluster`](KeyLayout::cluster) |
+/// |-----------|--------------------------|-------------------------|
+/// | user live | `sse:user:{id}`          | `sse:{<id>}:live`       |
+/// | user history | `sse:stream:user:{id}` | `sse:{<id>}:stream`   |
+/// | broadcast live | `sse:broadcast`     | `sse:{broadcast}:live`  |
+/// | broadcast history | `sse:stream:broadcast` | `sse:{broadcast}:stream` |
+///
+/// (`{id}` is the hyphenated user id; in the cluster shape the braces are
+/// literal, a hash tag, so each audience's channel and stream share one slot
+/// and one Lua script can write both.) The standalone shape is the one of the
+/// existing JSON-envelope publishers, so ssehub can serve their events side by
+/// side with them. The cluster shape uses sharded pub/sub.
+///
+/// # Examples
+///
+/// ```
+/// use ssehub::fred::{KeyLayout, PubSubKind};
+/// use ssehub::{Audience, UserId};
+///
+/// let user: UserId = "5f0c1f7e-2a43-4c1b-9d8e-0b6b8f3c2a11".parse().unwrap();
+/// let layout = KeyLayout::standalone();
+/// assert_eq!(layout.channel(Audience::User(user)), "sse:user:5f0c1f7e-2a43-4c1b-9d8e-0b6b8f3c2a11");
+/// assert_eq!(layout.stream(Audience::Broadcast), "sse:stream:broadcast");
+/// assert_eq!(layout.audience_of_channel("sse:broadcast"), Some(Audience::Broadcast));
+///
+/// let cluster = KeyLayout::cluster_with_prefix("app").unwrap();
+/// assert_eq!(cluster.stream(Audience::User(user)), "app:{5f0c1f7e-2a43-4c1b-9d8e-0b6b8f3c2a11}:stream");
+/// assert_eq!(cluster.pubsub_kind(), PubSubKind::Sharded);
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct KeyLayout {
+    prefix: Arc<str>,
+    shape: Shape,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Shape {
+    Standalone,
+    Cluster,
+}
+
+/// The longest key prefix a [`KeyLayout`] accepts, in bytes.
+pub const MAX_PREFIX_BYTES: usize = 64;
+
+impl KeyLayout {
+    /// The default layout: `sse:user:{id}`, `sse:broadcast`, `sse:stream:user:{id}`, `sse:stream:broadcast`.
+    pub fn standalone() -> Self {
+        Self { prefix: Arc::from("sse"), shape: Shape::Standalone }
+    }
+
+    /// The standalone layout with `prefix` in place of `sse`.
+    ///
+    /// # Errors
+    ///
+    /// A prefix that is empty, longer than [`MAX_PREFIX_BYTES`], or holds
+    /// anything but ASCII letters, digits, `_`, `-`, `.` and `:`.
+    pub fn standalone_with_prefix(prefix: &str) -> Result<Self, InvalidPrefix> {
+        Ok(Self { prefix: check_prefix(prefix)?, shape: Shape::Standalone })
+    }
+
+    /// The cluster layout: `sse:{<id>}:live`, `sse:{<id>}:stream`, `sse:{broadcast}:live`, `sse:{broadcast}:stream`.
+    pub fn cluster() -> Self {
+        Self { prefix: Arc::from("sse"), shape: Shape::Cluster }
+    }
+
+    /// The cluster layout with `prefix` in place of `sse`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`standalone_with_prefix`](KeyLayout::standalone_with_prefix).
+    pub fn cluster_with_prefix(prefix: &str) -> Result<Self, InvalidPrefix> {
+        Ok(Self { prefix: check_prefix(prefix)?, shape: Shape::Cluster })
+    }
+
+    /// The prefix of every name.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Plain or sharded pub/sub.
+    pub fn pubsub_kind(&self) -> PubSubKind {
+        match self.shape {
+            Shape::Standalone => PubSubKind::Plain,
+            Shape::Cluster => PubSubKind::Sharded,
+        }
+    }
+
+    /// The pub/sub channel live events of `audience` travel on.
+    pub fn channel(&self, audience: Audience) -> String {
+        let p = &self.prefix;
+        match (self.shape, audience) {
+            (Shape::Standalone, Audience::User(user)) => format!("{p}:user:{user}"),
+            (Shape::Standalone, Audience::Broadcast) => format!("{p}:broadcast"),
+            (Shape::Cluster, Audience::User(user)) => format!("{p}:{{{user}}}:live"),
+            (Shape::Cluster, Audience::Broadcast) => format!("{p}:{{broadcast}}:live"),
+        }
+    }
+
+    /// The stream that retains the events of `audience`.
+    pub fn stream(&self, audience: Audience) -> String {
+        let p = &self.prefix;
+        match (self.shape, audience) {
+            (Shape::Standalone, Audience::User(user)) => format!("{p}:stream:user:{user}"),
+            (Shape::Standalone, Audience::Broadcast) => format!("{p}:stream:broadcast"),
+            (Shape::Cluster, Audience::User(user)) => format!("{p}:{{{user}}}:stream"),
+            (Shape::Cluster, Audience::Broadcast) => format!("{p}:{{broadcast}}:stream"),
+        }
+    }
+
+    /// The key that orders stream entries across audiences, where the layout has one.
+    ///
+    /// In the standalone layout (`sse:order`) the publish script draws every
+    /// stream's entry ids from it, so ids order a user's events and the
+    /// broadcasts exactly as published. The cluster layout has none: one key
+    /// cannot share a slot with every stream, so entry ids come from each
+    /// stream alone, and events of different audiences added in the same
+    /// millisecond may replay in either order.
+    pub fn order_key(&self) -> Option<String> {
+        match self.shape {
+            Shape::Standalone => Some(format!("{}:order", self.prefix)),
+            Shape::Cluster => None,
+        }
+    }
+
+    /// The audience whose channel is `channel`, if it is one of this layout's.
+    ///
+    /// Only the exact names [`channel`](KeyLayout::channel) makes are
+    /// recognised (a user id in its hyphenated lowercase form), so no crafted
+    /// name maps to another user's channel.
+    pub fn audience_of_channel(&self, channel: &str) -> Option<Audience> {
+        let rest = channel.strip_prefix(&*self.prefix)?.strip_prefix(':')?;
+        let user_part = match self.shape {
+            Shape::Standalone => {
+                if rest == "broadcast" {
+                    return Some(Audience::Broadcast);
+                }
+                rest.strip_prefix("user:")?
+            }
+            Shape::Cluster => {
+                let tagged = rest.strip_suffix(":live")?.strip_prefix('{')?.strip_suffix('}')?;
+                if tagged == "broadcast" {
+                    return Some(Audience::Broadcast);
+                }
+                tagged
+            }
+        };
+        let user: UserId = user_part.parse().ok()?;
+        // The parser trims whitespace and accepts upper case; the channel must be the exact name.
+        (user.to_string() == user_part).then_some(Audience::User(user))
+    }
+}
+
+impl Default for KeyLayout {
+    /// [`KeyLayout::standalone`].
+    fn default() -> Self {
+        Self::standalone()
+    }
+}
+
+impl fmt::Debug for KeyLayout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyLayout").field("prefix", &self.prefix).field("shape", &self.shape).finish()
+    }
+}
+
+fn check_prefix(prefix: &str) -> Result<Arc<str>, InvalidPrefix> {
+    let valid = !prefix.is_empty()
+        && prefix.len() <= MAX_PREFIX_BYTES
+        && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+    if valid { Ok(Arc::from(prefix)) } else { Err(InvalidPrefix { _private: () }) }
+}
+
+/// A key prefix [`KeyLayout`] refuses: empty, too long, or with characters outside `[A-Za-z0-9_.:-]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidPrefix {
+    _private: (),
+}
+
+impl fmt::Display for InvalidPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid key prefix: 1 to {MAX_PREFIX_BYTES} bytes of ASCII letters, digits, '_', '-', '.' and ':'"
+        )
+    }
+}
+
+impl std::error::Error for InvalidPrefix {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> UserId {
+        "5f0c1f7e-2a43-4c1b-9d8e-0b6b8f3c2a11".parse().unwrap()
+    }
+
+    #[test]
+    fn standalone_names_match_the_envelope_publishers_layout() {
+        let l = KeyLayout::standalone();
+        let u = user();
+        assert_eq!(l.channel(Audience::User(u)), format!("sse:user:{u}"));
+        assert_eq!(l.channel(Audience::Broadcast), "sse:broadcast");
+        assert_eq!(l.stream(Audience::User(u)), format!("sse:stream:user:{u}"));
+        assert_eq!(l.stream(Audience::Broadcast), "sse:stream:broadcast");
+        assert_eq!(l.pubsub_kind(), PubSubKind::Plain);
+        assert_eq!(l.order_key().as_deref(), Some("sse:order"));
+    }
+
+    #[test]
+    fn cluster_names_share_one_hash_tag_per_audience() {
+        let l = KeyLayout::cluster();
+        let u = user();
+        assert_eq!(l.channel(Audience::User(u)), format!("sse:{{{u}}}:live"));
+        assert_eq!(l.stream(Audience::User(u)), format!("sse:{{{u}}}:stream"));
+        assert_eq!(l.channel(Audience::Broadcast), "sse:{broadcast}:live");
+        assert_eq!(l.stream(Audience::Broadcast), "sse:{broadcast}:stream");
+    }
+
+    #[test]
+    fn channel_names_map_back_to_their_audience_only_when_exact() {
+        for l in [KeyLayout::standalone(), KeyLayout::cluster()] {
+            let u = user();
+            assert_eq!(l.audience_of_channel(&l.channel(Audience::User(u))), Some(Audience::User(u)));
+            assert_eq!(l.audience_of_channel(&l.channel(Audience::Broadcast)), Some(Audience::Broadcast));
+            let upper = l.channel(Audience::User(u)).to_uppercase();
+            assert_eq!(l.audience_of_channel(&upper), None);
+            assert_eq!(l.audience_of_channel(&l.stream(Audience::User(u))), None);
+            assert_eq!(l.audience_of_channel("other:user:x"), None);
+        }
+        let l = KeyLayout::standalone();
+        assert_eq!(l.audience_of_channel(&format!("sse:user: {}", user())), None);
+    }
+
+    #[test]
+    fn prefixes_with_braces_or_spaces_are_refused() {
+        assert!(KeyLayout::standalone_with_prefix("").is_err());
+        assert!(KeyLayout::standalone_with_prefix("a b").is_err());
+        assert!(KeyLayout::cluster_with_prefix("a{b}").is_err());
+        assert!(KeyLayout::cluster_with_prefix(&"x".repeat(65)).is_err());
+        assert_eq!(KeyLayout::standalone_with_prefix("app:v2").unwrap().prefix(), "app:v2");
+    }
+}

@@ -1,0 +1,76 @@
+//! Helpers for the Redis backend's tests: hubs on private servers, test events, and timeouts for any executor.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use ssehub::fixture::ExampleCategory;
+use ssehub::fred::{KeyLayout, RedisHub, RedisHubBuilder};
+use ssehub::{Audience, Category, Error, Event, EventId, UserId};
+
+pub type C = ExampleCategory;
+
+/// How long a test waits for one thing before it fails.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// A user no other test uses.
+pub fn fresh_user() -> UserId {
+    UserId::from_uuid(*EventId::new().as_uuid())
+}
+
+/// The `n`th test event for `audience`; categories rotate over the six.
+pub fn event(audience: Audience, n: usize) -> Event<C> {
+    let category = C::ALL[n % C::ALL.len()];
+    Event::new(audience, "test.event", category, format!("{{\"n\":{n}}}")).expect("a valid event type")
+}
+
+/// A builder for a hub on `url` with its own key prefix, so tests sharing a server stay apart.
+pub fn builder(url: &str, prefix: &str) -> RedisHubBuilder<C> {
+    RedisHub::builder(url)
+        .expect("a valid URL")
+        .key_layout(KeyLayout::standalone_with_prefix(prefix).expect("a valid prefix"))
+}
+
+/// `future`'s output, or a panic naming `what` after [`WAIT`]. Works on any executor.
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    futures_lite::future::or(async { Some(future.await) }, async {
+        smol::Timer::after(WAIT).await;
+        None
+    })
+    .await
+    .unwrap_or_else(|| panic!("timed out after {WAIT:?} waiting for {what}"))
+}
+
+/// The next item of `stream`, which must come within [`WAIT`].
+pub async fn next_item<S>(stream: &mut S, what: &str) -> Option<Result<Event<C>, Error>>
+where
+    S: Stream<Item = Result<Event<C>, Error>> + Unpin,
+{
+    within(what, stream.next()).await
+}
+
+/// The next item of `stream`, which must be an event.
+pub async fn next_event<S>(stream: &mut S, what: &str) -> Event<C>
+where
+    S: Stream<Item = Result<Event<C>, Error>> + Unpin,
+{
+    match next_item(stream, what).await {
+        Some(Ok(event)) => event,
+        other => panic!("expected an event ({what}), got {other:?}"),
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds; panics naming `what` after [`WAIT`].
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    within(what, async {
+        while !condition() {
+            smol::Timer::after(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
+pub fn ids(events: &[Event<C>]) -> Vec<EventId> {
+    events.iter().map(Event::id).collect()
+}
