@@ -62,6 +62,7 @@
 //! ```
 
 mod bridge;
+mod cluster;
 mod codec;
 mod dispatcher;
 mod keys;
@@ -161,6 +162,7 @@ pub(crate) struct Shared<C> {
     pub(crate) subscriber: Client,
     pub(crate) script: Script,
     pub(crate) counters: Counters,
+    pub(crate) cluster: cluster::ClusterState,
 }
 
 /// Configures and connects a [`RedisHub`].
@@ -197,6 +199,7 @@ pub struct RedisHubBuilder<C> {
     foreign_id_scan_limit: u64,
     runtime: Option<tokio::runtime::Handle>,
     runtime_threads: usize,
+    cluster: cluster::ClusterSettings,
 }
 
 impl<C: Category> RedisHubBuilder<C> {
@@ -217,6 +220,7 @@ impl<C: Category> RedisHubBuilder<C> {
             foreign_id_scan_limit: 1000,
             runtime: None,
             runtime_threads: 1,
+            cluster: cluster::ClusterSettings::default(),
         }
     }
 
@@ -384,14 +388,22 @@ async fn start<C: Category>(
         subscriber,
         script: Script::from_lua(PUBLISH_SCRIPT),
         counters: Counters::default(),
+        cluster: cluster::ClusterState::new(settings.cluster),
     });
-    match connect_broadcast(&shared).await {
+    let connected = match connect_broadcast(&shared).await {
+        Ok(connected) => cluster::prepare(&shared).await.map(|()| connected),
+        Err(e) => Err(e),
+    };
+    match connected {
         Ok((broadcast, run_id)) => {
             // The first connect also counts as a reconnect; it needs no recovery.
             while reconnects.try_recv().is_ok() {}
             let (confirms_tx, confirms_rx) = mpsc::unbounded_channel();
             let (ops_tx, ops_rx) = mpsc::unbounded_channel();
             tokio::spawn(dispatcher::run_sequencer(Arc::clone(&shared), ops_rx, confirms_tx));
+            if shared.layout.pubsub_kind() == PubSubKind::Sharded {
+                tokio::spawn(cluster::watch_topology(Arc::clone(&shared), commands_handle.clone()));
+            }
             let dispatcher = Dispatcher::new(
                 Arc::clone(&shared),
                 commands_rx,
@@ -555,6 +567,9 @@ impl<C: Category> Publisher<C> for RedisHub<C> {
 
 impl<C: Category> Shared<C> {
     async fn publish(&self, event: Event<C>) -> Result<(), Error> {
+        if self.layout.pubsub_kind() == PubSubKind::Sharded {
+            return cluster::publish(self, event).await;
+        }
         let audience = event.audience();
         let channel = self.layout.channel(audience);
         let client = self.commands.next_connected();
