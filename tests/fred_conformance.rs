@@ -124,3 +124,16 @@ fn dropping_a_subscription_unregisters_it() {
 fn run_all_passes() {
     block_on(conformance::run_all(&RedisFactory));
 }
+
+#[test]
+fn run_all_passes_as_a_task_on_a_multi_thread_tokio_runtime() {
+    // The hubs run on the caller's runtime here; spawning needs the suite's futures to be `Send`.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime
+        .block_on(async { tokio::spawn(async { conformance::run_all(&RedisFactory).await }).await.unwrap() });
+}
+
+#[test]
+fn run_all_passes_on_smol() {
+    smol::block_on(smol::spawn(async { conformance::run_all(&RedisFactory).await }));
+}

@@ -278,3 +278,50 @@ fn an_overflow_of_the_clients_message_channel_is_recovered_from_the_streams() {
         assert_eq!(stats.gaps, 0, "every overflow was recovered: {stats:?}");
     });
 }
+
+#[test]
+fn while_the_server_is_down_publish_and_subscribe_fail_within_the_command_timeout_then_work_again() {
+    let server = RedisServer::start();
+    futures::executor::block_on(async {
+        let hub: RedisHub<C> = within(
+            "connect",
+            builder(&server.url(), "down").command_timeout(Duration::from_millis(500)).connect(),
+        )
+        .await
+        .expect("connect");
+        let user = fresh_user();
+        let mut subscription = hub.subscribe(user, CategorySet::all()).await.expect("subscribe");
+        server.kill();
+
+        let started = std::time::Instant::now();
+        let failed = within("a publish while down", hub.publish(event(Audience::User(user), 0))).await;
+        assert!(failed.is_err(), "publishing to a stopped server fails");
+        let other = fresh_user();
+        let refused = within("a subscribe while down", hub.subscribe(other, CategorySet::all())).await;
+        assert!(refused.is_err(), "subscribing while the server is down fails");
+        println!("publish and subscribe failed after {:?}", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(10), "failures come from the timeout, not a hang");
+
+        server.restart();
+        let e = event(Audience::User(user), 1);
+        // The client reconnects on its own; publishing works again once it has.
+        within("a publish after the restart", async {
+            while hub.publish(e.clone()).await.is_err() {
+                smol::Timer::after(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        // The subscription lived through it: a gap (the server came back empty), then the event.
+        match next_item(&mut subscription, "the gap").await {
+            Some(Err(Error::Gap { .. })) => {}
+            other => panic!("expected Error::Gap, got {other:?}"),
+        }
+        let got = read_events_until(&mut subscription, e.id(), "after the restart").await;
+        assert_eq!(got, vec![e.id()]);
+        let mut again =
+            within("subscribe", hub.subscribe(other, CategorySet::all())).await.expect("subscribe");
+        let f = event(Audience::User(other), 2);
+        hub.publish(f.clone()).await.expect("publish");
+        assert_eq!(read_events_until(&mut again, f.id(), "a new subscriber").await, vec![f.id()]);
+    });
+}

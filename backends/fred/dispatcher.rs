@@ -104,11 +104,14 @@ impl Feed {
     }
 }
 
+/// Where a `subscribe` call waits for its subscription.
+type SubscribeReply<C> = oneshot::Sender<Result<Subscription<C>, Error>>;
+
 struct UserFeed<C: Category> {
     generation: u64,
     live: bool,
     subscribers: Vec<SubscriberQueue<C>>,
-    waiting: Vec<(oneshot::Sender<Result<Subscription<C>, Error>>, Subscription<C>)>,
+    waiting: Vec<(SubscribeReply<C>, Subscription<C>)>,
     feed: Feed,
 }
 
@@ -701,7 +704,7 @@ async fn recover_feed<C: Category>(
     audience: Audience,
     cursor: Cursor,
     restarted: bool,
-    horizon: Option<StreamId>,
+    horizon: StreamId,
 ) -> Result<FeedRecovery<C>, Error> {
     let key = shared.layout.stream(audience);
     let position = match (cursor.stream_id, cursor.event_id) {
@@ -780,10 +783,11 @@ pub(crate) async fn run_sequencer<C: Category>(
         }
         flush(&shared, &mut unsubscribes, false, &mut failure).await;
         flush(&shared, &mut subscribes, true, &mut failure).await;
-        if failure.is_none() && (!to_confirm.is_empty() || !resubscribed.is_empty()) {
-            if let Err(e) = liveness_barrier(&shared).await {
-                failure = Some(e.to_string());
-            }
+        if failure.is_none()
+            && (!to_confirm.is_empty() || !resubscribed.is_empty())
+            && let Err(e) = liveness_barrier(&shared).await
+        {
+            failure = Some(e.to_string());
         }
         let baselines = match (&failure, shared.retention.is_some()) {
             (None, true) => {

@@ -25,21 +25,54 @@
 //! with `data` embedded as JSON; envelopes without `category` get one from
 //! the event type ([`RedisHubBuilder::category_of_event_type`]). Stream
 //! entries hold the envelope in one `event` field; entries written one field
-//! per envelope key are read too.
+//! per envelope key are read too. Event data must be JSON text to be
+//! published ([`DataNotJson`] otherwise); it is embedded as is, without
+//! surrounding whitespace.
+//!
+//! [`KeyLayout::cluster`] names keys for Redis Cluster: each audience's
+//! channel and stream share one hash tag, so the publish script touches one
+//! slot, and live events use sharded pub/sub. Without an order key there,
+//! events of different audiences added in the same millisecond may replay in
+//! either order. The layout runs on a single server as well.
 //!
 //! With [`Retention`] on (the default), a publish is one Lua script: `XADD`
-//! with approximate trimming by count and age, an expiry that slides with
-//! every publish, and `PUBLISH`, atomically. Without it, a publish is one
-//! `PUBLISH` and nothing can be replayed.
+//! with trimming by count and age, an expiry that slides with every publish,
+//! and `PUBLISH`, atomically. In the standalone layout the script draws the
+//! entry ids of every stream from one sequence (the layout's
+//! [`order_key`](KeyLayout::order_key)), so entry ids order a user's events
+//! and the broadcasts exactly as they were published, and the channel message
+//! carries its entry id (`stream_id`), so the dispatcher knows each live
+//! event's position. Without retention, a publish is one `PUBLISH` and
+//! nothing can be replayed.
+//!
+//! # Replay
+//!
+//! [`missed_events`](EventSource::missed_events) finds the last event id in
+//! the user's stream or the broadcast stream, then reads both after it, up to
+//! one consistent cut, merged in entry id order. No command reads a stream
+//! from its start: an event id is a UUIDv7, so its millisecond says where to
+//! look (within [`RedisHubBuilder::clock_skew`] of it), and the work depends
+//! on the events returned and the events published around that millisecond,
+//! never on how many are retained. An id of another UUID version carries no
+//! time; it is looked for among the newest
+//! [`foreign_id_scan_limit`](RedisHubBuilder::foreign_id_scan_limit) entries
+//! of each stream only, and reads as unknown beyond them. An id no longer
+//! held where entries were trimmed reads as truncated (with the retained
+//! events from its time on); otherwise as unknown (with every retained event).
 //!
 //! # Outages
 //!
-//! The client reconnects forever with exponential backoff. After a reconnect
-//! the hub resubscribes every channel it holds, makes sure they are live, and
-//! delivers what was published meanwhile from the streams, in order and
-//! without duplicates, before any newer live event. Where that is impossible
-//! (retention off, history trimmed, the server restarted without its data)
-//! each affected subscriber gets [`Error::Gap`] and then live events again.
+//! The client reconnects forever with exponential backoff, and every command
+//! has a timeout. After a reconnect the hub resubscribes every channel it
+//! holds, waits for a round trip on the subscriber connection so they are
+//! live, then delivers from the streams what was published meanwhile, after
+//! the last event each channel delivered, in order and without duplicates,
+//! before any newer live event. An overflow of the client's internal message
+//! channel is recovered the same way. Where that is impossible, each affected
+//! subscriber gets [`Error::Gap`] and then live events again: with retention
+//! off; when the last delivered entry is no longer in its stream (trimmed,
+//! expired, or lost because the server restarted without its data); or when a
+//! channel's position is unknown.
 //!
 //! # Examples
 //!
@@ -98,6 +131,7 @@ use dispatcher::{Command, Dispatcher, Feed};
 use stats::Counters;
 
 const PUBLISH_SCRIPT: &str = include_str!("publish.lua");
+const CLOCK_SCRIPT: &str = include_str!("horizon.lua");
 
 /// How much history is kept per audience, for replay and outage recovery.
 ///
@@ -161,6 +195,7 @@ pub(crate) struct Shared<C> {
     pub(crate) commands: Pool,
     pub(crate) subscriber: Client,
     pub(crate) script: Script,
+    pub(crate) clock_script: Script,
     pub(crate) counters: Counters,
     pub(crate) cluster: cluster::ClusterState,
 }
@@ -258,6 +293,10 @@ impl<C: Category> RedisHubBuilder<C> {
     }
 
     /// How long a Redis command may take before it fails. Default: 5 s.
+    ///
+    /// During an outage, publishes and subscribes fail after this long
+    /// instead of waiting for the connection. A publish that timed out after
+    /// it was sent may still have been applied.
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.command_timeout = timeout;
         self
@@ -324,15 +363,13 @@ impl<C: Category> RedisHubBuilder<C> {
     /// # Errors
     ///
     /// [`Error::Backend`] if Redis cannot be reached or the runtime cannot start.
-    pub fn connect(self) -> impl Future<Output = Result<RedisHub<C>, Error>> + Send + 'static {
-        async move {
-            let runtime = RuntimeHost::new(self.runtime.clone(), self.runtime_threads)?;
-            let (commands, commands_rx) = mpsc::unbounded_channel();
-            let handle = commands.downgrade();
-            let shared = runtime.spawn(start(self, commands_rx, handle)).await??;
-            tracing::info!(owned_runtime = runtime.is_owned(), "Redis hub connected");
-            Ok(RedisHub { inner: Arc::new(HubInner { commands, shared, runtime }) })
-        }
+    pub async fn connect(self) -> Result<RedisHub<C>, Error> {
+        let runtime = RuntimeHost::new(self.runtime.clone(), self.runtime_threads)?;
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let handle = commands.downgrade();
+        let shared = runtime.spawn(start(self, commands_rx, handle)).await??;
+        tracing::info!(owned_runtime = runtime.is_owned(), "Redis hub connected");
+        Ok(RedisHub { inner: Arc::new(HubInner { commands, shared, runtime }) })
     }
 }
 
@@ -387,6 +424,7 @@ async fn start<C: Category>(
         commands,
         subscriber,
         script: Script::from_lua(PUBLISH_SCRIPT),
+        clock_script: Script::from_lua(CLOCK_SCRIPT),
         counters: Counters::default(),
         cluster: cluster::ClusterState::new(settings.cluster),
     });
@@ -481,7 +519,7 @@ impl<C: Category> RedisHub<C> {
         Ok(RedisHubBuilder::new(Config::from_url(url).map_err(Error::backend)?))
     }
 
-    /// A builder from a fred [`Config`](client::types::config::Config): TLS, sentinel, cluster, credentials.
+    /// A builder from a fred [`Config`]: TLS, sentinel, cluster, credentials.
     pub fn builder_from_config(config: Config) -> RedisHubBuilder<C> {
         RedisHubBuilder::new(config)
     }

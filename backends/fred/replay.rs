@@ -12,7 +12,7 @@
 
 use std::cmp::Ordering;
 
-use ::fred::prelude::{Client, KeysInterface, StreamsInterface, Value};
+use ::fred::prelude::{Client, StreamsInterface, Value};
 
 use super::Shared;
 use super::codec::{StreamId, entry_event_id};
@@ -115,8 +115,10 @@ impl<C: Category> Shared<C> {
         let Some(t) = id.timestamp_millis() else {
             let mut end = "+".to_string();
             let mut seen = 0u64;
+            let mut page_size = LOCATE_PAGE;
             while seen < self.foreign_id_scan_limit {
-                let count = LOCATE_PAGE.min(self.foreign_id_scan_limit - seen);
+                let count = page_size.min(self.foreign_id_scan_limit - seen);
+                page_size = (page_size * 2).min(READ_PAGE);
                 let page = self.xrevrange(key, end, "-".into(), count).await?;
                 if let Some(hit) = page.iter().find(|e| matches(e)) {
                     return Ok(Some(hit.id));
@@ -133,15 +135,18 @@ impl<C: Category> Shared<C> {
         // Forward from the id's millisecond: where the entry almost always is.
         let mut start = StreamId::at_ms(t).to_string();
         let latest = StreamId { ms: t.saturating_add(skew), seq: u64::MAX }.to_string();
+        let mut count = LOCATE_PAGE;
         loop {
-            let page = self.xrange(key, start, latest.clone(), LOCATE_PAGE).await?;
+            let page = self.xrange(key, start, latest.clone(), count).await?;
             if let Some(hit) = page.iter().find(|e| matches(e)) {
                 return Ok(Some(hit.id));
             }
             match page.last() {
-                Some(last) if page.len() as u64 == LOCATE_PAGE => start = last.id.exclusive(),
+                Some(last) if page.len() as u64 == count => start = last.id.exclusive(),
                 _ => break,
             }
+            // Pages grow, so a burst of events around the id costs few round trips.
+            count = (count * 2).min(READ_PAGE);
         }
         // Backward: the Redis clock may lag the publisher's.
         if t == 0 || skew == 0 {
@@ -149,28 +154,51 @@ impl<C: Category> Shared<C> {
         }
         let mut end = StreamId::at_ms(t).exclusive();
         let earliest = StreamId::at_ms(t.saturating_sub(skew)).to_string();
+        let mut count = LOCATE_PAGE;
         loop {
-            let page = self.xrevrange(key, end, earliest.clone(), LOCATE_PAGE).await?;
+            let page = self.xrevrange(key, end, earliest.clone(), count).await?;
             if let Some(hit) = page.iter().find(|e| matches(e)) {
                 return Ok(Some(hit.id));
             }
             match page.last() {
-                Some(last) if page.len() as u64 == LOCATE_PAGE => end = last.id.exclusive(),
+                Some(last) if page.len() as u64 == count => end = last.id.exclusive(),
                 _ => return Ok(None),
+            }
+            count = (count * 2).min(READ_PAGE);
+        }
+    }
+
+    /// An entry id that no entry added from now on can be at or below: a consistent cut of all streams.
+    ///
+    /// Two streams are read with two commands. Reading both only up to one
+    /// cut taken before them means an event of one stream is never included
+    /// while an earlier one of the other is left out; whatever comes after
+    /// the cut was added after it, so a subscription that was live before
+    /// delivers it. Entry ids begin with the server's time in milliseconds
+    /// (or, past it, the last id ssehub gave out), so the cut is the end of
+    /// the current millisecond, taken once the server's clock has moved on.
+    pub(crate) async fn horizon(&self) -> Result<StreamId, Error> {
+        let (last_given, now) = self.clock().await?;
+        let cut = StreamId { ms: now, seq: u64::MAX }.max(last_given.unwrap_or(StreamId::ZERO));
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            if self.clock().await?.1 > now {
+                return Ok(cut);
             }
         }
     }
 
-    /// The id below which no entry can be added any more, where the layout has an order key.
-    ///
-    /// Two streams are read with two commands. Reading both only up to the
-    /// horizon read before them gives a consistent cut: an event of one
-    /// stream is never included while an earlier one of the other is left to
-    /// arrive later.
-    pub(crate) async fn horizon(&self) -> Result<Option<StreamId>, Error> {
-        let Some(key) = self.layout.order_key() else { return Ok(None) };
-        let last: Option<String> = self.client().get(key).await.map_err(backend)?;
-        Ok(last.and_then(|id| id.parse().ok()))
+    async fn clock(&self) -> Result<(Option<StreamId>, u64), Error> {
+        let keys: Vec<String> = self.layout.order_key().into_iter().collect();
+        let reply: Vec<Value> = self
+            .clock_script
+            .evalsha_with_reload(self.client(), keys, Vec::<String>::new())
+            .await
+            .map_err(backend)?;
+        let last_given = reply.first().and_then(Value::as_str).and_then(|s| s.parse().ok());
+        let now = reply.get(1).and_then(Value::as_str).and_then(|s| s.parse().ok());
+        let now = now.ok_or_else(|| Error::backend("the server's clock could not be read"))?;
+        Ok((last_given, now))
     }
 
     /// The decoded entries of `audience`'s stream from `start` on, up to `until` (included) if given,
@@ -179,10 +207,10 @@ impl<C: Category> Shared<C> {
         &self,
         audience: Audience,
         start: Start,
-        until: Option<StreamId>,
+        until: StreamId,
     ) -> Result<Vec<(StreamId, Event<C>)>, Error> {
         let key = self.layout.stream(audience);
-        let end = until.map_or_else(|| "+".to_string(), |id| id.to_string());
+        let end = until.to_string();
         let mut out = Vec::new();
         let mut next = match start {
             Start::After(id) => id.exclusive(),
@@ -261,14 +289,20 @@ impl<C: Category> Shared<C> {
             self.locate(&broadcast_key, last_event_id),
         )
         .await?;
-        let (start, status) = match in_user.or(in_broadcast) {
-            Some(position) => (Start::After(position), ReplayStatus::Complete),
-            None => self.unlocated_start(&user_key, &broadcast_key, last_event_id).await?,
+        // Ids ssehub gives out are unique across streams, but another publisher's `XADD *` can give an
+        // entry of the other stream the very same id: it may have come after, so it is included.
+        let (own_start, broadcast_start, status) = match (in_user, in_broadcast) {
+            (Some(position), _) => (Start::After(position), Start::At(position), ReplayStatus::Complete),
+            (None, Some(position)) => (Start::At(position), Start::After(position), ReplayStatus::Complete),
+            (None, None) => {
+                let (start, status) = self.unlocated_start(&user_key, &broadcast_key, last_event_id).await?;
+                (start, start, status)
+            }
         };
         let horizon = self.horizon().await?;
         let (own_events, broadcast_events) = futures_util::future::try_join(
-            self.read_from(own, start, horizon),
-            self.read_from(Audience::Broadcast, start, horizon),
+            self.read_from(own, own_start, horizon),
+            self.read_from(Audience::Broadcast, broadcast_start, horizon),
         )
         .await?;
         let events = merge(own_events, broadcast_events).filter(|e| filter.contains(e.category())).collect();

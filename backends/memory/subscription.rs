@@ -1,5 +1,6 @@
 //! A subscriber's bounded queue, filled by publishers, and the `Subscription` stream that drains it.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
@@ -26,9 +27,21 @@ const SHRINK_ABOVE: usize = 64;
 /// grows only as events wait in it.
 pub(super) struct SubscriberQueue<C> {
     state: Mutex<QueueState<C>>,
-    /// Position in the user's registration list, or [`NOT_REGISTERED`].
-    /// Only read and written under the lock of the user's shard.
-    pub(super) slot: AtomicUsize,
+    pub(super) user: UserId,
+    /// Positions in the user's registration list and in the shard's list of
+    /// every registration, or [`NOT_REGISTERED`]. Only read and written
+    /// under the lock of the user's shard.
+    user_slot: AtomicUsize,
+    shard_slot: AtomicUsize,
+}
+
+/// The two lists a registration is in.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum List {
+    /// The user's registrations: served by the user's events.
+    User,
+    /// Every registration of the shard: served by broadcasts.
+    Shard,
 }
 
 struct QueueState<C> {
@@ -52,30 +65,43 @@ pub(super) enum Offer {
     Queued,
     /// The queue was full: the subscriber lags and must be unregistered.
     Lagged,
+    /// The queue had ended before: it must be unregistered, if it still is.
+    Ended,
 }
 
 impl<C> SubscriberQueue<C> {
-    pub(super) fn new(slot: usize) -> Self {
+    pub(super) fn new(user: UserId, user_slot: usize, shard_slot: usize) -> Self {
         Self {
             state: Mutex::new(QueueState { events: VecDeque::new(), waker: None, end: None }),
-            slot: AtomicUsize::new(slot),
+            user,
+            user_slot: AtomicUsize::new(user_slot),
+            shard_slot: AtomicUsize::new(shard_slot),
         }
     }
 
-    pub(super) fn slot(&self) -> usize {
+    pub(super) fn slot(&self, list: List) -> usize {
         // Only touched under the shard lock, which orders every access.
-        self.slot.load(Ordering::Relaxed)
+        match list {
+            List::User => self.user_slot.load(Ordering::Relaxed),
+            List::Shard => self.shard_slot.load(Ordering::Relaxed),
+        }
     }
 
-    pub(super) fn set_slot(&self, slot: usize) {
-        self.slot.store(slot, Ordering::Relaxed);
+    pub(super) fn set_slot(&self, list: List, slot: usize) {
+        match list {
+            List::User => self.user_slot.store(slot, Ordering::Relaxed),
+            List::Shard => self.shard_slot.store(slot, Ordering::Relaxed),
+        }
     }
 
     /// Queues `event` unless `capacity` events already wait, in which case
-    /// the queue ends as lagged.
-    pub(super) fn offer(&self, event: &Event<C>, capacity: usize) -> Offer {
+    /// the queue ends as lagged. A waiting subscription's waker goes to `wakeups`.
+    pub(super) fn offer(&self, event: &Event<C>, capacity: usize, wakeups: &mut Wakeups) -> Offer {
         let mut state = lock(&self.state);
-        let offer = if state.events.len() >= capacity {
+        let offer = if state.end.is_some() {
+            // Ended already: nothing may follow the gap a lag leaves.
+            return Offer::Ended;
+        } else if state.events.len() >= capacity {
             state.end = Some(End::Lagged);
             Offer::Lagged
         } else {
@@ -84,20 +110,62 @@ impl<C> SubscriberQueue<C> {
         };
         let waker = state.waker.take();
         drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wakeups.add(waker);
         offer
     }
 
     /// Ends the queue because the hub closed; queued events are still delivered.
-    pub(super) fn close(&self) {
+    pub(super) fn close(&self, wakeups: &mut Wakeups) {
         let mut state = lock(&self.state);
         state.end.get_or_insert(End::Closed);
         let waker = state.waker.take();
         drop(state);
+        wakeups.add(waker);
+    }
+}
+
+/// Wakers collected while the hub's locks are held, woken once they are released.
+///
+/// Waking runs executor code, and some executors drop a task there (tokio
+/// does when it is shutting down), which drops its subscription, which takes
+/// a shard lock to unregister: waking under that lock could deadlock.
+pub(super) struct Wakeups {
+    wakers: Vec<Waker>,
+}
+
+thread_local! {
+    /// A buffer reused across publishes, so collecting wakers allocates nothing.
+    static SPARE_WAKERS: Cell<Vec<Waker>> = const { Cell::new(Vec::new()) };
+}
+
+/// A buffer grown past this is let go instead of kept for reuse.
+const KEEP_WAKER_BUFFER_UP_TO: usize = 4096;
+
+impl Wakeups {
+    pub(super) fn new() -> Self {
+        Self { wakers: SPARE_WAKERS.try_with(Cell::take).unwrap_or_default() }
+    }
+
+    fn add(&mut self, waker: Option<Waker>) {
         if let Some(waker) = waker {
+            self.wakers.push(waker);
+        }
+    }
+
+    /// Wakes every collected waker. Call with no hub lock held.
+    pub(super) fn wake_all(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Wakeups {
+    fn drop(&mut self) {
+        for waker in self.wakers.drain(..) {
             waker.wake();
+        }
+        if self.wakers.capacity() <= KEEP_WAKER_BUFFER_UP_TO {
+            let buffer = std::mem::take(&mut self.wakers);
+            let _ = SPARE_WAKERS.try_with(|spare| spare.set(buffer));
         }
     }
 }
@@ -116,19 +184,18 @@ impl<C> SubscriberQueue<C> {
 pub struct Subscription<C: Category> {
     hub: Arc<Shared<C>>,
     queue: Arc<SubscriberQueue<C>>,
-    user: UserId,
     last_delivered: Option<EventId>,
     finished: bool,
 }
 
 impl<C: Category> Subscription<C> {
-    pub(super) fn new(hub: Arc<Shared<C>>, queue: Arc<SubscriberQueue<C>>, user: UserId) -> Self {
-        Self { hub, queue, user, last_delivered: None, finished: false }
+    pub(super) fn new(hub: Arc<Shared<C>>, queue: Arc<SubscriberQueue<C>>) -> Self {
+        Self { hub, queue, last_delivered: None, finished: false }
     }
 
     /// The user this subscription belongs to.
     pub fn user(&self) -> UserId {
-        self.user
+        self.queue.user
     }
 
     /// The id of the last event this stream yielded, if any.
@@ -184,14 +251,14 @@ impl<C: Category> FusedStream for Subscription<C> {
 
 impl<C: Category> Drop for Subscription<C> {
     fn drop(&mut self) {
-        self.hub.unregister(self.user, &self.queue);
+        self.hub.unregister(&self.queue);
     }
 }
 
 impl<C: Category> fmt::Debug for Subscription<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")
-            .field("user", &self.user)
+            .field("user", &self.queue.user)
             .field("last_delivered", &self.last_delivered)
             .field("finished", &self.finished)
             .finish_non_exhaustive()
