@@ -41,7 +41,7 @@ use tokio::sync::mpsc::WeakUnboundedSender;
 
 use super::codec::{self, StreamId};
 use super::dispatcher::Command;
-use super::keys::PubSubKind;
+use super::keys::{KeyLayout, PubSubKind};
 use super::{RedisHubBuilder, Shared};
 use crate::{Audience, Category, Error, Event};
 
@@ -53,6 +53,24 @@ const SUNSUBSCRIBE_CHUNK: usize = 512;
 const BARRIER_TIMEOUT: Duration = Duration::from_millis(200);
 /// Time for a `WAIT` reply to travel, on top of the time `WAIT` itself may take.
 const WAIT_REPLY_MARGIN: Duration = Duration::from_secs(2);
+
+/// Whether ssehub's entry ids order events across streams: through the
+/// layout's order key on one server, or the hybrid clock on a cluster.
+pub(crate) fn entry_ids_are_one_sequence(layout: &KeyLayout) -> bool {
+    layout.order_key().is_some() || layout.pubsub_kind() == PubSubKind::Sharded
+}
+
+/// The cut to read streams up to, where the layout needs another than one server's clock.
+///
+/// On a cluster every master has its own clock, so no one node's time is a
+/// cut of all streams: an entry of a node whose clock runs ahead would fall
+/// beyond it, and be neither replayed nor (if added before the subscription)
+/// delivered live. Streams are read to their end instead. Nothing is lost
+/// that way; an event added to one stream while the other is being read may
+/// come live after later events of the other audience.
+pub(crate) fn horizon(layout: &KeyLayout) -> Option<StreamId> {
+    (layout.pubsub_kind() == PubSubKind::Sharded).then_some(StreamId { ms: u64::MAX, seq: u64::MAX })
+}
 
 /// The hash slot of a key or shard channel.
 pub(crate) fn slot_of(name: &str) -> u16 {
@@ -344,6 +362,10 @@ pub(crate) async fn prepare<C: Category>(shared: &Shared<C>) -> Result<(), Error
         }
         return Ok(());
     }
+    if !shared.subscriber.is_clustered() {
+        // The cluster layout on one server: sharded pub/sub works there too, and there are no slots to track.
+        return Ok(());
+    }
     let owners = read_slot_owners(shared, &Scope::All).await?;
     *shared.cluster.owners.lock().unwrap_or_else(PoisonError::into_inner) = Some(owners);
     Ok(())
@@ -397,7 +419,8 @@ pub(crate) async fn publish<C: Category>(shared: &Shared<C>, event: Event<C>) ->
             ..Options::default()
         });
         let timeout_ms = i64::try_from(settings.replica_ack_timeout.as_millis()).unwrap_or(i64::MAX).max(1);
-        let acked: i64 = wait.wait(i64::from(settings.replica_acks), timeout_ms).await.map_err(Error::backend)?;
+        let acked: i64 =
+            wait.wait(i64::from(settings.replica_acks), timeout_ms).await.map_err(Error::backend)?;
         if acked < i64::from(settings.replica_acks) {
             return Err(Error::backend(format!(
                 "event {} is stored on the master but only {acked} of {} replicas acknowledged it within {:?}",
@@ -447,7 +470,10 @@ impl OwnerChange {
 }
 
 /// Compares the owners of the slots in `scope` with those last noted.
-pub(crate) async fn owner_change<C: Category>(shared: &Shared<C>, scope: &Scope) -> Result<OwnerChange, Error> {
+pub(crate) async fn owner_change<C: Category>(
+    shared: &Shared<C>,
+    scope: &Scope,
+) -> Result<OwnerChange, Error> {
     let now = read_slot_owners(shared, scope).await?;
     let before = shared.cluster.owners.lock().unwrap_or_else(PoisonError::into_inner).clone();
     let Some(before) = before else { return Ok(OwnerChange { replaced: SlotSet::new(), next: now }) };
@@ -497,7 +523,8 @@ async fn read_slot_owners<C: Category>(shared: &Shared<C>, scope: &Scope) -> Res
     let client = shared.commands.next_connected();
     let masters = routing.unique_primary_nodes();
     let infos = futures_util::future::join_all(masters.iter().map(|server| async move {
-        let info: Result<String, _> = client.with_cluster_node(server.clone()).info(Some(InfoKind::Server)).await;
+        let info: Result<String, _> =
+            client.with_cluster_node(server.clone()).info(Some(InfoKind::Server)).await;
         info.map(|info| {
             info.lines().find_map(|l| l.strip_prefix("run_id:")).map(|id| Arc::<str>::from(id.trim()))
         })
@@ -568,7 +595,10 @@ fn master_of(map: &[(u16, u16, Server)], slot: u16) -> Option<&Server> {
 
 /// Reads the slot map every `topology_check_interval` and asks the dispatcher
 /// to resubscribe and recover the channels of slots that moved. Ends with the dispatcher.
-pub(crate) async fn watch_topology<C: Category>(shared: Arc<Shared<C>>, dispatcher: WeakUnboundedSender<Command<C>>) {
+pub(crate) async fn watch_topology<C: Category>(
+    shared: Arc<Shared<C>>,
+    dispatcher: WeakUnboundedSender<Command<C>>,
+) {
     let interval = shared.cluster.settings.topology_check_interval;
     let mut known = slot_map(&shared.subscriber);
     loop {
@@ -592,9 +622,12 @@ pub(crate) async fn watch_topology<C: Category>(shared: Arc<Shared<C>>, dispatch
         if moved.is_empty() {
             continue;
         }
-        tracing::info!(slots = moved.len(), "hash slots moved to another master; resubscribing their channels");
+        tracing::info!(
+            slots = moved.len(),
+            "hash slots moved to another master; resubscribing their channels"
+        );
         let Some(dispatcher) = dispatcher.upgrade() else { return };
-        if dispatcher.send(Command::Resync { scope: Scope::Slots(moved) }).is_err() {
+        if dispatcher.send(Command::Resync(Scope::Slots(moved))).is_err() {
             return;
         }
     }

@@ -43,8 +43,8 @@ const RESUBSCRIBE_CHUNK: usize = 512;
 pub(crate) enum Command<C: Category> {
     Subscribe { user: UserId, filter: CategorySet<C>, reply: oneshot::Sender<Result<Subscription<C>, Error>> },
     Unsubscribe { user: UserId, subscriber: u64 },
-    /// Channels whose hash slots moved to another cluster node: subscribe them again and recover.
-    Resync { scope: Scope },
+    // Channels whose hash slots moved to another cluster node: subscribe them again and recover.
+    Resync(Scope),
 }
 
 /// A change of the subscriber connection's channels, in dispatcher order.
@@ -255,7 +255,7 @@ impl<C: Category> Dispatcher<C> {
         match command {
             Command::Subscribe { user, filter, reply } => self.subscribe(user, filter, reply),
             Command::Unsubscribe { user, subscriber } => self.unsubscribe(user, subscriber),
-            Command::Resync { scope } => {
+            Command::Resync(scope) => {
                 self.note_recovery(scope, true, true);
                 // The run loop's retry timer starts the recovery.
                 self.retry_at = Some(tokio::time::Instant::now());
@@ -385,7 +385,10 @@ impl<C: Category> Dispatcher<C> {
                 Ok(message) => batch.push(message),
                 Err(broadcast::error::TryRecvError::Lagged(dropped)) => {
                     Counters::add(&self.shared.counters.message_channel_overflows, 1);
-                    tracing::warn!(dropped, "the Redis client's message channel overflowed; recovering from the streams");
+                    tracing::warn!(
+                        dropped,
+                        "the Redis client's message channel overflowed; recovering from the streams"
+                    );
                     self.note_recovery(Scope::All, false, false);
                     self.retry_at = Some(tokio::time::Instant::now());
                     return;
@@ -504,7 +507,10 @@ impl<C: Category> Dispatcher<C> {
             let mut channels: Vec<String> = Vec::new();
             channels.extend(broadcast_in_scope.then(|| broadcast_channel.clone()));
             channels.extend(
-                self.users.keys().filter(|u| user_in_scope(u)).map(|u| shared.layout.channel(Audience::User(*u))),
+                self.users
+                    .keys()
+                    .filter(|u| user_in_scope(u))
+                    .map(|u| shared.layout.channel(Audience::User(*u))),
             );
             let count = channels.len();
             let (done, finished) = oneshot::channel();
@@ -515,10 +521,11 @@ impl<C: Category> Dispatcher<C> {
             }
             tracing::info!(channels = count, "resubscribed and live again");
         }
-        let sharded = shared.layout.pubsub_kind() == PubSubKind::Sharded;
-        let restarted = if pending.reconnected && !sharded { self.server_restarted().await? } else { false };
         // On a cluster each slot has its own server: which of them are another process now?
-        let owners = if sharded { Some(cluster::owner_change(&shared, scope).await?) } else { None };
+        let on_cluster = shared.subscriber.is_clustered();
+        let restarted =
+            if pending.reconnected && !on_cluster { self.server_restarted().await? } else { false };
+        let owners = if on_cluster { Some(cluster::owner_change(&shared, scope).await?) } else { None };
         let replaced = |channel: &str| owners.as_ref().is_some_and(|o| o.replaced(channel));
         // A replaced server may lack acknowledged writes, unless publishes waited for a replica.
         let lost_writes = |channel: &str| replaced(channel) && !shared.cluster.durable();
@@ -605,7 +612,11 @@ impl<C: Category> Dispatcher<C> {
                 gapped += feed.subscribers.len() as u64;
                 offer_all(&shared, &mut feed.subscribers, || Delivery::Gap, None);
             }
-            for event in merge(own_events, broadcast_events.clone()) {
+            for event in merge(
+                own_events,
+                broadcast_events.clone(),
+                cluster::entry_ids_are_one_sequence(&shared.layout),
+            ) {
                 offer_all(&shared, &mut feed.subscribers, || Delivery::Event(event.clone()), Some(&event));
             }
         }

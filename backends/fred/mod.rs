@@ -25,7 +25,9 @@
 //! with `data` embedded as JSON; envelopes without `category` get one from
 //! the event type ([`RedisHubBuilder::category_of_event_type`]). Stream
 //! entries hold the envelope in one `event` field; entries written one field
-//! per envelope key are read too. Event data must be JSON text to be
+//! per envelope key are read too (another publisher's `XADD *` numbers each
+//! stream on its own, so its events of different audiences are ordered to
+//! the millisecond only). Event data must be JSON text to be
 //! published ([`DataNotJson`] otherwise); it is embedded as is, without
 //! surrounding whitespace.
 //!
@@ -254,7 +256,7 @@ impl<C: Category> RedisHubBuilder<C> {
             clock_skew: Duration::from_secs(2),
             foreign_id_scan_limit: 1000,
             runtime: None,
-            runtime_threads: 1,
+            runtime_threads: 2,
             cluster: cluster::ClusterSettings::default(),
         }
     }
@@ -352,7 +354,7 @@ impl<C: Category> RedisHubBuilder<C> {
         self
     }
 
-    /// Worker threads of the hub's own runtime, when it needs one. Default: 1.
+    /// Worker threads of the hub's own runtime, when it needs one. Default: 2.
     pub fn runtime_threads(mut self, threads: usize) -> Self {
         self.runtime_threads = threads.max(1);
         self
@@ -439,7 +441,7 @@ async fn start<C: Category>(
             let (confirms_tx, confirms_rx) = mpsc::unbounded_channel();
             let (ops_tx, ops_rx) = mpsc::unbounded_channel();
             tokio::spawn(dispatcher::run_sequencer(Arc::clone(&shared), ops_rx, confirms_tx));
-            if shared.layout.pubsub_kind() == PubSubKind::Sharded {
+            if shared.subscriber.is_clustered() {
                 tokio::spawn(cluster::watch_topology(Arc::clone(&shared), commands_handle.clone()));
             }
             let dispatcher = Dispatcher::new(

@@ -178,6 +178,9 @@ impl<C: Category> Shared<C> {
     /// (or, past it, the last id ssehub gave out), so the cut is the end of
     /// the current millisecond, taken once the server's clock has moved on.
     pub(crate) async fn horizon(&self) -> Result<StreamId, Error> {
+        if let Some(cut) = super::cluster::horizon(&self.layout) {
+            return Ok(cut);
+        }
         let (last_given, now) = self.clock().await?;
         let cut = StreamId { ms: now, seq: u64::MAX }.max(last_given.unwrap_or(StreamId::ZERO));
         loop {
@@ -305,7 +308,10 @@ impl<C: Category> Shared<C> {
             self.read_from(Audience::Broadcast, broadcast_start, horizon),
         )
         .await?;
-        let events = merge(own_events, broadcast_events).filter(|e| filter.contains(e.category())).collect();
+        let one_sequence = super::cluster::entry_ids_are_one_sequence(&self.layout);
+        let events = merge(own_events, broadcast_events, one_sequence)
+            .filter(|e| filter.contains(e.category()))
+            .collect();
         tracing::debug!(%user, %last_event_id, %status, "replayed missed events");
         Ok(Replay { events, status })
     }
@@ -377,20 +383,63 @@ impl TrimInfo {
     }
 }
 
-/// Two streams' entries in stream id order: publish order, on one server.
+/// Two streams' entries in publish order.
+///
+/// With an order key entry ids are one sequence across streams, so their
+/// order is publish order. Without one (the cluster layout) each stream
+/// numbers its entries on its own: entries of the same millisecond are then
+/// ordered by event id, which is creation order for UUIDv7 ids of one publisher.
 pub(crate) fn merge<C: Category>(
     a: Vec<(StreamId, Event<C>)>,
     b: Vec<(StreamId, Event<C>)>,
+    ids_are_one_sequence: bool,
 ) -> impl Iterator<Item = Event<C>> {
     let mut a = a.into_iter().peekable();
     let mut b = b.into_iter().peekable();
     std::iter::from_fn(move || {
         let take_a = match (a.peek(), b.peek()) {
-            (Some((x, _)), Some((y, _))) => x.cmp(y) != Ordering::Greater,
+            (Some((x, ex)), Some((y, ey))) => {
+                let order =
+                    if ids_are_one_sequence || x.ms != y.ms { x.cmp(y) } else { ex.id().cmp(&ey.id()) };
+                order != Ordering::Greater
+            }
             (Some(_), None) => true,
             (None, Some(_)) => false,
             (None, None) => return None,
         };
         if take_a { a.next() } else { b.next() }.map(|(_, e)| e)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::ExampleCategory as C;
+
+    fn entry(ms: u64, seq: u64, n: u128) -> (StreamId, Event<C>) {
+        let id = EventId::from_uuid(uuid::Uuid::from_u128(n));
+        let event =
+            Event::from_parts(id, Audience::Broadcast, "t", C::Ai, "{}", chrono::DateTime::UNIX_EPOCH)
+                .unwrap();
+        (StreamId { ms, seq }, event)
+    }
+
+    fn merged(a: Vec<(StreamId, Event<C>)>, b: Vec<(StreamId, Event<C>)>, one_sequence: bool) -> Vec<u128> {
+        merge(a, b, one_sequence).map(|e| e.id().as_uuid().as_u128()).collect()
+    }
+
+    #[test]
+    fn one_sequence_merges_by_entry_id() {
+        let a = vec![entry(1, 0, 10), entry(2, 3, 30)];
+        let b = vec![entry(2, 1, 20), entry(2, 5, 40), entry(3, 0, 5)];
+        assert_eq!(merged(a, b, true), vec![10, 20, 30, 40, 5]);
+    }
+
+    #[test]
+    fn separate_sequences_break_same_millisecond_ties_by_event_id_and_keep_each_streams_order() {
+        let a = vec![entry(7, 0, 2), entry(7, 1, 4), entry(8, 0, 1)];
+        let b = vec![entry(7, 0, 3), entry(7, 1, 1)];
+        // 1 in `b` cannot pass 3 before it; 1 in `a` is a later millisecond.
+        assert_eq!(merged(a, b, false), vec![2, 3, 1, 4, 1]);
+    }
 }
