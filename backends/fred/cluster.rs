@@ -130,9 +130,13 @@ pub(crate) enum Scope {
 impl Scope {
     /// Whether `channel` is covered.
     pub(crate) fn covers(&self, channel: &str) -> bool {
+        self.covers_slot(slot_of(channel))
+    }
+
+    fn covers_slot(&self, slot: u16) -> bool {
         match self {
             Scope::All => true,
-            Scope::Slots(slots) => slots.contains(slot_of(channel)),
+            Scope::Slots(slots) => slots.contains(slot),
         }
     }
 
@@ -484,11 +488,7 @@ pub(crate) async fn owner_change<C: Category>(
     for slot in 0..SLOTS as u16 {
         let old = before.owner_of(slot);
         let new = now.owner_of(slot);
-        let in_scope = match scope {
-            Scope::All => true,
-            Scope::Slots(slots) => slots.contains(slot),
-        };
-        let kept = if in_scope {
+        let kept = if scope.covers_slot(slot) {
             if let (Some(old), Some(new)) = (old, new)
                 && old != new
                 && !now.masters.contains(old)
@@ -545,21 +545,15 @@ async fn read_slot_owners<C: Category>(shared: &Shared<C>, scope: &Scope) -> Res
     let mut owner = vec![u16::MAX; SLOTS].into_boxed_slice();
     for range in routing.slots() {
         let Some(run_id) = run_id_of.get(&range.primary) else {
-            let needed = (range.start..=range.end).any(|slot| match scope {
-                Scope::All => true,
-                Scope::Slots(slots) => slots.contains(slot),
-            });
-            if needed {
-                if let Some((_, reason)) = failed.iter().find(|(s, _)| **s == range.primary) {
-                    // The command clients may not know a new master yet: let them catch up before the retry.
-                    for client in shared.commands.clients() {
-                        let _ = client.sync_cluster().await;
-                    }
-                    return Err(Error::backend(format!(
-                        "cluster node {} did not say who it is: {reason}",
-                        range.primary
-                    )));
+            if (range.start..=range.end).any(|slot| scope.covers_slot(slot)) {
+                let reason =
+                    failed.iter().find(|(s, _)| **s == range.primary).map_or("", |(_, r)| r.as_str());
+                let error = format!("cluster node {} did not say who it is: {reason}", range.primary);
+                // The command clients may not know a new master yet: let them catch up before the retry.
+                for client in shared.commands.clients() {
+                    let _ = client.sync_cluster().await;
                 }
+                return Err(Error::backend(error));
             }
             continue;
         };

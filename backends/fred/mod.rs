@@ -33,9 +33,8 @@
 //!
 //! [`KeyLayout::cluster`] names keys for Redis Cluster: each audience's
 //! channel and stream share one hash tag, so the publish script touches one
-//! slot, and live events use sharded pub/sub. Without an order key there,
-//! events of different audiences added in the same millisecond may replay in
-//! either order. The layout runs on a single server as well.
+//! slot, and live events use sharded pub/sub: see [Redis Cluster](#redis-cluster).
+//! The layout runs on a single server as well.
 //!
 //! With [`Retention`] on (the default), a publish is one Lua script: `XADD`
 //! with trimming by count and age, an expiry that slides with every publish,
@@ -75,6 +74,53 @@
 //! off; when the last delivered entry is no longer in its stream (trimmed,
 //! expired, or lost because the server restarted without its data); or when a
 //! channel's position is unknown.
+//!
+//! # Redis Cluster
+//!
+//! With [`KeyLayout::cluster`] and a cluster URL
+//! (`redis-cluster://host:port?node=host:port&...`):
+//!
+//! - **Connections grow with the masters, not the users.** The subscriber
+//!   client holds one connection per master, the command pool at most two per
+//!   master. Each user channel is `SSUBSCRIBE`d on the master that owns its
+//!   slot; a publish is one script on the master of the audience's slot
+//!   (`XADD`, trimming, expiry, `SPUBLISH`), and no message goes to the other
+//!   shards. `subscribe` returns once the master has confirmed the `SSUBSCRIBE`.
+//! - **Order.** Each audience's events (a user's own, the broadcasts) are
+//!   delivered and replayed in publish order: one stream, one master. A
+//!   user's events and the broadcasts live on two masters, and no key can be
+//!   shared by every stream's publish, so there is no cluster-wide sequence:
+//!   entry ids come from a hybrid clock instead, the master's time kept above
+//!   the highest entry id the publishing hub has given out or received.
+//!   Events published one after another through one hub, or by hubs whose
+//!   masters' clocks agree to within the time between the two publishes, get
+//!   ids in publish order. Replay merges the two streams by entry id; live,
+//!   before delivering a message the dispatcher makes a round trip on its
+//!   connections to the other masters involved, which brings in any message
+//!   published before it, and delivers in entry id order: live and replay
+//!   agree. Events of different audiences published at the same time through
+//!   different hubs may come in either order (each exactly once).
+//! - **Failover.** When a master is lost, its shard's subscribers wait for a
+//!   replica to take over (the cluster's node timeout plus the client's
+//!   reconnect backoff: about 7 s with a 2 s node timeout), while the other
+//!   shards go on undisturbed. Then the shard's channels are subscribed on the
+//!   new master and what was published meanwhile is delivered from the
+//!   streams. Redis replicates asynchronously, so a master can die with
+//!   acknowledged writes its replica never got. Unless publishes wait for a
+//!   replica ([`RedisHubBuilder::replica_acks`]), every subscriber of a shard
+//!   whose master was replaced gets [`Error::Gap`], then what the new master
+//!   holds. With replica acknowledgements the new master holds every event
+//!   whose publish succeeded, and no gap is signalled (unless a subscriber
+//!   already received an event whose publish then failed, which the new master
+//!   may lack). Publishes to the lost master fail meanwhile (after the command
+//!   timeout) and are never retried by the client, so none is stored twice.
+//! - **Resharding.** Redis ends the shard-channel subscriptions of a slot
+//!   that moves to another master. The hub reads the slot map every
+//!   [`topology_check_interval`](RedisHubBuilder::topology_check_interval)
+//!   (default 1 s) and subscribes the channels of moved slots on their new
+//!   master; events published meanwhile come from the streams, which moved
+//!   with the slot: late by up to that interval, but without a gap. `MOVED`
+//!   and `ASK` redirections of commands are followed by the client.
 //!
 //! # Examples
 //!
