@@ -28,20 +28,21 @@
 //!   acknowledgements ([`RedisHubBuilder::replica_acks`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ::fred::clients::Client;
-use ::fred::interfaces::{ClientLike, ClusterInterface, LuaInterface, PubsubInterface, ServerInterface};
-use ::fred::types::cluster::ClusterRouting;
+use ::fred::interfaces::{ClientLike, LuaInterface, PubsubInterface, ServerInterface};
 use ::fred::types::config::{Options, Server};
-use ::fred::types::{ClusterHash, InfoKind, Message, Value};
+use ::fred::types::{InfoKind, Message, Value};
 use ::fred::util::redis_keyslot;
 use tokio::sync::mpsc::WeakUnboundedSender;
 
 use super::codec::{self, StreamId};
 use super::dispatcher::Command;
 use super::keys::{KeyLayout, PubSubKind};
+use super::shards::{Shards, is_redirect};
 use super::{RedisHubBuilder, Shared};
 use crate::{Audience, Category, Error, Event};
 
@@ -49,8 +50,15 @@ use crate::{Audience, Category, Error, Event};
 const SLOTS: usize = 16384;
 /// Most channels per `SUNSUBSCRIBE`.
 const SUNSUBSCRIBE_CHUNK: usize = 512;
-/// How long a delivery waits for the round trip that brings in earlier messages of other nodes.
-const BARRIER_TIMEOUT: Duration = Duration::from_millis(200);
+/// How often a command whose slot is moving (or whose cluster is down) is tried again.
+const REDIRECT_RETRIES: u32 = 10;
+/// The first pause before trying such a command again; it doubles, up to [`REDIRECT_PAUSE_MAX`].
+/// (With `cluster-require-full-coverage yes`, the default, every master refuses commands from
+/// the moment a lost master is marked failed until its replica has taken over.)
+const REDIRECT_PAUSE: Duration = Duration::from_millis(25);
+const REDIRECT_PAUSE_MAX: Duration = Duration::from_millis(400);
+/// How long a master may take to say who it is.
+const OWNER_QUERY_TIMEOUT: Duration = Duration::from_secs(1);
 /// Time for a `WAIT` reply to travel, on top of the time `WAIT` itself may take.
 const WAIT_REPLY_MARGIN: Duration = Duration::from_secs(2);
 
@@ -150,16 +158,66 @@ impl Scope {
     }
 }
 
-/// The hash slots `server` serves, by the subscriber client's routing table; every slot if it has none.
+/// The hash slots `server` serves, by the hub's slot map; every slot without one.
 pub(crate) fn scope_of_server<C: Category>(shared: &Shared<C>, server: &Server) -> Scope {
-    let Some(routing) = shared.subscriber.cached_cluster_state() else { return Scope::All };
-    let mut slots = SlotSet::new();
-    for range in routing.slots().iter().filter(|range| range.primary == *server) {
-        for slot in range.start..=range.end {
-            slots.insert(slot);
+    match shared.cluster.shards() {
+        Some(shards) => Scope::Slots(shards.slots_of(server)),
+        None => Scope::All,
+    }
+}
+
+/// A command client for `key`: on a cluster, one of the master serving its slot.
+pub(crate) fn command_client<C: Category>(shared: &Shared<C>, key: &str) -> Result<Client, Error> {
+    match shared.cluster.shards() {
+        Some(shards) => shards.commands_for(slot_of(key)),
+        None => Ok(shared.commands.next_connected().clone()),
+    }
+}
+
+/// Retries `attempt` while its slot is being moved (`MOVED`, `ASK`) or the cluster
+/// is down (`CLUSTERDOWN`), reading the slot map again in between; at most [`REDIRECT_RETRIES`] times.
+async fn follow_redirects<C, T, F, Fut>(shared: &Shared<C>, mut attempt: F) -> Result<T, Error>
+where
+    C: Category,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, AttemptError>>,
+{
+    let mut tries = 0;
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(AttemptError::Redis(e)) if is_redirect(&e) && tries < REDIRECT_RETRIES => {
+                tries += 1;
+                if let Some(shards) = shared.cluster.shards() {
+                    // The dispatcher resubscribes moved channels on the topology check that follows.
+                    if let Err(error) = shards.refresh(true).await {
+                        tracing::debug!(%error, "reading the slot map after a redirection failed");
+                    }
+                }
+                tokio::time::sleep((REDIRECT_PAUSE * 2u32.pow(tries - 1)).min(REDIRECT_PAUSE_MAX)).await;
+            }
+            Err(AttemptError::Redis(e)) => return Err(Error::backend(e)),
+            Err(AttemptError::Hub(e)) => return Err(e),
         }
     }
-    Scope::Slots(slots)
+}
+
+/// Why one attempt of a routed command failed.
+enum AttemptError {
+    Redis(::fred::error::Error),
+    Hub(Error),
+}
+
+impl From<::fred::error::Error> for AttemptError {
+    fn from(e: ::fred::error::Error) -> Self {
+        AttemptError::Redis(e)
+    }
+}
+
+impl From<Error> for AttemptError {
+    fn from(e: Error) -> Self {
+        AttemptError::Hub(e)
+    }
 }
 
 /// `SSUBSCRIBE`s `channels` (or `SUNSUBSCRIBE`s them), routed by slot to their masters.
@@ -171,15 +229,25 @@ pub(crate) fn scope_of_server<C: Category>(shared: &Shared<C>, server: &Server) 
 /// (a subscription reported live too early). `SUNSUBSCRIBE` expects no
 /// answer, so it goes in groups of one slot each (a command naming channels of
 /// two slots fails with `CROSSSLOT`). Every command is tried; the first error is returned.
-pub(crate) async fn change_shard_channels(
-    client: &Client,
+pub(crate) async fn change_shard_channels<C: Category>(
+    shared: &Shared<C>,
     channels: Vec<String>,
     subscribe: bool,
-) -> Result<(), ::fred::error::Error> {
+) -> Result<(), Error> {
+    let subscriber = |slot: u16| match shared.cluster.shards() {
+        Some(shards) => shards.subscriber_for(slot),
+        None => Ok(shared.subscriber.clone()),
+    };
     let mut result = Ok(());
     if subscribe {
         for channel in channels {
-            result = result.and(client.ssubscribe(channel).await);
+            let slot = slot_of(&channel);
+            let sent = follow_redirects(shared, || {
+                let channel = channel.clone();
+                async move { Ok(subscriber(slot)?.ssubscribe(channel).await?) }
+            })
+            .await;
+            result = result.and(sent);
         }
         return result;
     }
@@ -187,9 +255,13 @@ pub(crate) async fn change_shard_channels(
     for channel in channels {
         by_slot.entry(slot_of(&channel)).or_default().push(channel);
     }
-    for group in by_slot.into_values() {
+    for (slot, group) in by_slot {
         for chunk in group.chunks(SUNSUBSCRIBE_CHUNK) {
-            result = result.and(client.sunsubscribe(chunk.to_vec()).await);
+            let sent = match subscriber(slot) {
+                Ok(client) => client.sunsubscribe(chunk.to_vec()).await.map_err(Error::backend),
+                Err(e) => Err(e),
+            };
+            result = result.and(sent);
         }
     }
     result
@@ -202,40 +274,28 @@ pub(crate) async fn change_shard_channels(
 /// of a user channel need the broadcast channel's node drained; broadcasts
 /// need every other master's.
 pub(crate) fn barrier_servers<C: Category>(shared: &Shared<C>, batch: &[Message]) -> Vec<Server> {
-    let Some(routing) = shared.subscriber.cached_cluster_state() else { return Vec::new() };
+    let Some(shards) = shared.cluster.shards() else { return Vec::new() };
     let broadcast_channel = shared.layout.channel(Audience::Broadcast);
-    let Some(broadcast_server) = routing.get_server(slot_of(&broadcast_channel)) else { return Vec::new() };
+    let Some(broadcast_server) = shards.server_of(slot_of(&broadcast_channel)) else { return Vec::new() };
     let mut servers: HashSet<Server> = HashSet::new();
     for message in batch {
         if *message.channel == *broadcast_channel {
             // Earlier messages of user channels may be on any other master.
-            servers.extend(routing.unique_primary_nodes().into_iter().filter(|s| s != broadcast_server));
-        } else if message.server != *broadcast_server {
+            servers.extend(shards.masters().into_iter().map(|(s, _)| s).filter(|s| *s != broadcast_server));
+        } else if message.server != broadcast_server {
             servers.insert(broadcast_server.clone());
         }
     }
     servers.into_iter().collect()
 }
 
-/// A `PING` on the subscriber connection to each of `servers`: once it
-/// returns, every message that node sent before it is in the client's message
-/// channel. Failures only cost the ordering, so they are logged and passed over.
+/// A round trip on the subscriber connection to each of `servers`: once it is
+/// back, every message that master sent before is in the hub's message channel.
+/// A master that does not answer in time only costs the ordering.
 pub(crate) async fn drain_connections<C: Category>(shared: &Shared<C>, servers: Vec<Server>) {
-    let pings = servers.into_iter().map(|server| async move {
-        let options = Options {
-            cluster_node: Some(server.clone()),
-            timeout: Some(BARRIER_TIMEOUT),
-            fail_fast: true,
-            max_attempts: Some(1),
-            ..Options::default()
-        };
-        // In RESP2 subscribe mode PING answers ["pong", ""]: read it as a Value.
-        let pong: Result<Value, _> = shared.subscriber.with_options(&options).ping(None).await;
-        if let Err(error) = pong {
-            tracing::debug!(%server, %error, "no round trip to order messages across cluster nodes");
-        }
-    });
-    futures_util::future::join_all(pings).await;
+    if let Some(shards) = shared.cluster.shards() {
+        shards.barrier(servers).await;
+    }
 }
 
 /// Sorts `batch` by stream entry id when every message carries one (ssehub's
@@ -324,6 +384,8 @@ impl<C: Category> RedisHubBuilder<C> {
 /// The cluster state a hub shares between its tasks.
 pub(crate) struct ClusterState {
     settings: ClusterSettings,
+    /// The per-master clients, on a cluster.
+    shards: Option<Arc<Shards>>,
     /// The highest entry id this hub gave out or received: new entries get higher ids.
     clock: Mutex<StreamId>,
     /// Whose data each slot holds, as of the last recovery of that slot.
@@ -331,8 +393,13 @@ pub(crate) struct ClusterState {
 }
 
 impl ClusterState {
-    pub(crate) fn new(settings: ClusterSettings) -> Self {
-        Self { settings, clock: Mutex::new(StreamId::ZERO), owners: Mutex::new(None) }
+    pub(crate) fn new(settings: ClusterSettings, shards: Option<Arc<Shards>>) -> Self {
+        Self { settings, shards, clock: Mutex::new(StreamId::ZERO), owners: Mutex::new(None) }
+    }
+
+    /// The per-master clients, on a cluster.
+    pub(crate) fn shards(&self) -> Option<&Arc<Shards>> {
+        self.shards.as_ref()
     }
 
     /// Whether a publish that succeeded is known to be on a replica.
@@ -366,7 +433,7 @@ pub(crate) async fn prepare<C: Category>(shared: &Shared<C>) -> Result<(), Error
         }
         return Ok(());
     }
-    if !shared.subscriber.is_clustered() {
+    if shared.cluster.shards().is_none() {
         // The cluster layout on one server: sharded pub/sub works there too, and there are no slots to track.
         return Ok(());
     }
@@ -379,14 +446,18 @@ pub(crate) async fn prepare<C: Category>(shared: &Shared<C>) -> Result<(), Error
 pub(crate) async fn publish<C: Category>(shared: &Shared<C>, event: Event<C>) -> Result<(), Error> {
     let audience = event.audience();
     let channel = shared.layout.channel(audience);
-    let client = shared.commands.next_connected();
+    let stream = shared.layout.stream(audience);
     let Some(retention) = shared.retention else {
         let envelope = codec::envelope(&event).map_err(Error::backend)?;
-        let _: Value = client.spublish(channel, envelope).await.map_err(Error::backend)?;
-        return Ok(());
+        return follow_redirects(shared, || {
+            let (channel, envelope, stream) = (channel.clone(), envelope.clone(), stream.clone());
+            async move {
+                let _: Value = command_client(shared, &stream)?.spublish(channel, envelope).await?;
+                Ok(())
+            }
+        })
+        .await;
     };
-    let stream = shared.layout.stream(audience);
-    let slot = slot_of(&stream);
     let envelope = codec::envelope_prefix(&event).map_err(Error::backend)?;
     let args = vec![
         channel,
@@ -398,26 +469,34 @@ pub(crate) async fn publish<C: Category>(shared: &Shared<C>, event: Event<C>) ->
         shared.cluster.floor().to_string(),
     ];
     // One attempt only: a script whose reply was lost with its connection may
-    // have run, and running it again would store the event twice.
-    let once = client.with_options(&Options { max_attempts: Some(1), ..Options::default() });
+    // have run, and running it again would store the event twice. (A redirection
+    // means it did not run.)
+    let once = Options { max_attempts: Some(1), ..Options::default() };
     let sha = shared.script.sha1().clone();
-    let reply: Result<String, _> = once.evalsha(sha.clone(), vec![stream.clone()], args.clone()).await;
-    let id = match reply {
-        Err(e) if e.details().starts_with("NOSCRIPT") => {
-            shared.script.load(client).await.map_err(Error::backend)?;
-            once.evalsha(sha, vec![stream], args).await
+    let (id, client) = follow_redirects(shared, || {
+        let (sha, stream, args, once) = (sha.clone(), stream.clone(), args.clone(), once.clone());
+        async move {
+            let client = command_client(shared, &stream)?;
+            let reply: Result<String, _> =
+                client.with_options(&once).evalsha(sha.clone(), vec![stream.clone()], args.clone()).await;
+            let id = match reply {
+                Err(e) if e.details().starts_with("NOSCRIPT") => {
+                    shared.script.load(&client).await?;
+                    client.with_options(&once).evalsha(sha, vec![stream], args).await?
+                }
+                other => other?,
+            };
+            Ok((id, client))
         }
-        other => other,
-    }
-    .map_err(Error::backend)?;
+    })
+    .await?;
     if let Ok(id) = id.parse() {
         shared.cluster.observe(id);
     }
     let settings = shared.cluster.settings;
     if settings.replica_acks > 0 {
-        // Same client, same node, so the same connection as the script: WAIT covers its write.
+        // The same client of the same master, so the same connection as the script: WAIT covers its write.
         let wait = client.with_options(&Options {
-            cluster_hash: Some(ClusterHash::Custom(slot)),
             max_attempts: Some(1),
             timeout: Some(settings.replica_ack_timeout + WAIT_REPLY_MARGIN),
             ..Options::default()
@@ -516,23 +595,22 @@ pub(crate) async fn owner_change<C: Category>(
 /// A master that does not answer is left unknown, unless it serves a slot in
 /// `scope`: then the read fails, to be retried.
 async fn read_slot_owners<C: Category>(shared: &Shared<C>, scope: &Scope) -> Result<SlotOwners, Error> {
-    let routing: ClusterRouting = shared
-        .subscriber
-        .cached_cluster_state()
-        .ok_or_else(|| Error::backend("the Redis client has no cluster slot map"))?;
-    let client = shared.commands.next_connected();
-    let masters = routing.unique_primary_nodes();
-    let infos = futures_util::future::join_all(masters.iter().map(|server| async move {
-        let info: Result<String, _> =
-            client.with_cluster_node(server.clone()).info(Some(InfoKind::Server)).await;
-        info.map(|info| {
-            info.lines().find_map(|l| l.strip_prefix("run_id:")).map(|id| Arc::<str>::from(id.trim()))
-        })
+    let shards = shared.cluster.shards().ok_or_else(|| Error::backend("not on a cluster"))?;
+    let masters = shards.masters();
+    let options = Options { timeout: Some(OWNER_QUERY_TIMEOUT), fail_fast: true, ..Options::default() };
+    let infos = futures_util::future::join_all(masters.iter().map(|(_, client)| {
+        let options = options.clone();
+        async move {
+            let info: Result<String, _> = client.with_options(&options).info(Some(InfoKind::Server)).await;
+            info.map(|info| {
+                info.lines().find_map(|l| l.strip_prefix("run_id:")).map(|id| Arc::<str>::from(id.trim()))
+            })
+        }
     }))
     .await;
     let mut run_id_of: HashMap<&Server, Arc<str>> = HashMap::new();
     let mut failed: Vec<(&Server, String)> = Vec::new();
-    for (server, info) in masters.iter().zip(infos) {
+    for ((server, _), info) in masters.iter().zip(infos) {
         match info {
             Ok(Some(run_id)) => {
                 run_id_of.insert(server, run_id);
@@ -543,17 +621,13 @@ async fn read_slot_owners<C: Category>(shared: &Shared<C>, scope: &Scope) -> Res
     }
     let mut run_ids: Vec<Arc<str>> = Vec::new();
     let mut owner = vec![u16::MAX; SLOTS].into_boxed_slice();
-    for range in routing.slots() {
-        let Some(run_id) = run_id_of.get(&range.primary) else {
-            if (range.start..=range.end).any(|slot| scope.covers_slot(slot)) {
-                let reason =
-                    failed.iter().find(|(s, _)| **s == range.primary).map_or("", |(_, r)| r.as_str());
-                let error = format!("cluster node {} did not say who it is: {reason}", range.primary);
-                // The command clients may not know a new master yet: let them catch up before the retry.
-                for client in shared.commands.clients() {
-                    let _ = client.sync_cluster().await;
-                }
-                return Err(Error::backend(error));
+    for (start, end, server) in shards.slot_map() {
+        let Some(run_id) = run_id_of.get(&server) else {
+            if (start..=end).any(|slot| scope.covers_slot(slot)) {
+                let reason = failed.iter().find(|(s, _)| **s == server).map_or("", |(_, r)| r.as_str());
+                return Err(Error::backend(format!(
+                    "cluster master {server} did not say who it is: {reason}"
+                )));
             }
             continue;
         };
@@ -565,7 +639,7 @@ async fn read_slot_owners<C: Category>(shared: &Shared<C>, scope: &Scope) -> Res
             }
         };
         let i = u16::try_from(i).unwrap_or(u16::MAX);
-        for slot in range.start..=range.end {
+        for slot in start..=end {
             if let Some(entry) = owner.get_mut(usize::from(slot)) {
                 *entry = i;
             }
@@ -575,37 +649,26 @@ async fn read_slot_owners<C: Category>(shared: &Shared<C>, scope: &Scope) -> Res
     Ok(SlotOwners { owner, run_ids, masters })
 }
 
-/// The slot map of the subscriber client: ranges and their masters.
-fn slot_map(client: &Client) -> Vec<(u16, u16, Server)> {
-    client
-        .cached_cluster_state()
-        .map(|routing| routing.slots().iter().map(|r| (r.start, r.end, r.primary.clone())).collect())
-        .unwrap_or_default()
-}
-
-fn master_of(map: &[(u16, u16, Server)], slot: u16) -> Option<&Server> {
-    map.iter().find(|(start, end, _)| *start <= slot && slot <= *end).map(|(_, _, server)| server)
-}
-
 /// Reads the slot map every `topology_check_interval` and asks the dispatcher
 /// to resubscribe and recover the channels of slots that moved. Ends with the dispatcher.
 pub(crate) async fn watch_topology<C: Category>(
     shared: Arc<Shared<C>>,
     dispatcher: WeakUnboundedSender<Command<C>>,
 ) {
+    let Some(shards) = shared.cluster.shards().cloned() else { return };
     let interval = shared.cluster.settings.topology_check_interval;
-    let mut known = slot_map(&shared.subscriber);
+    let mut known = shards.slot_map();
     loop {
         tokio::time::sleep(interval).await;
         if dispatcher.upgrade().is_none() {
             return;
         }
-        // Runs CLUSTER SLOTS on a side connection; fred connects to new masters (and reports it as a reconnect).
-        if let Err(error) = shared.subscriber.sync_cluster().await {
+        // New masters are connected here; their subscribers report in as reconnects.
+        if let Err(error) = shards.refresh(true).await {
             tracing::debug!(%error, "reading the cluster slot map failed");
             continue;
         }
-        let now = slot_map(&shared.subscriber);
+        let now = shards.slot_map();
         let mut moved = SlotSet::new();
         for slot in 0..SLOTS as u16 {
             if master_of(&known, slot) != master_of(&now, slot) {
@@ -625,6 +688,10 @@ pub(crate) async fn watch_topology<C: Category>(
             return;
         }
     }
+}
+
+fn master_of(map: &[(u16, u16, Server)], slot: u16) -> Option<&Server> {
+    map.iter().find(|(start, end, _)| *start <= slot && slot <= *end).map(|(_, _, server)| server)
 }
 
 #[cfg(test)]

@@ -248,6 +248,9 @@ impl<C: Category> Dispatcher<C> {
         // Waiting subscribe calls see their reply dropped, which reads as Closed.
         let _ = self.shared.subscriber.quit().await;
         let _ = self.shared.commands.quit().await;
+        if let Some(shards) = self.shared.cluster.shards() {
+            shards.quit().await;
+        }
         tracing::debug!("Redis hub dispatcher stopped");
     }
 
@@ -522,7 +525,7 @@ impl<C: Category> Dispatcher<C> {
             tracing::info!(channels = count, "resubscribed and live again");
         }
         // On a cluster each slot has its own server: which of them are another process now?
-        let on_cluster = shared.subscriber.is_clustered();
+        let on_cluster = shared.cluster.shards().is_some();
         let restarted =
             if pending.reconnected && !on_cluster { self.server_restarted().await? } else { false };
         let owners = if on_cluster { Some(cluster::owner_change(&shared, scope).await?) } else { None };
@@ -852,7 +855,9 @@ async fn flush<C: Category>(
         }
         (PubSubKind::Plain, false) => client.unsubscribe(batch).await,
         // Sharded channels of different slots cannot share one command.
-        (_, subscribe) => cluster::change_shard_channels(client, batch, subscribe).await,
+        (_, subscribe) => cluster::change_shard_channels(shared, batch, subscribe)
+            .await
+            .map_err(|e| ::fred::error::Error::new(::fred::error::ErrorKind::Unknown, e.to_string())),
     };
     if let Err(e) = result {
         tracing::warn!(error = %e, subscribe, "changing the subscriber connection's channels failed");

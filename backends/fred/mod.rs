@@ -148,6 +148,7 @@ mod codec;
 mod dispatcher;
 mod keys;
 mod replay;
+mod shards;
 mod stats;
 mod subscription;
 
@@ -438,6 +439,8 @@ async fn start<C: Category>(
     commands_rx: mpsc::UnboundedReceiver<Command<C>>,
     commands_handle: mpsc::WeakUnboundedSender<Command<C>>,
 ) -> Result<Arc<Shared<C>>, Error> {
+    // With the cluster layout on a cluster every master gets clients of its own; the two below stay unconnected.
+    let shards = shards::Shards::connect(&settings).await?;
     let mut builder = Builder::from_config(settings.config);
     builder
         .set_policy(settings.reconnect_policy)
@@ -452,12 +455,16 @@ async fn start<C: Category>(
     let subscriber = builder.build().map_err(Error::backend)?;
     let commands = builder.build_pool(settings.command_connections).map_err(Error::backend)?;
     // Taken before connecting so no message and no reconnect is missed.
-    let messages = subscriber.message_rx();
-    let mut reconnects = subscriber.reconnect_rx();
-    subscriber.init().await.map_err(Error::backend)?;
-    if let Err(e) = commands.init().await {
-        let _ = subscriber.quit().await;
-        return Err(Error::backend(e));
+    let (messages, mut reconnects) = match &shards {
+        Some(shards) => (shards.messages(), shards.reconnects()),
+        None => (subscriber.message_rx(), subscriber.reconnect_rx()),
+    };
+    if shards.is_none() {
+        subscriber.init().await.map_err(Error::backend)?;
+        if let Err(e) = commands.init().await {
+            let _ = subscriber.quit().await;
+            return Err(Error::backend(e));
+        }
     }
     let shared = Arc::new(Shared {
         layout: settings.layout,
@@ -474,7 +481,7 @@ async fn start<C: Category>(
         script: Script::from_lua(PUBLISH_SCRIPT),
         clock_script: Script::from_lua(CLOCK_SCRIPT),
         counters: Counters::default(),
-        cluster: cluster::ClusterState::new(settings.cluster),
+        cluster: cluster::ClusterState::new(settings.cluster, shards),
     });
     let connected = match connect_broadcast(&shared).await {
         Ok(connected) => cluster::prepare(&shared).await.map(|()| connected),
@@ -507,6 +514,9 @@ async fn start<C: Category>(
         Err(e) => {
             let _ = shared.subscriber.quit().await;
             let _ = shared.commands.quit().await;
+            if let Some(shards) = shared.cluster.shards() {
+                shards.quit().await;
+            }
             Err(e)
         }
     }
@@ -516,18 +526,19 @@ async fn start<C: Category>(
 async fn connect_broadcast<C: Category>(shared: &Shared<C>) -> Result<(Feed, Option<String>), Error> {
     let channel = shared.layout.channel(Audience::Broadcast);
     match shared.layout.pubsub_kind() {
-        PubSubKind::Plain => shared.subscriber.subscribe(channel).await,
-        PubSubKind::Sharded => shared.subscriber.ssubscribe(channel).await,
-    }
-    .map_err(Error::backend)?;
+        PubSubKind::Plain => shared.subscriber.subscribe(channel).await.map_err(Error::backend),
+        PubSubKind::Sharded => cluster::change_shard_channels(shared, vec![channel], true).await,
+    }?;
     dispatcher::liveness_barrier(shared).await?;
     Counters::add(&shared.counters.redis_channels, 1);
     let position = match shared.retention {
         Some(_) => Some(shared.last_stream_id_of(Audience::Broadcast).await?),
         None => None,
     };
-    let info: String =
-        shared.commands.next_connected().info(Some(InfoKind::Server)).await.map_err(Error::backend)?;
+    let info: String = cluster::command_client(shared, &shared.layout.stream(Audience::Broadcast))?
+        .info(Some(InfoKind::Server))
+        .await
+        .map_err(Error::backend)?;
     let run_id = info.lines().find_map(|l| l.strip_prefix("run_id:")).map(|id| id.trim().to_string());
     Ok((Feed::at(position), run_id))
 }
