@@ -192,3 +192,25 @@ fn a_thousand_users_spread_over_three_masters_each_master_carries_only_its_own_u
         );
     });
 }
+
+#[test]
+fn the_standalone_layout_is_refused_on_a_cluster_and_replica_acks_without_the_cluster_layout() {
+    block_on(async {
+        let on_cluster = RedisHub::<C>::builder(&conformance_cluster().url())
+            .unwrap()
+            .key_layout(KeyLayout::standalone())
+            .connect()
+            .await;
+        let error = on_cluster.expect_err("the standalone layout on a cluster").to_string();
+        assert!(error.contains("KeyLayout::cluster()"), "{error}");
+
+        let server = RedisServer::start();
+        let acks_standalone = RedisHub::<C>::builder(&server.url())
+            .unwrap()
+            .replica_acks(1, Duration::from_millis(100))
+            .connect()
+            .await;
+        let error = acks_standalone.expect_err("replica acks with the standalone layout").to_string();
+        assert!(error.contains("replica acknowledgements need the cluster key layout"), "{error}");
+    });
+}

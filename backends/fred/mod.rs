@@ -80,12 +80,15 @@
 //! With [`KeyLayout::cluster`] and a cluster URL
 //! (`redis-cluster://host:port?node=host:port&...`):
 //!
-//! - **Connections grow with the masters, not the users.** The subscriber
-//!   client holds one connection per master, the command pool at most two per
-//!   master. Each user channel is `SSUBSCRIBE`d on the master that owns its
-//!   slot; a publish is one script on the master of the audience's slot
-//!   (`XADD`, trimming, expiry, `SPUBLISH`), and no message goes to the other
-//!   shards. `subscribe` returns once the master has confirmed the `SSUBSCRIBE`.
+//! - **Connections grow with the masters, not the users.** The hub reads the
+//!   slot map and keeps clients of its own for each master: one subscriber
+//!   connection and a command pool of at most two connections. Each user
+//!   channel is `SSUBSCRIBE`d on the master that owns its slot; a publish is
+//!   one script on the master of the audience's slot (`XADD`, trimming,
+//!   expiry, `SPUBLISH`), and no message goes to the other shards.
+//!   `subscribe` returns once the master has confirmed the `SSUBSCRIBE`.
+//!   (fred's own cluster client stops sending commands to every master while
+//!   it reconnects to one; per-master clients keep an outage to its shard.)
 //! - **Order.** Each audience's events (a user's own, the broadcasts) are
 //!   delivered and replayed in publish order: one stream, one master. A
 //!   user's events and the broadcasts live on two masters, and no key can be
@@ -114,6 +117,10 @@
 //!   already received an event whose publish then failed, which the new master
 //!   may lack). Publishes to the lost master fail meanwhile (after the command
 //!   timeout) and are never retried by the client, so none is stored twice.
+//!   Set `cluster-require-full-coverage no` on the servers: with the default,
+//!   every master refuses commands from the moment the lost one is marked
+//!   failed until its replica has taken over (about a second); the hub retries
+//!   such commands for a few seconds, so publishes elsewhere are only delayed.
 //! - **Resharding.** Redis ends the shard-channel subscriptions of a slot
 //!   that moves to another master. The hub reads the slot map every
 //!   [`topology_check_interval`](RedisHubBuilder::topology_check_interval)
