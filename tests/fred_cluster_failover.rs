@@ -475,3 +475,78 @@ fn a_slot_migration_moves_the_subscription_to_the_new_owner_and_loses_nothing() 
         assert!(verdict.events_expected > 100);
     });
 }
+
+/// Reads `subscription` until `until` arrives; returns the events before it (it included) and the gap signals seen.
+async fn read_until(
+    subscription: &mut ssehub::fred::Subscription<C>,
+    until: EventId,
+) -> (Vec<EventId>, usize) {
+    let (mut events, mut gaps) = (Vec::new(), 0);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(15), subscription.next()).await {
+            Ok(Some(Ok(event))) => {
+                events.push(event.id());
+                if event.id() == until {
+                    return (events, gaps);
+                }
+            }
+            Ok(Some(Err(Error::Gap { .. }))) => gaps += 1,
+            other => panic!("waiting for {until}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_lost_subscriber_connection_is_recovered_on_its_shard_only() {
+    let _turn = turn();
+    let cluster = cluster();
+    runtime().block_on(async {
+        let retained = hub_builder(cluster, "connkill").connect().await.expect("connect");
+        let unretained =
+            hub_builder(cluster, "connkill-off").retention(None).connect().await.expect("connect");
+        let layout = KeyLayout::cluster_with_prefix("connkill").unwrap();
+        let victim = victim(cluster, &layout);
+        let masters = cluster.master_ports();
+        let users = users_on_masters(cluster, &layout, &masters, 4);
+        // Both layouts' prefixes hash the same way: the hash tag is the user id.
+        let mut subscriptions = Vec::new();
+        for (user, port) in &users {
+            let kept = retained.subscribe(*user, CategorySet::all()).await.expect("subscribe");
+            let lost = unretained.subscribe(*user, CategorySet::all()).await.expect("subscribe");
+            subscriptions.push((*user, *port, kept, lost));
+        }
+        let killed = cluster.node(victim).command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        assert_eq!(killed.as_int(), Some(2), "one subscriber connection per hub on master {victim}");
+        let during: Vec<_> = users.iter().map(|(u, _)| event(Audience::User(*u), 0)).collect();
+        for e in &during {
+            retained.publish(e.clone()).await.expect("publish");
+            unretained.publish(e.clone()).await.expect("publish");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after: Vec<_> = users.iter().map(|(u, _)| event(Audience::User(*u), 1)).collect();
+        for e in &after {
+            retained.publish(e.clone()).await.expect("publish");
+            unretained.publish(e.clone()).await.expect("publish");
+        }
+        for (i, (user, port, kept, lost)) in subscriptions.iter_mut().enumerate() {
+            let (events, gaps) = read_until(kept, after[i].id()).await;
+            assert_eq!(events, vec![during[i].id(), after[i].id()], "{user} with retention");
+            assert_eq!(gaps, 0, "{user} with retention: the outage is recovered from the stream");
+            let (events, gaps) = read_until(lost, after[i].id()).await;
+            if *port == victim {
+                assert_eq!(gaps, 1, "{user} without retention on the master that dropped the connection");
+            } else {
+                assert_eq!(events, vec![during[i].id(), after[i].id()], "{user} on another master");
+                assert_eq!(gaps, 0, "{user} on another master: no gap");
+            }
+        }
+        let stats = retained.stats();
+        println!("with retention: {stats:?}\nwithout: {:?}", unretained.stats());
+        assert!(stats.reconnects >= 1 && stats.gaps == 0);
+        assert_eq!(
+            unretained.stats().gaps,
+            4,
+            "a gap for each subscriber of the master that dropped the connection"
+        );
+    });
+}
