@@ -2,7 +2,9 @@
 //!
 //! Two clusters of three masters: one shared by the conformance checks (each
 //! hub has its own key prefix), one for the spread test alone, whose per-node
-//! command counts must not see anyone else's traffic.
+//! command counts must not see anyone else's traffic. The tests take turns:
+//! the conformance checks time subscribers against a publisher, and a test
+//! loading the machine beside them would make a fast subscriber look slow.
 
 #[path = "support/fred_support.rs"]
 mod fred_support;
@@ -10,8 +12,8 @@ mod fred_support;
 mod redis_server;
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use fred_support::{C, event, fresh_user, next_event, within};
@@ -25,6 +27,12 @@ use ssehub::{Audience, CategorySet, EventSource, Publisher, UserId};
 fn conformance_cluster() -> &'static RedisCluster {
     static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
     CLUSTER.get_or_init(|| RedisCluster::start(3, 0))
+}
+
+/// One test at a time.
+fn turn() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 struct ClusterFactory;
@@ -55,11 +63,13 @@ impl HubFactory for ClusterFactory {
 
 #[test]
 fn conformance_suite_passes_on_a_cluster() {
+    let _turn = turn();
     block_on(conformance::run_all(&ClusterFactory));
 }
 
 #[test]
 fn conformance_suite_passes_on_a_cluster_as_a_task_on_a_multi_thread_tokio_runtime() {
+    let _turn = turn();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         tokio::spawn(async { conformance::run_all(&ClusterFactory).await }).await.unwrap()
@@ -96,6 +106,7 @@ fn shard_channels(node: &RedisServer, pattern: &str) -> BTreeSet<String> {
 fn a_thousand_users_spread_over_three_masters_each_master_carries_only_its_own_users() {
     const USERS: usize = 1000;
     const BROADCASTS: usize = 3;
+    let _turn = turn();
     let started = Instant::now();
     let cluster = RedisCluster::start(3, 0);
     let masters = cluster.master_ports();
@@ -195,6 +206,7 @@ fn a_thousand_users_spread_over_three_masters_each_master_carries_only_its_own_u
 
 #[test]
 fn the_standalone_layout_is_refused_on_a_cluster_and_replica_acks_without_the_cluster_layout() {
+    let _turn = turn();
     block_on(async {
         let on_cluster = RedisHub::<C>::builder(&conformance_cluster().url())
             .unwrap()
