@@ -1,24 +1,26 @@
-//! Redis Cluster: hash-slot scopes, slot-grouped sharded subscriptions, slot owners, the hybrid clock, the cluster publish.
+//! Redis Cluster: hash-slot scopes, shard-channel subscriptions, slot owners, the hybrid clock, the cluster publish.
 //!
 //! With the [cluster layout](super::KeyLayout::cluster) every audience's
 //! channel and stream share one hash tag, so they live in one slot on one
 //! master: a publish is one script on that master (`XADD` + `SPUBLISH`), and
-//! the subscriber client holds one connection per master, on which it
-//! `SSUBSCRIBE`s the channels of that master's slots.
+//! each master's subscriber connection (see `shards`) `SSUBSCRIBE`s the
+//! channels of that master's slots. The public account of the guarantees is
+//! in the module docs of the backend, section "Redis Cluster".
 //!
 //! What differs from one server:
 //!
 //! - **Order across streams.** No key can share a slot with every stream, so
 //!   there is no cluster-wide id sequence. Entry ids come from a hybrid clock
 //!   instead: the Redis node's time, kept above the highest entry id the
-//!   publishing hub has given out or received live. See
-//!   [`KeyLayout::cluster`](super::KeyLayout::cluster) for the guarantee.
+//!   publishing hub has given out or received live. Live messages of two
+//!   masters are put in that order after a round trip on the other masters'
+//!   subscriber connections.
 //! - **Outages are per shard.** A reconnect to one master resubscribes and
 //!   recovers only the channels of that master's slots; the others' feeds
 //!   are left alone.
 //! - **Slots move.** A failover or a resharding gives slots a new owner.
-//!   Redis ends shard-channel subscriptions of a slot that moves without
-//!   telling fred, so the hub checks the slot map on a timer and
+//!   Redis ends shard-channel subscriptions of a slot that moves without a
+//!   notice fred passes on, so the hub reads the slot map on a timer and
 //!   resubscribes and recovers the channels of slots that moved.
 //! - **A new owner may lack writes.** Replication is asynchronous: a master
 //!   can die with acknowledged writes its replica never got. The hub notes the
