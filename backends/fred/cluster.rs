@@ -364,9 +364,10 @@ impl<C: Category> RedisHubBuilder<C> {
     /// took along, and gives every subscriber of that shard [`Error::Gap`]
     /// (after recovering what the new master has).
     ///
-    /// With `replicas` above the replicas a master has, every publish fails.
-    /// [`connect`](RedisHubBuilder::connect) refuses this setting with the
-    /// standalone layout.
+    /// With `replicas` above the replicas a master has, every publish to its
+    /// slots fails: so too after a failover, until the new master has a replica
+    /// again (the failed node back, say). [`connect`](RedisHubBuilder::connect)
+    /// refuses this setting with the standalone layout.
     pub fn replica_acks(mut self, replicas: u32, timeout: Duration) -> Self {
         self.cluster.replica_acks = replicas;
         self.cluster.replica_ack_timeout = timeout;
