@@ -24,6 +24,7 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender, WeakUnboundedS
 use tokio::sync::oneshot;
 
 use super::Shared;
+use super::cluster::{self, Scope};
 use super::codec::{Decoded, Skip, StreamId};
 use super::keys::PubSubKind;
 use super::replay::{Start, merge};
@@ -42,6 +43,8 @@ const RESUBSCRIBE_CHUNK: usize = 512;
 pub(crate) enum Command<C: Category> {
     Subscribe { user: UserId, filter: CategorySet<C>, reply: oneshot::Sender<Result<Subscription<C>, Error>> },
     Unsubscribe { user: UserId, subscriber: u64 },
+    // Channels whose hash slots moved to another cluster node: subscribe them again and recover.
+    Resync(Scope),
 }
 
 /// A change of the subscriber connection's channels, in dispatcher order.
@@ -113,10 +116,12 @@ struct UserFeed<C: Category> {
 }
 
 /// What a recovery must do, accumulated until it succeeds.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 struct PendingRecovery {
     resubscribe: bool,
     reconnected: bool,
+    /// The channels to resubscribe and recover.
+    scope: Scope,
 }
 
 /// The recovery of one feed, read before any state changes.
@@ -195,7 +200,8 @@ impl<C: Category> Dispatcher<C> {
             tokio::select! {
                 biased;
                 reconnect = self.reconnects.recv() => match reconnect {
-                    Ok(_) | Err(RecvError::Lagged(_)) => self.on_reconnect().await,
+                    Ok(server) => self.on_reconnect(Some(server)).await,
+                    Err(RecvError::Lagged(_)) => self.on_reconnect(None).await,
                     Err(RecvError::Closed) => break,
                 },
                 Some(confirmed) = self.confirms.recv() => self.on_confirmed(confirmed),
@@ -205,11 +211,14 @@ impl<C: Category> Dispatcher<C> {
                 message = self.messages.recv(), if !recovering => {
                     burst += 1;
                     match message {
+                        Ok(message) if self.shared.layout.pubsub_kind() == PubSubKind::Sharded => {
+                            self.on_shard_messages(message).await;
+                        }
                         Ok(message) => self.on_message(message),
                         Err(RecvError::Lagged(dropped)) => {
                             Counters::add(&self.shared.counters.message_channel_overflows, 1);
                             tracing::warn!(dropped, "the Redis client's message channel overflowed; recovering from the streams");
-                            self.pending.get_or_insert_with(PendingRecovery::default);
+                            self.note_recovery(Scope::All, false, false);
                             self.try_recover().await;
                         }
                         Err(RecvError::Closed) => break,
@@ -239,6 +248,9 @@ impl<C: Category> Dispatcher<C> {
         // Waiting subscribe calls see their reply dropped, which reads as Closed.
         let _ = self.shared.subscriber.quit().await;
         let _ = self.shared.commands.quit().await;
+        if let Some(shards) = self.shared.cluster.shards() {
+            shards.quit().await;
+        }
         tracing::debug!("Redis hub dispatcher stopped");
     }
 
@@ -246,6 +258,23 @@ impl<C: Category> Dispatcher<C> {
         match command {
             Command::Subscribe { user, filter, reply } => self.subscribe(user, filter, reply),
             Command::Unsubscribe { user, subscriber } => self.unsubscribe(user, subscriber),
+            Command::Resync(scope) => {
+                self.note_recovery(scope, true, true);
+                // The run loop's retry timer starts the recovery.
+                self.retry_at = Some(tokio::time::Instant::now());
+            }
+        }
+    }
+
+    /// Adds to the pending recovery, or starts one.
+    fn note_recovery(&mut self, scope: Scope, resubscribe: bool, reconnected: bool) {
+        match self.pending.as_mut() {
+            Some(pending) => {
+                pending.scope.widen(scope);
+                pending.resubscribe |= resubscribe;
+                pending.reconnected |= reconnected;
+            }
+            None => self.pending = Some(PendingRecovery { resubscribe, reconnected, scope }),
         }
     }
 
@@ -334,6 +363,45 @@ impl<C: Category> Dispatcher<C> {
         }
     }
 
+    /// Messages of a cluster: a user's channel and the broadcast channel come
+    /// over connections to two nodes, so their messages can arrive in either
+    /// order. A round trip on every other connection that may still carry an
+    /// earlier message brings those in; the batch is then handled in entry id order.
+    async fn on_shard_messages(&mut self, first: Message) {
+        let mut batch = vec![first];
+        self.drain_messages(&mut batch);
+        let servers = cluster::barrier_servers(&self.shared, &batch);
+        if !servers.is_empty() {
+            cluster::drain_connections(&self.shared, servers).await;
+            self.drain_messages(&mut batch);
+        }
+        cluster::order_by_entry_id(&mut batch);
+        for message in batch {
+            self.on_message(message);
+        }
+    }
+
+    /// Moves every message already in the client's channel into `batch`.
+    fn drain_messages(&mut self, batch: &mut Vec<Message>) {
+        loop {
+            match self.messages.try_recv() {
+                Ok(message) => batch.push(message),
+                Err(broadcast::error::TryRecvError::Lagged(dropped)) => {
+                    Counters::add(&self.shared.counters.message_channel_overflows, 1);
+                    tracing::warn!(
+                        dropped,
+                        "the Redis client's message channel overflowed; recovering from the streams"
+                    );
+                    self.note_recovery(Scope::All, false, false);
+                    self.retry_at = Some(tokio::time::Instant::now());
+                    return;
+                }
+                // Closed: the run loop sees it on its next receive.
+                Err(_) => return,
+            }
+        }
+    }
+
     fn on_message(&mut self, message: Message) {
         let shared = Arc::clone(&self.shared);
         let channel: &str = &message.channel;
@@ -358,6 +426,10 @@ impl<C: Category> Dispatcher<C> {
                 return;
             }
         };
+        if let Some(position) = decoded.stream_id {
+            // Whatever this hub publishes next gets a later id, in every stream.
+            shared.cluster.observe(position);
+        }
         match audience {
             Audience::Broadcast => {
                 if !self.broadcast.admit(&decoded) {
@@ -395,20 +467,27 @@ impl<C: Category> Dispatcher<C> {
         }
     }
 
-    async fn on_reconnect(&mut self) {
+    /// A connection of the subscriber client (re)connected; `None` if which one is unknown.
+    async fn on_reconnect(&mut self, server: Option<Server>) {
         Counters::add(&self.shared.counters.reconnects, 1);
+        // On a cluster only the channels of the slots that node serves were on the connection.
+        let scope = match server {
+            Some(server) if self.shared.layout.pubsub_kind() == PubSubKind::Sharded => {
+                cluster::scope_of_server(&self.shared, &server)
+            }
+            _ => Scope::All,
+        };
         tracing::info!(
             channels = self.users.len() + 1,
+            ?scope,
             "Redis subscriber connection re-established; resubscribing"
         );
-        let pending = self.pending.get_or_insert_with(PendingRecovery::default);
-        pending.resubscribe = true;
-        pending.reconnected = true;
+        self.note_recovery(scope, true, true);
         self.try_recover().await;
     }
 
     async fn try_recover(&mut self) {
-        let Some(pending) = self.pending else { return };
+        let Some(pending) = self.pending.clone() else { return };
         match self.recover(pending).await {
             Ok(()) => {
                 self.pending = None;
@@ -423,56 +502,124 @@ impl<C: Category> Dispatcher<C> {
 
     async fn recover(&mut self, pending: PendingRecovery) -> Result<(), Error> {
         let shared = Arc::clone(&self.shared);
+        let scope = &pending.scope;
+        let broadcast_channel = shared.layout.channel(Audience::Broadcast);
+        let broadcast_in_scope = scope.covers(&broadcast_channel);
+        let user_in_scope = |user: &UserId| scope.covers(&shared.layout.channel(Audience::User(*user)));
         if pending.resubscribe {
-            let mut channels = vec![shared.layout.channel(Audience::Broadcast)];
-            channels.extend(self.users.keys().map(|u| shared.layout.channel(Audience::User(*u))));
+            let mut channels: Vec<String> = Vec::new();
+            channels.extend(broadcast_in_scope.then(|| broadcast_channel.clone()));
+            channels.extend(
+                self.users
+                    .keys()
+                    .filter(|u| user_in_scope(u))
+                    .map(|u| shared.layout.channel(Audience::User(*u))),
+            );
+            let count = channels.len();
             let (done, finished) = oneshot::channel();
             self.ops.send(PubSubOp::Resubscribe { channels, done }).map_err(|_| Error::Closed)?;
             finished.await.map_err(|_| Error::Closed)??;
             if let Some(p) = self.pending.as_mut() {
                 p.resubscribe = false;
             }
-            tracing::info!(channels = self.users.len() + 1, "resubscribed and live again");
+            tracing::info!(channels = count, "resubscribed and live again");
         }
-        let restarted = if pending.reconnected { self.server_restarted().await? } else { false };
+        // On a cluster each slot has its own server: which of them are another process now?
+        let on_cluster = shared.cluster.shards().is_some();
+        let restarted =
+            if pending.reconnected && !on_cluster { self.server_restarted().await? } else { false };
+        let owners = if on_cluster { Some(cluster::owner_change(&shared, scope).await?) } else { None };
+        let replaced = |channel: &str| owners.as_ref().is_some_and(|o| o.replaced(channel));
+        // A replaced server may lack acknowledged writes, unless publishes waited for a replica.
+        let lost_writes = |channel: &str| replaced(channel) && !shared.cluster.durable();
+        let cause = if owners.as_ref().is_some_and(|o| o.replaced_slots() > 0) {
+            "a cluster node was replaced"
+        } else if restarted {
+            "the Redis server restarted"
+        } else {
+            "history was trimmed"
+        };
         if shared.retention.is_none() {
             // Nothing to recover from: whatever was published meanwhile is lost to these subscribers.
             let mut gapped = 0u64;
-            for feed in self.users.values_mut() {
-                gapped += feed.subscribers.len() as u64;
-                offer_all(&shared, &mut feed.subscribers, || Delivery::Gap, None);
+            for (user, feed) in &mut self.users {
+                if broadcast_in_scope || user_in_scope(user) {
+                    gapped += feed.subscribers.len() as u64;
+                    offer_all(&shared, &mut feed.subscribers, || Delivery::Gap, None);
+                }
             }
             self.gapped(gapped, "retention is off");
             self.release_emptied();
+            if let Some(owners) = owners {
+                shared.cluster.commit(owners);
+            }
             return Ok(());
         }
 
         let broadcast_cursor = self.broadcast.cursor;
-        let user_cursors: Vec<(UserId, Cursor)> =
-            self.users.iter().filter(|(_, f)| f.live).map(|(u, f)| (*u, f.feed.cursor)).collect();
+        let user_cursors: Vec<(UserId, Cursor)> = self
+            .users
+            .iter()
+            .filter(|(u, f)| f.live && user_in_scope(u))
+            .map(|(u, f)| (*u, f.feed.cursor))
+            .collect();
         // Every feed is read up to one horizon, so the merge of any two is a consistent cut.
         let horizon = shared.horizon().await?;
-        let broadcast = recover_feed(&shared, Audience::Broadcast, broadcast_cursor, restarted, horizon);
-        let users =
-            futures_util::future::try_join_all(user_cursors.iter().map(|(user, cursor)| {
-                recover_feed(&shared, Audience::User(*user), *cursor, restarted, horizon)
-            }));
+        let broadcast_restarted = restarted || replaced(&broadcast_channel);
+        let broadcast = async {
+            if broadcast_in_scope {
+                recover_feed(&shared, Audience::Broadcast, broadcast_cursor, broadcast_restarted, horizon)
+                    .await
+                    .map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let users = futures_util::future::try_join_all(user_cursors.iter().map(|(user, cursor)| {
+            let audience = Audience::User(*user);
+            let restarted = restarted || replaced(&shared.layout.channel(audience));
+            recover_feed(&shared, audience, *cursor, restarted, horizon)
+        }));
         let (broadcast, users) = tokio::try_join!(broadcast, users)?;
 
-        let mut recovered = broadcast.events.len() as u64;
+        let mut recovered = 0u64;
         let mut gapped = 0u64;
-        self.broadcast.cursor = broadcast.cursor;
-        self.broadcast.recovered = broadcast.events.iter().map(|(_, e)| e.id()).collect();
-        for ((user, _), own) in user_cursors.into_iter().zip(users) {
-            let Some(feed) = self.users.get_mut(&user) else { continue };
-            recovered += own.events.len() as u64;
-            feed.feed.cursor = own.cursor;
-            feed.feed.recovered = own.events.iter().map(|(_, e)| e.id()).collect();
-            if broadcast.gap || own.gap {
+        let (broadcast_gap, broadcast_events) = match broadcast {
+            Some(broadcast) => {
+                recovered += broadcast.events.len() as u64;
+                self.broadcast.cursor = broadcast.cursor;
+                self.broadcast.recovered = broadcast.events.iter().map(|(_, e)| e.id()).collect();
+                (broadcast.gap || lost_writes(&broadcast_channel), broadcast.events)
+            }
+            None => (false, Vec::new()),
+        };
+        let mut own_recoveries: HashMap<UserId, FeedRecovery<C>> =
+            user_cursors.into_iter().map(|(user, _)| user).zip(users).collect();
+        for (user, feed) in self.users.iter_mut().filter(|(_, f)| f.live) {
+            let own = own_recoveries.remove(user);
+            if own.is_none() && !broadcast_gap && broadcast_events.is_empty() {
+                continue;
+            }
+            let mut gap = broadcast_gap;
+            let own_events = match own {
+                Some(own) => {
+                    recovered += own.events.len() as u64;
+                    feed.feed.cursor = own.cursor;
+                    feed.feed.recovered = own.events.iter().map(|(_, e)| e.id()).collect();
+                    gap |= own.gap || lost_writes(&shared.layout.channel(Audience::User(*user)));
+                    own.events
+                }
+                None => Vec::new(),
+            };
+            if gap {
                 gapped += feed.subscribers.len() as u64;
                 offer_all(&shared, &mut feed.subscribers, || Delivery::Gap, None);
             }
-            for event in merge(own.events, broadcast.events.clone(), shared.layout.order_key().is_some()) {
+            for event in merge(
+                own_events,
+                broadcast_events.clone(),
+                cluster::entry_ids_are_one_sequence(&shared.layout),
+            ) {
                 offer_all(&shared, &mut feed.subscribers, || Delivery::Event(event.clone()), Some(&event));
             }
         }
@@ -480,8 +627,11 @@ impl<C: Category> Dispatcher<C> {
         if recovered > 0 {
             tracing::info!(recovered, "recovered events published during an outage from the streams");
         }
-        self.gapped(gapped, if restarted { "the Redis server restarted" } else { "history was trimmed" });
+        self.gapped(gapped, cause);
         self.release_emptied();
+        if let Some(owners) = owners {
+            shared.cluster.commit(owners);
+        }
         Ok(())
     }
 
@@ -705,20 +855,9 @@ async fn flush<C: Category>(
         }
         (PubSubKind::Plain, false) => client.unsubscribe(batch).await,
         // Sharded channels of different slots cannot share one command.
-        (_, true) => {
-            let mut result = Ok(());
-            for channel in batch {
-                result = result.and(client.ssubscribe(channel).await);
-            }
-            result
-        }
-        (_, false) => {
-            let mut result = Ok(());
-            for channel in batch {
-                result = result.and(client.sunsubscribe(channel).await);
-            }
-            result
-        }
+        (_, subscribe) => cluster::change_shard_channels(shared, batch, subscribe)
+            .await
+            .map_err(|e| ::fred::error::Error::new(::fred::error::ErrorKind::Unknown, e.to_string())),
     };
     if let Err(e) = result {
         tracing::warn!(error = %e, subscribe, "changing the subscriber connection's channels failed");

@@ -133,9 +133,8 @@ impl KeyLayout {
     /// In the standalone layout (`sse:order`) the publish script draws every
     /// stream's entry ids from it, so ids order a user's events and the
     /// broadcasts exactly as published. The cluster layout has none: one key
-    /// cannot share a slot with every stream, so entry ids come from each
-    /// stream alone, and events of different audiences added in the same
-    /// millisecond may replay in either order.
+    /// cannot share a slot with every stream. There entry ids come from a
+    /// hybrid clock (see [Redis Cluster](super#redis-cluster)).
     pub fn order_key(&self) -> Option<String> {
         match self.shape {
             Shape::Standalone => Some(format!("{}:order", self.prefix)),

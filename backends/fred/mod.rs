@@ -33,9 +33,8 @@
 //!
 //! [`KeyLayout::cluster`] names keys for Redis Cluster: each audience's
 //! channel and stream share one hash tag, so the publish script touches one
-//! slot, and live events use sharded pub/sub. Without an order key there,
-//! events of different audiences added in the same millisecond may replay in
-//! either order. The layout runs on a single server as well.
+//! slot, and live events use sharded pub/sub: see [Redis Cluster](#redis-cluster).
+//! The layout runs on a single server as well.
 //!
 //! With [`Retention`] on (the default), a publish is one Lua script: `XADD`
 //! with trimming by count and age, an expiry that slides with every publish,
@@ -76,6 +75,60 @@
 //! expired, or lost because the server restarted without its data); or when a
 //! channel's position is unknown.
 //!
+//! # Redis Cluster
+//!
+//! With [`KeyLayout::cluster`] and a cluster URL
+//! (`redis-cluster://host:port?node=host:port&...`):
+//!
+//! - **Connections grow with the masters, not the users.** The hub reads the
+//!   slot map and keeps clients of its own for each master: one subscriber
+//!   connection and a command pool of at most two connections. Each user
+//!   channel is `SSUBSCRIBE`d on the master that owns its slot; a publish is
+//!   one script on the master of the audience's slot (`XADD`, trimming,
+//!   expiry, `SPUBLISH`), and no message goes to the other shards.
+//!   `subscribe` returns once the master has confirmed the `SSUBSCRIBE`.
+//!   (fred's own cluster client stops sending commands to every master while
+//!   it reconnects to one; per-master clients keep an outage to its shard.)
+//! - **Order.** Each audience's events (a user's own, the broadcasts) are
+//!   delivered and replayed in publish order: one stream, one master. A
+//!   user's events and the broadcasts live on two masters, and no key can be
+//!   shared by every stream's publish, so there is no cluster-wide sequence:
+//!   entry ids come from a hybrid clock instead, the master's time kept above
+//!   the highest entry id the publishing hub has given out or received.
+//!   Events published one after another through one hub, or by hubs whose
+//!   masters' clocks agree to within the time between the two publishes, get
+//!   ids in publish order. Replay merges the two streams by entry id; live,
+//!   before delivering a message the dispatcher makes a round trip on its
+//!   connections to the other masters involved, which brings in any message
+//!   published before it, and delivers in entry id order: live and replay
+//!   agree. Events of different audiences published at the same time through
+//!   different hubs may come in either order (each exactly once).
+//! - **Failover.** When a master is lost, its shard's subscribers wait for a
+//!   replica to take over (the cluster's node timeout plus the client's
+//!   reconnect backoff: about 7 s with a 2 s node timeout), while the other
+//!   shards go on undisturbed. Then the shard's channels are subscribed on the
+//!   new master and what was published meanwhile is delivered from the
+//!   streams. Redis replicates asynchronously, so a master can die with
+//!   acknowledged writes its replica never got. Unless publishes wait for a
+//!   replica ([`RedisHubBuilder::replica_acks`]), every subscriber of a shard
+//!   whose master was replaced gets [`Error::Gap`], then what the new master
+//!   holds. With replica acknowledgements the new master holds every event
+//!   whose publish succeeded, and no gap is signalled (unless a subscriber
+//!   already received an event whose publish then failed, which the new master
+//!   may lack). Publishes to the lost master fail meanwhile (after the command
+//!   timeout) and are never retried by the client, so none is stored twice.
+//!   Set `cluster-require-full-coverage no` on the servers: with the default,
+//!   every master refuses commands from the moment the lost one is marked
+//!   failed until its replica has taken over (about a second); the hub retries
+//!   such commands for a few seconds, so publishes elsewhere are only delayed.
+//! - **Resharding.** Redis ends the shard-channel subscriptions of a slot
+//!   that moves to another master. The hub reads the slot map every
+//!   [`topology_check_interval`](RedisHubBuilder::topology_check_interval)
+//!   (default 1 s) and subscribes the channels of moved slots on their new
+//!   master; events published meanwhile come from the streams, which moved
+//!   with the slot: late by up to that interval, but without a gap. `MOVED`
+//!   and `ASK` redirections of commands are followed by the client.
+//!
 //! # Examples
 //!
 //! ```no_run
@@ -97,10 +150,12 @@
 //! ```
 
 mod bridge;
+mod cluster;
 mod codec;
 mod dispatcher;
 mod keys;
 mod replay;
+mod shards;
 mod stats;
 mod subscription;
 
@@ -198,6 +253,7 @@ pub(crate) struct Shared<C> {
     pub(crate) script: Script,
     pub(crate) clock_script: Script,
     pub(crate) counters: Counters,
+    pub(crate) cluster: cluster::ClusterState,
 }
 
 /// Configures and connects a [`RedisHub`].
@@ -234,6 +290,7 @@ pub struct RedisHubBuilder<C> {
     foreign_id_scan_limit: u64,
     runtime: Option<tokio::runtime::Handle>,
     runtime_threads: usize,
+    cluster: cluster::ClusterSettings,
 }
 
 impl<C: Category> RedisHubBuilder<C> {
@@ -254,6 +311,7 @@ impl<C: Category> RedisHubBuilder<C> {
             foreign_id_scan_limit: 1000,
             runtime: None,
             runtime_threads: 2,
+            cluster: cluster::ClusterSettings::default(),
         }
     }
 
@@ -388,6 +446,8 @@ async fn start<C: Category>(
     commands_rx: mpsc::UnboundedReceiver<Command<C>>,
     commands_handle: mpsc::WeakUnboundedSender<Command<C>>,
 ) -> Result<Arc<Shared<C>>, Error> {
+    // With the cluster layout on a cluster every master gets clients of its own; the two below stay unconnected.
+    let shards = shards::Shards::connect(&settings).await?;
     let mut builder = Builder::from_config(settings.config);
     builder
         .set_policy(settings.reconnect_policy)
@@ -402,12 +462,16 @@ async fn start<C: Category>(
     let subscriber = builder.build().map_err(Error::backend)?;
     let commands = builder.build_pool(settings.command_connections).map_err(Error::backend)?;
     // Taken before connecting so no message and no reconnect is missed.
-    let messages = subscriber.message_rx();
-    let mut reconnects = subscriber.reconnect_rx();
-    subscriber.init().await.map_err(Error::backend)?;
-    if let Err(e) = commands.init().await {
-        let _ = subscriber.quit().await;
-        return Err(Error::backend(e));
+    let (messages, mut reconnects) = match &shards {
+        Some(shards) => (shards.messages(), shards.reconnects()),
+        None => (subscriber.message_rx(), subscriber.reconnect_rx()),
+    };
+    if shards.is_none() {
+        subscriber.init().await.map_err(Error::backend)?;
+        if let Err(e) = commands.init().await {
+            let _ = subscriber.quit().await;
+            return Err(Error::backend(e));
+        }
     }
     let shared = Arc::new(Shared {
         layout: settings.layout,
@@ -424,14 +488,22 @@ async fn start<C: Category>(
         script: Script::from_lua(PUBLISH_SCRIPT),
         clock_script: Script::from_lua(CLOCK_SCRIPT),
         counters: Counters::default(),
+        cluster: cluster::ClusterState::new(settings.cluster, shards),
     });
-    match connect_broadcast(&shared).await {
+    let connected = match connect_broadcast(&shared).await {
+        Ok(connected) => cluster::prepare(&shared).await.map(|()| connected),
+        Err(e) => Err(e),
+    };
+    match connected {
         Ok((broadcast, run_id)) => {
             // The first connect also counts as a reconnect; it needs no recovery.
             while reconnects.try_recv().is_ok() {}
             let (confirms_tx, confirms_rx) = mpsc::unbounded_channel();
             let (ops_tx, ops_rx) = mpsc::unbounded_channel();
             tokio::spawn(dispatcher::run_sequencer(Arc::clone(&shared), ops_rx, confirms_tx));
+            if shared.subscriber.is_clustered() {
+                tokio::spawn(cluster::watch_topology(Arc::clone(&shared), commands_handle.clone()));
+            }
             let dispatcher = Dispatcher::new(
                 Arc::clone(&shared),
                 commands_rx,
@@ -449,6 +521,9 @@ async fn start<C: Category>(
         Err(e) => {
             let _ = shared.subscriber.quit().await;
             let _ = shared.commands.quit().await;
+            if let Some(shards) = shared.cluster.shards() {
+                shards.quit().await;
+            }
             Err(e)
         }
     }
@@ -458,18 +533,19 @@ async fn start<C: Category>(
 async fn connect_broadcast<C: Category>(shared: &Shared<C>) -> Result<(Feed, Option<String>), Error> {
     let channel = shared.layout.channel(Audience::Broadcast);
     match shared.layout.pubsub_kind() {
-        PubSubKind::Plain => shared.subscriber.subscribe(channel).await,
-        PubSubKind::Sharded => shared.subscriber.ssubscribe(channel).await,
-    }
-    .map_err(Error::backend)?;
+        PubSubKind::Plain => shared.subscriber.subscribe(channel).await.map_err(Error::backend),
+        PubSubKind::Sharded => cluster::change_shard_channels(shared, vec![channel], true).await,
+    }?;
     dispatcher::liveness_barrier(shared).await?;
     Counters::add(&shared.counters.redis_channels, 1);
     let position = match shared.retention {
         Some(_) => Some(shared.last_stream_id_of(Audience::Broadcast).await?),
         None => None,
     };
-    let info: String =
-        shared.commands.next_connected().info(Some(InfoKind::Server)).await.map_err(Error::backend)?;
+    let info: String = cluster::command_client(shared, &shared.layout.stream(Audience::Broadcast))?
+        .info(Some(InfoKind::Server))
+        .await
+        .map_err(Error::backend)?;
     let run_id = info.lines().find_map(|l| l.strip_prefix("run_id:")).map(|id| id.trim().to_string());
     Ok((Feed::at(position), run_id))
 }
@@ -595,6 +671,9 @@ impl<C: Category> Publisher<C> for RedisHub<C> {
 
 impl<C: Category> Shared<C> {
     async fn publish(&self, event: Event<C>) -> Result<(), Error> {
+        if self.layout.pubsub_kind() == PubSubKind::Sharded {
+            return cluster::publish(self, event).await;
+        }
         let audience = event.audience();
         let channel = self.layout.channel(audience);
         let client = self.commands.next_connected();

@@ -66,8 +66,9 @@ fn backend(e: ::fred::error::Error) -> Error {
 }
 
 impl<C: Category> Shared<C> {
-    fn client(&self) -> &Client {
-        self.commands.next_connected()
+    /// A command client for `key` (on a cluster, of the master serving its slot).
+    fn client(&self, key: &str) -> Result<Client, Error> {
+        super::cluster::command_client(self, key)
     }
 
     async fn xrange(
@@ -77,7 +78,7 @@ impl<C: Category> Shared<C> {
         end: String,
         count: u64,
     ) -> Result<Vec<RawEntry>, Error> {
-        let reply: Value = self.client().xrange(key, start, end, Some(count)).await.map_err(backend)?;
+        let reply: Value = self.client(key)?.xrange(key, start, end, Some(count)).await.map_err(backend)?;
         Ok(parse_entries(reply))
     }
 
@@ -88,7 +89,8 @@ impl<C: Category> Shared<C> {
         start: String,
         count: u64,
     ) -> Result<Vec<RawEntry>, Error> {
-        let reply: Value = self.client().xrevrange(key, end, start, Some(count)).await.map_err(backend)?;
+        let reply: Value =
+            self.client(key)?.xrevrange(key, end, start, Some(count)).await.map_err(backend)?;
         Ok(parse_entries(reply))
     }
 
@@ -178,6 +180,9 @@ impl<C: Category> Shared<C> {
     /// (or, past it, the last id ssehub gave out), so the cut is the end of
     /// the current millisecond, taken once the server's clock has moved on.
     pub(crate) async fn horizon(&self) -> Result<StreamId, Error> {
+        if let Some(cut) = super::cluster::horizon(&self.layout) {
+            return Ok(cut);
+        }
         let (last_given, now) = self.clock().await?;
         let cut = StreamId { ms: now, seq: u64::MAX }.max(last_given.unwrap_or(StreamId::ZERO));
         loop {
@@ -192,7 +197,11 @@ impl<C: Category> Shared<C> {
         let keys: Vec<String> = self.layout.order_key().into_iter().collect();
         let reply: Vec<Value> = self
             .clock_script
-            .evalsha_with_reload(self.client(), keys, Vec::<String>::new())
+            .evalsha_with_reload(
+                &self.client(keys.first().map_or("", String::as_str))?,
+                keys,
+                Vec::<String>::new(),
+            )
             .await
             .map_err(backend)?;
         let last_given = reply.first().and_then(Value::as_str).and_then(|s| s.parse().ok());
@@ -235,7 +244,7 @@ impl<C: Category> Shared<C> {
 
     /// What `XINFO STREAM` says about removed entries, `None` for a missing stream.
     pub(crate) async fn trim_info(&self, key: &str) -> Result<Option<TrimInfo>, Error> {
-        let reply: Value = match self.client().xinfo_stream(key, false, None).await {
+        let reply: Value = match self.client(key)?.xinfo_stream(key, false, None).await {
             Ok(v) => v,
             Err(e) if e.details().contains("no such key") => return Ok(None),
             Err(e) => return Err(backend(e)),
@@ -305,7 +314,7 @@ impl<C: Category> Shared<C> {
             self.read_from(Audience::Broadcast, broadcast_start, horizon),
         )
         .await?;
-        let one_sequence = self.layout.order_key().is_some();
+        let one_sequence = super::cluster::entry_ids_are_one_sequence(&self.layout);
         let events = merge(own_events, broadcast_events, one_sequence)
             .filter(|e| filter.contains(e.category()))
             .collect();
