@@ -56,6 +56,8 @@ mod event;
 pub mod fixture;
 pub mod parse;
 mod source;
+#[cfg(feature = "std")]
+pub mod sse;
 pub mod wire;
 
 pub use category::{Category, CategorySet, CategorySetIter};
