@@ -5,6 +5,8 @@
 //! `Last-Event-ID` and get exactly what it missed. See `demo/server.rs` for
 //! the routes.
 
+// Some of the server's API is there for the tests that start it in-process.
+#[allow(dead_code)]
 #[path = "demo/server.rs"]
 mod server;
 

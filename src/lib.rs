@@ -60,6 +60,18 @@ mod source;
 pub mod sse;
 pub mod wire;
 
+#[cfg(feature = "std")]
+pub mod resume;
+#[cfg(feature = "std")]
+pub use resume::{Resumed, resume};
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+#[cfg(feature = "memory")]
+#[path = "../backends/memory/mod.rs"]
+pub mod memory;
+
 pub use category::{Category, CategorySet, CategorySetIter};
 pub use error::{BoxError, Error};
 pub use event::{Audience, Event, EventId, UserId};

@@ -1,0 +1,758 @@
+//! The in-process backend: [`MemoryHub`], runtime-neutral, with per-audience retention and bounded per-subscriber queues.
+//!
+//! A [`MemoryHub`] is both an [`EventSource`] and a [`Publisher`]. It needs no
+//! server and no executor of its own: publishing queues events straight into
+//! the subscribers' queues, and a [`Subscription`] is a plain
+//! [`Stream`](futures_core::Stream) that any executor can poll.
+//!
+//! - **Delivery.** Each subscription has its own queue, bounded by
+//!   [`queue_capacity`](MemoryHubBuilder::queue_capacity) (1024 by default).
+//!   A subscriber that falls that far behind gets [`Error::Lagged`] with the
+//!   id of the last event it received, and its stream ends; nobody else waits
+//!   for it. The bound is not allocated up front: an idle subscription holds
+//!   no buffer.
+//! - **Retention.** Each audience (each user, and the broadcasts) keeps its
+//!   most recent events, at most [`history_len`](MemoryHubBuilder::history_len)
+//!   (1000) and at most [`history_age`](MemoryHubBuilder::history_age) old
+//!   (1 hour). [`missed_events`](EventSource::missed_events) merges the
+//!   user's and the broadcast history in publish order and says whether that
+//!   is complete. Finding the Last-Event-ID takes a binary search (or a hash
+//!   lookup when ids were published out of order), whatever the history length.
+//! - **Cleanup.** Dropping a subscription unregisters it; a user with no
+//!   subscription and no retained event leaves nothing behind.
+//!
+//! # Examples
+//!
+//! ```
+//! use futures::StreamExt;
+//! use ssehub::fixture::ExampleCategory;
+//! use ssehub::memory::MemoryHub;
+//! use ssehub::{Audience, CategorySet, Event, EventSource, Publisher, ReplayStatus, UserId};
+//!
+//! futures::executor::block_on(async {
+//!     let hub = MemoryHub::<ExampleCategory>::new();
+//!     let alice = UserId::from_uuid(uuid::Uuid::from_u128(1));
+//!
+//!     let mut subscription = hub.subscribe(alice, CategorySet::all()).await?;
+//!     let first = Event::new(Audience::User(alice), "import.started", ExampleCategory::Import, "{}").unwrap();
+//!     let second = Event::new(Audience::Broadcast, "maintenance", ExampleCategory::Security, "{}").unwrap();
+//!     hub.publish(first.clone()).await?;
+//!     hub.publish(second.clone()).await?;
+//!
+//!     assert_eq!(subscription.next().await.unwrap()?, first);
+//!     assert_eq!(subscription.next().await.unwrap()?, second);
+//!
+//!     // A client that saw only `first` gets the rest replayed.
+//!     let replay = hub.missed_events(alice, first.id(), CategorySet::all()).await?;
+//!     assert_eq!(replay.status, ReplayStatus::Complete);
+//!     assert_eq!(replay.events, vec![second]);
+//!     Ok::<(), ssehub::Error>(())
+//! })
+//! .unwrap();
+//! ```
+
+mod history;
+mod subscription;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+pub use subscription::Subscription;
+
+use history::{History, merge_in_publish_order};
+use subscription::{NOT_REGISTERED, Offer, SubscriberQueue};
+
+use crate::{
+    Audience, Category, CategorySet, Error, Event, EventId, EventSource, Publisher, Replay, ReplayStatus,
+    UserId,
+};
+
+/// The default of [`MemoryHubBuilder::history_len`].
+pub const DEFAULT_HISTORY_LEN: usize = 1000;
+/// The default of [`MemoryHubBuilder::history_age`]: one hour.
+pub const DEFAULT_HISTORY_AGE: Duration = Duration::from_secs(60 * 60);
+/// The default of [`MemoryHubBuilder::queue_capacity`].
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+
+/// Users are spread over this many independently locked shards, so that
+/// publishes to different users and subscribes do not contend.
+const SHARD_COUNT: usize = 16;
+
+/// Locks `mutex`; a panic elsewhere never leaves our state half-updated in a
+/// way later users could not cope with, so poisoning is ignored.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Configures a [`MemoryHub`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use ssehub::{fixture::ExampleCategory, memory::MemoryHub};
+///
+/// let hub = MemoryHub::<ExampleCategory>::builder()
+///     .history_len(500)
+///     .history_age(Duration::from_secs(15 * 60))
+///     .queue_capacity(256)
+///     .build();
+/// # let _ = hub;
+/// ```
+#[must_use]
+pub struct MemoryHubBuilder<C: Category> {
+    history_len: usize,
+    history_age: Duration,
+    retention: bool,
+    queue_capacity: usize,
+    _category: PhantomData<fn() -> C>,
+}
+
+impl<C: Category> Default for MemoryHubBuilder<C> {
+    fn default() -> Self {
+        Self {
+            history_len: DEFAULT_HISTORY_LEN,
+            history_age: DEFAULT_HISTORY_AGE,
+            retention: true,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            _category: PhantomData,
+        }
+    }
+}
+
+impl<C: Category> Clone for MemoryHubBuilder<C> {
+    fn clone(&self) -> Self {
+        Self { _category: PhantomData, ..*self }
+    }
+}
+
+impl<C: Category> fmt::Debug for MemoryHubBuilder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryHubBuilder")
+            .field("history_len", &self.history_len)
+            .field("history_age", &self.history_age)
+            .field("retention", &self.retention)
+            .field("queue_capacity", &self.queue_capacity)
+            .finish()
+    }
+}
+
+impl<C: Category> MemoryHubBuilder<C> {
+    /// The most events retained per audience (each user, and the broadcasts).
+    /// Default 1000. `0` turns retention off, like [`retention(false)`](Self::retention).
+    pub fn history_len(mut self, events: usize) -> Self {
+        self.history_len = events;
+        self
+    }
+
+    /// How long an event stays retained. Default one hour.
+    pub fn history_age(mut self, age: Duration) -> Self {
+        self.history_age = age;
+        self
+    }
+
+    /// Whether events are retained for replay at all. Default `true`.
+    ///
+    /// Without retention, [`missed_events`](EventSource::missed_events)
+    /// answers [`ReplayStatus::RetentionDisabled`].
+    pub fn retention(mut self, enabled: bool) -> Self {
+        self.retention = enabled;
+        self
+    }
+
+    /// How many events may wait for one subscription before it lags. Default 1024.
+    ///
+    /// A bound, not an allocation: the queue grows only as events wait in it.
+    /// `0` is taken as `1`: a subscription must be able to hold one event.
+    pub fn queue_capacity(mut self, events: usize) -> Self {
+        self.queue_capacity = events;
+        self
+    }
+
+    /// Builds the hub.
+    pub fn build(self) -> MemoryHub<C> {
+        let retention = (self.retention && self.history_len > 0).then(|| Retention {
+            max_len: self.history_len,
+            max_age_ms: u64::try_from(self.history_age.as_millis()).unwrap_or(u64::MAX),
+        });
+        let config = Config { retention, queue_capacity: self.queue_capacity.max(1) };
+        MemoryHub {
+            shared: Arc::new(Shared {
+                config,
+                epoch: Instant::now(),
+                next_seq: AtomicU64::new(1),
+                closed: AtomicBool::new(false),
+                shards: (0..SHARD_COUNT).map(|_| Shard::default()).collect(),
+                broadcast: Mutex::new(History::new()),
+                broadcast_retained: AtomicUsize::new(0),
+            }),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Config {
+    retention: Option<Retention>,
+    queue_capacity: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Retention {
+    max_len: usize,
+    max_age_ms: u64,
+}
+
+impl Retention {
+    /// Events retained at or before this instant have expired.
+    fn cutoff_ms(&self, now_ms: u64) -> Option<u64> {
+        now_ms.checked_sub(self.max_age_ms)
+    }
+
+    /// How often a shard is swept of expired users, in milliseconds.
+    fn sweep_interval_ms(&self) -> u64 {
+        (self.max_age_ms / 4).clamp(100, 60_000)
+    }
+}
+
+/// An in-process hub: publish events, subscribe to them, replay what a client missed.
+///
+/// Cheap to clone: clones share one hub. See the [module docs](self) for its
+/// delivery and retention rules.
+pub struct MemoryHub<C: Category> {
+    shared: Arc<Shared<C>>,
+}
+
+/// A snapshot of a [`MemoryHub`]'s activity, from [`MemoryHub::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemoryStats {
+    /// Live subscriptions registered now.
+    pub subscriptions: usize,
+    /// Users the hub holds state for now (subscriptions or retained events).
+    pub users: usize,
+    /// Events retained now, all audiences together.
+    pub retained_events: usize,
+    /// Events published since the hub was built.
+    pub published: u64,
+    /// Events queued for subscriptions since the hub was built.
+    pub delivered: u64,
+    /// Subscriptions ended by lagging since the hub was built.
+    pub lagged: u64,
+}
+
+struct Shared<C: Category> {
+    config: Config,
+    epoch: Instant,
+    /// The next hub-wide publish sequence number; taken under the lock(s) of
+    /// every shard the event is delivered in, so it is the delivery order too.
+    next_seq: AtomicU64,
+    closed: AtomicBool,
+    shards: Box<[Shard<C>]>,
+    broadcast: Mutex<History<C>>,
+    /// How many broadcasts are retained, readable without the broadcast lock.
+    broadcast_retained: AtomicUsize,
+}
+
+/// One shard: its users behind one lock, and counters read without the lock.
+#[repr(align(128))]
+struct Shard<C: Category> {
+    state: Mutex<ShardState<C>>,
+    subscriptions: AtomicUsize,
+    users: AtomicUsize,
+    retained_events: AtomicUsize,
+    published: AtomicU64,
+    delivered: AtomicU64,
+    lagged: AtomicU64,
+}
+
+impl<C: Category> Default for Shard<C> {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(ShardState { users: HashMap::new(), removed_until_ms: 0, last_sweep_ms: 0 }),
+            subscriptions: AtomicUsize::new(0),
+            users: AtomicUsize::new(0),
+            retained_events: AtomicUsize::new(0),
+            published: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            lagged: AtomicU64::new(0),
+        }
+    }
+}
+
+struct ShardState<C: Category> {
+    users: HashMap<UserId, UserEntry<C>>,
+    /// The newest UUIDv7 timestamp of the events of users removed from this
+    /// shard: a Last-Event-ID at or before it may have been dropped.
+    removed_until_ms: u64,
+    last_sweep_ms: u64,
+}
+
+struct UserEntry<C: Category> {
+    subscribers: Vec<Registration<C>>,
+    history: History<C>,
+}
+
+impl<C: Category> UserEntry<C> {
+    const fn new() -> Self {
+        Self { subscribers: Vec::new(), history: History::new() }
+    }
+
+    fn is_unused(&self) -> bool {
+        self.subscribers.is_empty() && self.history.is_empty()
+    }
+}
+
+struct Registration<C> {
+    /// The subscription's filter, kept here so filtered-out events never touch its queue.
+    filter_bits: u64,
+    queue: Arc<SubscriberQueue<C>>,
+}
+
+/// Delivery counts of one publish in one shard.
+#[derive(Default)]
+struct Delivered {
+    queued: u64,
+    lagged: u64,
+}
+
+/// Offers `event` to every registration that wants `category_bit`; unregisters those that lag.
+fn deliver<C: Category>(
+    subscribers: &mut Vec<Registration<C>>,
+    event: &Event<C>,
+    category_bit: u64,
+    capacity: usize,
+    counts: &mut Delivered,
+) {
+    let mut i = 0;
+    while i < subscribers.len() {
+        if subscribers[i].filter_bits & category_bit == 0 {
+            i += 1;
+            continue;
+        }
+        match subscribers[i].queue.offer(event, capacity) {
+            Offer::Queued => {
+                counts.queued += 1;
+                i += 1;
+            }
+            Offer::Lagged => {
+                counts.lagged += 1;
+                remove_registration(subscribers, i);
+            }
+        }
+    }
+}
+
+/// Removes the registration at `slot`, keeping the slots of the others right.
+fn remove_registration<C>(subscribers: &mut Vec<Registration<C>>, slot: usize) {
+    let removed = subscribers.swap_remove(slot);
+    removed.queue.set_slot(NOT_REGISTERED);
+    if let Some(moved) = subscribers.get(slot) {
+        moved.queue.set_slot(slot);
+    }
+}
+
+impl<C: Category> Shared<C> {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn shard_index(user: UserId) -> usize {
+        let bits = user.as_uuid().as_u128();
+        let folded = (bits as u64) ^ ((bits >> 64) as u64);
+        (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize % SHARD_COUNT
+    }
+
+    fn shard(&self, user: UserId) -> &Shard<C> {
+        &self.shards[Self::shard_index(user)]
+    }
+
+    fn subscribe_now(
+        self: &Arc<Self>,
+        user: UserId,
+        filter: CategorySet<C>,
+    ) -> Result<Subscription<C>, Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let shard = self.shard(user);
+        let mut state = lock(&shard.state);
+        // Checked again under the lock: `close` empties each shard under it.
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let entry = state.users.entry(user).or_insert_with(|| {
+            shard.users.fetch_add(1, Ordering::Relaxed);
+            UserEntry::new()
+        });
+        let queue = Arc::new(SubscriberQueue::new(entry.subscribers.len()));
+        entry.subscribers.push(Registration { filter_bits: filter.bits(), queue: Arc::clone(&queue) });
+        shard.subscriptions.fetch_add(1, Ordering::Relaxed);
+        drop(state);
+        Ok(Subscription::new(Arc::clone(self), queue, user))
+    }
+
+    fn unregister(&self, user: UserId, queue: &Arc<SubscriberQueue<C>>) {
+        let shard = self.shard(user);
+        let mut state = lock(&shard.state);
+        let slot = queue.slot();
+        if slot == NOT_REGISTERED {
+            return;
+        }
+        let Some(entry) = state.users.get_mut(&user) else { return };
+        let slot = if entry.subscribers.get(slot).is_some_and(|r| Arc::ptr_eq(&r.queue, queue)) {
+            slot
+        } else {
+            // Slots are kept exact; this is a safety net, not a path taken.
+            match entry.subscribers.iter().position(|r| Arc::ptr_eq(&r.queue, queue)) {
+                Some(slot) => slot,
+                None => return,
+            }
+        };
+        remove_registration(&mut entry.subscribers, slot);
+        shard.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        if entry.is_unused() {
+            state.users.remove(&user);
+            shard.users.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn publish_now(&self, event: &Event<C>) -> Result<(), Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        match event.audience() {
+            Audience::User(user) => self.publish_to_user(user, event),
+            Audience::Broadcast => self.publish_to_everyone(event),
+        }
+        Ok(())
+    }
+
+    fn publish_to_user(&self, user: UserId, event: &Event<C>) {
+        let retention = self.config.retention;
+        let category_bit = CategorySet::only(event.category()).bits();
+        let shard = self.shard(user);
+        let mut counts = Delivered::default();
+        let mut state = lock(&shard.state);
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let state = &mut *state;
+        match retention {
+            Some(retention) => {
+                let now_ms = self.now_ms();
+                let entry = state.users.entry(user).or_insert_with(|| {
+                    shard.users.fetch_add(1, Ordering::Relaxed);
+                    UserEntry::new()
+                });
+                let mut dropped = 0;
+                if let Some(cutoff) = retention.cutoff_ms(now_ms) {
+                    dropped += entry.history.drop_retained_until(cutoff);
+                }
+                dropped += entry.history.push(seq, now_ms, event, retention.max_len);
+                deliver(&mut entry.subscribers, event, category_bit, self.config.queue_capacity, &mut counts);
+                shard.retained_events.fetch_add(1, Ordering::Relaxed);
+                shard.retained_events.fetch_sub(dropped, Ordering::Relaxed);
+                if now_ms >= state.last_sweep_ms.saturating_add(retention.sweep_interval_ms()) {
+                    self.sweep(shard, state, retention, now_ms);
+                }
+            }
+            None => {
+                if let Some(entry) = state.users.get_mut(&user) {
+                    deliver(
+                        &mut entry.subscribers,
+                        event,
+                        category_bit,
+                        self.config.queue_capacity,
+                        &mut counts,
+                    );
+                    if entry.is_unused() {
+                        state.users.remove(&user);
+                        shard.users.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        shard.record(1, &counts);
+    }
+
+    fn publish_to_everyone(&self, event: &Event<C>) {
+        let category_bit = CategorySet::only(event.category()).bits();
+        let capacity = self.config.queue_capacity;
+        // Every shard is locked before the sequence number is taken and
+        // released as soon as it has been served: each subscriber then sees
+        // broadcasts and its user's events in sequence order, which is the
+        // order replay merges them in.
+        let mut guards: Vec<MutexGuard<'_, ShardState<C>>> =
+            self.shards.iter().map(|s| lock(&s.state)).collect();
+        {
+            let mut broadcast = lock(&self.broadcast);
+            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+            if let Some(retention) = self.config.retention {
+                let now_ms = self.now_ms();
+                if let Some(cutoff) = retention.cutoff_ms(now_ms) {
+                    broadcast.drop_retained_until(cutoff);
+                }
+                broadcast.push(seq, now_ms, event, retention.max_len);
+                self.broadcast_retained.store(broadcast.len(), Ordering::Relaxed);
+            }
+        }
+        for (index, mut state) in guards.drain(..).enumerate() {
+            let shard = &self.shards[index];
+            let mut counts = Delivered::default();
+            let mut removed = 0;
+            state.users.retain(|_, entry| {
+                deliver(&mut entry.subscribers, event, category_bit, capacity, &mut counts);
+                let keep = !entry.is_unused();
+                removed += usize::from(!keep);
+                keep
+            });
+            drop(state);
+            shard.users.fetch_sub(removed, Ordering::Relaxed);
+            shard.record(u64::from(index == 0), &counts);
+        }
+    }
+
+    /// Drops expired events of every user in the shard, and the users left with nothing.
+    fn sweep(&self, shard: &Shard<C>, state: &mut ShardState<C>, retention: Retention, now_ms: u64) {
+        state.last_sweep_ms = now_ms;
+        let Some(cutoff) = retention.cutoff_ms(now_ms) else { return };
+        let mut dropped = 0;
+        let mut removed = 0;
+        let mut removed_until_ms = state.removed_until_ms;
+        state.users.retain(|_, entry| {
+            dropped += entry.history.drop_retained_until(cutoff);
+            let keep = !entry.is_unused();
+            if !keep {
+                removed += 1;
+                removed_until_ms = removed_until_ms.max(entry.history.dropped_until_ms());
+            }
+            keep
+        });
+        state.removed_until_ms = removed_until_ms;
+        shard.retained_events.fetch_sub(dropped, Ordering::Relaxed);
+        shard.users.fetch_sub(removed, Ordering::Relaxed);
+    }
+
+    fn replay(&self, user: UserId, last_event_id: EventId, filter: CategorySet<C>) -> Replay<C> {
+        let Some(retention) = self.config.retention else { return Replay::retention_disabled() };
+        let shard = self.shard(user);
+        // The user's shard lock first, then the broadcast history: the order
+        // broadcasts take them in. Holding both gives a snapshot consistent
+        // with what this user's subscriptions have been delivered.
+        let mut state = lock(&shard.state);
+        let mut broadcast = lock(&self.broadcast);
+        let now_ms = self.now_ms();
+        let cutoff = retention.cutoff_ms(now_ms);
+        if let Some(cutoff) = cutoff {
+            broadcast.drop_retained_until(cutoff);
+            self.broadcast_retained.store(broadcast.len(), Ordering::Relaxed);
+        }
+        let state = &mut *state;
+        let mut entry = state.users.get_mut(&user);
+        if let (Some(entry), Some(cutoff)) = (entry.as_mut(), cutoff) {
+            let dropped = entry.history.drop_retained_until(cutoff);
+            shard.retained_events.fetch_sub(dropped, Ordering::Relaxed);
+        }
+        let no_history = History::new();
+        let own = entry.as_ref().map_or(&no_history, |entry| &entry.history);
+
+        let mut events = Vec::new();
+        let status = if let Some((position, seq)) = own.find(last_event_id) {
+            let broadcasts = broadcast.starting_at(broadcast.first_after_seq(seq));
+            merge_in_publish_order(own.starting_at(position + 1), broadcasts, filter, &mut events);
+            if broadcast.last_dropped_seq() > seq { ReplayStatus::Truncated } else { ReplayStatus::Complete }
+        } else if let Some((position, seq)) = broadcast.find(last_event_id) {
+            let own_events = own.starting_at(own.first_after_seq(seq));
+            merge_in_publish_order(own_events, broadcast.starting_at(position + 1), filter, &mut events);
+            // A user whose entry is gone had nothing retained after this
+            // broadcast: its events would be younger than it, so unexpired.
+            if own.last_dropped_seq() > seq { ReplayStatus::Truncated } else { ReplayStatus::Complete }
+        } else {
+            merge_in_publish_order(own.starting_at(0), broadcast.starting_at(0), filter, &mut events);
+            let dropped_until_ms =
+                own.dropped_until_ms().max(broadcast.dropped_until_ms()).max(state.removed_until_ms);
+            match last_event_id.timestamp_millis() {
+                Some(ms) if ms <= dropped_until_ms => ReplayStatus::Truncated,
+                _ => ReplayStatus::UnknownId,
+            }
+        };
+        drop(broadcast);
+        if entry.is_some_and(|entry| entry.is_unused()) {
+            let removed = state.users.remove(&user);
+            if let Some(removed) = removed {
+                state.removed_until_ms = state.removed_until_ms.max(removed.history.dropped_until_ms());
+            }
+            shard.users.fetch_sub(1, Ordering::Relaxed);
+        }
+        Replay { events, status }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        for shard in self.shards.iter() {
+            let mut state = lock(&shard.state);
+            let mut unregistered = 0;
+            for entry in state.users.values_mut() {
+                for registration in entry.subscribers.drain(..) {
+                    registration.queue.set_slot(NOT_REGISTERED);
+                    registration.queue.close();
+                    unregistered += 1;
+                }
+            }
+            let mut removed = 0;
+            state.users.retain(|_, entry| {
+                let keep = !entry.is_unused();
+                removed += usize::from(!keep);
+                keep
+            });
+            drop(state);
+            shard.subscriptions.fetch_sub(unregistered, Ordering::Relaxed);
+            shard.users.fetch_sub(removed, Ordering::Relaxed);
+        }
+    }
+
+    fn purge_expired(&self) {
+        let Some(retention) = self.config.retention else { return };
+        let now_ms = self.now_ms();
+        for shard in self.shards.iter() {
+            let mut state = lock(&shard.state);
+            self.sweep(shard, &mut state, retention, now_ms);
+        }
+        if let Some(cutoff) = retention.cutoff_ms(now_ms) {
+            let mut broadcast = lock(&self.broadcast);
+            broadcast.drop_retained_until(cutoff);
+            self.broadcast_retained.store(broadcast.len(), Ordering::Relaxed);
+        }
+    }
+}
+
+impl<C: Category> Shard<C> {
+    fn record(&self, published: u64, counts: &Delivered) {
+        if published > 0 {
+            self.published.fetch_add(published, Ordering::Relaxed);
+        }
+        if counts.queued > 0 {
+            self.delivered.fetch_add(counts.queued, Ordering::Relaxed);
+        }
+        if counts.lagged > 0 {
+            self.lagged.fetch_add(counts.lagged, Ordering::Relaxed);
+            self.subscriptions.fetch_sub(counts.lagged as usize, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<C: Category> MemoryHub<C> {
+    /// A hub with the default settings: retention of 1000 events and one hour
+    /// per audience, queues of 1024 events.
+    pub fn new() -> Self {
+        MemoryHubBuilder::default().build()
+    }
+
+    /// A builder to configure retention and queue capacity.
+    pub fn builder() -> MemoryHubBuilder<C> {
+        MemoryHubBuilder::default()
+    }
+
+    /// A snapshot of the hub's counters; reads atomics only, takes no lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ssehub::{fixture::ExampleCategory, memory::MemoryHub, CategorySet, EventSource, UserId};
+    ///
+    /// let hub = MemoryHub::<ExampleCategory>::new();
+    /// let user = UserId::from_uuid(uuid::Uuid::from_u128(7));
+    /// let subscription = futures::executor::block_on(hub.subscribe(user, CategorySet::all())).unwrap();
+    /// assert_eq!(hub.stats().subscriptions, 1);
+    /// drop(subscription);
+    /// assert_eq!(hub.stats().subscriptions, 0);
+    /// assert_eq!(hub.stats().users, 0);
+    /// ```
+    pub fn stats(&self) -> MemoryStats {
+        let mut stats = MemoryStats::default();
+        for shard in self.shared.shards.iter() {
+            stats.subscriptions += shard.subscriptions.load(Ordering::Relaxed);
+            stats.users += shard.users.load(Ordering::Relaxed);
+            stats.retained_events += shard.retained_events.load(Ordering::Relaxed);
+            stats.published += shard.published.load(Ordering::Relaxed);
+            stats.delivered += shard.delivered.load(Ordering::Relaxed);
+            stats.lagged += shard.lagged.load(Ordering::Relaxed);
+        }
+        stats.retained_events += self.shared.broadcast_retained.load(Ordering::Relaxed);
+        stats
+    }
+
+    /// Drops every expired event and the users left with nothing.
+    ///
+    /// The hub does this on its own as events are published; call it from a
+    /// timer to release memory of a hub that has gone quiet.
+    pub fn purge_expired(&self) {
+        self.shared.purge_expired();
+    }
+
+    /// Shuts the hub down: every subscription yields what is queued for it
+    /// and ends; later publishes and subscribes fail with [`Error::Closed`].
+    /// Retained events stay readable through `missed_events`.
+    pub fn close(&self) {
+        self.shared.close();
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+}
+
+impl<C: Category> Default for MemoryHub<C> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C: Category> Clone for MemoryHub<C> {
+    fn clone(&self) -> Self {
+        Self { shared: Arc::clone(&self.shared) }
+    }
+}
+
+impl<C: Category> fmt::Debug for MemoryHub<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryHub")
+            .field("retention", &self.shared.config.retention)
+            .field("queue_capacity", &self.shared.config.queue_capacity)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl<C: Category> EventSource<C> for MemoryHub<C> {
+    type Subscription = Subscription<C>;
+
+    /// Registers the subscription at once: it is live when this resolves.
+    ///
+    /// Fails with [`Error::Closed`] after [`close`](MemoryHub::close).
+    async fn subscribe(&self, user: UserId, filter: CategorySet<C>) -> Result<Subscription<C>, Error> {
+        self.shared.subscribe_now(user, filter)
+    }
+
+    /// Never fails; without retention the replay is
+    /// [`RetentionDisabled`](ReplayStatus::RetentionDisabled).
+    async fn missed_events(
+        &self,
+        user: UserId,
+        last_event_id: EventId,
+        filter: CategorySet<C>,
+    ) -> Result<Replay<C>, Error> {
+        Ok(self.shared.replay(user, last_event_id, filter))
+    }
+}
+
+impl<C: Category> Publisher<C> for MemoryHub<C> {
+    /// Retains the event and queues it for every matching subscription before
+    /// it resolves. Fails with [`Error::Closed`] after [`close`](MemoryHub::close).
+    async fn publish(&self, event: Event<C>) -> Result<(), Error> {
+        self.shared.publish_now(&event)
+    }
+}

@@ -1,0 +1,199 @@
+//! A subscriber's bounded queue, filled by publishers, and the `Subscription` stream that drains it.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use futures_core::Stream;
+use futures_core::stream::FusedStream;
+
+use super::{Shared, lock};
+use crate::{Category, Error, Event, EventId, UserId};
+
+/// Marks a queue that is in no user's registration list.
+pub(super) const NOT_REGISTERED: usize = usize::MAX;
+
+/// A queue that has grown past this many slots gives its memory back once drained,
+/// so a burst does not leave an idle subscription holding a large buffer.
+const SHRINK_ABOVE: usize = 64;
+
+/// The queue between publishers and one subscription.
+///
+/// Its capacity is a bound, not an allocation: the buffer starts empty and
+/// grows only as events wait in it.
+pub(super) struct SubscriberQueue<C> {
+    state: Mutex<QueueState<C>>,
+    /// Position in the user's registration list, or [`NOT_REGISTERED`].
+    /// Only read and written under the lock of the user's shard.
+    pub(super) slot: AtomicUsize,
+}
+
+struct QueueState<C> {
+    events: VecDeque<Event<C>>,
+    /// The waker of a subscription waiting for an event.
+    waker: Option<Waker>,
+    /// Why no more events will come, once they won't.
+    end: Option<End>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// The queue overflowed: the subscriber fell behind.
+    Lagged,
+    /// The hub was closed.
+    Closed,
+}
+
+/// What became of an event offered to a queue.
+pub(super) enum Offer {
+    Queued,
+    /// The queue was full: the subscriber lags and must be unregistered.
+    Lagged,
+}
+
+impl<C> SubscriberQueue<C> {
+    pub(super) fn new(slot: usize) -> Self {
+        Self {
+            state: Mutex::new(QueueState { events: VecDeque::new(), waker: None, end: None }),
+            slot: AtomicUsize::new(slot),
+        }
+    }
+
+    pub(super) fn slot(&self) -> usize {
+        // Only touched under the shard lock, which orders every access.
+        self.slot.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_slot(&self, slot: usize) {
+        self.slot.store(slot, Ordering::Relaxed);
+    }
+
+    /// Queues `event` unless `capacity` events already wait, in which case
+    /// the queue ends as lagged.
+    pub(super) fn offer(&self, event: &Event<C>, capacity: usize) -> Offer {
+        let mut state = lock(&self.state);
+        let offer = if state.events.len() >= capacity {
+            state.end = Some(End::Lagged);
+            Offer::Lagged
+        } else {
+            state.events.push_back(event.clone());
+            Offer::Queued
+        };
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        offer
+    }
+
+    /// Ends the queue because the hub closed; queued events are still delivered.
+    pub(super) fn close(&self) {
+        let mut state = lock(&self.state);
+        state.end.get_or_insert(End::Closed);
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// A live subscription to a [`MemoryHub`](super::MemoryHub): a stream of the
+/// user's own events and broadcasts that pass its filter, in publish order.
+///
+/// It yields `Ok(event)` for each event. If the subscriber falls more than the
+/// hub's queue capacity behind, the events already queued are yielded, then
+/// `Err(Error::Lagged { last_delivered })` with the id of the last event this
+/// stream yielded, and then the stream ends: resume with that id to replay the
+/// rest. After [`MemoryHub::close`](super::MemoryHub::close) the stream yields
+/// what was queued and ends.
+///
+/// Dropping it unsubscribes at once.
+pub struct Subscription<C: Category> {
+    hub: Arc<Shared<C>>,
+    queue: Arc<SubscriberQueue<C>>,
+    user: UserId,
+    last_delivered: Option<EventId>,
+    finished: bool,
+}
+
+impl<C: Category> Subscription<C> {
+    pub(super) fn new(hub: Arc<Shared<C>>, queue: Arc<SubscriberQueue<C>>, user: UserId) -> Self {
+        Self { hub, queue, user, last_delivered: None, finished: false }
+    }
+
+    /// The user this subscription belongs to.
+    pub fn user(&self) -> UserId {
+        self.user
+    }
+
+    /// The id of the last event this stream yielded, if any.
+    pub fn last_delivered(&self) -> Option<EventId> {
+        self.last_delivered
+    }
+}
+
+impl<C: Category> Stream for Subscription<C> {
+    type Item = Result<Event<C>, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        let mut state = lock(&this.queue.state);
+        if let Some(event) = state.events.pop_front() {
+            if state.events.is_empty() && state.events.capacity() > SHRINK_ABOVE {
+                state.events = VecDeque::new();
+            }
+            drop(state);
+            this.last_delivered = Some(event.id());
+            return Poll::Ready(Some(Ok(event)));
+        }
+        match state.end {
+            Some(End::Lagged) => {
+                drop(state);
+                this.finished = true;
+                Poll::Ready(Some(Err(Error::Lagged { last_delivered: this.last_delivered })))
+            }
+            Some(End::Closed) => {
+                drop(state);
+                this.finished = true;
+                Poll::Ready(None)
+            }
+            None => {
+                match &state.waker {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    _ => state.waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<C: Category> FusedStream for Subscription<C> {
+    fn is_terminated(&self) -> bool {
+        self.finished
+    }
+}
+
+impl<C: Category> Drop for Subscription<C> {
+    fn drop(&mut self) {
+        self.hub.unregister(self.user, &self.queue);
+    }
+}
+
+impl<C: Category> fmt::Debug for Subscription<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("user", &self.user)
+            .field("last_delivered", &self.last_delivered)
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
