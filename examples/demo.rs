@@ -48,17 +48,23 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         match arg.as_str() {
             "--help" | "-h" => return Ok(None),
             "--port" => {
-                port = value("--port")?.parse().map_err(|_| "--port takes a number from 0 to 65535".to_owned())?
+                port = value("--port")?
+                    .parse()
+                    .map_err(|_| "--port takes a number from 0 to 65535".to_owned())?
             }
-            "--host" => host = value("--host")?.parse().map_err(|_| "--host takes an IP address".to_owned())?,
+            "--host" => {
+                host = value("--host")?.parse().map_err(|_| "--host takes an IP address".to_owned())?
+            }
             "--heartbeat-secs" => {
-                let secs: u64 =
-                    value("--heartbeat-secs")?.parse().map_err(|_| "--heartbeat-secs takes a number".to_owned())?;
+                let secs: u64 = value("--heartbeat-secs")?
+                    .parse()
+                    .map_err(|_| "--heartbeat-secs takes a number".to_owned())?;
                 options.sse = options.sse.heartbeat(Duration::from_secs(secs));
             }
             "--generator-ms" => {
-                let millis: u64 =
-                    value("--generator-ms")?.parse().map_err(|_| "--generator-ms takes a number".to_owned())?;
+                let millis: u64 = value("--generator-ms")?
+                    .parse()
+                    .map_err(|_| "--generator-ms takes a number".to_owned())?;
                 options.generator_interval = (millis > 0).then(|| Duration::from_millis(millis));
             }
             "--redis" => redis = Some(value("--redis")?),
@@ -82,7 +88,8 @@ fn redis_hub(url: &str) -> Result<DynHub<server::Topic>, String> {
 
 #[cfg(not(feature = "fred"))]
 fn redis_hub(_url: &str) -> Result<DynHub<server::Topic>, String> {
-    Err("--redis needs the `fred` feature: cargo run --example demo --features fred -- --redis URL".to_owned())
+    Err("--redis needs the `fred` feature: cargo run --example demo --features fred -- --redis URL"
+        .to_owned())
 }
 
 fn main() -> ExitCode {

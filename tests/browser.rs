@@ -35,10 +35,7 @@ fn chromium() -> PathBuf {
 /// Everything the browser run needs, or a failure saying what is missing and how to get it.
 fn check_prerequisites(browser_dir: &Path) {
     let node = Command::new("node").arg("--version").output();
-    assert!(
-        node.as_ref().is_ok_and(|out| out.status.success()),
-        "node is missing ({node:?}); {INSTALL}"
-    );
+    assert!(node.as_ref().is_ok_and(|out| out.status.success()), "node is missing ({node:?}); {INSTALL}");
     let chromium = chromium();
     assert!(chromium.is_file(), "{} is missing; {INSTALL}", chromium.display());
     let playwright = browser_dir.join("node_modules/playwright-core/package.json");
@@ -52,8 +49,9 @@ fn browser_reconnects_with_last_event_id_and_logs_every_event_once_in_order() {
     check_prerequisites(&browser_dir);
 
     let options = server::DemoOptions {
-        sse: SseOptions::new().retry(Duration::from_millis(500)).heartbeat(Duration::from_secs(5)),
-        generator_interval: Some(Duration::from_millis(150)),
+        // A retry long enough that several events are published while the browser is away.
+        sse: SseOptions::new().retry(Duration::from_millis(1000)).heartbeat(Duration::from_secs(5)),
+        generator_interval: Some(Duration::from_millis(100)),
     };
     let running = server::start("127.0.0.1:0".parse().unwrap(), DynHub::new(MemoryHub::new()), options)
         .expect("the demo server starts");

@@ -31,7 +31,8 @@ fn user(index: usize) -> ssehub::UserId {
 }
 
 fn publish(demo: &server::RunningDemo, audience: Audience, category: C, n: u32) -> Event<C> {
-    let event = Event::new(audience, server::event_type_of(category), category, format!("{{\"n\":{n}}}")).unwrap();
+    let event =
+        Event::new(audience, server::event_type_of(category), category, format!("{{\"n\":{n}}}")).unwrap();
     block_on(demo.demo().publish(event.clone())).unwrap();
     event
 }
@@ -62,7 +63,8 @@ impl Client {
     }
 
     fn send(&mut self, method: &str, target: &str, headers: &[(&str, &str)], body: &str) -> Head {
-        let mut request = format!("{method} {target} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n", body.len());
+        let mut request =
+            format!("{method} {target} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n", body.len());
         for (name, value) in headers {
             request.push_str(&format!("{name}: {value}\r\n"));
         }
@@ -123,7 +125,13 @@ impl Client {
 }
 
 /// A whole request on a fresh connection: status, head and body.
-fn call(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)], body: &str) -> (Head, String) {
+fn call(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (Head, String) {
     let mut client = Client::connect(addr);
     let head = client.send(method, target, headers, body);
     let body = client.read_sized_body(&head);
@@ -169,7 +177,10 @@ fn bad_categories_get_400_with_the_parser_message_and_no_stream() {
     let (head, body) = call(demo.addr(), "GET", "/events?categories=ai,crypto", &[], "");
     assert_eq!(head.status, 400);
     assert_eq!(head.header("content-type"), Some("text/plain; charset=utf-8"));
-    assert_eq!(body, "invalid category 'crypto'; valid categories: data_sync, provider, ai, import, portfolio, security");
+    assert_eq!(
+        body,
+        "invalid category 'crypto'; valid categories: data_sync, provider, ai, import, portfolio, security"
+    );
     assert!(demo.demo().served_streams().is_empty(), "no stream started");
 }
 
@@ -178,7 +189,10 @@ fn bad_last_event_id_header_gets_400_with_the_parser_message() {
     let demo = quiet_demo(Duration::from_secs(30));
     let (head, body) = call(demo.addr(), "GET", "/events", &[("Last-Event-ID", "42")], "");
     assert_eq!(head.status, 400);
-    assert_eq!(body, "invalid event id: expected a hyphenated UUID such as 01936f3c-7d5e-7a10-8b2c-3d4e5f607182");
+    assert_eq!(
+        body,
+        "invalid event id: expected a hyphenated UUID such as 01936f3c-7d5e-7a10-8b2c-3d4e5f607182"
+    );
     assert!(demo.demo().served_streams().is_empty(), "no stream started");
 }
 
@@ -187,7 +201,10 @@ fn bad_last_event_id_query_parameter_gets_400_with_the_parser_message() {
     let demo = quiet_demo(Duration::from_secs(30));
     let (head, body) = call(demo.addr(), "GET", "/events?lastEventId=not-an-id", &[], "");
     assert_eq!(head.status, 400);
-    assert_eq!(body, "invalid event id: expected a hyphenated UUID such as 01936f3c-7d5e-7a10-8b2c-3d4e5f607182");
+    assert_eq!(
+        body,
+        "invalid event id: expected a hyphenated UUID such as 01936f3c-7d5e-7a10-8b2c-3d4e5f607182"
+    );
     assert!(demo.demo().served_streams().is_empty(), "no stream started");
 }
 
@@ -218,7 +235,8 @@ fn reconnect_with_last_event_id_header_replays_the_missed_events_then_goes_live(
     let head = client.send("GET", &target, &[("Last-Event-ID", &seen.id().to_string())], "");
     assert_eq!(head.status, 200);
     let frames = client.read_frames(1 + missed.len());
-    let expected: Vec<String> = std::iter::once("retry: 1234\n\n".to_owned()).chain(missed.iter().map(frame_of)).collect();
+    let expected: Vec<String> =
+        std::iter::once("retry: 1234\n\n".to_owned()).chain(missed.iter().map(frame_of)).collect();
     assert_eq!(frames, expected);
 
     let live = publish(&demo, bob, C::Import, 7);
@@ -286,12 +304,17 @@ fn publish_endpoint_publishes_to_a_user_or_everyone() {
     assert_eq!(carol.send("GET", &format!("/events?user={carol_id}"), &[], "").status, 200);
     carol.read_chunk().unwrap();
 
-    let body = format!(r#"{{"user":"{carol_id}","category":"ai","event_type":"ai.insight","data":{{"x":[1,2]}}}}"#);
-    let (head, response) = call(demo.addr(), "POST", "/publish", &[("Content-Type", "application/json")], &body);
+    let body =
+        format!(r#"{{"user":"{carol_id}","category":"ai","event_type":"ai.insight","data":{{"x":[1,2]}}}}"#);
+    let (head, response) =
+        call(demo.addr(), "POST", "/publish", &[("Content-Type", "application/json")], &body);
     assert_eq!(head.status, 200, "{response}");
     let id: serde_json::Value = serde_json::from_str(&response).unwrap();
     let id = id["id"].as_str().unwrap();
-    assert_eq!(carol.read_chunk().unwrap(), format!("id: {id}\nevent: ai.insight\ndata: {{\"x\":[1,2]}}\n\n"));
+    assert_eq!(
+        carol.read_chunk().unwrap(),
+        format!("id: {id}\nevent: ai.insight\ndata: {{\"x\":[1,2]}}\n\n")
+    );
 
     let body = r#"{"broadcast":true,"category":"security"}"#;
     let (head, response) = call(demo.addr(), "POST", "/publish", &[], body);
@@ -305,8 +328,14 @@ fn publish_endpoint_refuses_bad_requests_with_a_message() {
     let cases = [
         ("nonsense", "invalid JSON"),
         (r#"{"category":"ai"}"#, "give either \"user\": \"<uuid>\" or \"broadcast\": true"),
-        (r#"{"broadcast":true,"category":"crypto"}"#, "invalid category 'crypto'; valid categories: data_sync"),
-        (r#"{"broadcast":true,"category":"ai","event_type":"a\nb"}"#, "invalid event type: contains CR, LF or NUL"),
+        (
+            r#"{"broadcast":true,"category":"crypto"}"#,
+            "invalid category 'crypto'; valid categories: data_sync",
+        ),
+        (
+            r#"{"broadcast":true,"category":"ai","event_type":"a\nb"}"#,
+            "invalid event type: contains CR, LF or NUL",
+        ),
         (r#"{"user":"bob","category":"ai"}"#, "invalid user"),
     ];
     for (body, message) in cases {

@@ -72,9 +72,18 @@ pub struct DemoUser {
 
 /// The demo users; the first is the default of `/events`.
 pub const USERS: [DemoUser; 3] = [
-    DemoUser { name: "Alice", id: UserId::from_uuid(uuid::Uuid::from_u128(0xa11ce000_0000_4000_8000_000000000001)) },
-    DemoUser { name: "Bob", id: UserId::from_uuid(uuid::Uuid::from_u128(0xb0b00000_0000_4000_8000_000000000002)) },
-    DemoUser { name: "Carol", id: UserId::from_uuid(uuid::Uuid::from_u128(0xca201000_0000_4000_8000_000000000003)) },
+    DemoUser {
+        name: "Alice",
+        id: UserId::from_uuid(uuid::Uuid::from_u128(0xa11ce000_0000_4000_8000_000000000001)),
+    },
+    DemoUser {
+        name: "Bob",
+        id: UserId::from_uuid(uuid::Uuid::from_u128(0xb0b00000_0000_4000_8000_000000000002)),
+    },
+    DemoUser {
+        name: "Carol",
+        id: UserId::from_uuid(uuid::Uuid::from_u128(0xca201000_0000_4000_8000_000000000003)),
+    },
 ];
 
 /// The event type the generator (and the page's publish form) uses for each category.
@@ -344,9 +353,10 @@ async fn route(demo: Arc<Demo>, request: Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/debug/connections") => {
             json_response(StatusCode::OK, &json!({ "connections": demo.served_streams() }))
         }
-        (_, "/" | "/config" | "/events" | "/publish" | "/drop" | "/debug/published" | "/debug/connections") => {
-            plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
+        (
+            _,
+            "/" | "/config" | "/events" | "/publish" | "/drop" | "/debug/published" | "/debug/connections",
+        ) => plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => plain(StatusCode::NOT_FOUND, "not found"),
     }
 }
@@ -433,7 +443,9 @@ fn user_param(query: Option<&str>) -> Result<UserId, String> {
 }
 
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    form_urlencoded::parse(query.unwrap_or("").as_bytes()).find(|(key, _)| key == name).map(|(_, v)| v.into_owned())
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// `POST /publish` with a JSON body.
@@ -465,9 +477,9 @@ fn event_from_json(body: &[u8]) -> Result<Event<Topic>, String> {
         return Err("expected a JSON object".to_owned());
     };
     let audience = match (fields.get("user"), fields.get("broadcast")) {
-        (Some(Value::String(user)), None | Some(Value::Bool(false))) => Audience::User(
-            user.parse().map_err(|_| "invalid user: expected a hyphenated UUID".to_owned())?,
-        ),
+        (Some(Value::String(user)), None | Some(Value::Bool(false))) => {
+            Audience::User(user.parse().map_err(|_| "invalid user: expected a hyphenated UUID".to_owned())?)
+        }
         (None, Some(Value::Bool(true))) => Audience::Broadcast,
         _ => return Err("give either \"user\": \"<uuid>\" or \"broadcast\": true".to_owned()),
     };
@@ -539,27 +551,38 @@ async fn generate(demo: Arc<Demo>, interval: Duration) {
     }
 }
 
-/// The `n`th generated event. Audiences cycle fastest, so each one sees every category.
+/// The `n`th generated event. Audiences take turns; each one's categories rotate, so it sees them all.
 fn generated_event(n: u64) -> Event<Topic> {
     let audiences = USERS.len() as u64 + 1;
-    let audience = match (n % audiences) as usize {
-        i if i < USERS.len() => Audience::User(USERS[i].id),
-        _ => Audience::Broadcast,
+    let turn = n % audiences;
+    let audience = match usize::try_from(turn).ok().and_then(|i| USERS.get(i)) {
+        Some(user) => Audience::User(user.id),
+        None => Audience::Broadcast,
     };
     let to = match audience {
         Audience::User(user) => USERS.iter().find(|u| u.id == user).map_or("?", |u| u.name),
         Audience::Broadcast => "everyone",
     };
     let round = n / audiences;
-    let category = Topic::ALL[(round % Topic::ALL.len() as u64) as usize];
+    let category = Topic::ALL[((round + turn) % Topic::ALL.len() as u64) as usize];
     let message = match category {
         Topic::DataSync => format!("Synced {} transactions from Checking", 3 + round % 17),
         Topic::Provider => {
-            format!("Bank feed {}: {}", ["Northwind", "Contoso"][(round % 2) as usize], ["ok", "slow"][(n % 2) as usize])
+            format!(
+                "Bank feed {}: {}",
+                ["Northwind", "Contoso"][(round % 2) as usize],
+                ["ok", "slow"][(n % 2) as usize]
+            )
         }
-        Topic::Ai => format!("Insight: groceries {} {}% this month", ["up", "down"][(round % 2) as usize], 2 + round % 9),
+        Topic::Ai => format!(
+            "Insight: groceries {} {}% this month",
+            ["up", "down"][(round % 2) as usize],
+            2 + round % 9
+        ),
         Topic::Import => format!("Import #{}: {}% done", 1 + round / 6, (round * 7) % 101),
-        Topic::Portfolio => format!("Portfolio value {}{}.{}%", ["+", "-"][(n % 2) as usize], round % 3, round % 10),
+        Topic::Portfolio => {
+            format!("Portfolio value {}{}.{}%", ["+", "-"][(n % 2) as usize], round % 3, round % 10)
+        }
         Topic::Security => "New sign-in from Firefox on Linux".to_owned(),
     };
     let data = json!({ "n": n, "to": to, "message": message }).to_string();

@@ -16,7 +16,7 @@ const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 
 // Not 'provider': the filter is part of what is checked.
 const categories = ["data_sync", "ai", "import", "portfolio", "security"];
-const eventsPerConnection = 5;
+const eventsPerConnection = 8;
 
 async function getJson(path) {
   const response = await fetch(base + path);
@@ -55,6 +55,7 @@ try {
     { timeout: 30_000 },
   );
   assert.equal(await page.inputValue("#user"), user, "the page picked the user from its URL");
+  assert.equal(await page.isChecked("input[value=provider]"), false, "and the categories");
 
   // The server ends the stream; nothing in the page reconnects but EventSource itself.
   await page.click("#drop");
