@@ -1,14 +1,14 @@
 //! The text/event-stream response: event stream to bytes (retry, heartbeats, gap events), headers, query helpers.
 //!
 //! [`SseStream`] turns a stream of events — typically what
-//! [`resume`](crate::resume) returns — into the bytes of a
+//! [`resume()`](crate::resume()) returns — into the bytes of a
 //! `text/event-stream` response body, ready for hyper, axum or any framework
 //! that takes a stream of [`Bytes`]:
 //!
 //! 1. a `retry:` frame first, telling the browser how long to wait before it
 //!    reconnects;
 //! 2. each event as an `id:` / `event:` / `data:` frame, written by
-//!    [`wire`](crate::wire);
+//!    [`wire`];
 //! 3. a heartbeat comment (`: heartbeat`) after each stretch of
 //!    [`heartbeat`](SseOptions::heartbeat) without output, so proxies and
 //!    load balancers keep an idle connection open and a dead client is noticed
@@ -24,26 +24,37 @@
 //! The request side has [`last_event_id`] and [`categories`], which read the
 //! two inputs of an SSE endpoint from the request's header and query string
 //! and give errors whose message is fit for a 400 response; answer with a 400
-//! before any stream starts.
+//! before any stream starts. Send [`RESPONSE_HEADERS`] with the body.
 //!
 //! # Examples
 //!
+//! An endpoint, without the web framework:
+//!
 //! ```
-//! use std::time::Duration;
-//! use futures::{StreamExt, executor::block_on, stream};
-//! use ssehub::{sse, Audience, Error, Event, fixture::ExampleCategory as C};
+//! use futures::StreamExt;
+//! use ssehub::fixture::ExampleCategory as C;
+//! use ssehub::{memory::MemoryHub, resume, sse, Audience, Event, Publisher, UserId};
 //!
-//! let event = Event::new(Audience::Broadcast, "ai.done", C::Ai, r#"{"ok":true}"#).unwrap();
-//! let events = stream::iter([Ok(event.clone()), Err(Error::Lagged { last_delivered: Some(event.id()) })]);
-//! let body = sse::SseStream::with_options(events, sse::SseOptions::new().retry(Duration::from_secs(2)));
+//! futures::executor::block_on(async {
+//!     let hub = MemoryHub::<C>::new();
+//!     let user = UserId::from_uuid(uuid::Uuid::from_u128(7)); // from the session
 //!
-//! let frames: Vec<_> = block_on(body.collect());
-//! assert_eq!(frames[0], "retry: 2000\n\n");
-//! assert_eq!(
-//!     frames[1],
-//!     format!("id: {}\nevent: ai.done\ndata: {{\"ok\":true}}\n\n: closing: subscriber lagged behind; reconnect to resume\n\n", event.id()),
-//! );
-//! assert_eq!(frames.len(), 2);
+//!     // GET /events?categories=ai,security
+//!     let (header, query) = (None, Some("categories=ai,security"));
+//!     let filter = sse::categories::<C>(query).expect("else: 400 with the error's message");
+//!     let last_event_id = sse::last_event_id(header, query).expect("else: 400 with the error's message");
+//!
+//!     let events = resume(&hub, user, last_event_id, filter).await?;
+//!     let mut body = sse::SseStream::new(events); // the body; with sse::RESPONSE_HEADERS
+//!     assert_eq!(body.next().await.unwrap(), "retry: 3000\n\n");
+//!
+//!     let event = Event::new(Audience::User(user), "ai.done", C::Ai, r#"{"score":0.9}"#).unwrap();
+//!     hub.publish(event.clone()).await?;
+//!     let frame = format!("id: {}\nevent: ai.done\ndata: {{\"score\":0.9}}\n\n", event.id());
+//!     assert_eq!(body.next().await.unwrap(), frame);
+//!     Ok::<(), ssehub::Error>(())
+//! })
+//! .unwrap();
 //! ```
 
 use std::borrow::Cow;
@@ -200,6 +211,32 @@ impl Default for SseOptions {
 /// with `futures::StreamExt::inspect`.
 ///
 /// `SseStream` is `Unpin`; the event stream must be too (box it otherwise).
+///
+/// # Examples
+///
+/// A lagging subscriber's stream ends after the events it did get:
+///
+/// ```
+/// use std::time::Duration;
+/// use futures::{StreamExt, executor::block_on, stream};
+/// use ssehub::{sse, Audience, Error, Event, fixture::ExampleCategory as C};
+///
+/// let event = Event::new(Audience::Broadcast, "ai.done", C::Ai, "{}").unwrap();
+/// let events = stream::iter([Ok(event.clone()), Err(Error::Lagged { last_delivered: Some(event.id()) })]);
+/// let options = sse::SseOptions::new().retry(Duration::from_secs(2));
+/// let body = sse::SseStream::with_options(events, options);
+///
+/// let chunks: Vec<_> = block_on(body.collect());
+/// assert_eq!(chunks[0], "retry: 2000\n\n");
+/// assert_eq!(
+///     chunks[1],
+///     format!(
+///         "id: {}\nevent: ai.done\ndata: {{}}\n\n: closing: subscriber lagged behind; reconnect to resume\n\n",
+///         event.id()
+///     ),
+/// );
+/// assert_eq!(chunks.len(), 2);
+/// ```
 pub struct SseStream<S> {
     events: S,
     options: SseOptions,

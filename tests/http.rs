@@ -364,8 +364,17 @@ fn page_and_config_are_served() {
 #[test]
 fn demo_binary_serves_on_the_port_it_prints() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    // The features of this test build, so the example is not rebuilt with others.
+    let features: Vec<&str> = [
+        ("fred", cfg!(feature = "fred")),
+        ("conformance", cfg!(feature = "conformance")),
+        ("serde", cfg!(feature = "serde")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
     let built = std::process::Command::new(&cargo)
-        .args(["build", "--quiet", "--example", "demo"])
+        .args(["build", "--quiet", "--example", "demo", "--features", &features.join(",")])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .unwrap();
