@@ -4,11 +4,11 @@
 #[path = "../examples/demo/server.rs"]
 mod server;
 
+#[path = "support/demo_process.rs"]
+mod demo_process;
 #[path = "support/http_client.rs"]
 mod http_client;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use http_client::{Client, call};
@@ -267,26 +267,7 @@ fn page_and_config_are_served() {
 
 #[test]
 fn demo_binary_serves_on_the_port_it_prints() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    // The features of this test build, so the example is not rebuilt with others.
-    let features: Vec<&str> = [
-        ("fred", cfg!(feature = "fred")),
-        ("conformance", cfg!(feature = "conformance")),
-        ("serde", cfg!(feature = "serde")),
-    ]
-    .into_iter()
-    .filter_map(|(name, on)| on.then_some(name))
-    .collect();
-    let built = std::process::Command::new(&cargo)
-        .args(["build", "--quiet", "--example", "demo", "--features", &features.join(",")])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .unwrap();
-    assert!(built.success(), "cargo build --example demo");
-    let target_dir = std::env::var("CARGO_TARGET_DIR")
-        .map_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"), Into::into);
-    let binary = target_dir.join("debug/examples/demo");
-
+    let binary = demo_process::demo_binary();
     let help = std::process::Command::new(&binary).arg("--help").output().unwrap();
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("--port N"));
@@ -294,26 +275,10 @@ fn demo_binary_serves_on_the_port_it_prints() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown option '--prot'"));
 
-    let mut child = std::process::Command::new(&binary)
-        .args(["--port", "0", "--generator-ms", "50"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let result = std::panic::catch_unwind(|| {
-        let url = line.trim().strip_prefix("ssehub demo listening on http://").expect("the address line");
-        let addr: SocketAddr = url.trim_end_matches('/').parse().unwrap();
-        let mut client = Client::connect(addr);
-        assert_eq!(client.send("GET", "/events", &[], "").status, 200);
-        // The generator publishes: an event for Alice or everyone arrives.
-        let frames = client.read_frames(2);
-        assert!(frames[1].starts_with("id: "), "{frames:?}");
-    });
-    let _ = child.kill();
-    let _ = child.wait();
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
+    let demo = demo_process::DemoProcess::start(&["--generator-ms", "50"]);
+    let mut client = Client::connect(demo.addr());
+    assert_eq!(client.send("GET", "/events", &[], "").status, 200);
+    // The generator publishes: an event for Alice or everyone arrives.
+    let frames = client.read_frames(2);
+    assert!(frames[1].starts_with("id: "), "{frames:?}");
 }
