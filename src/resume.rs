@@ -34,8 +34,11 @@ use crate::{Category, CategorySet, Error, Event, EventId, EventSource, ReplaySta
 /// ```
 /// use futures::StreamExt;
 /// use ssehub::fixture::ExampleCategory as C;
-/// use ssehub::memory::MemoryHub;
 /// use ssehub::{Audience, CategorySet, Event, Publisher, ReplayStatus, UserId, resume};
+///
+/// # #[cfg(feature = "memory")]
+/// # fn main() {
+/// use ssehub::memory::MemoryHub;
 ///
 /// futures::executor::block_on(async {
 ///     let hub = MemoryHub::<C>::new();
@@ -60,6 +63,9 @@ use crate::{Category, CategorySet, Error, Event, EventId, EventSource, ReplaySta
 ///     Ok::<(), ssehub::Error>(())
 /// })
 /// .unwrap();
+/// # }
+/// # #[cfg(not(feature = "memory"))]
+/// # fn main() {}
 /// ```
 pub async fn resume<C, S>(
     source: &S,

@@ -129,7 +129,7 @@ impl<C: Category> History<C> {
     /// Where the event with this id is retained, if it is.
     pub(super) fn find(&self, id: EventId) -> Option<(usize, u64)> {
         let offset = match &self.index {
-            Some(index) => (index.get(&id)? - self.front_position) as usize,
+            Some(index) => usize::try_from(index.get(&id)?.checked_sub(self.front_position)?).ok()?,
             None => self.entries.binary_search_by(|retained| retained.event.id().cmp(&id)).ok()?,
         };
         Some((offset, self.entries[offset].seq))

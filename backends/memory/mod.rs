@@ -64,7 +64,7 @@ use std::time::{Duration, Instant};
 pub use subscription::Subscription;
 
 use history::{History, merge_in_publish_order};
-use subscription::{NOT_REGISTERED, Offer, SubscriberQueue};
+use subscription::{NOT_REGISTERED, Offer, SubscriberQueue, Wakeups};
 
 use crate::{
     Audience, Category, CategorySet, Error, Event, EventId, EventSource, Publisher, Replay, ReplayStatus,
@@ -185,6 +185,7 @@ impl<C: Category> MemoryHubBuilder<C> {
                 config,
                 epoch: Instant::now(),
                 next_seq: AtomicU64::new(1),
+                handles: AtomicUsize::new(1),
                 closed: AtomicBool::new(false),
                 shards: (0..SHARD_COUNT).map(|_| Shard::default()).collect(),
                 broadcast: Mutex::new(History::new()),
@@ -220,8 +221,9 @@ impl Retention {
 
 /// An in-process hub: publish events, subscribe to them, replay what a client missed.
 ///
-/// Cheap to clone: clones share one hub. See the [module docs](self) for its
-/// delivery and retention rules.
+/// Cheap to clone: clones share one hub. Dropping the last clone closes the
+/// hub: its subscriptions yield what is queued for them and end. See the
+/// [module docs](self) for its delivery and retention rules.
 pub struct MemoryHub<C: Category> {
     shared: Arc<Shared<C>>,
 }
@@ -250,6 +252,8 @@ struct Shared<C: Category> {
     /// The next hub-wide publish sequence number; taken under the lock(s) of
     /// every shard the event is delivered in, so it is the delivery order too.
     next_seq: AtomicU64,
+    /// How many `MemoryHub` handles exist: the last one dropped closes the hub.
+    handles: AtomicUsize,
     closed: AtomicBool,
     shards: Box<[Shard<C>]>,
     broadcast: Mutex<History<C>>,
@@ -326,6 +330,7 @@ fn deliver<C: Category>(
     category_bit: u64,
     capacity: usize,
     counts: &mut Delivered,
+    wakeups: &mut Wakeups,
 ) {
     let mut i = 0;
     while i < subscribers.len() {
@@ -333,7 +338,7 @@ fn deliver<C: Category>(
             i += 1;
             continue;
         }
-        match subscribers[i].queue.offer(event, capacity) {
+        match subscribers[i].queue.offer(event, capacity, wakeups) {
             Offer::Queued => {
                 counts.queued += 1;
                 i += 1;
@@ -433,12 +438,14 @@ impl<C: Category> Shared<C> {
 
     fn publish_to_user(&self, user: UserId, event: &Event<C>) {
         let retention = self.config.retention;
+        let capacity = self.config.queue_capacity;
         let category_bit = CategorySet::only(event.category()).bits();
         let shard = self.shard(user);
         let mut counts = Delivered::default();
-        let mut state = lock(&shard.state);
+        let mut wakeups = Wakeups::new();
+        let mut guard = lock(&shard.state);
+        let state = &mut *guard;
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        let state = &mut *state;
         match retention {
             Some(retention) => {
                 let now_ms = self.now_ms();
@@ -451,7 +458,7 @@ impl<C: Category> Shared<C> {
                     dropped += entry.history.drop_retained_until(cutoff);
                 }
                 dropped += entry.history.push(seq, now_ms, event, retention.max_len);
-                deliver(&mut entry.subscribers, event, category_bit, self.config.queue_capacity, &mut counts);
+                deliver(&mut entry.subscribers, event, category_bit, capacity, &mut counts, &mut wakeups);
                 shard.retained_events.fetch_add(1, Ordering::Relaxed);
                 shard.retained_events.fetch_sub(dropped, Ordering::Relaxed);
                 if now_ms >= state.last_sweep_ms.saturating_add(retention.sweep_interval_ms()) {
@@ -460,13 +467,7 @@ impl<C: Category> Shared<C> {
             }
             None => {
                 if let Some(entry) = state.users.get_mut(&user) {
-                    deliver(
-                        &mut entry.subscribers,
-                        event,
-                        category_bit,
-                        self.config.queue_capacity,
-                        &mut counts,
-                    );
+                    deliver(&mut entry.subscribers, event, category_bit, capacity, &mut counts, &mut wakeups);
                     if entry.is_unused() {
                         state.users.remove(&user);
                         shard.users.fetch_sub(1, Ordering::Relaxed);
@@ -474,12 +475,15 @@ impl<C: Category> Shared<C> {
                 }
             }
         }
+        drop(guard);
+        wakeups.wake_all();
         shard.record(1, &counts);
     }
 
     fn publish_to_everyone(&self, event: &Event<C>) {
         let category_bit = CategorySet::only(event.category()).bits();
         let capacity = self.config.queue_capacity;
+        let mut wakeups = Wakeups::new();
         // Every shard is locked before the sequence number is taken and
         // released as soon as it has been served: each subscriber then sees
         // broadcasts and its user's events in sequence order, which is the
@@ -503,7 +507,7 @@ impl<C: Category> Shared<C> {
             let mut counts = Delivered::default();
             let mut removed = 0;
             state.users.retain(|_, entry| {
-                deliver(&mut entry.subscribers, event, category_bit, capacity, &mut counts);
+                deliver(&mut entry.subscribers, event, category_bit, capacity, &mut counts, &mut wakeups);
                 let keep = !entry.is_unused();
                 removed += usize::from(!keep);
                 keep
@@ -512,6 +516,8 @@ impl<C: Category> Shared<C> {
             shard.users.fetch_sub(removed, Ordering::Relaxed);
             shard.record(u64::from(index == 0), &counts);
         }
+        // Only now is every shard unlocked.
+        wakeups.wake_all();
     }
 
     /// Drops expired events of every user in the shard, and the users left with nothing.
@@ -592,12 +598,13 @@ impl<C: Category> Shared<C> {
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
         for shard in self.shards.iter() {
+            let mut wakeups = Wakeups::new();
             let mut state = lock(&shard.state);
             let mut unregistered = 0;
             for entry in state.users.values_mut() {
                 for registration in entry.subscribers.drain(..) {
                     registration.queue.set_slot(NOT_REGISTERED);
-                    registration.queue.close();
+                    registration.queue.close(&mut wakeups);
                     unregistered += 1;
                 }
             }
@@ -608,6 +615,7 @@ impl<C: Category> Shared<C> {
                 keep
             });
             drop(state);
+            wakeups.wake_all();
             shard.subscriptions.fetch_sub(unregistered, Ordering::Relaxed);
             shard.users.fetch_sub(removed, Ordering::Relaxed);
         }
@@ -713,7 +721,18 @@ impl<C: Category> Default for MemoryHub<C> {
 
 impl<C: Category> Clone for MemoryHub<C> {
     fn clone(&self) -> Self {
+        self.shared.handles.fetch_add(1, Ordering::Relaxed);
         Self { shared: Arc::clone(&self.shared) }
+    }
+}
+
+impl<C: Category> Drop for MemoryHub<C> {
+    /// Dropping the last handle closes the hub, as [`close`](MemoryHub::close)
+    /// does: nothing could publish to its subscriptions any more.
+    fn drop(&mut self) {
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.close();
+        }
     }
 }
 

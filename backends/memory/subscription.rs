@@ -1,5 +1,6 @@
 //! A subscriber's bounded queue, filled by publishers, and the `Subscription` stream that drains it.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
@@ -72,8 +73,8 @@ impl<C> SubscriberQueue<C> {
     }
 
     /// Queues `event` unless `capacity` events already wait, in which case
-    /// the queue ends as lagged.
-    pub(super) fn offer(&self, event: &Event<C>, capacity: usize) -> Offer {
+    /// the queue ends as lagged. A waiting subscription's waker goes to `wakeups`.
+    pub(super) fn offer(&self, event: &Event<C>, capacity: usize, wakeups: &mut Wakeups) -> Offer {
         let mut state = lock(&self.state);
         let offer = if state.events.len() >= capacity {
             state.end = Some(End::Lagged);
@@ -84,20 +85,62 @@ impl<C> SubscriberQueue<C> {
         };
         let waker = state.waker.take();
         drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wakeups.add(waker);
         offer
     }
 
     /// Ends the queue because the hub closed; queued events are still delivered.
-    pub(super) fn close(&self) {
+    pub(super) fn close(&self, wakeups: &mut Wakeups) {
         let mut state = lock(&self.state);
         state.end.get_or_insert(End::Closed);
         let waker = state.waker.take();
         drop(state);
+        wakeups.add(waker);
+    }
+}
+
+/// Wakers collected while the hub's locks are held, woken once they are released.
+///
+/// Waking runs executor code, and some executors drop a task there (tokio
+/// does when it is shutting down), which drops its subscription, which takes
+/// a shard lock to unregister: waking under that lock could deadlock.
+pub(super) struct Wakeups {
+    wakers: Vec<Waker>,
+}
+
+thread_local! {
+    /// A buffer reused across publishes, so collecting wakers allocates nothing.
+    static SPARE_WAKERS: Cell<Vec<Waker>> = const { Cell::new(Vec::new()) };
+}
+
+/// A buffer grown past this is let go instead of kept for reuse.
+const KEEP_WAKER_BUFFER_UP_TO: usize = 4096;
+
+impl Wakeups {
+    pub(super) fn new() -> Self {
+        Self { wakers: SPARE_WAKERS.try_with(Cell::take).unwrap_or_default() }
+    }
+
+    fn add(&mut self, waker: Option<Waker>) {
         if let Some(waker) = waker {
+            self.wakers.push(waker);
+        }
+    }
+
+    /// Wakes every collected waker. Call with no hub lock held.
+    pub(super) fn wake_all(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Wakeups {
+    fn drop(&mut self) {
+        for waker in self.wakers.drain(..) {
             waker.wake();
+        }
+        if self.wakers.capacity() <= KEEP_WAKER_BUFFER_UP_TO {
+            let buffer = std::mem::take(&mut self.wakers);
+            let _ = SPARE_WAKERS.try_with(|spare| spare.set(buffer));
         }
     }
 }

@@ -1,0 +1,84 @@
+//! Runs every committed fuzz seed (`fuzz/seeds/<target>/`) through its fuzz target's check, on stable.
+
+use std::fs;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+#[path = "../fuzz/checks.rs"]
+#[allow(dead_code)] // the checks the fuzz targets use, not all of them are run from here
+mod checks;
+
+/// The check of a fuzz target: panics if its property fails for an input.
+type Check = fn(&[u8]);
+
+/// The fuzz targets and the check each one runs.
+const TARGETS: [(&str, Check); 4] = [
+    ("parse_categories", checks::parse_categories),
+    ("parse_last_event_id", checks::parse_last_event_id),
+    ("event_type", checks::event_type),
+    ("encoder_roundtrip", checks::encoder_roundtrip),
+];
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
+}
+
+/// Runs every seed of `target`, failing with the names of the seeds that fail,
+/// or if the seed directory is missing or empty.
+fn run_seeds(target: &str) {
+    let check = TARGETS.iter().find(|(name, _)| *name == target).expect("a known target").1;
+    let dir = fuzz_dir().join("seeds").join(target);
+    let mut seeds: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("seed directory {}: {e}", dir.display()))
+        .map(|entry| entry.expect("a readable seed directory").path())
+        .filter(|path| path.is_file())
+        .collect();
+    seeds.sort();
+    assert!(!seeds.is_empty(), "no seeds in {}", dir.display());
+    let failed: Vec<String> = seeds
+        .iter()
+        .filter(|seed| {
+            let input = fs::read(seed).unwrap_or_else(|e| panic!("seed {}: {e}", seed.display()));
+            catch_unwind(AssertUnwindSafe(|| check(&input))).is_err()
+        })
+        .map(|seed| seed.display().to_string())
+        .collect();
+    assert!(failed.is_empty(), "{} of {} seeds of {target} fail: {failed:#?}", failed.len(), seeds.len());
+}
+
+#[test]
+fn parse_categories_seeds_hold() {
+    run_seeds("parse_categories");
+}
+
+#[test]
+fn parse_last_event_id_seeds_hold() {
+    run_seeds("parse_last_event_id");
+}
+
+#[test]
+fn event_type_seeds_hold() {
+    run_seeds("event_type");
+}
+
+#[test]
+fn encoder_roundtrip_seeds_hold() {
+    run_seeds("encoder_roundtrip");
+}
+
+#[test]
+fn every_fuzz_target_has_its_seeds_run_here() {
+    let names_in = |dir: &Path, suffix: &str| -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter_map(|name| name.strip_suffix(suffix).map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    };
+    let mut run_here: Vec<String> = TARGETS.iter().map(|(name, _)| (*name).to_owned()).collect();
+    run_here.sort();
+    assert_eq!(names_in(&fuzz_dir().join("fuzz_targets"), ".rs"), run_here, "fuzz targets");
+    assert_eq!(names_in(&fuzz_dir().join("seeds"), ""), run_here, "seed directories");
+}

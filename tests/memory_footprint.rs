@@ -1,0 +1,66 @@
+//! Memory held by idle subscriptions of the memory backend, measured with a counting allocator.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use futures::executor::block_on;
+use ssehub::fixture::ExampleCategory as C;
+use ssehub::memory::MemoryHub;
+use ssehub::{CategorySet, EventSource, UserId};
+use uuid::Uuid;
+
+/// The system allocator, counting the bytes currently allocated.
+struct Counting;
+
+static ALLOCATED: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATED.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        ALLOCATED.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATED.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Bytes allocated per idle subscription: 10 subscriptions for each of `users` users.
+fn bytes_per_idle_subscription(queue_capacity: usize, users: u128) -> f64 {
+    let hub = MemoryHub::<C>::builder().queue_capacity(queue_capacity).build();
+    let mut subscriptions = Vec::with_capacity(users as usize * 10);
+    let before = ALLOCATED.load(Ordering::Relaxed);
+    for user in 0..users {
+        for _ in 0..10 {
+            let user = UserId::from_uuid(Uuid::from_u128(user + 1));
+            subscriptions.push(block_on(hub.subscribe(user, CategorySet::all())).unwrap());
+        }
+    }
+    let after = ALLOCATED.load(Ordering::Relaxed);
+    assert_eq!(hub.stats().subscriptions, subscriptions.len());
+    let per_subscription = (after - before) as f64 / subscriptions.len() as f64;
+    drop(subscriptions);
+    assert_eq!(hub.stats().users, 0);
+    per_subscription
+}
+
+#[test]
+fn an_idle_subscription_holds_well_under_two_kib_whatever_its_queue_capacity() {
+    // The `Subscription` handles themselves live in a vector reserved before
+    // counting; what is counted is everything the hub allocates for them.
+    let small = bytes_per_idle_subscription(1, 10_000);
+    let huge = bytes_per_idle_subscription(1 << 30, 10_000);
+    eprintln!("bytes per idle subscription: {small:.0} (queue capacity 1), {huge:.0} (queue capacity 2^30)");
+    assert!(huge < 2048.0, "{huge:.0} bytes per idle subscription");
+    // No buffer is sized by the capacity: both hubs cost the same.
+    assert!((huge - small).abs() < 16.0, "capacity 1: {small:.0} B, capacity 2^30: {huge:.0} B");
+}
