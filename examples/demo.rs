@@ -10,6 +10,7 @@
 #[path = "demo/server.rs"]
 mod server;
 
+use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -111,10 +112,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Tests starting the binary on port 0 read the address from this line.
-    println!("ssehub demo listening on {}/", running.url());
+    // Tests starting the binary on port 0 read the address from the first line. A closed
+    // stdout is no reason to stop serving, so write errors are ignored.
     let backend = if args.redis.is_some() { "redis" } else { "memory" };
-    println!("backend: {backend}; press Ctrl-C to stop");
+    let _ = writeln!(
+        std::io::stdout(),
+        "ssehub demo listening on {}/\nbackend: {backend}; press Ctrl-C to stop",
+        running.url()
+    );
     running.wait();
     ExitCode::SUCCESS
 }

@@ -54,8 +54,11 @@ impl DemoProcess {
             .stdout(Stdio::piped())
             .spawn()
             .expect("the demo binary starts");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        let read = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+        let read = stdout.read_line(&mut line);
+        // Keep reading, so the demo never writes to a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let addr = read.ok().and_then(|_| {
             line.trim().strip_prefix("ssehub demo listening on http://")?.trim_end_matches('/').parse().ok()
         });
