@@ -33,7 +33,11 @@
 //! ```
 //! use futures::StreamExt;
 //! use ssehub::fixture::ExampleCategory as C;
-//! use ssehub::{memory::MemoryHub, resume, sse, Audience, Event, Publisher, UserId};
+//! use ssehub::{resume, sse, Audience, Event, Publisher, UserId};
+//!
+//! # #[cfg(feature = "memory")]
+//! # fn main() {
+//! use ssehub::memory::MemoryHub;
 //!
 //! futures::executor::block_on(async {
 //!     let hub = MemoryHub::<C>::new();
@@ -55,6 +59,9 @@
 //!     Ok::<(), ssehub::Error>(())
 //! })
 //! .unwrap();
+//! # }
+//! # #[cfg(not(feature = "memory"))]
+//! # fn main() {}
 //! ```
 
 use std::borrow::Cow;
