@@ -59,6 +59,8 @@ pub mod fixture;
 pub mod fred;
 pub mod parse;
 mod source;
+#[cfg(feature = "std")]
+pub mod sse;
 pub mod wire;
 
 #[cfg(feature = "std")]

@@ -1,0 +1,125 @@
+//! The demo: a web page with a live event log over SSE, on smol + hyper 1 (`cargo run --example demo`).
+//!
+//! Open <http://127.0.0.1:8080/>, pick a user and categories, watch events
+//! arrive, press "Drop connection" and see the browser reconnect with
+//! `Last-Event-ID` and get exactly what it missed. See `demo/server.rs` for
+//! the routes.
+
+// Some of the server's API is there for the tests that start it in-process.
+#[allow(dead_code)]
+#[path = "demo/server.rs"]
+mod server;
+
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ssehub::DynHub;
+
+const USAGE: &str = "\
+ssehub demo: a web page with a live event log over Server-Sent Events
+
+usage: cargo run --example demo -- [options]
+
+options:
+  --port N            port to listen on (default 8080; 0 picks a free one)
+  --host IP           address to listen on (default 127.0.0.1)
+  --heartbeat-secs N  seconds of silence before a heartbeat comment (default 15)
+  --generator-ms N    publish a demo event every N ms (default 700; 0 turns it off)
+  --redis URL         share events with other demo processes through Redis
+                      (needs the `fred` feature), e.g. redis://127.0.0.1:6379
+  --help              print this help
+";
+
+/// The command line, parsed.
+struct Args {
+    addr: SocketAddr,
+    options: server::DemoOptions,
+    redis: Option<String>,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
+    let mut host = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut port = 8080u16;
+    let mut options = server::DemoOptions::default();
+    let mut redis = None;
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--help" | "-h" => return Ok(None),
+            "--port" => {
+                port = value("--port")?
+                    .parse()
+                    .map_err(|_| "--port takes a number from 0 to 65535".to_owned())?
+            }
+            "--host" => {
+                host = value("--host")?.parse().map_err(|_| "--host takes an IP address".to_owned())?
+            }
+            "--heartbeat-secs" => {
+                let secs: u64 = value("--heartbeat-secs")?
+                    .parse()
+                    .map_err(|_| "--heartbeat-secs takes a number".to_owned())?;
+                options.sse = options.sse.heartbeat(Duration::from_secs(secs));
+            }
+            "--generator-ms" => {
+                let millis: u64 = value("--generator-ms")?
+                    .parse()
+                    .map_err(|_| "--generator-ms takes a number".to_owned())?;
+                options.generator_interval = (millis > 0).then(|| Duration::from_millis(millis));
+            }
+            "--redis" => redis = Some(value("--redis")?),
+            other => return Err(format!("unknown option '{other}'")),
+        }
+    }
+    Ok(Some(Args { addr: SocketAddr::new(host, port), options, redis }))
+}
+
+fn hub(redis: Option<&str>) -> Result<DynHub<server::Topic>, String> {
+    match redis {
+        None => Ok(DynHub::new(ssehub::memory::MemoryHub::new())),
+        Some(url) => redis_hub(url),
+    }
+}
+
+fn redis_hub(_url: &str) -> Result<DynHub<server::Topic>, String> {
+    Err("--redis is not available in this build: the demo has no Redis backend yet".to_owned())
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("error: {message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let hub = match hub(args.redis.as_deref()) {
+        Ok(hub) => hub,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let running = match server::start(args.addr, hub, args.options) {
+        Ok(running) => running,
+        Err(error) => {
+            eprintln!("error: cannot listen on {}: {error}", args.addr);
+            return ExitCode::FAILURE;
+        }
+    };
+    // Tests starting the binary on port 0 read the address from the first line. A closed
+    // stdout is no reason to stop serving, so write errors are ignored.
+    let backend = if args.redis.is_some() { "redis" } else { "memory" };
+    let _ = writeln!(
+        std::io::stdout(),
+        "ssehub demo listening on {}/\nbackend: {backend}; press Ctrl-C to stop",
+        running.url()
+    );
+    running.wait();
+    ExitCode::SUCCESS
+}

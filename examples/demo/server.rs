@@ -1,0 +1,590 @@
+//! The demo server on smol + hyper 1: the page, the SSE endpoint, publishing, dropping streams, an event generator.
+//!
+//! Routes:
+//!
+//! | route | what it does |
+//! |---|---|
+//! | `GET /` | the page: live event log, user selector, category checkboxes, publish form, "drop connection" |
+//! | `GET /config` | the demo users, categories and event types, as JSON |
+//! | `GET /events?user=<uuid>&categories=a,b&lastEventId=<id>` | the SSE stream (`user` defaults to the first demo user) |
+//! | `POST /publish` | publishes `{"user": "<uuid>" \| "broadcast": true, "event_type", "category", "data"}` |
+//! | `POST /drop?user=<uuid>` | ends that user's open streams server-side; browsers reconnect with `Last-Event-ID` |
+//! | `GET /debug/published?user=<uuid>&categories=..` | what this process published that the user's stream would carry, in order |
+//! | `GET /debug/connections` | every `/events` request served: user, Last-Event-ID, replay status and size |
+//!
+//! The demo has no authentication: the user is whatever the query names. A
+//! real application takes it from the session instead.
+//!
+//! Built to be started in-process ([`start`]) by tests on port 0 as well as by
+//! the `demo` example binary.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use futures::{Stream, StreamExt};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+use smol::net::TcpListener;
+use smol::{Executor, Timer};
+use smol_hyper::rt::{FuturesIo, SmolTimer};
+use ssehub::fixture::ExampleCategory;
+use ssehub::sse::{self, SseOptions, SseStream};
+use ssehub::{Audience, Category, CategorySet, DynHub, Event, Publisher, UserId, resume};
+
+/// The page, served at `/`.
+const INDEX_HTML: &str = include_str!("index.html");
+
+/// The largest `POST /publish` body read.
+const MAX_PUBLISH_BODY: usize = 64 * 1024;
+
+/// How many published events `/debug/published` remembers.
+const PUBLISHED_LOG_LEN: usize = 10_000;
+
+/// How many served `/events` requests `/debug/connections` remembers.
+const CONNECTION_LOG_LEN: usize = 1_000;
+
+/// The demo's categories.
+pub type Topic = ExampleCategory;
+
+/// A demo user: a name for the page, and its id.
+#[derive(Clone, Copy, Debug)]
+pub struct DemoUser {
+    /// Shown in the user selector.
+    pub name: &'static str,
+    /// The user's id.
+    pub id: UserId,
+}
+
+/// The demo users; the first is the default of `/events`.
+pub const USERS: [DemoUser; 3] = [
+    DemoUser {
+        name: "Alice",
+        id: UserId::from_uuid(uuid::Uuid::from_u128(0xa11ce000_0000_4000_8000_000000000001)),
+    },
+    DemoUser {
+        name: "Bob",
+        id: UserId::from_uuid(uuid::Uuid::from_u128(0xb0b00000_0000_4000_8000_000000000002)),
+    },
+    DemoUser {
+        name: "Carol",
+        id: UserId::from_uuid(uuid::Uuid::from_u128(0xca201000_0000_4000_8000_000000000003)),
+    },
+];
+
+/// The event type the generator (and the page's publish form) uses for each category.
+pub fn event_type_of(category: Topic) -> &'static str {
+    match category {
+        Topic::DataSync => "data_sync.completed",
+        Topic::Provider => "provider.status",
+        Topic::Ai => "ai.insight",
+        Topic::Import => "import.progress",
+        Topic::Portfolio => "portfolio.updated",
+        Topic::Security => "security.alert",
+    }
+}
+
+/// How the demo runs.
+#[derive(Clone, Copy, Debug)]
+pub struct DemoOptions {
+    /// The pacing of `/events` streams (retry delay, heartbeat interval).
+    pub sse: SseOptions,
+    /// How often the generator publishes a demo event; `None`: no generator.
+    pub generator_interval: Option<Duration>,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        Self {
+            // A short retry so a dropped connection visibly comes back at once.
+            sse: SseOptions::new().retry(Duration::from_secs(1)),
+            generator_interval: Some(Duration::from_millis(700)),
+        }
+    }
+}
+
+/// The state of one demo server: the hub, and what it published and served.
+pub struct Demo {
+    hub: DynHub<Topic>,
+    options: DemoOptions,
+    published: Mutex<PublishedLog>,
+    streams: Mutex<Streams>,
+}
+
+#[derive(Default)]
+struct PublishedLog {
+    next_seq: u64,
+    records: VecDeque<Value>,
+    /// Parallel to `records`: who each event is for and its category, for filtering.
+    keys: VecDeque<(Audience, Topic)>,
+}
+
+#[derive(Default)]
+struct Streams {
+    next_connection: u64,
+    /// Open `/events` streams: dropping the sender ends the stream.
+    open: HashMap<u64, (UserId, oneshot::Sender<()>)>,
+    served: VecDeque<Value>,
+}
+
+/// Locks `mutex`, ignoring poisoning: every update here is a single push or remove.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Demo {
+    /// A demo serving `hub`.
+    pub fn new(hub: DynHub<Topic>, options: DemoOptions) -> Arc<Self> {
+        Arc::new(Self {
+            hub,
+            options,
+            published: Mutex::new(PublishedLog::default()),
+            streams: Mutex::new(Streams::default()),
+        })
+    }
+
+    /// The hub events are published to and streamed from.
+    pub fn hub(&self) -> &DynHub<Topic> {
+        &self.hub
+    }
+
+    /// Publishes `event` and records it for `/debug/published`.
+    pub async fn publish(&self, event: Event<Topic>) -> Result<(), ssehub::Error> {
+        self.hub.publish(event.clone()).await?;
+        let mut log = lock(&self.published);
+        let seq = log.next_seq;
+        log.next_seq += 1;
+        log.records.push_back(json!({
+            "seq": seq,
+            "id": event.id().to_string(),
+            "audience": audience_name(event.audience()),
+            "category": event.category().name(),
+            "event_type": event.event_type(),
+            "data": event.data(),
+        }));
+        log.keys.push_back((event.audience(), event.category()));
+        if log.records.len() > PUBLISHED_LOG_LEN {
+            log.records.pop_front();
+            log.keys.pop_front();
+        }
+        Ok(())
+    }
+
+    /// The recorded events `user`'s stream with `filter` carries, oldest first.
+    pub fn published_for(&self, user: UserId, filter: CategorySet<Topic>) -> Vec<Value> {
+        let log = lock(&self.published);
+        log.records
+            .iter()
+            .zip(&log.keys)
+            .filter(|(_, (audience, category))| audience.includes(user) && filter.contains(*category))
+            .map(|(record, _)| record.clone())
+            .collect()
+    }
+
+    /// Every `/events` request served, oldest first.
+    pub fn served_streams(&self) -> Vec<Value> {
+        lock(&self.streams).served.iter().cloned().collect()
+    }
+
+    /// Ends every open stream of `user`; returns how many there were.
+    pub fn drop_streams(&self, user: UserId) -> usize {
+        let mut streams = lock(&self.streams);
+        let before = streams.open.len();
+        // Dropping a sender resolves the receiver each stream is cut by.
+        streams.open.retain(|_, (owner, _)| *owner != user);
+        before - streams.open.len()
+    }
+
+    /// How many `/events` streams are open.
+    pub fn open_streams(&self) -> usize {
+        lock(&self.streams).open.len()
+    }
+
+    fn open_stream(&self, user: UserId, record: Value) -> (u64, oneshot::Receiver<()>) {
+        let (stop, stopped) = oneshot::channel();
+        let mut streams = lock(&self.streams);
+        let connection = streams.next_connection;
+        streams.next_connection += 1;
+        streams.open.insert(connection, (user, stop));
+        let mut record = record;
+        record["connection"] = json!(connection);
+        streams.served.push_back(record);
+        if streams.served.len() > CONNECTION_LOG_LEN {
+            streams.served.pop_front();
+        }
+        (connection, stopped)
+    }
+
+    fn close_stream(&self, connection: u64) {
+        lock(&self.streams).open.remove(&connection);
+    }
+}
+
+fn audience_name(audience: Audience) -> String {
+    match audience {
+        Audience::User(user) => user.to_string(),
+        Audience::Broadcast => "broadcast".to_owned(),
+    }
+}
+
+/// A running demo server: stops (and closes every connection) when dropped.
+pub struct RunningDemo {
+    addr: SocketAddr,
+    demo: Arc<Demo>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RunningDemo {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its base URL, `http://ip:port`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Its state.
+    pub fn demo(&self) -> &Arc<Demo> {
+        &self.demo
+    }
+
+    /// Blocks until the server thread ends (it runs until the process is killed).
+    pub fn wait(mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for RunningDemo {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Starts a demo server on `addr` (port 0 picks a free one) in a thread of its own.
+///
+/// # Errors
+///
+/// The address cannot be bound.
+pub fn start(addr: SocketAddr, hub: DynHub<Topic>, options: DemoOptions) -> io::Result<RunningDemo> {
+    let listener = StdTcpListener::bind(addr)?;
+    let addr = listener.local_addr()?;
+    let listener = TcpListener::try_from(listener)?;
+    let demo = Demo::new(hub, options);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let thread = {
+        let demo = Arc::clone(&demo);
+        std::thread::Builder::new().name(format!("demo-{addr}")).spawn(move || {
+            let executor = Arc::new(Executor::new());
+            smol::block_on(executor.run(async {
+                if let Some(interval) = options.generator_interval {
+                    executor.spawn(generate(Arc::clone(&demo), interval)).detach();
+                }
+                let serving = serve(listener, Arc::clone(&demo), Arc::clone(&executor));
+                futures::future::select(Box::pin(serving), stopped).await;
+            }));
+            // Dropping the executor here drops every connection task.
+        })?
+    };
+    Ok(RunningDemo { addr, demo, stop: Some(stop), thread: Some(thread) })
+}
+
+async fn serve(listener: TcpListener, demo: Arc<Demo>, executor: Arc<Executor<'static>>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of file descriptors and the like: wait, don't spin.
+                eprintln!("demo: accept failed: {error}");
+                Timer::after(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let demo = Arc::clone(&demo);
+        executor
+            .spawn(async move {
+                let service = service_fn(move |request| {
+                    let demo = Arc::clone(&demo);
+                    async move { Ok::<_, Infallible>(route(demo, request).await) }
+                });
+                // Errors here are clients going away mid-request: nothing to do.
+                let _ = http1::Builder::new()
+                    .timer(SmolTimer::new())
+                    .serve_connection(FuturesIo::new(stream), service)
+                    .await;
+            })
+            .detach();
+    }
+}
+
+/// A response body: a whole one, or the SSE stream.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+async fn route(demo: Arc<Demo>, request: Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path();
+    match (request.method(), path) {
+        (&Method::GET, "/") => whole(StatusCode::OK, "text/html; charset=utf-8", INDEX_HTML),
+        (&Method::GET, "/config") => json_response(StatusCode::OK, &config()),
+        (&Method::GET, "/events") => events(demo, &request).await,
+        (&Method::POST, "/publish") => publish(demo, request).await,
+        (&Method::POST, "/drop") => drop_connection(&demo, &request),
+        (&Method::GET, "/debug/published") => debug_published(&demo, &request),
+        (&Method::GET, "/debug/connections") => {
+            json_response(StatusCode::OK, &json!({ "connections": demo.served_streams() }))
+        }
+        (
+            _,
+            "/" | "/config" | "/events" | "/publish" | "/drop" | "/debug/published" | "/debug/connections",
+        ) => plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        _ => plain(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+fn config() -> Value {
+    json!({
+        "users": USERS.iter().map(|u| json!({ "name": u.name, "id": u.id.to_string() })).collect::<Vec<_>>(),
+        "categories": Topic::ALL.iter().map(|c| json!({ "name": c.name(), "event_type": event_type_of(*c) })).collect::<Vec<_>>(),
+        "gap_event": sse::GAP_EVENT,
+    })
+}
+
+/// `GET /events`: every input is checked (400 with the parser's message) before the stream starts.
+async fn events(demo: Arc<Demo>, request: &Request<Incoming>) -> Response<Body> {
+    let query = request.uri().query();
+    let filter = match sse::categories::<Topic>(query) {
+        Ok(filter) => filter,
+        Err(error) => return plain(StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    let header = request.headers().get(sse::LAST_EVENT_ID_HEADER).map(HeaderValue::as_bytes);
+    let last_event_id = match sse::last_event_id(header, query) {
+        Ok(id) => id,
+        Err(error) => return plain(StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    let user = match user_param(query) {
+        Ok(user) => user,
+        Err(message) => return plain(StatusCode::BAD_REQUEST, message),
+    };
+
+    let resumed = match resume(demo.hub(), user, last_event_id, filter).await {
+        Ok(resumed) => resumed,
+        Err(error) => return plain(StatusCode::SERVICE_UNAVAILABLE, format!("cannot subscribe: {error}")),
+    };
+    let (connection, stopped) = demo.open_stream(
+        user,
+        json!({
+            "user": user.to_string(),
+            "categories": filter.to_string(),
+            "last_event_id": last_event_id.map(|id| id.to_string()),
+            "replay_status": resumed.replay_status().map(|status| status.to_string()),
+            "replayed_events": resumed.pending_replay(),
+        }),
+    );
+    let body = SseStream::with_options(resumed, demo.options.sse).take_until(stopped);
+    let body = OpenStream { body, demo, connection }.map(|chunk| Ok(Frame::data(chunk)));
+
+    let mut response = Response::new(StreamBody::new(body).boxed_unsync());
+    for (name, value) in sse::RESPONSE_HEADERS {
+        response.headers_mut().insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// An open `/events` body; forgets its stream when hyper drops it (client gone, or stream over).
+struct OpenStream<S> {
+    body: S,
+    demo: Arc<Demo>,
+    connection: u64,
+}
+
+impl<S: Stream + Unpin> Stream for OpenStream<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        Pin::new(&mut self.body).poll_next(cx)
+    }
+}
+
+impl<S> Drop for OpenStream<S> {
+    fn drop(&mut self) {
+        self.demo.close_stream(self.connection);
+    }
+}
+
+/// The `user` query parameter; the first demo user when absent.
+fn user_param(query: Option<&str>) -> Result<UserId, String> {
+    match query_param(query, "user") {
+        None => Ok(USERS[0].id),
+        Some(value) if value.trim().is_empty() => Ok(USERS[0].id),
+        Some(value) => value.parse().map_err(|_| {
+            "invalid user: expected a hyphenated UUID such as a11ce000-0000-4000-8000-000000000001".to_owned()
+        }),
+    }
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// `POST /publish` with a JSON body.
+async fn publish(demo: Arc<Demo>, request: Request<Incoming>) -> Response<Body> {
+    let body = match Limited::new(request.into_body(), MAX_PUBLISH_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body unreadable or larger than {MAX_PUBLISH_BODY} bytes"),
+            );
+        }
+    };
+    let event = match event_from_json(&body) {
+        Ok(event) => event,
+        Err(message) => return plain(StatusCode::BAD_REQUEST, message),
+    };
+    let id = event.id();
+    match demo.publish(event).await {
+        Ok(()) => json_response(StatusCode::OK, &json!({ "id": id.to_string() })),
+        Err(error) => plain(StatusCode::SERVICE_UNAVAILABLE, format!("cannot publish: {error}")),
+    }
+}
+
+/// Reads `{"user": "<uuid>" | "broadcast": true, "event_type": "..", "category": "..", "data": <any JSON>}`.
+fn event_from_json(body: &[u8]) -> Result<Event<Topic>, String> {
+    let request: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+    let Value::Object(fields) = &request else {
+        return Err("expected a JSON object".to_owned());
+    };
+    let audience = match (fields.get("user"), fields.get("broadcast")) {
+        (Some(Value::String(user)), None | Some(Value::Bool(false))) => {
+            Audience::User(user.parse().map_err(|_| "invalid user: expected a hyphenated UUID".to_owned())?)
+        }
+        (None, Some(Value::Bool(true))) => Audience::Broadcast,
+        _ => return Err("give either \"user\": \"<uuid>\" or \"broadcast\": true".to_owned()),
+    };
+    let Some(Value::String(category)) = fields.get("category") else {
+        return Err("missing \"category\" (a string)".to_owned());
+    };
+    let category = Topic::from_name(category).ok_or_else(|| {
+        let valid: Vec<_> = Topic::ALL.iter().map(|c| c.name()).collect();
+        format!("invalid category '{category}'; valid categories: {}", valid.join(", "))
+    })?;
+    let event_type = match fields.get("event_type") {
+        None => event_type_of(category),
+        Some(Value::String(event_type)) => event_type,
+        Some(_) => return Err("\"event_type\" must be a string".to_owned()),
+    };
+    let data = fields.get("data").map_or_else(|| "{}".to_owned(), Value::to_string);
+    Event::new(audience, event_type, category, data).map_err(|e| e.to_string())
+}
+
+/// `POST /drop?user=..`.
+fn drop_connection(demo: &Demo, request: &Request<Incoming>) -> Response<Body> {
+    let user = match user_param(request.uri().query()) {
+        Ok(user) => user,
+        Err(message) => return plain(StatusCode::BAD_REQUEST, message),
+    };
+    let dropped = demo.drop_streams(user);
+    json_response(StatusCode::OK, &json!({ "dropped": dropped }))
+}
+
+/// `GET /debug/published?user=..&categories=..`.
+fn debug_published(demo: &Demo, request: &Request<Incoming>) -> Response<Body> {
+    let query = request.uri().query();
+    let filter = match sse::categories::<Topic>(query) {
+        Ok(filter) => filter,
+        Err(error) => return plain(StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    let user = match user_param(query) {
+        Ok(user) => user,
+        Err(message) => return plain(StatusCode::BAD_REQUEST, message),
+    };
+    json_response(StatusCode::OK, &json!({ "events": demo.published_for(user, filter) }))
+}
+
+fn whole(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()).boxed_unsync());
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn plain(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    whole(status, "text/plain; charset=utf-8", message.into())
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    whole(status, "application/json", value.to_string())
+}
+
+/// Publishes a demo event every `interval`: each category in turn, to each demo user and to everyone.
+async fn generate(demo: Arc<Demo>, interval: Duration) {
+    let mut timer = Timer::interval(interval);
+    for n in 0u64.. {
+        timer.next().await;
+        let event = generated_event(n);
+        if let Err(error) = demo.publish(event).await {
+            eprintln!("demo: generator could not publish: {error}");
+        }
+    }
+}
+
+/// The `n`th generated event. Audiences take turns; each one's categories rotate, so it sees them all.
+fn generated_event(n: u64) -> Event<Topic> {
+    let audiences = USERS.len() as u64 + 1;
+    let turn = n % audiences;
+    let audience = match usize::try_from(turn).ok().and_then(|i| USERS.get(i)) {
+        Some(user) => Audience::User(user.id),
+        None => Audience::Broadcast,
+    };
+    let to = match audience {
+        Audience::User(user) => USERS.iter().find(|u| u.id == user).map_or("?", |u| u.name),
+        Audience::Broadcast => "everyone",
+    };
+    let round = n / audiences;
+    let category = Topic::ALL[((round + turn) % Topic::ALL.len() as u64) as usize];
+    let message = match category {
+        Topic::DataSync => format!("Synced {} transactions from Checking", 3 + round % 17),
+        Topic::Provider => {
+            format!(
+                "Bank feed {}: {}",
+                ["Northwind", "Contoso"][(round % 2) as usize],
+                ["ok", "slow"][(n % 2) as usize]
+            )
+        }
+        Topic::Ai => format!(
+            "Insight: groceries {} {}% this month",
+            ["up", "down"][(round % 2) as usize],
+            2 + round % 9
+        ),
+        Topic::Import => format!("Import #{}: {}% done", 1 + round / 6, (round * 7) % 101),
+        Topic::Portfolio => {
+            format!("Portfolio value {}{}.{}%", ["+", "-"][(n % 2) as usize], round % 3, round % 10)
+        }
+        Topic::Security => "New sign-in from Firefox on Linux".to_owned(),
+    };
+    let data = json!({ "n": n, "to": to, "message": message }).to_string();
+    Event::new(audience, event_type_of(category), category, data).expect("the demo event types are valid")
+}

@@ -1,0 +1,464 @@
+//! The text/event-stream response: event stream to bytes (retry, heartbeats, gap events), headers, query helpers.
+//!
+//! [`SseStream`] turns a stream of events — typically what
+//! [`resume()`](crate::resume()) returns — into the bytes of a
+//! `text/event-stream` response body, ready for hyper, axum or any framework
+//! that takes a stream of [`Bytes`]:
+//!
+//! 1. a `retry:` frame first, telling the browser how long to wait before it
+//!    reconnects;
+//! 2. each event as an `id:` / `event:` / `data:` frame, written by
+//!    [`wire`];
+//! 3. a heartbeat comment (`: heartbeat`) after each stretch of
+//!    [`heartbeat`](SseOptions::heartbeat) without output, so proxies and
+//!    load balancers keep an idle connection open and a dead client is noticed
+//!    at the next write;
+//! 4. [`Error::Gap`] as a [`GAP_EVENT`] event (see there for its data);
+//! 5. after [`Error::Lagged`], [`Error::Closed`] or [`Error::Backend`], a
+//!    comment saying why, then the end of the body. The browser's
+//!    `EventSource` reconnects by itself and sends the last `id:` it received
+//!    as `Last-Event-ID`; replay covers the rest.
+//!
+//! The heartbeat timer is [`async_io::Timer`], which runs on any executor.
+//!
+//! The request side has [`last_event_id`] and [`categories`], which read the
+//! two inputs of an SSE endpoint from the request's header and query string
+//! and give errors whose message is fit for a 400 response; answer with a 400
+//! before any stream starts. Send [`RESPONSE_HEADERS`] with the body.
+//!
+//! # Examples
+//!
+//! An endpoint, without the web framework:
+//!
+//! ```
+//! use futures::StreamExt;
+//! use ssehub::fixture::ExampleCategory as C;
+//! use ssehub::{resume, sse, Audience, Event, Publisher, UserId};
+//!
+//! # #[cfg(feature = "memory")]
+//! # fn main() {
+//! use ssehub::memory::MemoryHub;
+//!
+//! futures::executor::block_on(async {
+//!     let hub = MemoryHub::<C>::new();
+//!     let user = UserId::from_uuid(uuid::Uuid::from_u128(7)); // from the session
+//!
+//!     // GET /events?categories=ai,security
+//!     let (header, query) = (None, Some("categories=ai,security"));
+//!     let filter = sse::categories::<C>(query).expect("else: 400 with the error's message");
+//!     let last_event_id = sse::last_event_id(header, query).expect("else: 400 with the error's message");
+//!
+//!     let events = resume(&hub, user, last_event_id, filter).await?;
+//!     let mut body = sse::SseStream::new(events); // the body; with sse::RESPONSE_HEADERS
+//!     assert_eq!(body.next().await.unwrap(), "retry: 3000\n\n");
+//!
+//!     let event = Event::new(Audience::User(user), "ai.done", C::Ai, r#"{"score":0.9}"#).unwrap();
+//!     hub.publish(event.clone()).await?;
+//!     let frame = format!("id: {}\nevent: ai.done\ndata: {{\"score\":0.9}}\n\n", event.id());
+//!     assert_eq!(body.next().await.unwrap(), frame);
+//!     Ok::<(), ssehub::Error>(())
+//! })
+//! .unwrap();
+//! # }
+//! # #[cfg(not(feature = "memory"))]
+//! # fn main() {}
+//! ```
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_io::Timer;
+use bytes::Bytes;
+use futures_core::Stream;
+
+use crate::parse::{self, CategoryError, LastEventIdError};
+use crate::{Category, CategorySet, Error, Event, EventId, wire};
+
+/// The `Content-Type` of an SSE response.
+pub const CONTENT_TYPE: &str = "text/event-stream";
+
+/// The `Cache-Control` of an SSE response: caches must not store or merge the stream.
+pub const CACHE_CONTROL: &str = "no-cache";
+
+/// The `X-Accel-Buffering` of an SSE response: nginx must pass each frame on at once.
+pub const X_ACCEL_BUFFERING: &str = "no";
+
+/// Every header an SSE response needs, as lowercase `(name, value)` pairs.
+///
+/// # Examples
+///
+/// ```
+/// let headers: Vec<String> = ssehub::sse::RESPONSE_HEADERS.iter().map(|(n, v)| format!("{n}: {v}")).collect();
+/// assert_eq!(headers, ["content-type: text/event-stream", "cache-control: no-cache", "x-accel-buffering: no"]);
+/// ```
+pub const RESPONSE_HEADERS: [(&str, &str); 3] = [
+    ("content-type", CONTENT_TYPE),
+    ("cache-control", CACHE_CONTROL),
+    ("x-accel-buffering", X_ACCEL_BUFFERING),
+];
+
+/// The request header a reconnecting `EventSource` sends its last received id in (lowercase).
+pub const LAST_EVENT_ID_HEADER: &str = "last-event-id";
+
+/// The query parameter read by [`last_event_id`] when there is no header.
+///
+/// `EventSource` cannot set headers on its first request; a page that kept the
+/// last id (say, across a reload) passes it as `?lastEventId=`.
+pub const LAST_EVENT_ID_PARAM: &str = "lastEventId";
+
+/// The query parameter read by [`categories`].
+pub const CATEGORIES_PARAM: &str = "categories";
+
+/// The event type of the gap signal.
+///
+/// Sent in place of [`Error::Gap`]: events after the last one delivered may
+/// have been lost and cannot be replayed, so a client should reload whatever
+/// state it builds from events. Its data is a JSON object whose
+/// `last_event_id` is the id of the last event delivered before the gap
+/// (a string), or `null` when none was:
+///
+/// ```text
+/// event: gap
+/// data: {"last_event_id":"01936f3c-7d5e-7a10-8b2c-3d4e5f607182"}
+/// ```
+///
+/// It carries no `id:` field, so the client's last event id stays that of the
+/// last real event. In a browser: `source.addEventListener("gap", e => ...)`.
+pub const GAP_EVENT: &str = "gap";
+
+/// The comment text of a heartbeat frame (`: heartbeat`).
+pub const HEARTBEAT_COMMENT: &str = "heartbeat";
+
+/// How much output [`SseStream`] gathers into one chunk when many events are ready at once.
+const MAX_CHUNK_BYTES: usize = 64 * 1024;
+
+/// How an [`SseStream`] paces the connection: the `retry:` delay and the heartbeat interval.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use ssehub::sse::SseOptions;
+///
+/// let options = SseOptions::new().heartbeat(Duration::from_secs(30));
+/// assert_eq!(options.heartbeat_interval(), Duration::from_secs(30));
+/// assert_eq!(options.retry_delay(), SseOptions::DEFAULT_RETRY);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SseOptions {
+    retry: Duration,
+    heartbeat: Duration,
+}
+
+impl SseOptions {
+    /// The default `retry:` delay: 3 s, the usual browser default, said explicitly.
+    pub const DEFAULT_RETRY: Duration = Duration::from_secs(3);
+
+    /// The default heartbeat interval: 15 s, below the idle timeouts of common proxies (30–60 s).
+    pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+
+    /// The shortest heartbeat interval; shorter ones are raised to it.
+    pub const MIN_HEARTBEAT: Duration = Duration::from_millis(1);
+
+    /// The defaults: [`DEFAULT_RETRY`](Self::DEFAULT_RETRY) and [`DEFAULT_HEARTBEAT`](Self::DEFAULT_HEARTBEAT).
+    pub const fn new() -> Self {
+        Self { retry: Self::DEFAULT_RETRY, heartbeat: Self::DEFAULT_HEARTBEAT }
+    }
+
+    /// Sets the reconnection delay sent in the first frame, in whole milliseconds
+    /// (at most `u32::MAX`).
+    #[must_use]
+    pub const fn retry(mut self, delay: Duration) -> Self {
+        self.retry = delay;
+        self
+    }
+
+    /// Sets how long the stream may stay silent before a heartbeat comment is sent
+    /// (at least [`MIN_HEARTBEAT`](Self::MIN_HEARTBEAT)).
+    #[must_use]
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.heartbeat = interval.max(Self::MIN_HEARTBEAT);
+        self
+    }
+
+    /// The reconnection delay.
+    pub const fn retry_delay(&self) -> Duration {
+        self.retry
+    }
+
+    /// The heartbeat interval.
+    pub const fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat
+    }
+
+    fn retry_millis(&self) -> u32 {
+        u32::try_from(self.retry.as_millis()).unwrap_or(u32::MAX)
+    }
+}
+
+impl Default for SseOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The body of an SSE response: a stream of text/event-stream chunks made from a stream of events.
+///
+/// See the [module docs](self) for what it sends. Each item is one or more
+/// whole frames (events ready at the same time are sent in one chunk), so a
+/// client never sees half an event at a chunk boundary. It never fails: a
+/// failure of the event stream ends the body, which is how an SSE client
+/// learns to reconnect.
+///
+/// To log why a stream ended, inspect the events before they go in, e.g.
+/// with `futures::StreamExt::inspect`.
+///
+/// `SseStream` is `Unpin`; the event stream must be too (box it otherwise).
+///
+/// # Examples
+///
+/// A lagging subscriber's stream ends after the events it did get:
+///
+/// ```
+/// use std::time::Duration;
+/// use futures::{StreamExt, executor::block_on, stream};
+/// use ssehub::{sse, Audience, Error, Event, fixture::ExampleCategory as C};
+///
+/// let event = Event::new(Audience::Broadcast, "ai.done", C::Ai, "{}").unwrap();
+/// let events = stream::iter([Ok(event.clone()), Err(Error::Lagged { last_delivered: Some(event.id()) })]);
+/// let options = sse::SseOptions::new().retry(Duration::from_secs(2));
+/// let body = sse::SseStream::with_options(events, options);
+///
+/// let chunks: Vec<_> = block_on(body.collect());
+/// assert_eq!(chunks[0], "retry: 2000\n\n");
+/// assert_eq!(
+///     chunks[1],
+///     format!(
+///         "id: {}\nevent: ai.done\ndata: {{}}\n\n: closing: subscriber lagged behind; reconnect to resume\n\n",
+///         event.id()
+///     ),
+/// );
+/// assert_eq!(chunks.len(), 2);
+/// ```
+pub struct SseStream<S> {
+    events: S,
+    options: SseOptions,
+    heartbeat: Timer,
+    state: State,
+    last_sent: Option<EventId>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    /// The `retry:` frame is still to be sent.
+    Starting,
+    /// Passing events on.
+    Streaming,
+    /// The last chunk is out; the body ends.
+    Finished,
+}
+
+impl<S> SseStream<S> {
+    /// The body of `events` with the default [`SseOptions`].
+    pub fn new(events: S) -> Self {
+        Self::with_options(events, SseOptions::new())
+    }
+
+    /// The body of `events`, paced by `options`.
+    pub fn with_options(events: S, options: SseOptions) -> Self {
+        Self {
+            events,
+            heartbeat: Timer::after(options.heartbeat),
+            options,
+            state: State::Starting,
+            last_sent: None,
+        }
+    }
+
+    /// The id of the last event written so far: what a browser would send back as `Last-Event-ID`.
+    pub fn last_sent_id(&self) -> Option<EventId> {
+        self.last_sent
+    }
+
+    /// The options this body runs with.
+    pub fn options(&self) -> SseOptions {
+        self.options
+    }
+}
+
+impl<S> std::fmt::Debug for SseStream<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseStream")
+            .field("options", &self.options)
+            .field("state", &self.state)
+            .field("last_sent", &self.last_sent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C, S> Stream for SseStream<S>
+where
+    C: Category,
+    S: Stream<Item = Result<Event<C>, Error>> + Unpin,
+{
+    type Item = Bytes;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let this = self.get_mut();
+        let mut out = String::new();
+        match this.state {
+            State::Finished => return Poll::Ready(None),
+            // Alone and at once: the client sees the response open without waiting for an event.
+            State::Starting => {
+                wire::write_retry(&mut out, this.options.retry_millis());
+                this.state = State::Streaming;
+                return Poll::Ready(Some(Bytes::from(out)));
+            }
+            State::Streaming => {}
+        }
+
+        // Gather every event that is ready, so a burst (a replay) goes out in few chunks.
+        while out.len() < MAX_CHUNK_BYTES {
+            match Pin::new(&mut this.events).poll_next(cx) {
+                Poll::Ready(Some(Ok(event))) => {
+                    wire::encode_event(&event, &mut out);
+                    this.last_sent = Some(event.id());
+                }
+                Poll::Ready(Some(Err(Error::Gap { last_delivered }))) => {
+                    write_gap(&mut out, last_delivered);
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    wire::write_comment(&mut out, closing_reason(&error));
+                    this.state = State::Finished;
+                    break;
+                }
+                Poll::Ready(None) => {
+                    this.state = State::Finished;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+
+        if !out.is_empty() {
+            this.heartbeat.set_after(this.options.heartbeat);
+            return Poll::Ready(Some(Bytes::from(out)));
+        }
+        if this.state == State::Finished {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.heartbeat).poll(cx) {
+            Poll::Ready(_) => {
+                this.heartbeat.set_after(this.options.heartbeat);
+                wire::write_comment(&mut out, HEARTBEAT_COMMENT);
+                Poll::Ready(Some(Bytes::from(out)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Writes the [`GAP_EVENT`] frame.
+fn write_gap(out: &mut String, last_delivered: Option<EventId>) {
+    let mut data = String::with_capacity(56);
+    match last_delivered {
+        // An id's Display form is hex digits and hyphens: nothing to escape in JSON.
+        Some(id) => {
+            let _ = write!(data, "{{\"last_event_id\":\"{id}\"}}");
+        }
+        None => data.push_str("{\"last_event_id\":null}"),
+    }
+    // GAP_EVENT is a valid event type and a String never refuses a write.
+    let _ = wire::write_event(out, None, Some(GAP_EVENT), &data);
+}
+
+/// The comment sent before the body ends; generic on purpose, as a backend's
+/// error text may hold details (addresses, keys) that are no business of the client.
+fn closing_reason(error: &Error) -> &'static str {
+    match error {
+        Error::Lagged { .. } => "closing: subscriber lagged behind; reconnect to resume",
+        Error::Closed => "closing: server shutting down",
+        _ => "closing: backend error; reconnect to resume",
+    }
+}
+
+/// Reads the client's last event id: the `Last-Event-ID` header, else the `lastEventId` query parameter.
+///
+/// `header` is the raw header value, if the request has one; `query` is the
+/// raw query string (without `?`), if any. A header with a non-blank value
+/// wins over the query parameter; a blank one counts as absent. Values are
+/// parsed by [`parse::last_event_id`]. No id anywhere is `Ok(None)`.
+///
+/// # Errors
+///
+/// The chosen value is not a hyphenated UUID (or is too long); the message
+/// is fit for a 400 response.
+///
+/// # Examples
+///
+/// ```
+/// use ssehub::sse;
+///
+/// let header = b"01936f3c-7d5e-7a10-8b2c-3d4e5f607182";
+/// let from_query = "user=u1&lastEventId=01936f3c-0000-7000-8000-000000000000";
+///
+/// let id = sse::last_event_id(Some(header), Some(from_query)).unwrap().unwrap();
+/// assert_eq!(id.to_string(), "01936f3c-7d5e-7a10-8b2c-3d4e5f607182"); // the header wins
+///
+/// let id = sse::last_event_id(None, Some(from_query)).unwrap().unwrap();
+/// assert_eq!(id.to_string(), "01936f3c-0000-7000-8000-000000000000");
+///
+/// assert_eq!(sse::last_event_id(None, None).unwrap(), None);
+/// assert!(sse::last_event_id(Some(b"42"), None).is_err());
+/// ```
+pub fn last_event_id(
+    header: Option<&[u8]>,
+    query: Option<&str>,
+) -> Result<Option<EventId>, LastEventIdError> {
+    if let Some(header) = header.filter(|h| !h.trim_ascii().is_empty()) {
+        // Non-UTF-8 bytes become U+FFFD, which no UUID contains: the parser rejects them.
+        return parse::last_event_id(&String::from_utf8_lossy(header));
+    }
+    match query_values(query, LAST_EVENT_ID_PARAM).next() {
+        Some(value) => parse::last_event_id(&value),
+        None => Ok(None),
+    }
+}
+
+/// Reads the category filter from every `categories` parameter of a query string.
+///
+/// `query` is the raw query string (without `?`), if any. Values are
+/// percent-decoded, then parsed by [`parse::categories`]: comma-separated
+/// and repeated forms both work (`categories=ai,import` or
+/// `categories=ai&categories=import`); no value means every category.
+///
+/// # Errors
+///
+/// An unknown category name, or too long a list; the message names the bad
+/// name and lists the valid ones, fit for a 400 response.
+///
+/// # Examples
+///
+/// ```
+/// use ssehub::{sse, CategorySet, fixture::ExampleCategory as C};
+///
+/// let filter: CategorySet<C> = sse::categories(Some("categories=ai%2Cimport&categories=security")).unwrap();
+/// assert_eq!(filter, CategorySet::only(C::Ai).with(C::Import).with(C::Security));
+/// assert!(sse::categories::<C>(None).unwrap().is_all());
+///
+/// let error = sse::categories::<C>(Some("categories=ai,crypto")).unwrap_err();
+/// assert!(error.to_string().starts_with("invalid category 'crypto'"));
+/// ```
+pub fn categories<C: Category>(query: Option<&str>) -> Result<CategorySet<C>, CategoryError<C>> {
+    let values: Vec<Cow<'_, str>> = query_values(query, CATEGORIES_PARAM).collect();
+    parse::categories(values.iter().map(|v| v.as_ref()))
+}
+
+/// The decoded values of every `name` parameter in a raw query string.
+fn query_values<'q>(query: Option<&'q str>, name: &'q str) -> impl Iterator<Item = Cow<'q, str>> + 'q {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes()).filter(move |(key, _)| key == name).map(|(_, v)| v)
+}

@@ -1,0 +1,119 @@
+//! The demo page in headless Chromium (driven by `tests/browser/demo.mjs`): reconnect with Last-Event-ID, every event once.
+//!
+//! Needs Node.js, Chromium and the script's npm packages; without them this
+//! test FAILS, saying how to install them:
+//!
+//! ```text
+//! apt-get install -y chromium nodejs npm
+//! npm ci --prefix tests/browser
+//! ```
+//!
+//! Set `SSEHUB_UPDATE_SCREENSHOT=1` to also write the screenshot to `docs/demo.png`.
+
+#[allow(dead_code)]
+#[path = "../examples/demo/server.rs"]
+mod server;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ssehub::DynHub;
+use ssehub::memory::MemoryHub;
+use ssehub::sse::SseOptions;
+
+const INSTALL: &str = "install with: apt-get install -y chromium nodejs npm && npm ci --prefix tests/browser";
+
+/// How long the browser run may take before it counts as hung.
+const NODE_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn chromium() -> PathBuf {
+    std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
+}
+
+/// Everything the browser run needs, or a failure saying what is missing and how to get it.
+fn check_prerequisites(browser_dir: &Path) {
+    let node = Command::new("node").arg("--version").output();
+    assert!(node.as_ref().is_ok_and(|out| out.status.success()), "node is missing ({node:?}); {INSTALL}");
+    let chromium = chromium();
+    assert!(chromium.is_file(), "{} is missing; {INSTALL}", chromium.display());
+    let playwright = browser_dir.join("node_modules/playwright-core/package.json");
+    assert!(playwright.is_file(), "{} is missing; {INSTALL}", playwright.display());
+}
+
+#[test]
+fn browser_reconnects_with_last_event_id_and_logs_every_event_once_in_order() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let browser_dir = root.join("tests/browser");
+    check_prerequisites(&browser_dir);
+
+    let options = server::DemoOptions {
+        // A retry long enough that several events are published while the browser is away.
+        sse: SseOptions::new().retry(Duration::from_millis(1000)).heartbeat(Duration::from_secs(5)),
+        generator_interval: Some(Duration::from_millis(100)),
+    };
+    let running = server::start("127.0.0.1:0".parse().unwrap(), DynHub::new(MemoryHub::new()), options)
+        .expect("the demo server starts");
+
+    let screenshot = if std::env::var_os("SSEHUB_UPDATE_SCREENSHOT").is_some() {
+        root.join("docs/demo.png")
+    } else {
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("demo.png")
+    };
+    let _ = std::fs::remove_file(&screenshot);
+
+    let mut child = Command::new("node")
+        .arg(browser_dir.join("demo.mjs"))
+        .current_dir(&browser_dir)
+        .env("DEMO_URL", running.url())
+        .env("SCREENSHOT", &screenshot)
+        .env("CHROMIUM", chromium())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node starts");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+
+    let deadline = Instant::now() + NODE_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("node can be waited for") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = out_reader.join().unwrap();
+    let err = err_reader.join().unwrap();
+    println!("{out}");
+    eprintln!("{err}");
+    let status = status.unwrap_or_else(|| panic!("the browser run took longer than {NODE_TIMEOUT:?}"));
+    assert!(status.success(), "the browser run failed ({status}):\n{out}\n{err}");
+    assert!(out.contains("browser test passed"), "{out}");
+
+    // The server's own record agrees: two requests by the user, the second with the Last-Event-ID.
+    let bob = server::USERS[1].id.to_string();
+    let served: Vec<_> = running.demo().served_streams().into_iter().filter(|c| c["user"] == bob).collect();
+    assert_eq!(served.len(), 2, "{served:?}");
+    assert!(served[1]["last_event_id"].is_string(), "{served:?}");
+    assert!(served[1]["replayed_events"].as_u64().unwrap() >= 1, "{served:?}");
+
+    let png = std::fs::read(&screenshot).expect("the screenshot was written");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "a real PNG: {} bytes", png.len());
+}

@@ -1,0 +1,284 @@
+//! The SSE endpoint over real HTTP (the demo server, raw TCP client): headers, retry, heartbeats, 400s, replay on reconnect.
+
+#[allow(dead_code)]
+#[path = "../examples/demo/server.rs"]
+mod server;
+
+#[path = "support/demo_process.rs"]
+mod demo_process;
+#[path = "support/http_client.rs"]
+mod http_client;
+
+use std::time::Duration;
+
+use http_client::{Client, call};
+
+use futures::executor::block_on;
+use ssehub::fixture::ExampleCategory as C;
+use ssehub::memory::MemoryHub;
+use ssehub::sse::SseOptions;
+use ssehub::{Audience, DynHub, Event, EventId};
+
+const ALICE: usize = 0;
+const BOB: usize = 1;
+
+/// A demo server without the generator, so every event is one the test published.
+fn quiet_demo(heartbeat: Duration) -> server::RunningDemo {
+    let options = server::DemoOptions {
+        sse: SseOptions::new().retry(Duration::from_millis(1234)).heartbeat(heartbeat),
+        generator_interval: None,
+    };
+    server::start("127.0.0.1:0".parse().unwrap(), DynHub::new(MemoryHub::new()), options).unwrap()
+}
+
+fn user(index: usize) -> ssehub::UserId {
+    server::USERS[index].id
+}
+
+fn publish(demo: &server::RunningDemo, audience: Audience, category: C, n: u32) -> Event<C> {
+    let event =
+        Event::new(audience, server::event_type_of(category), category, format!("{{\"n\":{n}}}")).unwrap();
+    block_on(demo.demo().publish(event.clone())).unwrap();
+    event
+}
+
+fn frame_of(event: &Event<C>) -> String {
+    let mut frame = String::new();
+    ssehub::wire::encode_event(event, &mut frame);
+    frame
+}
+
+#[test]
+fn events_response_has_the_sse_headers_and_starts_with_retry() {
+    let demo = quiet_demo(Duration::from_secs(30));
+    let mut client = Client::connect(demo.addr());
+    let head = client.send("GET", "/events", &[], "");
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-type"), Some("text/event-stream"));
+    assert_eq!(head.header("cache-control"), Some("no-cache"));
+    assert_eq!(head.header("x-accel-buffering"), Some("no"));
+    assert_eq!(head.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(client.read_chunk().unwrap(), "retry: 1234\n\n");
+
+    let event = publish(&demo, Audience::User(user(ALICE)), C::Ai, 1);
+    assert_eq!(client.read_chunk().unwrap(), frame_of(&event));
+}
+
+#[test]
+fn heartbeats_arrive_while_the_stream_is_idle() {
+    let demo = quiet_demo(Duration::from_millis(100));
+    let mut client = Client::connect(demo.addr());
+    assert_eq!(client.send("GET", "/events", &[], "").status, 200);
+    assert_eq!(client.read_chunk().unwrap(), "retry: 1234\n\n");
+    for _ in 0..3 {
+        assert_eq!(client.read_chunk().unwrap(), ": heartbeat\n\n");
+    }
+}
+
+#[test]
+fn bad_categories_get_400_with_the_parser_message_and_no_stream() {
+    let demo = quiet_demo(Duration::from_secs(30));
+    let (head, body) = call(demo.addr(), "GET", "/events?categories=ai,crypto", &[], "");
+    assert_eq!(head.status, 400);
+    assert_eq!(head.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(
+        body,
+        "invalid category 'crypto'; valid categories: data_sync, provider, ai, import, portfolio, security"
+    );
+    assert!(demo.demo().served_streams().is_empty(), "no stream started");
+}
+
+#[test]
+fn bad_last_event_id_header_gets_400_with_the_parser_message() {
+    let demo = quiet_demo(Duration::from_secs(30));
+    let (head, body) = call(demo.addr(), "GET", "/events", &[("Last-Event-ID", "42")], "");
+    assert_eq!(head.status, 400);
+    assert_eq!(
+        body,
+        "invalid event id: expected a hyphenated UUID such as 01936f3c-7d5e-7a10-8b2c-3d4e5f607182"
+    );
+    assert!(demo.demo().served_streams().is_empty(), "no stream started");
+}
+
+#[test]
+fn bad_last_event_id_query_parameter_gets_400_with_the_parser_message() {
+    let demo = quiet_demo(Duration::from_secs(30));
+    let (head, body) = call(demo.addr(), "GET", "/events?lastEventId=not-an-id", &[], "");
+    assert_eq!(head.status, 400);
+    assert_eq!(
+        body,
+        "invalid event id: expected a hyphenated UUID such as 01936f3c-7d5e-7a10-8b2c-3d4e5f607182"
+    );
+    assert!(demo.demo().served_streams().is_empty(), "no stream started");
+}
+
+#[test]
+fn bad_user_gets_400() {
+    let demo = quiet_demo(Duration::from_secs(30));
+    let (head, body) = call(demo.addr(), "GET", "/events?user=bob", &[], "");
+    assert_eq!(head.status, 400);
+    assert!(body.starts_with("invalid user: expected a hyphenated UUID"), "{body}");
+}
+
+#[test]
+fn reconnect_with_last_event_id_header_replays_the_missed_events_then_goes_live() {
+    let demo = quiet_demo(Duration::from_secs(30));
+    let bob = Audience::User(user(BOB));
+    let seen = publish(&demo, bob, C::Portfolio, 1);
+    let missed = [
+        publish(&demo, bob, C::Portfolio, 2),
+        publish(&demo, Audience::Broadcast, C::Security, 3),
+        publish(&demo, bob, C::Import, 4),
+    ];
+    // Not Bob's, or filtered out: never sent to him.
+    publish(&demo, Audience::User(user(ALICE)), C::Portfolio, 5);
+    publish(&demo, bob, C::Provider, 6);
+
+    let mut client = Client::connect(demo.addr());
+    let target = format!("/events?user={}&categories=portfolio,security,import", user(BOB));
+    let head = client.send("GET", &target, &[("Last-Event-ID", &seen.id().to_string())], "");
+    assert_eq!(head.status, 200);
+    let frames = client.read_frames(1 + missed.len());
+    let expected: Vec<String> =
+        std::iter::once("retry: 1234\n\n".to_owned()).chain(missed.iter().map(frame_of)).collect();
+    assert_eq!(frames, expected);
+
+    let live = publish(&demo, bob, C::Import, 7);
+    assert_eq!(client.read_chunk().unwrap(), frame_of(&live));
+
+    let served = demo.demo().served_streams();
+    assert_eq!(served[0]["last_event_id"], seen.id().to_string());
+    assert_eq!(served[0]["replay_status"], "complete");
+    assert_eq!(served[0]["replayed_events"], 3);
+}
+
+#[test]
+fn reconnect_with_last_event_id_query_parameter_replays_too() {
+    let demo = quiet_demo(Duration::from_secs(30));
+    let alice = Audience::User(user(ALICE));
+    let seen = publish(&demo, alice, C::DataSync, 1);
+    let missed = publish(&demo, alice, C::DataSync, 2);
+
+    let mut client = Client::connect(demo.addr());
+    assert_eq!(client.send("GET", &format!("/events?lastEventId={}", seen.id()), &[], "").status, 200);
+    assert_eq!(client.read_frames(2), ["retry: 1234\n\n".to_owned(), frame_of(&missed)]);
+}
+
+#[test]
+fn unknown_last_event_id_sends_the_gap_event_first() {
+    let demo = quiet_demo(Duration::from_secs(30));
+    let retained = publish(&demo, Audience::Broadcast, C::Ai, 1);
+    let unknown = EventId::new();
+
+    let mut client = Client::connect(demo.addr());
+    assert_eq!(client.send("GET", "/events", &[("Last-Event-ID", &unknown.to_string())], "").status, 200);
+    let frames = client.read_frames(3);
+    assert_eq!(frames[1], format!("event: gap\ndata: {{\"last_event_id\":\"{unknown}\"}}\n\n"));
+    // Unknown id: everything retained is replayed after the signal.
+    assert_eq!(frames[2], frame_of(&retained));
+    assert_eq!(demo.demo().served_streams()[0]["replay_status"], "unknown id");
+}
+
+#[test]
+fn drop_ends_the_users_streams_cleanly_and_no_one_elses() {
+    let demo = quiet_demo(Duration::from_secs(30));
+    let mut alice = Client::connect(demo.addr());
+    assert_eq!(alice.send("GET", &format!("/events?user={}", user(ALICE)), &[], "").status, 200);
+    alice.read_chunk().unwrap();
+    let mut bob = Client::connect(demo.addr());
+    assert_eq!(bob.send("GET", &format!("/events?user={}", user(BOB)), &[], "").status, 200);
+    bob.read_chunk().unwrap();
+    assert_eq!(demo.demo().open_streams(), 2);
+
+    let (head, body) = call(demo.addr(), "POST", &format!("/drop?user={}", user(ALICE)), &[], "");
+    assert_eq!(head.status, 200);
+    assert_eq!(body, r#"{"dropped":1}"#);
+    // The final empty chunk: the response ended, it was not cut.
+    assert_eq!(alice.read_chunk(), None);
+
+    let event = publish(&demo, Audience::Broadcast, C::Security, 1);
+    assert_eq!(bob.read_chunk().unwrap(), frame_of(&event));
+}
+
+#[test]
+fn publish_endpoint_publishes_to_a_user_or_everyone() {
+    let demo = quiet_demo(Duration::from_secs(30));
+    let mut carol = Client::connect(demo.addr());
+    let carol_id = server::USERS[2].id;
+    assert_eq!(carol.send("GET", &format!("/events?user={carol_id}"), &[], "").status, 200);
+    carol.read_chunk().unwrap();
+
+    let body =
+        format!(r#"{{"user":"{carol_id}","category":"ai","event_type":"ai.insight","data":{{"x":[1,2]}}}}"#);
+    let (head, response) =
+        call(demo.addr(), "POST", "/publish", &[("Content-Type", "application/json")], &body);
+    assert_eq!(head.status, 200, "{response}");
+    let id: serde_json::Value = serde_json::from_str(&response).unwrap();
+    let id = id["id"].as_str().unwrap();
+    assert_eq!(
+        carol.read_chunk().unwrap(),
+        format!("id: {id}\nevent: ai.insight\ndata: {{\"x\":[1,2]}}\n\n")
+    );
+
+    let body = r#"{"broadcast":true,"category":"security"}"#;
+    let (head, response) = call(demo.addr(), "POST", "/publish", &[], body);
+    assert_eq!(head.status, 200, "{response}");
+    assert!(carol.read_chunk().unwrap().contains("event: security.alert\ndata: {}\n"));
+}
+
+#[test]
+fn publish_endpoint_refuses_bad_requests_with_a_message() {
+    let demo = quiet_demo(Duration::from_secs(30));
+    let cases = [
+        ("nonsense", "invalid JSON"),
+        (r#"{"category":"ai"}"#, "give either \"user\": \"<uuid>\" or \"broadcast\": true"),
+        (
+            r#"{"broadcast":true,"category":"crypto"}"#,
+            "invalid category 'crypto'; valid categories: data_sync",
+        ),
+        (
+            r#"{"broadcast":true,"category":"ai","event_type":"a\nb"}"#,
+            "invalid event type: contains CR, LF or NUL",
+        ),
+        (r#"{"user":"bob","category":"ai"}"#, "invalid user"),
+    ];
+    for (body, message) in cases {
+        let (head, response) = call(demo.addr(), "POST", "/publish", &[], body);
+        assert_eq!(head.status, 400, "{body}");
+        assert!(response.starts_with(message), "{body}: {response}");
+    }
+}
+
+#[test]
+fn page_and_config_are_served() {
+    let demo = quiet_demo(Duration::from_secs(30));
+    let (head, page) = call(demo.addr(), "GET", "/", &[], "");
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(page.contains("new EventSource("), "the page streams with EventSource");
+    let (head, config) = call(demo.addr(), "GET", "/config", &[], "");
+    assert_eq!(head.status, 200);
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["users"][0]["id"], user(ALICE).to_string());
+    assert_eq!(config["categories"].as_array().unwrap().len(), 6);
+    assert_eq!(call(demo.addr(), "GET", "/nowhere", &[], "").0.status, 404);
+    assert_eq!(call(demo.addr(), "DELETE", "/events", &[], "").0.status, 405);
+}
+
+#[test]
+fn demo_binary_serves_on_the_port_it_prints() {
+    let binary = demo_process::demo_binary();
+    let help = std::process::Command::new(&binary).arg("--help").output().unwrap();
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--port N"));
+    let bad = std::process::Command::new(&binary).arg("--prot").output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown option '--prot'"));
+
+    let demo = demo_process::DemoProcess::start(&["--generator-ms", "50"]);
+    let mut client = Client::connect(demo.addr());
+    assert_eq!(client.send("GET", "/events", &[], "").status, 200);
+    // The generator publishes: an event for Alice or everyone arrives.
+    let frames = client.read_frames(2);
+    assert!(frames[1].starts_with("id: "), "{frames:?}");
+}
