@@ -99,3 +99,17 @@ fn dropping_a_subscription_unregisters_it() {
 fn run_all_passes() {
     block_on(conformance::run_all(&MemoryFactory));
 }
+
+#[test]
+fn run_all_passes_as_a_task_on_a_multi_thread_tokio_runtime() {
+    // Spawning needs the suite's futures to be `Send`.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    runtime.block_on(async {
+        tokio::spawn(async { conformance::run_all(&MemoryFactory).await }).await.unwrap()
+    });
+}
+
+#[test]
+fn run_all_passes_on_smol() {
+    smol::block_on(smol::spawn(async { conformance::run_all(&MemoryFactory).await }));
+}

@@ -34,8 +34,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Bytes allocated per idle subscription: 10 subscriptions for each of `users` users.
-fn bytes_per_idle_subscription(queue_capacity: usize, users: u128) -> f64 {
+/// Bytes allocated per idle subscription (10 subscriptions for each of
+/// `users` users), and bytes still allocated once they are all dropped.
+fn bytes_per_idle_subscription(queue_capacity: usize, users: u128) -> (f64, isize) {
     let hub = MemoryHub::<C>::builder().queue_capacity(queue_capacity).build();
     let mut subscriptions = Vec::with_capacity(users as usize * 10);
     let before = ALLOCATED.load(Ordering::Relaxed);
@@ -48,19 +49,23 @@ fn bytes_per_idle_subscription(queue_capacity: usize, users: u128) -> f64 {
     let after = ALLOCATED.load(Ordering::Relaxed);
     assert_eq!(hub.stats().subscriptions, subscriptions.len());
     let per_subscription = (after - before) as f64 / subscriptions.len() as f64;
-    drop(subscriptions);
+    subscriptions.clear();
+    let left_behind = ALLOCATED.load(Ordering::Relaxed) - before;
     assert_eq!(hub.stats().users, 0);
-    per_subscription
+    (per_subscription, left_behind)
 }
 
 #[test]
 fn an_idle_subscription_holds_well_under_two_kib_whatever_its_queue_capacity() {
     // The `Subscription` handles themselves live in a vector reserved before
     // counting; what is counted is everything the hub allocates for them.
-    let small = bytes_per_idle_subscription(1, 10_000);
-    let huge = bytes_per_idle_subscription(1 << 30, 10_000);
+    let (small, _) = bytes_per_idle_subscription(1, 10_000);
+    let (huge, left_behind) = bytes_per_idle_subscription(1 << 30, 10_000);
     eprintln!("bytes per idle subscription: {small:.0} (queue capacity 1), {huge:.0} (queue capacity 2^30)");
+    eprintln!("bytes left behind after dropping all 100,000: {left_behind}");
     assert!(huge < 2048.0, "{huge:.0} bytes per idle subscription");
     // No buffer is sized by the capacity: both hubs cost the same.
     assert!((huge - small).abs() < 16.0, "capacity 1: {small:.0} B, capacity 2^30: {huge:.0} B");
+    // Dropped subscriptions and their users give all their memory back.
+    assert!(left_behind <= 0, "{left_behind} bytes left behind by 100,000 dropped subscriptions");
 }

@@ -373,3 +373,20 @@ fn a_subscription_dropped_by_its_waker_does_not_deadlock_the_publisher() {
     assert!(holder.0.lock().unwrap().is_none(), "the waker ran and dropped the subscription");
     assert_eq!(hub.stats().subscriptions, 0);
 }
+
+#[test]
+fn a_subscriber_lagging_on_broadcasts_is_unregistered_from_its_user_too() {
+    let hub = MemoryHub::<C>::builder().queue_capacity(2).retention(false).build();
+    let alice = user(1);
+    let mut lagging = block_on(hub.subscribe(alice, CategorySet::all())).unwrap();
+    for n in 0..3 {
+        block_on(hub.publish(event(Audience::Broadcast, n))).unwrap();
+    }
+    let stats = hub.stats();
+    assert_eq!((stats.lagged, stats.subscriptions, stats.users), (1, 0, 0));
+    block_on(hub.publish(event(Audience::User(alice), 3))).unwrap();
+    assert_eq!(hub.stats().delivered, 2, "nothing reaches a lagged subscription any more");
+    let items: Vec<Result<Event<C>, Error>> = block_on(lagging.by_ref().collect());
+    assert_eq!(items.len(), 3);
+    assert!(items[2].as_ref().is_err_and(Error::is_lagged));
+}

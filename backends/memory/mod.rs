@@ -18,8 +18,22 @@
 //!   user's and the broadcast history in publish order and says whether that
 //!   is complete. Finding the Last-Event-ID takes a binary search (or a hash
 //!   lookup when ids were published out of order), whatever the history length.
+//!   An id no longer retained is reported
+//!   [`Truncated`](ReplayStatus::Truncated) when it is a UUIDv7 no newer than
+//!   the events history has dropped, and [`UnknownId`](ReplayStatus::UnknownId)
+//!   otherwise. Age counts from when the hub retained the event, not from its
+//!   `occurred_at`.
+//! - **Order.** Every subscription sees its user's events and the broadcasts
+//!   in one publish order, the same order replay merges them in, even with
+//!   many threads publishing at once: that is what lets
+//!   [`resume`](crate::resume()) hand over from replay to live without loss or
+//!   duplicates.
 //! - **Cleanup.** Dropping a subscription unregisters it; a user with no
-//!   subscription and no retained event leaves nothing behind.
+//!   subscription and no retained event leaves nothing behind. Expired events
+//!   are dropped as the hub is used, or by
+//!   [`purge_expired`](MemoryHub::purge_expired). A lagged subscription is
+//!   unregistered at once and holds at most its queue's events until it is
+//!   read or dropped.
 //!
 //! # Examples
 //!
@@ -64,7 +78,7 @@ use std::time::{Duration, Instant};
 pub use subscription::Subscription;
 
 use history::{History, merge_in_publish_order};
-use subscription::{NOT_REGISTERED, Offer, SubscriberQueue, Wakeups};
+use subscription::{List, NOT_REGISTERED, Offer, SubscriberQueue, Wakeups};
 
 use crate::{
     Audience, Category, CategorySet, Error, Event, EventId, EventSource, Publisher, Replay, ReplayStatus,
@@ -276,7 +290,12 @@ struct Shard<C: Category> {
 impl<C: Category> Default for Shard<C> {
     fn default() -> Self {
         Self {
-            state: Mutex::new(ShardState { users: HashMap::new(), removed_until_ms: 0, last_sweep_ms: 0 }),
+            state: Mutex::new(ShardState {
+                users: HashMap::new(),
+                listeners: Vec::new(),
+                removed_until_ms: 0,
+                last_sweep_ms: 0,
+            }),
             subscriptions: AtomicUsize::new(0),
             users: AtomicUsize::new(0),
             retained_events: AtomicUsize::new(0),
@@ -289,6 +308,9 @@ impl<C: Category> Default for Shard<C> {
 
 struct ShardState<C: Category> {
     users: HashMap<UserId, UserEntry<C>>,
+    /// Every registration in the shard, whatever its user: what a broadcast
+    /// serves, so users that only have history cost a broadcast nothing.
+    listeners: Vec<Registration<C>>,
     /// The newest UUIDv7 timestamp of the events of users removed from this
     /// shard: a Last-Event-ID at or before it may have been dropped.
     removed_until_ms: u64,
@@ -316,6 +338,12 @@ struct Registration<C> {
     queue: Arc<SubscriberQueue<C>>,
 }
 
+impl<C> Clone for Registration<C> {
+    fn clone(&self) -> Self {
+        Self { filter_bits: self.filter_bits, queue: Arc::clone(&self.queue) }
+    }
+}
+
 /// Delivery counts of one publish in one shard.
 #[derive(Default)]
 struct Delivered {
@@ -323,40 +351,100 @@ struct Delivered {
     lagged: u64,
 }
 
-/// Offers `event` to every registration that wants `category_bit`; unregisters those that lag.
+/// Offers `event` to every registration that wants `category_bit`. The
+/// queues that lagged (or had ended) go to `ended`, to be unregistered.
 fn deliver<C: Category>(
-    subscribers: &mut Vec<Registration<C>>,
+    registrations: &[Registration<C>],
     event: &Event<C>,
     category_bit: u64,
     capacity: usize,
     counts: &mut Delivered,
     wakeups: &mut Wakeups,
+    ended: &mut Vec<Arc<SubscriberQueue<C>>>,
 ) {
-    let mut i = 0;
-    while i < subscribers.len() {
-        if subscribers[i].filter_bits & category_bit == 0 {
-            i += 1;
+    for registration in registrations {
+        if registration.filter_bits & category_bit == 0 {
             continue;
         }
-        match subscribers[i].queue.offer(event, capacity, wakeups) {
-            Offer::Queued => {
-                counts.queued += 1;
-                i += 1;
-            }
+        match registration.queue.offer(event, capacity, wakeups) {
+            Offer::Queued => counts.queued += 1,
             Offer::Lagged => {
                 counts.lagged += 1;
-                remove_registration(subscribers, i);
+                ended.push(Arc::clone(&registration.queue));
+            }
+            Offer::Ended => ended.push(Arc::clone(&registration.queue)),
+        }
+    }
+}
+
+/// Removes `queue` from `registrations` (one of its two lists), keeping the
+/// slots of the others right. Returns whether it was there.
+fn remove_from<C>(
+    registrations: &mut Vec<Registration<C>>,
+    list: List,
+    queue: &Arc<SubscriberQueue<C>>,
+) -> bool {
+    let slot = queue.slot(list);
+    let slot = if registrations.get(slot).is_some_and(|r| Arc::ptr_eq(&r.queue, queue)) {
+        slot
+    } else {
+        // Slots are kept exact; this is a safety net, not a path taken.
+        match registrations.iter().position(|r| Arc::ptr_eq(&r.queue, queue)) {
+            Some(slot) => slot,
+            None => return false,
+        }
+    };
+    let removed = registrations.swap_remove(slot);
+    removed.queue.set_slot(list, NOT_REGISTERED);
+    if let Some(moved) = registrations.get(slot) {
+        moved.queue.set_slot(list, slot);
+    }
+    true
+}
+
+impl<C: Category> ShardState<C> {
+    /// Takes `queue` out of both its lists, and its user out of the shard if
+    /// nothing is left of it. Returns whether it was registered.
+    fn unregister(&mut self, shard: &Shard<C>, queue: &Arc<SubscriberQueue<C>>) -> bool {
+        if queue.slot(List::User) == NOT_REGISTERED {
+            return false;
+        }
+        let user = queue.user;
+        if let Some(entry) = self.users.get_mut(&user) {
+            remove_from(&mut entry.subscribers, List::User, queue);
+            if entry.is_unused() {
+                self.remove_user(shard, user);
+            }
+        }
+        queue.set_slot(List::User, NOT_REGISTERED);
+        remove_from(&mut self.listeners, List::Shard, queue);
+        shrink_when_mostly_empty(&mut self.listeners);
+        shard.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Forgets `user`, remembering how far its dropped history reached.
+    fn remove_user(&mut self, shard: &Shard<C>, user: UserId) {
+        if let Some(removed) = self.users.remove(&user) {
+            self.removed_until_ms = self.removed_until_ms.max(removed.history.dropped_until_ms());
+            shard.users.fetch_sub(1, Ordering::Relaxed);
+            if is_mostly_empty(self.users.len(), self.users.capacity()) {
+                self.users.shrink_to(self.users.len() * 2);
             }
         }
     }
 }
 
-/// Removes the registration at `slot`, keeping the slots of the others right.
-fn remove_registration<C>(subscribers: &mut Vec<Registration<C>>, slot: usize) {
-    let removed = subscribers.swap_remove(slot);
-    removed.queue.set_slot(NOT_REGISTERED);
-    if let Some(moved) = subscribers.get(slot) {
-        moved.queue.set_slot(slot);
+/// Whether a table or list should give memory back: when it is empty, or
+/// below a quarter of a capacity past 64. It keeps twice its length, so
+/// shrinking stays amortized.
+fn is_mostly_empty(len: usize, capacity: usize) -> bool {
+    (len == 0 && capacity > 0) || (capacity > 64 && len < capacity / 4)
+}
+
+fn shrink_when_mostly_empty<T>(list: &mut Vec<T>) {
+    if is_mostly_empty(list.len(), list.capacity()) {
+        list.shrink_to(list.len() * 2);
     }
 }
 
@@ -384,45 +472,28 @@ impl<C: Category> Shared<C> {
             return Err(Error::Closed);
         }
         let shard = self.shard(user);
-        let mut state = lock(&shard.state);
+        let mut guard = lock(&shard.state);
         // Checked again under the lock: `close` empties each shard under it.
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
+        let state = &mut *guard;
         let entry = state.users.entry(user).or_insert_with(|| {
             shard.users.fetch_add(1, Ordering::Relaxed);
             UserEntry::new()
         });
-        let queue = Arc::new(SubscriberQueue::new(entry.subscribers.len()));
-        entry.subscribers.push(Registration { filter_bits: filter.bits(), queue: Arc::clone(&queue) });
+        let queue = Arc::new(SubscriberQueue::new(user, entry.subscribers.len(), state.listeners.len()));
+        let registration = Registration { filter_bits: filter.bits(), queue: Arc::clone(&queue) };
+        entry.subscribers.push(registration.clone());
+        state.listeners.push(registration);
         shard.subscriptions.fetch_add(1, Ordering::Relaxed);
-        drop(state);
-        Ok(Subscription::new(Arc::clone(self), queue, user))
+        drop(guard);
+        Ok(Subscription::new(Arc::clone(self), queue))
     }
 
-    fn unregister(&self, user: UserId, queue: &Arc<SubscriberQueue<C>>) {
-        let shard = self.shard(user);
-        let mut state = lock(&shard.state);
-        let slot = queue.slot();
-        if slot == NOT_REGISTERED {
-            return;
-        }
-        let Some(entry) = state.users.get_mut(&user) else { return };
-        let slot = if entry.subscribers.get(slot).is_some_and(|r| Arc::ptr_eq(&r.queue, queue)) {
-            slot
-        } else {
-            // Slots are kept exact; this is a safety net, not a path taken.
-            match entry.subscribers.iter().position(|r| Arc::ptr_eq(&r.queue, queue)) {
-                Some(slot) => slot,
-                None => return,
-            }
-        };
-        remove_registration(&mut entry.subscribers, slot);
-        shard.subscriptions.fetch_sub(1, Ordering::Relaxed);
-        if entry.is_unused() {
-            state.users.remove(&user);
-            shard.users.fetch_sub(1, Ordering::Relaxed);
-        }
+    fn unregister(&self, queue: &Arc<SubscriberQueue<C>>) {
+        let shard = self.shard(queue.user);
+        lock(&shard.state).unregister(shard, queue);
     }
 
     fn publish_now(&self, event: &Event<C>) -> Result<(), Error> {
@@ -443,6 +514,7 @@ impl<C: Category> Shared<C> {
         let shard = self.shard(user);
         let mut counts = Delivered::default();
         let mut wakeups = Wakeups::new();
+        let mut ended = Vec::new();
         let mut guard = lock(&shard.state);
         let state = &mut *guard;
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
@@ -458,7 +530,15 @@ impl<C: Category> Shared<C> {
                     dropped += entry.history.drop_retained_until(cutoff);
                 }
                 dropped += entry.history.push(seq, now_ms, event, retention.max_len);
-                deliver(&mut entry.subscribers, event, category_bit, capacity, &mut counts, &mut wakeups);
+                deliver(
+                    &entry.subscribers,
+                    event,
+                    category_bit,
+                    capacity,
+                    &mut counts,
+                    &mut wakeups,
+                    &mut ended,
+                );
                 shard.retained_events.fetch_add(1, Ordering::Relaxed);
                 shard.retained_events.fetch_sub(dropped, Ordering::Relaxed);
                 if now_ms >= state.last_sweep_ms.saturating_add(retention.sweep_interval_ms()) {
@@ -466,14 +546,21 @@ impl<C: Category> Shared<C> {
                 }
             }
             None => {
-                if let Some(entry) = state.users.get_mut(&user) {
-                    deliver(&mut entry.subscribers, event, category_bit, capacity, &mut counts, &mut wakeups);
-                    if entry.is_unused() {
-                        state.users.remove(&user);
-                        shard.users.fetch_sub(1, Ordering::Relaxed);
-                    }
+                if let Some(entry) = state.users.get(&user) {
+                    deliver(
+                        &entry.subscribers,
+                        event,
+                        category_bit,
+                        capacity,
+                        &mut counts,
+                        &mut wakeups,
+                        &mut ended,
+                    );
                 }
             }
+        }
+        for queue in &ended {
+            state.unregister(shard, queue);
         }
         drop(guard);
         wakeups.wake_all();
@@ -484,6 +571,7 @@ impl<C: Category> Shared<C> {
         let category_bit = CategorySet::only(event.category()).bits();
         let capacity = self.config.queue_capacity;
         let mut wakeups = Wakeups::new();
+        let mut ended = Vec::new();
         // Every shard is locked before the sequence number is taken and
         // released as soon as it has been served: each subscriber then sees
         // broadcasts and its user's events in sequence order, which is the
@@ -505,15 +593,11 @@ impl<C: Category> Shared<C> {
         for (index, mut state) in guards.drain(..).enumerate() {
             let shard = &self.shards[index];
             let mut counts = Delivered::default();
-            let mut removed = 0;
-            state.users.retain(|_, entry| {
-                deliver(&mut entry.subscribers, event, category_bit, capacity, &mut counts, &mut wakeups);
-                let keep = !entry.is_unused();
-                removed += usize::from(!keep);
-                keep
-            });
+            deliver(&state.listeners, event, category_bit, capacity, &mut counts, &mut wakeups, &mut ended);
+            for queue in ended.drain(..) {
+                state.unregister(shard, &queue);
+            }
             drop(state);
-            shard.users.fetch_sub(removed, Ordering::Relaxed);
             shard.record(u64::from(index == 0), &counts);
         }
         // Only now is every shard unlocked.
@@ -537,6 +621,9 @@ impl<C: Category> Shared<C> {
             keep
         });
         state.removed_until_ms = removed_until_ms;
+        if is_mostly_empty(state.users.len(), state.users.capacity()) {
+            state.users.shrink_to(state.users.len() * 2);
+        }
         shard.retained_events.fetch_sub(dropped, Ordering::Relaxed);
         shard.users.fetch_sub(removed, Ordering::Relaxed);
     }
@@ -586,11 +673,7 @@ impl<C: Category> Shared<C> {
         };
         drop(broadcast);
         if entry.is_some_and(|entry| entry.is_unused()) {
-            let removed = state.users.remove(&user);
-            if let Some(removed) = removed {
-                state.removed_until_ms = state.removed_until_ms.max(removed.history.dropped_until_ms());
-            }
-            shard.users.fetch_sub(1, Ordering::Relaxed);
+            state.remove_user(shard, user);
         }
         Replay { events, status }
     }
@@ -599,22 +682,29 @@ impl<C: Category> Shared<C> {
         self.closed.store(true, Ordering::Release);
         for shard in self.shards.iter() {
             let mut wakeups = Wakeups::new();
-            let mut state = lock(&shard.state);
-            let mut unregistered = 0;
-            for entry in state.users.values_mut() {
-                for registration in entry.subscribers.drain(..) {
-                    registration.queue.set_slot(NOT_REGISTERED);
-                    registration.queue.close(&mut wakeups);
-                    unregistered += 1;
-                }
+            let mut guard = lock(&shard.state);
+            let state = &mut *guard;
+            let unregistered = state.listeners.len();
+            for registration in state.listeners.drain(..) {
+                registration.queue.set_slot(List::User, NOT_REGISTERED);
+                registration.queue.set_slot(List::Shard, NOT_REGISTERED);
+                registration.queue.close(&mut wakeups);
             }
             let mut removed = 0;
+            let mut removed_until_ms = state.removed_until_ms;
             state.users.retain(|_, entry| {
+                entry.subscribers.clear();
                 let keep = !entry.is_unused();
-                removed += usize::from(!keep);
+                if !keep {
+                    removed += 1;
+                    removed_until_ms = removed_until_ms.max(entry.history.dropped_until_ms());
+                }
                 keep
             });
-            drop(state);
+            state.removed_until_ms = removed_until_ms;
+            state.users.shrink_to(state.users.len() * 2);
+            state.listeners = Vec::new();
+            drop(guard);
             wakeups.wake_all();
             shard.subscriptions.fetch_sub(unregistered, Ordering::Relaxed);
             shard.users.fetch_sub(removed, Ordering::Relaxed);
@@ -646,7 +736,6 @@ impl<C: Category> Shard<C> {
         }
         if counts.lagged > 0 {
             self.lagged.fetch_add(counts.lagged, Ordering::Relaxed);
-            self.subscriptions.fetch_sub(counts.lagged as usize, Ordering::Relaxed);
         }
     }
 }

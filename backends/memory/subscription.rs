@@ -27,9 +27,21 @@ const SHRINK_ABOVE: usize = 64;
 /// grows only as events wait in it.
 pub(super) struct SubscriberQueue<C> {
     state: Mutex<QueueState<C>>,
-    /// Position in the user's registration list, or [`NOT_REGISTERED`].
-    /// Only read and written under the lock of the user's shard.
-    pub(super) slot: AtomicUsize,
+    pub(super) user: UserId,
+    /// Positions in the user's registration list and in the shard's list of
+    /// every registration, or [`NOT_REGISTERED`]. Only read and written
+    /// under the lock of the user's shard.
+    user_slot: AtomicUsize,
+    shard_slot: AtomicUsize,
+}
+
+/// The two lists a registration is in.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum List {
+    /// The user's registrations: served by the user's events.
+    User,
+    /// Every registration of the shard: served by broadcasts.
+    Shard,
 }
 
 struct QueueState<C> {
@@ -53,30 +65,43 @@ pub(super) enum Offer {
     Queued,
     /// The queue was full: the subscriber lags and must be unregistered.
     Lagged,
+    /// The queue had ended before: it must be unregistered, if it still is.
+    Ended,
 }
 
 impl<C> SubscriberQueue<C> {
-    pub(super) fn new(slot: usize) -> Self {
+    pub(super) fn new(user: UserId, user_slot: usize, shard_slot: usize) -> Self {
         Self {
             state: Mutex::new(QueueState { events: VecDeque::new(), waker: None, end: None }),
-            slot: AtomicUsize::new(slot),
+            user,
+            user_slot: AtomicUsize::new(user_slot),
+            shard_slot: AtomicUsize::new(shard_slot),
         }
     }
 
-    pub(super) fn slot(&self) -> usize {
+    pub(super) fn slot(&self, list: List) -> usize {
         // Only touched under the shard lock, which orders every access.
-        self.slot.load(Ordering::Relaxed)
+        match list {
+            List::User => self.user_slot.load(Ordering::Relaxed),
+            List::Shard => self.shard_slot.load(Ordering::Relaxed),
+        }
     }
 
-    pub(super) fn set_slot(&self, slot: usize) {
-        self.slot.store(slot, Ordering::Relaxed);
+    pub(super) fn set_slot(&self, list: List, slot: usize) {
+        match list {
+            List::User => self.user_slot.store(slot, Ordering::Relaxed),
+            List::Shard => self.shard_slot.store(slot, Ordering::Relaxed),
+        }
     }
 
     /// Queues `event` unless `capacity` events already wait, in which case
     /// the queue ends as lagged. A waiting subscription's waker goes to `wakeups`.
     pub(super) fn offer(&self, event: &Event<C>, capacity: usize, wakeups: &mut Wakeups) -> Offer {
         let mut state = lock(&self.state);
-        let offer = if state.events.len() >= capacity {
+        let offer = if state.end.is_some() {
+            // Ended already: nothing may follow the gap a lag leaves.
+            return Offer::Ended;
+        } else if state.events.len() >= capacity {
             state.end = Some(End::Lagged);
             Offer::Lagged
         } else {
@@ -159,19 +184,18 @@ impl Drop for Wakeups {
 pub struct Subscription<C: Category> {
     hub: Arc<Shared<C>>,
     queue: Arc<SubscriberQueue<C>>,
-    user: UserId,
     last_delivered: Option<EventId>,
     finished: bool,
 }
 
 impl<C: Category> Subscription<C> {
-    pub(super) fn new(hub: Arc<Shared<C>>, queue: Arc<SubscriberQueue<C>>, user: UserId) -> Self {
-        Self { hub, queue, user, last_delivered: None, finished: false }
+    pub(super) fn new(hub: Arc<Shared<C>>, queue: Arc<SubscriberQueue<C>>) -> Self {
+        Self { hub, queue, last_delivered: None, finished: false }
     }
 
     /// The user this subscription belongs to.
     pub fn user(&self) -> UserId {
-        self.user
+        self.queue.user
     }
 
     /// The id of the last event this stream yielded, if any.
@@ -227,14 +251,14 @@ impl<C: Category> FusedStream for Subscription<C> {
 
 impl<C: Category> Drop for Subscription<C> {
     fn drop(&mut self) {
-        self.hub.unregister(self.user, &self.queue);
+        self.hub.unregister(&self.queue);
     }
 }
 
 impl<C: Category> fmt::Debug for Subscription<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")
-            .field("user", &self.user)
+            .field("user", &self.queue.user)
             .field("last_delivered", &self.last_delivered)
             .field("finished", &self.finished)
             .finish_non_exhaustive()
