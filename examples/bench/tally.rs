@@ -1,7 +1,7 @@
 //! Counting deliveries: one task per subscriber stream, and the instant the last expected delivery arrived.
 
 use std::fmt::Display;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -11,15 +11,29 @@ use tokio::task::JoinHandle;
 
 use crate::workload::{Counter, within};
 
-/// Shared by the counting tasks: how many still wait for deliveries, and when the last one got all of its.
+/// Shared by the counting tasks: how many are still counting, whether one
+/// stopped short, and when the last one got all of its deliveries.
 struct Completion {
     remaining: AtomicUsize,
+    short: AtomicBool,
     finished_at: OnceLock<Instant>,
     done: async_channel::Sender<()>,
 }
 
 impl Completion {
+    /// A stream has had all its expected deliveries.
     fn arrived(&self) {
+        self.settled();
+    }
+
+    /// A stream ended (or failed) before its expected deliveries: no need to
+    /// wait for the others to learn the run failed.
+    fn stopped_short(&self) {
+        self.short.store(true, Ordering::Release);
+        self.settled();
+    }
+
+    fn settled(&self) {
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             let _ = self.finished_at.set(Instant::now());
             let _ = self.done.try_send(());
@@ -46,6 +60,7 @@ impl Tally {
             counters,
             completion: Arc::new(Completion {
                 remaining: AtomicUsize::new(subscribers),
+                short: AtomicBool::new(false),
                 finished_at: OnceLock::new(),
                 done: done_tx,
             }),
@@ -106,13 +121,20 @@ impl Tally {
                     }
                 }
             }
+            if count < expected {
+                completion.stopped_short();
+            }
         }));
     }
 
     /// Waits until every stream has had its expected deliveries, at most
-    /// `limit`; the instant the last one arrived, or `None` on timeout.
+    /// `limit`; the instant the last one arrived, or `None` on timeout or when
+    /// a stream ended short.
     pub async fn wait(&self, limit: Duration) -> Option<Instant> {
         within(limit, self.done.recv()).await?.ok()?;
+        if self.completion.short.load(Ordering::Acquire) {
+            return None;
+        }
         self.completion.finished_at.get().copied()
     }
 

@@ -31,7 +31,11 @@ pub fn category_of(seq: u64) -> C {
 /// The filter of a user's subscriber number `index`: even ones take every
 /// category, odd ones `data_sync,provider,ai`.
 pub fn filter_of(index: usize) -> CategorySet<C> {
-    if index % 2 == 0 { CategorySet::all() } else { [C::DataSync, C::Provider, C::Ai].into_iter().collect() }
+    if index.is_multiple_of(2) {
+        CategorySet::all()
+    } else {
+        [C::DataSync, C::Provider, C::Ai].into_iter().collect()
+    }
 }
 
 /// `count` user ids, fresh for this process so runs against one Redis never share keys.
