@@ -236,7 +236,7 @@ mod fred_side {
     pub fn hub(bench: &Bench, plan: &Plan) -> Result<Figures> {
         let redis = bench.redis()?;
         bench.runtime.block_on(async {
-            let before = redis.client_count()?;
+            let before = redis.settled_client_count().await?;
             let hub =
                 redis.hub_builder()?.subscriber_queue_capacity(bench.cli.queue_capacity).connect().await?;
             hub_side(bench, hub, plan, || Ok(redis.client_count()?.saturating_sub(before))).await
@@ -247,7 +247,7 @@ mod fred_side {
         let redis: &RedisTarget = bench.redis()?;
         bench.runtime.block_on(async {
             let peak_reset = reset_peak_rss();
-            let before = redis.client_count()?;
+            let before = redis.settled_client_count().await?;
             let users = workload::users(plan.users);
             let messages: Vec<(String, String)> = plan
                 .events_for(&users)
@@ -264,7 +264,7 @@ mod fred_side {
             let redis_connections = redis.client_count()?.saturating_sub(before);
 
             let mut tally = Tally::new(1);
-            let (tx, raw_messages) = async_channel::unbounded::<Result<(), String>>();
+            let (tx, raw_messages) = async_channel::unbounded::<std::result::Result<(), String>>();
             // fred hands messages over a broadcast channel; forward them as a stream to count.
             let forwarder = bench.runtime.spawn(async move {
                 loop {
@@ -284,19 +284,22 @@ mod fred_side {
             tally.spawn(bench.runtime.handle(), 0, raw_messages, plan.events as u64, |_| {});
             let in_flight = bench.cli.in_flight;
             let started = Instant::now();
-            let publishing = bench.runtime.spawn({
-                let publisher = publisher.clone();
-                async move {
-                    futures::stream::iter(messages)
-                        .map(|(channel, payload)| {
-                            let publisher = &publisher;
-                            async move { publisher.publish::<i64, _, _>(channel, payload).await.map(drop) }
-                        })
-                        .buffered(in_flight)
-                        .try_for_each(|()| async { Ok(()) })
-                        .await
-                }
-            });
+            let publishing =
+                bench.runtime.spawn({
+                    let publisher = publisher.clone();
+                    async move {
+                        futures::stream::iter(messages)
+                            .map(|(channel, payload)| {
+                                let publisher = &publisher;
+                                async move {
+                                    publisher.next().publish::<i64, _, _>(channel, payload).await.map(drop)
+                                }
+                            })
+                            .buffered(in_flight)
+                            .try_for_each(|()| async { Ok(()) })
+                            .await
+                    }
+                });
             let finished = tally.wait(patience(tally.expected())).await;
             let seconds = finished.map(|at| at.duration_since(started).as_secs_f64());
             let published = publishing.await.map_err(|e| failed(format!("publisher task: {e}")))?;

@@ -206,7 +206,7 @@ mod fred_side {
     pub fn hub(bench: &Bench, plan: &Plan) -> Result<Figures> {
         let redis = bench.redis()?;
         bench.runtime.block_on(async {
-            let before = redis.client_count()?;
+            let before = redis.settled_client_count().await?;
             let hub =
                 redis.hub_builder()?.subscriber_queue_capacity(bench.cli.queue_capacity).connect().await?;
             hub_side(bench, hub, plan, || Ok(redis.client_count()?.saturating_sub(before))).await
@@ -217,7 +217,7 @@ mod fred_side {
     pub fn raw_subscribe_baseline(bench: &Bench, plan: &Plan) -> Result<Figures> {
         let redis = bench.redis()?;
         bench.runtime.block_on(async {
-            let before = redis.client_count()?;
+            let before = redis.settled_client_count().await?;
             let subscriber = redis.raw_subscriber().await?;
             let channels: Vec<String> =
                 workload::users(plan.users).into_iter().map(|u| redis.user_channel(u)).collect();
@@ -230,7 +230,7 @@ mod fred_side {
                 .buffer_unordered(bench.cli.in_flight)
                 .collect::<Vec<_>>()
                 .await;
-            if let Some(Err(e)) = subscribing.into_iter().find(Result::is_err) {
+            if let Some(Err(e)) = subscribing.into_iter().find(|subscribed| subscribed.is_err()) {
                 return Err(failed(format!("SUBSCRIBE: {e}")));
             }
             // A round trip on the subscriber connection: every SUBSCRIBE before it is live.
@@ -245,6 +245,7 @@ mod fred_side {
             let publisher = redis.raw_commands().await?;
             for channel in &channels {
                 publisher
+                    .next()
                     .publish::<i64, _, _>(channel.as_str(), "live?")
                     .await
                     .map_err(|e| failed(format!("PUBLISH: {e}")))?;

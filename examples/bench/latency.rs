@@ -291,7 +291,7 @@ mod fred_side {
             Ok::<_, crate::BenchError>((subscriber, redis.raw_commands().await?))
         })?;
         let mut rx = subscriber.message_rx();
-        let (tx, messages) = async_channel::unbounded::<Result<(), String>>();
+        let (tx, messages) = async_channel::unbounded::<std::result::Result<(), String>>();
         let samples: Samples = Arc::new(Mutex::new(Vec::with_capacity(plan.events() as usize)));
         let forwarder = bench.runtime.spawn({
             let samples = Arc::clone(&samples);
@@ -328,7 +328,7 @@ mod fred_side {
                         let publisher = publisher.clone();
                         let failures = Arc::clone(&publish_failures);
                         runtime.spawn(async move {
-                            if publisher.publish::<i64, _, _>(channel, payload).await.is_err() {
+                            if publisher.next().publish::<i64, _, _>(channel, payload).await.is_err() {
                                 failures.fetch_add(1, Ordering::Relaxed);
                             }
                         });

@@ -24,6 +24,8 @@ const RAW_MESSAGE_CAPACITY: usize = 1 << 16;
 
 /// Where the Redis of the run is, and the private server if the bench started one.
 pub struct RedisTarget {
+    /// Clients connected when the run began: others' (with `--redis-url`), not ours.
+    clients_at_start: u64,
     url: String,
     host: String,
     port: u16,
@@ -44,7 +46,16 @@ impl RedisTarget {
             }
         };
         let (host, port, password) = parse_url(&url)?;
-        let target = Self { url, host, port, password, layout: KeyLayout::standalone(), _server: server };
+        let mut target = Self {
+            clients_at_start: 0,
+            url,
+            host,
+            port,
+            password,
+            layout: KeyLayout::standalone(),
+            _server: server,
+        };
+        target.clients_at_start = target.client_count()?;
         let version = target.command(&["INFO", "server"])?;
         if let Some(line) =
             version.as_str().and_then(|info| info.lines().find(|l| l.starts_with("redis_version:")))
@@ -80,6 +91,26 @@ impl RedisTarget {
         let list = self.command(&["CLIENT", "LIST"])?;
         let text = list.as_str().ok_or_else(|| failed(format!("CLIENT LIST replied {list}")))?;
         Ok(text.lines().filter(|line| !line.trim().is_empty()).count().saturating_sub(1) as u64)
+    }
+
+    /// Waits (up to 5 s) until the connections of earlier rounds are closed,
+    /// so that the next count sees only the side being measured; returns the
+    /// clients connected now.
+    pub async fn settled_client_count(&self) -> Result<u64> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let count = self.client_count()?;
+            if count <= self.clients_at_start || std::time::Instant::now() >= deadline {
+                if count > self.clients_at_start {
+                    eprintln!(
+                        "[bench] {count} Redis clients still connected, {} at start",
+                        self.clients_at_start
+                    );
+                }
+                return Ok(count);
+            }
+            crate::workload::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// `XLEN key`.
