@@ -47,7 +47,7 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
     let users = positive(bench.cli.number("users", 100, 10)?, "users")?;
     let subs = positive(bench.cli.number("subs", 10, 4)?, "subs")?;
     let events = positive(bench.cli.number("events", 20_000, 600)?, "events")?;
-    let rounds = positive(bench.cli.number("rounds", 5, 1)?, "rounds")?;
+    let rounds = positive(bench.cli.number("rounds", 15, 1)?, "rounds")?;
     bench.cli.finish()?;
     let plan = Plan { users, subs, events };
     report.put("users", users as u64);
@@ -150,17 +150,19 @@ async fn hub_side<H: Hub>(
             .map(|event| publisher_hub.publish(event))
             .buffered(in_flight)
             .try_for_each(|()| async { Ok(()) })
-            .await
+            .await?;
+        Ok::<_, ssehub::Error>(Instant::now())
     });
     let finished = tally.wait(patience(tally.expected())).await;
     let seconds = finished.map(|at| at.duration_since(started).as_secs_f64());
     let published = publisher.await.map_err(|e| failed(format!("publisher task: {e}")))?;
     let expected = tally.expected();
     let (deliveries, failures) = tally.finish(std::time::Duration::from_millis(100)).await;
-    published?;
+    let published_at = published?;
     drop(hub);
     let mut figures = Figures::default();
     delivery_figures(&mut figures, plan, deliveries, expected, seconds, failures);
+    figures.put("publish_seconds", published_at.duration_since(started).as_secs_f64());
     figures.put("redis_connections", redis_connections);
     figures.put("peak_rss_kib", peak_rss_kib());
     figures.put("peak_rss_reset", peak_reset);
@@ -207,16 +209,18 @@ fn channel_baseline(bench: &Bench, plan: &Plan) -> Result<Figures> {
                     }
                 }
             }
-            Ok::<_, &'static str>(senders)
+            Ok::<_, &'static str>((senders, Instant::now()))
         });
         let finished = tally.wait(patience(tally.expected())).await;
         let seconds = finished.map(|at| at.duration_since(started).as_secs_f64());
-        let senders = publisher.await.map_err(|e| failed(format!("publisher task: {e}")))?.map_err(failed)?;
+        let (senders, published_at) =
+            publisher.await.map_err(|e| failed(format!("publisher task: {e}")))?.map_err(failed)?;
         let expected = tally.expected();
         let (deliveries, failures) = tally.finish(std::time::Duration::from_millis(100)).await;
         drop(senders);
         let mut figures = Figures::default();
         delivery_figures(&mut figures, plan, deliveries, expected, seconds, failures);
+        figures.put("publish_seconds", published_at.duration_since(started).as_secs_f64());
         figures.put("redis_connections", 0u64);
         figures.put("peak_rss_kib", peak_rss_kib());
         figures.put("peak_rss_reset", peak_reset);

@@ -38,7 +38,7 @@ const USAGE: &str = "\
 usage: bench <scenario> [options]
 
 scenarios (defaults in brackets; --quick switches to the small sizes after the slash):
-  fanout    --users U [100/10] --subs S [10/4] --events E [20000/600] --rounds N [5/1]
+  fanout    --users U [100/10] --subs S [10/4] --events E [20000/600] --rounds N [15/1]
   replay    --history L [10000/300] --tail K [10/10] --reps N [7/3]
   idle      --users U [10000/100] --subs S [10/5] --rounds N [1/1]
   latency   --rate R [5000/500] --seconds T [10/1] --subs N [1000/20] --rounds N [1/1]
