@@ -288,11 +288,10 @@ mod fred_side {
             tally.spawn(bench.runtime.handle(), 0, raw_messages, plan.events as u64, |_| {});
             let in_flight = bench.cli.in_flight;
             let started = Instant::now();
-            let publishing =
-                bench.runtime.spawn({
-                    let publisher = publisher.clone();
-                    async move {
-                        futures::stream::iter(messages)
+            let publishing = bench.runtime.spawn({
+                let publisher = publisher.clone();
+                async move {
+                    futures::stream::iter(messages)
                             .map(|(channel, payload)| {
                                 let publisher = &publisher;
                                 async move {
@@ -302,8 +301,8 @@ mod fred_side {
                             .buffered(in_flight)
                             .try_for_each(|()| async { Ok(()) })
                             .await
-                    }
-                });
+                }
+            });
             let finished = tally.wait(patience(tally.expected())).await;
             let seconds = finished.map(|at| at.duration_since(started).as_secs_f64());
             let published = publishing.await.map_err(|e| failed(format!("publisher task: {e}")))?;

@@ -44,20 +44,25 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
     report.put("tail", tail as u64);
     report.put("reps", reps as u64);
     let user = workload::users(1)[0];
-    let events: Vec<Event<C>> = (0..history as u64).map(|seq| workload::event(user, seq, None)).collect();
 
     let (ssehub, baseline) = match bench.cli.backend {
         Backend::Memory => {
             let sides = bench.cli.sides;
+            // The hub is filled first when it is measured: the baseline scans the same events.
+            let hub = ssehub::memory::MemoryHub::<C>::builder().history_len(history).build();
+            let (events, fill_seconds) = if sides.ssehub() {
+                bench.progress(format!("filling {history} events"));
+                let (events, seconds) = bench.runtime.block_on(fill(&hub, user, history))?;
+                (events, Some(seconds))
+            } else {
+                ((0..history as u64).map(|seq| workload::event(user, seq, None)).collect(), None)
+            };
             let (mut ssehub, mut baseline) = (None, None);
             for run_baseline in if sides.baseline_first() { [true, false] } else { [false, true] } {
                 if run_baseline && sides.baseline() {
                     bench.progress("baseline: linear scan of a Vec");
                     baseline = Some(scan_baseline(&plan, &events));
                 } else if !run_baseline && sides.ssehub() {
-                    let hub = ssehub::memory::MemoryHub::<C>::builder().history_len(history).build();
-                    bench.progress(format!("filling {history} events"));
-                    let fill_seconds = bench.runtime.block_on(fill(&hub, &events))?;
                     bench.progress("ssehub");
                     let mut figures = bench.runtime.block_on(hub_side(&hub, user, &plan, &events))?;
                     figures.put("fill_seconds", fill_seconds);
@@ -68,7 +73,7 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
             (ssehub, baseline)
         }
         #[cfg(feature = "fred")]
-        Backend::Fred => fred_side::run(bench, &plan, user, &events)?,
+        Backend::Fred => fred_side::run(bench, &plan, user)?,
         #[cfg(not(feature = "fred"))]
         Backend::Fred => unreachable!("rejected when parsing the command line"),
     };
@@ -91,13 +96,18 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
-/// Publishes `events` one after the other (so they are retained in this order); returns the seconds taken.
-async fn fill<H: Hub>(hub: &H, events: &[Event<C>]) -> Result<f64> {
+/// Publishes `history` events to `user` one after the other (so they are
+/// retained in this order), each made just before it is published, as an
+/// application does; returns them and the seconds taken.
+async fn fill<H: Hub>(hub: &H, user: UserId, history: usize) -> Result<(Vec<Event<C>>, f64)> {
+    let mut events = Vec::with_capacity(history);
     let started = Instant::now();
-    for event in events {
+    for seq in 0..history as u64 {
+        let event = workload::event(user, seq, None);
         hub.publish(event.clone()).await?;
+        events.push(event);
     }
-    Ok(started.elapsed().as_secs_f64())
+    Ok((events, started.elapsed().as_secs_f64()))
 }
 
 /// Puts the figures of `reps` timed replays that returned `returned` events each.
@@ -179,17 +189,13 @@ mod fred_side {
     use ssehub::fred::client::interfaces::StreamsInterface;
     use ssehub::fred::client::types::Value as RedisValue;
 
-    pub fn run(
-        bench: &Bench,
-        plan: &Plan,
-        user: UserId,
-        events: &[Event<C>],
-    ) -> Result<(Option<Figures>, Option<Figures>)> {
+    pub fn run(bench: &Bench, plan: &Plan, user: UserId) -> Result<(Option<Figures>, Option<Figures>)> {
         let redis: &RedisTarget = bench.redis()?;
         bench.runtime.block_on(async {
             let hub = redis.hub_builder()?.retention(Some(redis.retention(plan.history))).connect().await?;
             bench.progress(format!("filling {} events", plan.history));
-            let fill_seconds = fill(&hub, events).await?;
+            let (events, fill_seconds) = fill(&hub, user, plan.history).await?;
+            let events = &events[..];
             let stream = redis.user_stream(user);
             let retained = redis.stream_len(&stream)?;
             let sides = bench.cli.sides;
