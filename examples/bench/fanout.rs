@@ -25,6 +25,17 @@ struct Plan {
     users: usize,
     subs: usize,
     events: usize,
+    #[cfg_attr(not(feature = "fred"), allow(dead_code))]
+    publisher: PublishVia,
+}
+
+/// How the events of a fred run reach Redis.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PublishVia {
+    /// The hub's publish (retention script).
+    Hub,
+    /// Plain PUBLISH of the envelopes, beside the hub: isolates its delivery side.
+    Raw,
 }
 
 impl Plan {
@@ -48,8 +59,18 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
     let subs = positive(bench.cli.number("subs", 10, 4)?, "subs")?;
     let events = positive(bench.cli.number("events", 20_000, 600)?, "events")?;
     let rounds = positive(bench.cli.number("rounds", 15, 1)?, "rounds")?;
+    let publisher = match bench.cli.text("publisher").as_deref() {
+        None | Some("hub") => PublishVia::Hub,
+        Some("raw") if bench.cli.backend == Backend::Fred => PublishVia::Raw,
+        Some(other) => {
+            return Err(crate::BenchError::Usage(format!(
+                "--publisher is hub, or raw with --backend fred; not {other:?}"
+            )));
+        }
+    };
     bench.cli.finish()?;
-    let plan = Plan { users, subs, events };
+    let plan = Plan { users, subs, events, publisher };
+    report.put("publisher", if publisher == PublishVia::Hub { "hub" } else { "raw PUBLISH" });
     report.put("users", users as u64);
     report.put("subs_per_user", subs as u64);
     report.put("events", events as u64);
@@ -243,8 +264,62 @@ mod fred_side {
             let before = redis.settled_client_count().await?;
             let hub =
                 redis.hub_builder()?.subscriber_queue_capacity(bench.cli.queue_capacity).connect().await?;
-            hub_side(bench, hub, plan, || Ok(redis.client_count()?.saturating_sub(before))).await
+            let connections = || Ok(redis.client_count()?.saturating_sub(before));
+            match plan.publisher {
+                PublishVia::Hub => hub_side(bench, hub, plan, connections).await,
+                PublishVia::Raw => {
+                    let pool = redis.raw_commands().await?;
+                    let raw = RawPublishing { hub, pool: pool.clone(), layout: redis.layout().clone() };
+                    let figures = hub_side(bench, raw, plan, connections).await;
+                    let _ = pool.quit().await;
+                    figures
+                }
+            }
         })
+    }
+
+    /// The hub's subscriptions, fed by plain PUBLISHes of envelopes (as another
+    /// publisher without retention writes them) instead of the hub's publish:
+    /// what the hub's delivery side sustains, apart from the cost of publishing.
+    #[derive(Clone)]
+    struct RawPublishing {
+        hub: ssehub::fred::RedisHub<C>,
+        pool: ssehub::fred::client::clients::Pool,
+        layout: ssehub::fred::KeyLayout,
+    }
+
+    impl ssehub::EventSource<C> for RawPublishing {
+        type Subscription = <ssehub::fred::RedisHub<C> as ssehub::EventSource<C>>::Subscription;
+
+        async fn subscribe(
+            &self,
+            user: UserId,
+            filter: ssehub::CategorySet<C>,
+        ) -> std::result::Result<Self::Subscription, ssehub::Error> {
+            self.hub.subscribe(user, filter).await
+        }
+
+        async fn missed_events(
+            &self,
+            user: UserId,
+            last_event_id: ssehub::EventId,
+            filter: ssehub::CategorySet<C>,
+        ) -> std::result::Result<ssehub::Replay<C>, ssehub::Error> {
+            self.hub.missed_events(user, last_event_id, filter).await
+        }
+    }
+
+    impl ssehub::Publisher<C> for RawPublishing {
+        async fn publish(&self, event: Event<C>) -> std::result::Result<(), ssehub::Error> {
+            let channel = self.layout.channel(event.audience());
+            let message = crate::redis::foreign_envelope(&event);
+            self.pool
+                .next()
+                .publish::<i64, _, _>(channel, message)
+                .await
+                .map(drop)
+                .map_err(ssehub::Error::backend)
+        }
     }
 
     pub fn raw_pubsub_baseline(bench: &Bench, plan: &Plan) -> Result<Figures> {

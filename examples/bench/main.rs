@@ -44,6 +44,8 @@ scenarios (defaults in brackets; --quick switches to the small sizes after the s
   latency   --rate R [5000/500] --seconds T [10/1] --subs N [1000/20] --rounds N [1/1]
 
 --rounds runs ssehub and its baseline N times, interleaved, and reports each side's median round.
+fanout --backend fred --publisher raw feeds the hub's subscriptions with plain PUBLISHes of
+envelopes instead of the hub's publish: its delivery side alone.
 
 options of every scenario:
   --backend memory|fred   the hub measured [memory]; fred needs `--features fred`
@@ -162,6 +164,11 @@ impl Cli {
     pub fn number(&mut self, name: &'static str, full: u64, quick: u64) -> Result<u64> {
         let default = if self.quick { quick } else { full };
         self.options.number(name, default)
+    }
+
+    /// A text option of the scenario, if given.
+    pub fn text(&mut self, name: &'static str) -> Option<String> {
+        self.options.take(name)
     }
 
     /// Fails on options the scenario did not read.

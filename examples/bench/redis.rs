@@ -134,6 +134,11 @@ impl RedisTarget {
         self.layout.channel(Audience::User(user))
     }
 
+    /// The key layout the hub uses.
+    pub fn layout(&self) -> &KeyLayout {
+        &self.layout
+    }
+
     /// The stream the hub retains `user`'s events in.
     pub fn user_stream(&self, user: UserId) -> String {
         self.layout.stream(Audience::User(user))
@@ -190,17 +195,24 @@ fn parse_url(url: &str) -> Result<(String, u16, Option<String>)> {
 /// The channel message the hub publishes for `event`: its JSON envelope with a
 /// stream id, byte for byte the layout (and so the size) of the hub's own.
 pub fn envelope(event: &Event<C>) -> String {
+    let mut message = foreign_envelope(event);
+    message.pop();
+    message.push_str(&format!(",\"stream_id\":\"{}-0\"}}", event.occurred_at().timestamp_millis()));
+    message
+}
+
+/// The JSON envelope of `event` as another publisher writes it, without a stream id.
+pub fn foreign_envelope(event: &Event<C>) -> String {
     let user = match event.audience() {
         Audience::User(user) => format!("\"{user}\""),
         Audience::Broadcast => "null".into(),
     };
     format!(
-        r#"{{"event_id":"{}","event_type":"{}","user_id":{user},"category":"{}","data":{},"occurred_at":"{}","stream_id":"{}-0"}}"#,
+        r#"{{"event_id":"{}","event_type":"{}","user_id":{user},"category":"{}","data":{},"occurred_at":"{}"}}"#,
         event.id(),
         event.event_type(),
         event.category().name(),
         event.data(),
         event.occurred_at().to_rfc3339_opts(SecondsFormat::AutoSi, true),
-        event.occurred_at().timestamp_millis(),
     )
 }
