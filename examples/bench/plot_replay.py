@@ -48,10 +48,16 @@ def series(runs, backend):
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def label_points(ax, xs, ys, color):
+def label_points(ax, xs, ys, color, below=False):
     for x, y in zip(xs, ys):
-        text = f"{y:,.0f} ms" if y >= 10 else f"{y:.3g} ms"
-        ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8, color=color)
+        if y >= 10:
+            text = f"{y:,.0f} ms"
+        elif y >= 1:
+            text = f"{y:.2f} ms"
+        else:
+            text = f"{y * 1000:.2g} µs"
+        offset = (8, -12) if below else (6, 5)
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=offset, fontsize=8, color=color)
 
 
 def main(results, output):
@@ -60,7 +66,7 @@ def main(results, output):
     xs = sorted(PYTHON_REFERENCE_MS)
     ys = [PYTHON_REFERENCE_MS[x] for x in xs]
     ax.plot(xs, ys, "o-", color="#b22222", linewidth=2, label="Python service (reference)")
-    label_points(ax, xs, ys, "#b22222")
+    label_points(ax, xs, ys, "#b22222", below=True)
     styles = {
         "fred": ("#1f77b4", "ssehub, Redis (fred)", "XRANGE - + and a scan, in Rust (fred)"),
         "memory": ("#2ca02c", "ssehub, in memory", "linear scan of a Vec, in Rust (memory)"),
