@@ -135,6 +135,40 @@ fn a_subscriber_lags_on_the_event_past_its_queue_capacity() {
 }
 
 #[test]
+fn events_a_subscription_has_taken_but_not_yielded_count_against_its_capacity() {
+    // Reading takes up to 32 queued events at once; until the subscription
+    // comes back to the queue they count as waiting, so the queue never
+    // holds more than its capacity and a lag may come up to 31 events early.
+    const CAPACITY: usize = 64;
+    let hub = MemoryHub::<C>::builder().queue_capacity(CAPACITY).build();
+    let alice = user(1);
+    let mut subscription = block_on(hub.subscribe(alice, CategorySet::all())).unwrap();
+    let mut sent = Vec::new();
+    for n in 0..CAPACITY {
+        let e = event(Audience::User(alice), n);
+        block_on(hub.publish(e.clone())).unwrap();
+        sent.push(e);
+    }
+    // Ten read: one taken with 31 more, nine of those yielded from the batch.
+    for expected in &sent[..10] {
+        assert_eq!(&block_on(subscription.next()).unwrap().unwrap(), expected);
+    }
+    let mut fitted = 0;
+    while hub.stats().lagged == 0 {
+        let e = event(Audience::User(alice), CAPACITY + fitted);
+        block_on(hub.publish(e.clone())).unwrap();
+        sent.push(e);
+        fitted += 1;
+    }
+    // 54 really wait; the queue counts 63 (32 queued + 31 taken): one more fits, not ten.
+    assert_eq!(fitted - 1, 1, "events that fitted before the lag");
+    let rest: Vec<Result<Event<C>, Error>> = block_on(subscription.by_ref().collect());
+    let received: Vec<EventId> = rest.iter().filter_map(|r| r.as_ref().ok()).map(Event::id).collect();
+    assert_eq!(received, ids(&sent[10..sent.len() - 1]), "everything queued before the lag, in order");
+    assert!(matches!(rest.last(), Some(Err(Error::Lagged { .. }))));
+}
+
+#[test]
 fn retention_keeps_at_most_history_len_events_per_audience() {
     let hub = MemoryHub::<C>::builder().history_len(3).build();
     let (alice, bob) = (user(1), user(2));

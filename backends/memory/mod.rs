@@ -181,6 +181,9 @@ impl<C: Category> MemoryHubBuilder<C> {
     /// How many events may wait for one subscription before it lags. Default 1024.
     ///
     /// A bound, not an allocation: the queue grows only as events wait in it.
+    /// A subscription takes up to 32 waiting events at a time; they count as
+    /// waiting until it comes back for more, so it may lag up to 31 events
+    /// before the bound is really reached, never after.
     /// `0` is taken as `1`: a subscription must be able to hold one event.
     pub fn queue_capacity(mut self, events: usize) -> Self {
         self.queue_capacity = events;

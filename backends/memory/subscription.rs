@@ -21,6 +21,14 @@ pub(super) const NOT_REGISTERED: usize = usize::MAX;
 /// so a burst does not leave an idle subscription holding a large buffer.
 const SHRINK_ABOVE: usize = 64;
 
+/// The most events a subscription takes from its queue under one lock.
+///
+/// Taking them one at a time made the queue's lock (and its cache line)
+/// change threads twice per event between the publisher and the subscriber.
+/// Taken events count as waiting until the subscription comes back for
+/// more, so a subscription may lag up to `TAKE_AT_ONCE - 1` events early.
+const TAKE_AT_ONCE: usize = 32;
+
 /// The queue between publishers and one subscription.
 ///
 /// Its capacity is a bound, not an allocation: the buffer starts empty and
@@ -46,6 +54,9 @@ pub(super) enum List {
 
 struct QueueState<C> {
     events: VecDeque<Event<C>>,
+    /// Events the subscription took with the last one it yielded, not yielded
+    /// yet (as far as the queue knows): they still count against the capacity.
+    taken: usize,
     /// The waker of a subscription waiting for an event.
     waker: Option<Waker>,
     /// Why no more events will come, once they won't.
@@ -72,7 +83,7 @@ pub(super) enum Offer {
 impl<C> SubscriberQueue<C> {
     pub(super) fn new(user: UserId, user_slot: usize, shard_slot: usize) -> Self {
         Self {
-            state: Mutex::new(QueueState { events: VecDeque::new(), waker: None, end: None }),
+            state: Mutex::new(QueueState { events: VecDeque::new(), taken: 0, waker: None, end: None }),
             user,
             user_slot: AtomicUsize::new(user_slot),
             shard_slot: AtomicUsize::new(shard_slot),
@@ -101,7 +112,7 @@ impl<C> SubscriberQueue<C> {
         let offer = if state.end.is_some() {
             // Ended already: nothing may follow the gap a lag leaves.
             return Offer::Ended;
-        } else if state.events.len() >= capacity {
+        } else if state.events.len() + state.taken >= capacity {
             state.end = Some(End::Lagged);
             Offer::Lagged
         } else {
@@ -184,13 +195,15 @@ impl Drop for Wakeups {
 pub struct Subscription<C: Category> {
     hub: Arc<Shared<C>>,
     queue: Arc<SubscriberQueue<C>>,
+    /// Events taken from the queue, to yield before taking more.
+    taken: VecDeque<Event<C>>,
     last_delivered: Option<EventId>,
     finished: bool,
 }
 
 impl<C: Category> Subscription<C> {
     pub(super) fn new(hub: Arc<Shared<C>>, queue: Arc<SubscriberQueue<C>>) -> Self {
-        Self { hub, queue, last_delivered: None, finished: false }
+        Self { hub, queue, taken: VecDeque::new(), last_delivered: None, finished: false }
     }
 
     /// The user this subscription belongs to.
@@ -212,8 +225,15 @@ impl<C: Category> Stream for Subscription<C> {
         if this.finished {
             return Poll::Ready(None);
         }
+        if let Some(event) = this.taken.pop_front() {
+            this.last_delivered = Some(event.id());
+            return Poll::Ready(Some(Ok(event)));
+        }
         let mut state = lock(&this.queue.state);
         if let Some(event) = state.events.pop_front() {
+            let more = state.events.len().min(TAKE_AT_ONCE - 1);
+            this.taken.extend(state.events.drain(..more));
+            state.taken = more;
             if state.events.is_empty() && state.events.capacity() > SHRINK_ABOVE {
                 state.events = VecDeque::new();
             }
@@ -221,6 +241,7 @@ impl<C: Category> Stream for Subscription<C> {
             this.last_delivered = Some(event.id());
             return Poll::Ready(Some(Ok(event)));
         }
+        state.taken = 0;
         match state.end {
             Some(End::Lagged) => {
                 drop(state);

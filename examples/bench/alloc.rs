@@ -1,0 +1,72 @@
+//! A counting global allocator: the heap bytes a set of idle subscriptions holds, whatever the allocator keeps resident.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+
+/// The system allocator, counting the bytes currently allocated while counting is on.
+struct Counting;
+
+/// Off by default: the throughput scenarios should not pay for a shared counter.
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATED: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is forwarded to `System` with the same arguments.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATED.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATED.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATED.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        }
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATED.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Counts heap bytes from now on; read the net change with [`HeapCounter::allocated`].
+///
+/// Frees of memory allocated before counting began are counted too (as a
+/// negative change): start counting before the allocations to measure, and
+/// read the figure while they are alive.
+pub struct HeapCounter {
+    start: isize,
+}
+
+impl HeapCounter {
+    pub fn start() -> Self {
+        COUNTING.store(true, Ordering::SeqCst);
+        Self { start: ALLOCATED.load(Ordering::SeqCst) }
+    }
+
+    /// Net heap bytes allocated since [`start`](Self::start).
+    pub fn allocated(&self) -> i64 {
+        (ALLOCATED.load(Ordering::SeqCst) - self.start) as i64
+    }
+}
+
+impl Drop for HeapCounter {
+    fn drop(&mut self) {
+        COUNTING.store(false, Ordering::SeqCst);
+    }
+}

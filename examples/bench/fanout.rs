@@ -1,0 +1,405 @@
+//! The fanout scenario: E events round-robin over U users with S filtered subscribers each, as fast as they publish, beside a raw fan-out.
+//!
+//! Baselines: for `memory`, the same events as `Arc`s through one bounded
+//! `async-channel` per subscriber, every subscriber taking every event of its
+//! user (no routing, no filtering); the ratio compares deliveries per second,
+//! the work per delivery. For `fred`, raw fred pub/sub: one subscriber
+//! connection on the users' channels, PUBLISH of envelopes of the same size,
+//! messages counted without decoding; it delivers each event once to the
+//! process, so the ratio compares events per second, end to end.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::{StreamExt, TryStreamExt};
+use ssehub::{Event, UserId};
+
+use crate::report::{Figures, Report, Rounds, peak_rss_kib, ratio, reset_peak_rss};
+use crate::tally::{Tally, patience};
+use crate::workload::{self, C, Hub, category_of, filter_of};
+use crate::{Backend, Bench, Result, failed, positive};
+
+/// What one run publishes, and to whom.
+struct Plan {
+    users: usize,
+    subs: usize,
+    events: usize,
+    #[cfg_attr(not(feature = "fred"), allow(dead_code))]
+    publisher: PublishVia,
+}
+
+/// How the events of a fred run reach Redis.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PublishVia {
+    /// The hub's publish (retention script).
+    Hub,
+    /// Plain PUBLISH of the envelopes, beside the hub: isolates its delivery side.
+    Raw,
+}
+
+impl Plan {
+    /// Event `seq` goes to user `seq % users`.
+    fn user_of(&self, seq: usize) -> usize {
+        seq % self.users
+    }
+
+    /// The events user number `user` receives.
+    fn seqs_of(&self, user: usize) -> impl Iterator<Item = u64> + '_ {
+        (user..self.events).step_by(self.users).map(|seq| seq as u64)
+    }
+
+    fn events_for(&self, users: &[UserId]) -> Vec<Event<C>> {
+        (0..self.events).map(|seq| workload::event(users[self.user_of(seq)], seq as u64, None)).collect()
+    }
+}
+
+pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
+    let users = positive(bench.cli.number("users", 100, 10)?, "users")?;
+    let subs = positive(bench.cli.number("subs", 10, 4)?, "subs")?;
+    let events = positive(bench.cli.number("events", 20_000, 600)?, "events")?;
+    let rounds = positive(bench.cli.number("rounds", 15, 1)?, "rounds")?;
+    let publisher = match bench.cli.text("publisher").as_deref() {
+        None | Some("hub") => PublishVia::Hub,
+        Some("raw") if bench.cli.backend == Backend::Fred => PublishVia::Raw,
+        Some(other) => {
+            return Err(crate::BenchError::Usage(format!(
+                "--publisher is hub, or raw with --backend fred; not {other:?}"
+            )));
+        }
+    };
+    bench.cli.finish()?;
+    let plan = Plan { users, subs, events, publisher };
+    report.put("publisher", if publisher == PublishVia::Hub { "hub" } else { "raw PUBLISH" });
+    report.put("users", users as u64);
+    report.put("subs_per_user", subs as u64);
+    report.put("events", events as u64);
+    report.put("in_flight", bench.cli.in_flight as u64);
+    report.put("queue_capacity", bench.cli.queue_capacity as u64);
+
+    let bench: &Bench = bench;
+    let basis = match bench.cli.backend {
+        Backend::Memory => "deliveries_per_s",
+        Backend::Fred => "events_per_s",
+    };
+    let rounds = Rounds::run(
+        bench,
+        rounds,
+        "seconds",
+        || match bench.cli.backend {
+            Backend::Memory => {
+                let hub = ssehub::memory::MemoryHub::<C>::builder()
+                    .queue_capacity(bench.cli.queue_capacity)
+                    .build();
+                bench.runtime.block_on(hub_side(bench, hub, &plan, || Ok(0)))
+            }
+            #[cfg(feature = "fred")]
+            Backend::Fred => fred_side::hub(bench, &plan),
+            #[cfg(not(feature = "fred"))]
+            Backend::Fred => unreachable!("rejected when parsing the command line"),
+        },
+        || match bench.cli.backend {
+            Backend::Memory => channel_baseline(bench, &plan),
+            #[cfg(feature = "fred")]
+            Backend::Fred => fred_side::raw_pubsub_baseline(bench, &plan),
+            #[cfg(not(feature = "fred"))]
+            Backend::Fred => unreachable!("rejected when parsing the command line"),
+        },
+        |ssehub, baseline| ratio(ssehub.get(basis), baseline.get(basis)),
+    )?;
+    let of_medians = match (&rounds.ssehub, &rounds.baseline) {
+        (Some(s), Some(b)) => ratio(s.get(basis), b.get(basis)),
+        _ => None,
+    };
+    rounds.put_ratio(report, basis, of_medians);
+    report.put(
+        "baseline",
+        match bench.cli.backend {
+            Backend::Memory => "Arc<T> through one bounded async-channel per subscriber, no routing or filtering",
+            Backend::Fred => "raw fred pub/sub: one subscriber connection, PUBLISH of same-size envelopes, messages counted undecoded",
+        },
+    );
+    report.add_sides(rounds.ssehub, rounds.baseline);
+    Ok(())
+}
+
+/// Puts the figures of a finished run.
+fn delivery_figures(
+    figures: &mut Figures,
+    plan: &Plan,
+    deliveries: u64,
+    expected: u64,
+    seconds: Option<f64>,
+    failures: Vec<String>,
+) {
+    figures.put("deliveries", deliveries);
+    figures.put("expected", expected);
+    figures.put("seconds", seconds);
+    figures.put("deliveries_per_s", seconds.map(|s| deliveries as f64 / s));
+    figures.put("events_per_s", seconds.map(|s| plan.events as f64 / s));
+    figures.check(deliveries == expected, || format!("deliveries {deliveries} != expected {expected}"));
+    figures.check(seconds.is_some(), || "not every expected delivery arrived".into());
+    figures.failures.extend(failures);
+}
+
+/// ssehub's side on any backend; `connections` counts the Redis connections the hub holds.
+async fn hub_side<H: Hub>(
+    bench: &Bench,
+    hub: H,
+    plan: &Plan,
+    connections: impl Fn() -> Result<u64>,
+) -> Result<Figures> {
+    let peak_reset = reset_peak_rss();
+    let users = workload::users(plan.users);
+    let events = plan.events_for(&users);
+    let runtime = bench.runtime.handle();
+    let mut tally = Tally::new(plan.users * plan.subs);
+    for (u, &user) in users.iter().enumerate() {
+        for s in 0..plan.subs {
+            let filter = filter_of(s);
+            let expected = plan.seqs_of(u).filter(|&seq| filter.contains(category_of(seq))).count();
+            let subscription = hub.subscribe(user, filter).await?;
+            tally.spawn(runtime, u * plan.subs + s, subscription, expected as u64, |_| {});
+        }
+    }
+    let redis_connections = connections()?;
+    let in_flight = bench.cli.in_flight;
+    let publisher_hub = hub.clone();
+    let started = Instant::now();
+    let publisher = runtime.spawn(async move {
+        futures::stream::iter(events)
+            .map(|event| publisher_hub.publish(event))
+            .buffered(in_flight)
+            .try_for_each(|()| async { Ok(()) })
+            .await?;
+        Ok::<_, ssehub::Error>(Instant::now())
+    });
+    let finished = tally.wait(patience(tally.expected())).await;
+    let seconds = finished.map(|at| at.duration_since(started).as_secs_f64());
+    let published = publisher.await.map_err(|e| failed(format!("publisher task: {e}")))?;
+    let expected = tally.expected();
+    let (deliveries, failures) = tally.finish(std::time::Duration::from_millis(100)).await;
+    let published_at = published?;
+    drop(hub);
+    let mut figures = Figures::default();
+    delivery_figures(&mut figures, plan, deliveries, expected, seconds, failures);
+    figures.put("publish_seconds", published_at.duration_since(started).as_secs_f64());
+    figures.put("redis_connections", redis_connections);
+    figures.put("peak_rss_kib", peak_rss_kib());
+    figures.put("peak_rss_reset", peak_reset);
+    Ok(figures)
+}
+
+/// One event of the memory baseline: what an `Event` holds, without routing information.
+#[allow(dead_code)]
+struct RawEvent {
+    seq: u64,
+    category: C,
+    data: Box<str>,
+}
+
+/// The memory baseline: every event of a user through one bounded channel per subscriber.
+fn channel_baseline(bench: &Bench, plan: &Plan) -> Result<Figures> {
+    bench.runtime.block_on(async {
+        let peak_reset = reset_peak_rss();
+        let events: Vec<Arc<RawEvent>> = (0..plan.events as u64)
+            .map(|seq| {
+                Arc::new(RawEvent { seq, category: category_of(seq), data: workload::data(seq, None).into() })
+            })
+            .collect();
+        let runtime = bench.runtime.handle();
+        let mut tally = Tally::new(plan.users * plan.subs);
+        let mut senders = Vec::with_capacity(plan.users);
+        for u in 0..plan.users {
+            let expected = plan.seqs_of(u).count() as u64;
+            let mut of_user = Vec::with_capacity(plan.subs);
+            for s in 0..plan.subs {
+                let (tx, rx) = async_channel::bounded::<Arc<RawEvent>>(bench.cli.queue_capacity);
+                of_user.push(tx);
+                tally.spawn(runtime, u * plan.subs + s, rx.map(Ok::<_, Infallible>), expected, |_| {});
+            }
+            senders.push(of_user);
+        }
+        let users = plan.users;
+        let started = Instant::now();
+        let publisher = runtime.spawn(async move {
+            for (seq, event) in events.iter().enumerate() {
+                for tx in &senders[seq % users] {
+                    if let Err(async_channel::TrySendError::Full(event)) = tx.try_send(Arc::clone(event)) {
+                        tx.send(event).await.map_err(|_| "a subscriber channel closed")?;
+                    }
+                }
+            }
+            Ok::<_, &'static str>((senders, Instant::now()))
+        });
+        let finished = tally.wait(patience(tally.expected())).await;
+        let seconds = finished.map(|at| at.duration_since(started).as_secs_f64());
+        let (senders, published_at) =
+            publisher.await.map_err(|e| failed(format!("publisher task: {e}")))?.map_err(failed)?;
+        let expected = tally.expected();
+        let (deliveries, failures) = tally.finish(std::time::Duration::from_millis(100)).await;
+        drop(senders);
+        let mut figures = Figures::default();
+        delivery_figures(&mut figures, plan, deliveries, expected, seconds, failures);
+        figures.put("publish_seconds", published_at.duration_since(started).as_secs_f64());
+        figures.put("redis_connections", 0u64);
+        figures.put("peak_rss_kib", peak_rss_kib());
+        figures.put("peak_rss_reset", peak_reset);
+        Ok(figures)
+    })
+}
+
+#[cfg(feature = "fred")]
+mod fred_side {
+    //! The fanout scenario on Redis: the hub, and raw fred pub/sub.
+
+    use super::*;
+    use crate::redis::{RedisTarget, envelope};
+    use ssehub::fred::client::interfaces::{ClientLike, EventInterface, PubsubInterface};
+    use ssehub::fred::client::types::Value as RedisValue;
+
+    pub fn hub(bench: &Bench, plan: &Plan) -> Result<Figures> {
+        let redis = bench.redis()?;
+        bench.runtime.block_on(async {
+            let before = redis.settled_client_count().await?;
+            let hub =
+                redis.hub_builder()?.subscriber_queue_capacity(bench.cli.queue_capacity).connect().await?;
+            let connections = || Ok(redis.client_count()?.saturating_sub(before));
+            match plan.publisher {
+                PublishVia::Hub => hub_side(bench, hub, plan, connections).await,
+                PublishVia::Raw => {
+                    let pool = redis.raw_commands().await?;
+                    let raw = RawPublishing { hub, pool: pool.clone(), layout: redis.layout().clone() };
+                    let figures = hub_side(bench, raw, plan, connections).await;
+                    let _ = pool.quit().await;
+                    figures
+                }
+            }
+        })
+    }
+
+    /// The hub's subscriptions, fed by plain PUBLISHes of envelopes (as another
+    /// publisher without retention writes them) instead of the hub's publish:
+    /// what the hub's delivery side sustains, apart from the cost of publishing.
+    #[derive(Clone)]
+    struct RawPublishing {
+        hub: ssehub::fred::RedisHub<C>,
+        pool: ssehub::fred::client::clients::Pool,
+        layout: ssehub::fred::KeyLayout,
+    }
+
+    impl ssehub::EventSource<C> for RawPublishing {
+        type Subscription = <ssehub::fred::RedisHub<C> as ssehub::EventSource<C>>::Subscription;
+
+        async fn subscribe(
+            &self,
+            user: UserId,
+            filter: ssehub::CategorySet<C>,
+        ) -> std::result::Result<Self::Subscription, ssehub::Error> {
+            self.hub.subscribe(user, filter).await
+        }
+
+        async fn missed_events(
+            &self,
+            user: UserId,
+            last_event_id: ssehub::EventId,
+            filter: ssehub::CategorySet<C>,
+        ) -> std::result::Result<ssehub::Replay<C>, ssehub::Error> {
+            self.hub.missed_events(user, last_event_id, filter).await
+        }
+    }
+
+    impl ssehub::Publisher<C> for RawPublishing {
+        async fn publish(&self, event: Event<C>) -> std::result::Result<(), ssehub::Error> {
+            let channel = self.layout.channel(event.audience());
+            let message = crate::redis::foreign_envelope(&event);
+            self.pool
+                .next()
+                .publish::<i64, _, _>(channel, message)
+                .await
+                .map(drop)
+                .map_err(ssehub::Error::backend)
+        }
+    }
+
+    pub fn raw_pubsub_baseline(bench: &Bench, plan: &Plan) -> Result<Figures> {
+        let redis: &RedisTarget = bench.redis()?;
+        bench.runtime.block_on(async {
+            let peak_reset = reset_peak_rss();
+            let before = redis.settled_client_count().await?;
+            let users = workload::users(plan.users);
+            let messages: Vec<(String, String)> = plan
+                .events_for(&users)
+                .iter()
+                .map(|event| (redis.user_channel(event_user(event)), envelope(event)))
+                .collect();
+            let subscriber = redis.raw_subscriber().await?;
+            let channels: Vec<String> = users.iter().map(|&user| redis.user_channel(user)).collect();
+            let mut rx = subscriber.message_rx();
+            subscriber.subscribe(channels).await.map_err(|e| failed(format!("SUBSCRIBE: {e}")))?;
+            // A round trip on the subscriber connection: every SUBSCRIBE before it is live.
+            subscriber.ping::<RedisValue>(None).await.map_err(|e| failed(format!("PING: {e}")))?;
+            let publisher = redis.raw_commands().await?;
+            let redis_connections = redis.client_count()?.saturating_sub(before);
+
+            let mut tally = Tally::new(1);
+            let (tx, raw_messages) = async_channel::unbounded::<std::result::Result<(), String>>();
+            // fred hands messages over a broadcast channel; forward them as a stream to count.
+            let forwarder = bench.runtime.spawn(async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(_message) => {
+                            if tx.send(Ok(())).await.is_err() {
+                                break;
+                            }
+                        }
+                        Err(error) => {
+                            let _ = tx.send(Err(format!("subscriber channel: {error}"))).await;
+                            break;
+                        }
+                    }
+                }
+            });
+            tally.spawn(bench.runtime.handle(), 0, raw_messages, plan.events as u64, |_| {});
+            let in_flight = bench.cli.in_flight;
+            let started = Instant::now();
+            let publishing = bench.runtime.spawn({
+                let publisher = publisher.clone();
+                async move {
+                    futures::stream::iter(messages)
+                            .map(|(channel, payload)| {
+                                let publisher = &publisher;
+                                async move {
+                                    publisher.next().publish::<i64, _, _>(channel, payload).await.map(drop)
+                                }
+                            })
+                            .buffered(in_flight)
+                            .try_for_each(|()| async { Ok(()) })
+                            .await
+                }
+            });
+            let finished = tally.wait(patience(tally.expected())).await;
+            let seconds = finished.map(|at| at.duration_since(started).as_secs_f64());
+            let published = publishing.await.map_err(|e| failed(format!("publisher task: {e}")))?;
+            let expected = tally.expected();
+            let (deliveries, failures) = tally.finish(std::time::Duration::from_millis(200)).await;
+            published.map_err(|e| failed(format!("PUBLISH: {e}")))?;
+            forwarder.abort();
+            let _ = subscriber.quit().await;
+            let _ = publisher.quit().await;
+            let mut figures = Figures::default();
+            delivery_figures(&mut figures, plan, deliveries, expected, seconds, failures);
+            figures.put("redis_connections", redis_connections);
+            figures.put("peak_rss_kib", peak_rss_kib());
+            figures.put("peak_rss_reset", peak_reset);
+            Ok(figures)
+        })
+    }
+
+    fn event_user(event: &Event<C>) -> UserId {
+        match event.audience() {
+            ssehub::Audience::User(user) => user,
+            ssehub::Audience::Broadcast => unreachable!("fanout publishes to users only"),
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The Redis of `--backend fred`: a private redis-server (or `--redis-url`), connection counts, the hub's settings, raw fred clients and envelopes.
+
+#[path = "../../tests/support/redis_server.rs"]
+mod redis_server;
+
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use chrono::SecondsFormat;
+use redis_server::{RedisServer, RespValue, encode_command, read_resp};
+use ssehub::fred::client::clients::{Client, Pool};
+use ssehub::fred::client::interfaces::ClientLike;
+use ssehub::fred::client::types::Builder;
+use ssehub::fred::client::types::config::Config;
+use ssehub::fred::{KeyLayout, RedisHub, RedisHubBuilder, Retention};
+use ssehub::{Audience, Category, Event, UserId};
+
+use crate::workload::C;
+use crate::{BenchError, Result, failed};
+
+/// How many messages fred may buffer for a raw subscriber before it lags (fred's default is 32).
+const RAW_MESSAGE_CAPACITY: usize = 1 << 16;
+
+/// Where the Redis of the run is, and the private server if the bench started one.
+pub struct RedisTarget {
+    /// Clients connected when the run began: others' (with `--redis-url`), not ours.
+    clients_at_start: u64,
+    url: String,
+    host: String,
+    port: u16,
+    password: Option<String>,
+    layout: KeyLayout,
+    _server: Option<RedisServer>,
+}
+
+impl RedisTarget {
+    /// The Redis at `url`, or a private redis-server started now (stopped when this is dropped).
+    pub fn new(url: Option<String>) -> Result<Self> {
+        let (url, server) = match url {
+            Some(url) => (url, None),
+            None => {
+                eprintln!("[bench] starting a private redis-server");
+                let server = RedisServer::start();
+                (server.url(), Some(server))
+            }
+        };
+        let (host, port, password) = parse_url(&url)?;
+        let mut target = Self {
+            clients_at_start: 0,
+            url,
+            host,
+            port,
+            password,
+            layout: KeyLayout::standalone(),
+            _server: server,
+        };
+        target.clients_at_start = target.client_count()?;
+        let version = target.command(&["INFO", "server"])?;
+        if let Some(line) =
+            version.as_str().and_then(|info| info.lines().find(|l| l.starts_with("redis_version:")))
+        {
+            eprintln!("[bench] Redis at {}:{} ({})", target.host, target.port, line.trim());
+        }
+        Ok(target)
+    }
+
+    /// Runs one command on a fresh plain connection.
+    fn command(&self, args: &[&str]) -> Result<RespValue> {
+        let io = |e: std::io::Error| failed(format!("Redis at {}:{}: {e}", self.host, self.port));
+        let stream = TcpStream::connect((self.host.as_str(), self.port)).map_err(io)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(io)?;
+        let mut reader = BufReader::new(stream);
+        if let Some(password) = &self.password {
+            reader.get_mut().write_all(&encode_command(&["AUTH", password.as_str()])).map_err(io)?;
+            let reply = read_resp(&mut reader).map_err(io)?;
+            if reply.is_error() {
+                return Err(failed(format!("AUTH: {reply}")));
+            }
+        }
+        reader.get_mut().write_all(&encode_command(args)).map_err(io)?;
+        let reply = read_resp(&mut reader).map_err(io)?;
+        match reply.as_error() {
+            Some(error) => Err(failed(format!("{}: {error}", args.join(" ")))),
+            None => Ok(reply),
+        }
+    }
+
+    /// Clients connected to the server, not counting the connection used to ask.
+    pub fn client_count(&self) -> Result<u64> {
+        let list = self.command(&["CLIENT", "LIST"])?;
+        let text = list.as_str().ok_or_else(|| failed(format!("CLIENT LIST replied {list}")))?;
+        Ok(text.lines().filter(|line| !line.trim().is_empty()).count().saturating_sub(1) as u64)
+    }
+
+    /// Waits (up to 5 s) until the connections of earlier rounds are closed,
+    /// so that the next count sees only the side being measured; returns the
+    /// clients connected now.
+    pub async fn settled_client_count(&self) -> Result<u64> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let count = self.client_count()?;
+            if count <= self.clients_at_start || std::time::Instant::now() >= deadline {
+                if count > self.clients_at_start {
+                    eprintln!(
+                        "[bench] {count} Redis clients still connected, {} at start",
+                        self.clients_at_start
+                    );
+                }
+                return Ok(count);
+            }
+            crate::workload::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `XLEN key`.
+    pub fn stream_len(&self, key: &str) -> Result<u64> {
+        let reply = self.command(&["XLEN", key])?;
+        reply.as_int().map(|n| n as u64).ok_or_else(|| failed(format!("XLEN replied {reply}")))
+    }
+
+    /// A hub builder for this Redis, running on the caller's runtime.
+    pub fn hub_builder(&self) -> Result<RedisHubBuilder<C>> {
+        Ok(RedisHub::<C>::builder(&self.url)?)
+    }
+
+    /// Retention of `events` per audience, for an hour.
+    pub fn retention(&self, events: usize) -> Retention {
+        Retention::new(events as u64, Duration::from_secs(3600))
+    }
+
+    /// The channel the hub uses for `user`.
+    pub fn user_channel(&self, user: UserId) -> String {
+        self.layout.channel(Audience::User(user))
+    }
+
+    /// The key layout the hub uses.
+    pub fn layout(&self) -> &KeyLayout {
+        &self.layout
+    }
+
+    /// The stream the hub retains `user`'s events in.
+    pub fn user_stream(&self, user: UserId) -> String {
+        self.layout.stream(Audience::User(user))
+    }
+
+    fn builder(&self) -> Result<Builder> {
+        let config =
+            Config::from_url(&self.url).map_err(|e| BenchError::Usage(format!("--redis-url: {e}")))?;
+        let mut builder = Builder::from_config(config);
+        builder.with_performance_config(|performance| {
+            performance.broadcast_channel_capacity = RAW_MESSAGE_CAPACITY;
+        });
+        Ok(builder)
+    }
+
+    /// A connected raw fred client for SUBSCRIBE, its message buffer as large as the hub's.
+    pub async fn raw_subscriber(&self) -> Result<Client> {
+        let client = self.builder()?.build().map_err(|e| failed(format!("fred client: {e}")))?;
+        client.init().await.map_err(|e| failed(format!("fred connect: {e}")))?;
+        Ok(client)
+    }
+
+    /// A connected raw fred pool of two connections for commands, as many as the hub's.
+    pub async fn raw_commands(&self) -> Result<Pool> {
+        let pool = self.builder()?.build_pool(2).map_err(|e| failed(format!("fred pool: {e}")))?;
+        pool.init().await.map_err(|e| failed(format!("fred connect: {e}")))?;
+        Ok(pool)
+    }
+}
+
+/// `redis://[[user]:password@]host[:port][/db]` into host, port and password.
+fn parse_url(url: &str) -> Result<(String, u16, Option<String>)> {
+    let bad =
+        || BenchError::Usage(format!("--redis-url {url:?}: expected redis://[:password@]host[:port][/db]"));
+    let rest = url.strip_prefix("redis://").ok_or_else(bad)?;
+    let rest = rest.split('/').next().unwrap_or_default();
+    let (password, address) = match rest.rsplit_once('@') {
+        Some((credentials, address)) => {
+            let password = credentials.split_once(':').map_or(credentials, |(_, p)| p);
+            (Some(password.to_string()).filter(|p| !p.is_empty()), address)
+        }
+        None => (None, rest),
+    };
+    let (host, port) = match address.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse().map_err(|_| bad())?),
+        None => (address, 6379),
+    };
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port, password))
+}
+
+/// The channel message the hub publishes for `event`: its JSON envelope with a
+/// stream id, byte for byte the layout (and so the size) of the hub's own.
+pub fn envelope(event: &Event<C>) -> String {
+    let mut message = foreign_envelope(event);
+    message.pop();
+    message.push_str(&format!(",\"stream_id\":\"{}-0\"}}", event.occurred_at().timestamp_millis()));
+    message
+}
+
+/// The JSON envelope of `event` as another publisher writes it, without a stream id.
+pub fn foreign_envelope(event: &Event<C>) -> String {
+    let user = match event.audience() {
+        Audience::User(user) => format!("\"{user}\""),
+        Audience::Broadcast => "null".into(),
+    };
+    format!(
+        r#"{{"event_id":"{}","event_type":"{}","user_id":{user},"category":"{}","data":{},"occurred_at":"{}"}}"#,
+        event.id(),
+        event.event_type(),
+        event.category().name(),
+        event.data(),
+        event.occurred_at().to_rfc3339_opts(SecondsFormat::AutoSi, true),
+    )
+}
