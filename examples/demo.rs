@@ -82,8 +82,18 @@ fn hub(redis: Option<&str>) -> Result<DynHub<server::Topic>, String> {
     }
 }
 
+#[cfg(feature = "fred")]
+fn redis_hub(url: &str) -> Result<DynHub<server::Topic>, String> {
+    // Outside tokio: the hub runs its Redis client on a small runtime of its own.
+    let hub = futures::executor::block_on(ssehub::fred::RedisHub::<server::Topic>::connect(url))
+        .map_err(|error| format!("cannot connect to Redis at {url}: {error}"))?;
+    Ok(DynHub::new(hub))
+}
+
+#[cfg(not(feature = "fred"))]
 fn redis_hub(_url: &str) -> Result<DynHub<server::Topic>, String> {
-    Err("--redis is not available in this build: the demo has no Redis backend yet".to_owned())
+    Err("--redis needs the `fred` feature: cargo run --example demo --features fred -- --redis URL"
+        .to_owned())
 }
 
 fn main() -> ExitCode {
