@@ -25,6 +25,8 @@ pub(crate) struct SubscriberQueue<C> {
     pub(crate) id: u64,
     pub(crate) filter: crate::CategorySet<C>,
     sender: async_channel::Sender<Delivery<C>>,
+    /// The most deliveries that may wait in the queue.
+    capacity: usize,
     lagged: Arc<AtomicBool>,
 }
 
@@ -39,16 +41,23 @@ pub(crate) enum Offer {
 
 impl<C: Category> SubscriberQueue<C> {
     pub(crate) fn offer(&self, delivery: Delivery<C>) -> Offer {
+        // Only the dispatcher sends, so the length cannot grow between this check and the send.
+        if self.sender.len() >= self.capacity && !self.sender.is_closed() {
+            return self.lag();
+        }
         match self.sender.try_send(delivery) {
             Ok(()) => Offer::Queued,
-            Err(async_channel::TrySendError::Full(_)) => {
-                // The flag is read by the stream once it has drained the queue, so it must be set before closing.
-                self.lagged.store(true, Ordering::Release);
-                self.sender.close();
-                Offer::Lagged
-            }
+            Err(async_channel::TrySendError::Full(_)) => self.lag(),
             Err(async_channel::TrySendError::Closed(_)) => Offer::Gone,
         }
+    }
+
+    /// Ends a subscription that fell behind: it yields what is queued, then `Error::Lagged`.
+    fn lag(&self) -> Offer {
+        // The flag is read by the stream once it has drained the queue, so it must be set before closing.
+        self.lagged.store(true, Ordering::Release);
+        self.sender.close();
+        Offer::Lagged
     }
 
     /// Ends the subscription: the stream yields what is queued, then `Error::Closed`.
@@ -83,9 +92,12 @@ impl<C: Category> Subscription<C> {
         capacity: usize,
         dispatcher: WeakUnboundedSender<Command<C>>,
     ) -> (Self, SubscriberQueue<C>) {
-        let (sender, receiver) = async_channel::bounded(capacity.max(1));
+        // The bound is enforced by `offer`, not by the channel: a bounded channel
+        // allocates all its slots up front (16 KiB for 1,024), an unbounded one
+        // only as deliveries wait, so an idle subscription stays small.
+        let (sender, receiver) = async_channel::unbounded();
         let lagged = Arc::new(AtomicBool::new(false));
-        let queue = SubscriberQueue { id, filter, sender, lagged: Arc::clone(&lagged) };
+        let queue = SubscriberQueue { id, filter, sender, capacity: capacity.max(1), lagged: Arc::clone(&lagged) };
         let subscription = Self {
             queue: Box::pin(receiver),
             lagged,
