@@ -43,8 +43,11 @@
 //! [`order_key`](KeyLayout::order_key)), so entry ids order a user's events
 //! and the broadcasts exactly as they were published, and the channel message
 //! carries its entry id (`stream_id`), so the dispatcher knows each live
-//! event's position. Without retention, a publish is one `PUBLISH` and
-//! nothing can be replayed.
+//! event's position. Publishes that overlap in time share one script call in
+//! the standalone layout (a lone publish is a batch of one): Redis spends
+//! more on a script call than on the commands in it, so batching multiplies
+//! the events per second one Redis core can store. Without retention, a
+//! publish is one `PUBLISH` and nothing can be replayed.
 //!
 //! # Replay
 //!
@@ -149,6 +152,7 @@
 //! .unwrap();
 //! ```
 
+mod batch;
 mod bridge;
 mod cluster;
 mod codec;
@@ -181,6 +185,7 @@ pub use stats::HubStats;
 pub use subscription::Subscription;
 
 use crate::{Audience, Category, CategorySet, Error, Event, EventId, EventSource, Publisher, Replay, UserId};
+use batch::Batcher;
 use bridge::RuntimeHost;
 use codec::Decoder;
 use dispatcher::{Command, Dispatcher, Feed};
@@ -424,8 +429,14 @@ impl<C: Category> RedisHubBuilder<C> {
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let handle = commands.downgrade();
         let shared = runtime.spawn(start(self, commands_rx, handle)).await??;
+        let batcher = match (shared.retention, shared.layout.order_key()) {
+            (Some(retention), Some(order_key)) => {
+                Some(Batcher::start(runtime.handle(), Arc::clone(&shared), retention, order_key))
+            }
+            _ => None,
+        };
         tracing::info!(owned_runtime = runtime.is_owned(), "Redis hub connected");
-        Ok(RedisHub { inner: Arc::new(HubInner { commands, shared, runtime }) })
+        Ok(RedisHub { inner: Arc::new(HubInner { commands, batcher, shared, runtime }) })
     }
 }
 
@@ -559,8 +570,10 @@ pub struct RedisHub<C: Category> {
 }
 
 struct HubInner<C: Category> {
-    // Dropped first: the dispatcher stops when the last hub handle goes.
+    // Dropped first: the dispatcher and the batching task stop when the last hub handle goes.
     commands: UnboundedSender<Command<C>>,
+    /// Batches the publishes of standalone layouts with retention; the others publish one by one.
+    batcher: Option<Batcher>,
     shared: Arc<Shared<C>>,
     // Dropped last: the hub's own runtime, if any, winds down in the background.
     runtime: RuntimeHost,
@@ -663,47 +676,32 @@ impl<C: Category> EventSource<C> for RedisHub<C> {
 
 impl<C: Category> Publisher<C> for RedisHub<C> {
     fn publish(&self, event: Event<C>) -> impl Future<Output = Result<(), Error>> + Send {
-        let shared = Arc::clone(&self.inner.shared);
-        let task = self.inner.runtime.spawn(async move { shared.publish(event).await });
-        async move { task.await? }
+        let inner = Arc::clone(&self.inner);
+        async move {
+            if let Some(batcher) = &inner.batcher {
+                let outcome = batcher.submit(&inner.shared, &event)?;
+                return outcome.await.map_err(|_| Error::Closed)?;
+            }
+            let shared = Arc::clone(&inner.shared);
+            inner.runtime.spawn(async move { shared.publish_one(event).await }).await?
+        }
     }
 }
 
 impl<C: Category> Shared<C> {
-    async fn publish(&self, event: Event<C>) -> Result<(), Error> {
+    /// Publishes one event on its own: with the cluster layout, or without retention (one `PUBLISH`).
+    ///
+    /// Standalone layouts with retention publish through the [`Batcher`] instead.
+    async fn publish_one(&self, event: Event<C>) -> Result<(), Error> {
         if self.layout.pubsub_kind() == PubSubKind::Sharded {
             return cluster::publish(self, event).await;
         }
-        let audience = event.audience();
-        let channel = self.layout.channel(audience);
-        let client = self.commands.next_connected();
-        let sharded = self.layout.pubsub_kind() == PubSubKind::Sharded;
-        match self.retention {
-            Some(retention) => {
-                let envelope = codec::envelope_prefix(&event).map_err(Error::backend)?;
-                let args = vec![
-                    channel,
-                    envelope,
-                    retention.max_events.to_string(),
-                    retention.max_age.as_millis().to_string(),
-                    (if sharded { "SPUBLISH" } else { "PUBLISH" }).to_string(),
-                    (if retention.exact { "=" } else { "~" }).to_string(),
-                ];
-                let mut keys = vec![self.layout.stream(audience)];
-                keys.extend(self.layout.order_key());
-                let _: Value =
-                    self.script.evalsha_with_reload(client, keys, args).await.map_err(Error::backend)?;
-            }
-            None => {
-                let envelope = codec::envelope(&event).map_err(Error::backend)?;
-                let _: Value = if sharded {
-                    client.spublish(channel, envelope).await
-                } else {
-                    client.publish(channel, envelope).await
-                }
-                .map_err(Error::backend)?;
-            }
+        if self.retention.is_some() {
+            return Err(Error::backend("a standalone layout with retention publishes in batches"));
         }
+        let channel = self.layout.channel(event.audience());
+        let envelope = codec::envelope(&event).map_err(Error::backend)?;
+        let _: Value = self.commands.next_connected().publish(channel, envelope).await.map_err(Error::backend)?;
         Ok(())
     }
 }

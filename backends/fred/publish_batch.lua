@@ -1,0 +1,81 @@
+-- Publishes a batch of events with retention, atomically (standalone layouts): per event XADD and PUBLISH,
+-- per stream trimming by age and a sliding expiry.
+-- KEYS[1..n]  each event's stream (the audience's; a stream may appear more than once)
+-- KEYS[n+1]   the order key: the last entry id given out in any stream
+-- ARGV[1]     the most entries to keep
+-- ARGV[2]     the longest age to keep, in milliseconds (0: no age limit, no expiry)
+-- ARGV[3]     ~ (approximate trimming) or = (exact)
+-- ARGV[2+2i], ARGV[3+2i]  event i's channel, and its JSON envelope without its closing brace
+-- Returns, per event in order, its new entry id, or '!' and the error that kept it
+-- from being stored (such an event is not published either). The channel message
+-- is the envelope with the id added as "stream_id".
+--
+-- Every stream's ids come from one sequence, the order key's, so ids order events
+-- across streams (a user's and the broadcasts) exactly as they were published.
+-- One script per batch instead of one per event: the script call's own cost, the
+-- clock and the order key are paid once, and each stream is trimmed and expired once.
+
+local n = #KEYS - 1
+local order_key = KEYS[n + 1]
+local max_events, max_age, trim = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+
+local function format_id(ms, seq)
+  return string.format('%.0f-%.0f', ms, seq)
+end
+
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local last_ms, last_seq = -1, 0
+local last = redis.call('GET', order_key)
+if last then last_ms, last_seq = parse(last) end
+
+local function next_id()
+  if now > last_ms then last_ms, last_seq = now, 0 else last_seq = last_seq + 1 end
+  return format_id(last_ms, last_seq)
+end
+
+local function add(stream, entry)
+  local added = redis.pcall('XADD', stream, 'MAXLEN', trim, max_events, next_id(), 'event', entry)
+  if type(added) == 'table' and added.err and string.find(added.err, 'equal or smaller', 1, true) then
+    -- Another publisher added an entry with an id of its own choosing, above ours: go above it.
+    local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+    last_ms, last_seq = parse(top[1][1])
+    added = redis.pcall('XADD', stream, 'MAXLEN', trim, max_events, next_id(), 'event', entry)
+  end
+  return added
+end
+
+local ids = {}
+local touched, touched_order = {}, {}
+for i = 1, n do
+  local stream, channel, envelope = KEYS[i], ARGV[2 + 2 * i], ARGV[3 + 2 * i]
+  local added = add(stream, envelope .. '}')
+  if type(added) == 'table' and added.err then
+    ids[i] = '!' .. added.err
+  else
+    ids[i] = added
+    if not touched[stream] then
+      touched[stream] = true
+      touched_order[#touched_order + 1] = stream
+    end
+    redis.call('PUBLISH', channel, envelope .. ',"stream_id":"' .. added .. '"}')
+  end
+end
+
+if last_ms >= 0 then
+  redis.call('SET', order_key, format_id(last_ms, last_seq))
+  if max_age > 0 then
+    local oldest = string.format('%.0f', last_ms - max_age)
+    for _, stream in ipairs(touched_order) do
+      redis.call('XTRIM', stream, 'MINID', trim, oldest)
+      redis.call('PEXPIRE', stream, ARGV[2])
+    end
+    redis.call('PEXPIRE', order_key, ARGV[2])
+  end
+end
+return ids
