@@ -93,7 +93,11 @@ struct Settings {
 }
 
 /// Takes what has queued, up to the limits, and runs it as one script call; ends when every `Batcher` is gone.
-async fn run<C: Category>(shared: Arc<Shared<C>>, settings: Settings, mut pending: UnboundedReceiver<PendingPublish>) {
+async fn run<C: Category>(
+    shared: Arc<Shared<C>>,
+    settings: Settings,
+    mut pending: UnboundedReceiver<PendingPublish>,
+) {
     let settings = Arc::new(settings);
     let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
     let script = Script::from_lua(PUBLISH_BATCH_SCRIPT);
@@ -154,7 +158,8 @@ async fn publish_batch<C: Category>(
             }
         }
         Ok(ids) => {
-            let message = format!("the publish script answered {} ids for {} events", ids.len(), waiting.len());
+            let message =
+                format!("the publish script answered {} ids for {} events", ids.len(), waiting.len());
             for done in waiting {
                 let _ = done.send(Err(Error::backend(message.clone())));
             }

@@ -701,7 +701,8 @@ impl<C: Category> Shared<C> {
         }
         let channel = self.layout.channel(event.audience());
         let envelope = codec::envelope(&event).map_err(Error::backend)?;
-        let _: Value = self.commands.next_connected().publish(channel, envelope).await.map_err(Error::backend)?;
+        let _: Value =
+            self.commands.next_connected().publish(channel, envelope).await.map_err(Error::backend)?;
         Ok(())
     }
 }

@@ -97,7 +97,8 @@ impl<C: Category> Subscription<C> {
         // only as deliveries wait, so an idle subscription stays small.
         let (sender, receiver) = async_channel::unbounded();
         let lagged = Arc::new(AtomicBool::new(false));
-        let queue = SubscriberQueue { id, filter, sender, capacity: capacity.max(1), lagged: Arc::clone(&lagged) };
+        let queue =
+            SubscriberQueue { id, filter, sender, capacity: capacity.max(1), lagged: Arc::clone(&lagged) };
         let subscription = Self {
             queue: Box::pin(receiver),
             lagged,
