@@ -3,7 +3,10 @@
 //! The tests change the cluster, so they take turns on it. Each runs
 //! publishers and subscribers as tasks on a tokio runtime (the hub runs fred
 //! on it too) while a master is killed or a slot moved, then checks every
-//! subscriber's stream against what was published.
+//! subscriber's stream against what was published. Nothing depends on timing:
+//! the failover waits until the test allows it (`cluster-replica-no-failover`),
+//! the outage lasts until the test has seen what it checks, and readers stop
+//! at end markers published after every other event.
 
 #[path = "support/fred_support.rs"]
 mod fred_support;
@@ -19,7 +22,7 @@ use fred_support::{C, event, fresh_user};
 use futures::StreamExt;
 use redis_server::{RedisCluster, RespValue};
 use ssehub::fred::{KeyLayout, RedisHub, RedisHubBuilder};
-use ssehub::{Audience, CategorySet, Error, EventId, EventSource, Publisher, UserId};
+use ssehub::{Audience, Category, CategorySet, Error, Event, EventId, EventSource, Publisher, UserId};
 
 /// Users subscribed on each master.
 const USERS_PER_MASTER: usize = 12;
@@ -27,8 +30,8 @@ const USERS_PER_MASTER: usize = 12;
 const PUBLISH_EVERY: Duration = Duration::from_millis(20);
 /// Pause between two broadcasts.
 const BROADCAST_EVERY: Duration = Duration::from_millis(250);
-/// The longest a subscriber of the failed master may go without events.
-const RESUME_WITHIN: Duration = Duration::from_secs(15);
+/// The longest the tests wait for one phase of a run (an outage's effects, delivery resuming).
+const PHASE_WAIT: Duration = Duration::from_secs(60);
 
 fn cluster() -> &'static RedisCluster {
     static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
@@ -66,17 +69,23 @@ struct Published {
 #[derive(Clone, Debug)]
 enum Received {
     Event(EventId, Audience, Instant),
-    Gap(Instant),
+    Gap(Option<EventId>),
+    /// An end marker: the reader stops after its user's and the broadcast one.
+    Marker(EventId),
     Ended(String),
 }
+
+/// The event type of the markers published after everything else: a reader stops at its user's and the broadcast one.
+const END_MARKER: &str = "test.end";
 
 struct Run {
     users: Vec<UserId>,
     owner: HashMap<UserId, u16>,
     published: Arc<Mutex<Vec<Published>>>,
     received: HashMap<UserId, Arc<Mutex<Vec<Received>>>>,
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop_publishing: Arc<AtomicBool>,
+    publishers: Vec<tokio::task::JoinHandle<()>>,
+    readers: Vec<(UserId, tokio::task::JoinHandle<()>)>,
 }
 
 /// `per_master` fresh users on each master of `masters`, by their channel's slot.
@@ -100,38 +109,52 @@ fn users_on_masters(
     users
 }
 
+/// Publishes `e` through `hub` and records the outcome in `published`.
+async fn publish_recorded(hub: &RedisHub<C>, published: &Mutex<Vec<Published>>, e: Event<C>) -> bool {
+    let started = Instant::now();
+    let ok = hub.publish(e.clone()).await.is_ok();
+    let finished = Instant::now();
+    published.lock().unwrap().push(Published { id: e.id(), audience: e.audience(), started, finished, ok });
+    ok
+}
+
 /// Subscribes `users`, then starts a reader per subscription, a publisher per master
 /// (its users in turn) and a broadcast publisher.
 async fn start(hub: &RedisHub<C>, users: Vec<(UserId, u16)>) -> Run {
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop_publishing = Arc::new(AtomicBool::new(false));
     let published = Arc::new(Mutex::new(Vec::new()));
     let mut received = HashMap::new();
-    let mut tasks = Vec::new();
+    let mut readers = Vec::new();
     for (user, _) in &users {
         let mut subscription = hub.subscribe(*user, CategorySet::all()).await.expect("subscribe");
         let log = Arc::new(Mutex::new(Vec::new()));
         received.insert(*user, Arc::clone(&log));
-        let stop = Arc::clone(&stop);
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let item = match tokio::time::timeout(Duration::from_millis(100), subscription.next()).await {
-                    Err(_) => continue,
-                    Ok(item) => item,
-                };
-                let now = Instant::now();
-                let entry = match item {
-                    Some(Ok(event)) => Received::Event(event.id(), event.audience(), now),
-                    Some(Err(Error::Gap { .. })) => Received::Gap(now),
-                    Some(Err(error)) => Received::Ended(error.to_string()),
-                    None => Received::Ended("end of stream".into()),
-                };
-                let ended = matches!(entry, Received::Ended(_));
-                log.lock().unwrap().push(entry);
-                if ended {
-                    return;
+        readers.push((
+            *user,
+            tokio::spawn(async move {
+                let (mut own_end, mut broadcast_end) = (false, false);
+                while !(own_end && broadcast_end) {
+                    let entry = match subscription.next().await {
+                        Some(Ok(event)) if event.event_type() == END_MARKER => {
+                            match event.audience() {
+                                Audience::User(_) => own_end = true,
+                                Audience::Broadcast => broadcast_end = true,
+                            }
+                            Received::Marker(event.id())
+                        }
+                        Some(Ok(event)) => Received::Event(event.id(), event.audience(), Instant::now()),
+                        Some(Err(Error::Gap { last_delivered })) => Received::Gap(last_delivered),
+                        Some(Err(error)) => Received::Ended(error.to_string()),
+                        None => Received::Ended("end of stream".into()),
+                    };
+                    let ended = matches!(entry, Received::Ended(_));
+                    log.lock().unwrap().push(entry);
+                    if ended {
+                        return;
+                    }
                 }
-            }
-        }));
+            }),
+        ));
     }
     let mut by_master: HashMap<u16, Vec<UserId>> = HashMap::new();
     for (user, port) in &users {
@@ -142,35 +165,51 @@ async fn start(hub: &RedisHub<C>, users: Vec<(UserId, u16)>) -> Run {
         .map(|users| (users.into_iter().map(Audience::User).collect(), PUBLISH_EVERY))
         .collect();
     publishers.push((vec![Audience::Broadcast], BROADCAST_EVERY));
+    let mut publisher_tasks = Vec::new();
     for (k, (audiences, every)) in publishers.into_iter().enumerate() {
         let hub = hub.clone();
-        let stop = Arc::clone(&stop);
+        let stop = Arc::clone(&stop_publishing);
         let published = Arc::clone(&published);
-        tasks.push(tokio::spawn(async move {
+        publisher_tasks.push(tokio::spawn(async move {
             let mut n = k * 1_000_000;
             while !stop.load(Ordering::Relaxed) {
                 let audience = audiences[n % audiences.len()];
-                let e = event(audience, n);
+                publish_recorded(&hub, &published, event(audience, n)).await;
                 n += 1;
-                let started = Instant::now();
-                let ok = hub.publish(e.clone()).await.is_ok();
-                let finished = Instant::now();
-                published.lock().unwrap().push(Published { id: e.id(), audience, started, finished, ok });
                 tokio::time::sleep(every).await;
             }
         }));
     }
     let owner = users.iter().copied().collect();
-    Run { users: users.into_iter().map(|(u, _)| u).collect(), owner, published, received, stop, tasks }
+    Run {
+        users: users.into_iter().map(|(u, _)| u).collect(),
+        owner,
+        published,
+        received,
+        stop_publishing,
+        publishers: publisher_tasks,
+        readers,
+    }
 }
 
 impl Run {
-    /// Stops publishing, lets what is in flight arrive, stops reading.
-    async fn finish(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        for task in self.tasks.drain(..) {
+    /// Stops publishing, publishes an end marker to every user and one broadcast, and waits until
+    /// every reader has read up to its two markers: everything published before them has arrived.
+    async fn finish(&mut self, hub: &RedisHub<C>) {
+        self.stop_publishing.store(true, Ordering::Relaxed);
+        for task in self.publishers.drain(..) {
             task.await.unwrap();
+        }
+        let markers = self.users.iter().map(|u| Audience::User(*u)).chain([Audience::Broadcast]);
+        for audience in markers {
+            let marker = Event::new(audience, END_MARKER, C::ALL[0], "{}".to_owned()).unwrap();
+            hub.publish(marker).await.expect("an end marker is published once the cluster is whole");
+        }
+        for (user, reader) in std::mem::take(&mut self.readers) {
+            match tokio::time::timeout(Duration::from_secs(60), reader).await {
+                Ok(joined) => joined.unwrap(),
+                Err(_) => panic!("{user} did not receive its end markers within 60 s: {:?}", self.log(user)),
+            }
         }
     }
 
@@ -182,18 +221,28 @@ impl Run {
         self.published.lock().unwrap().clone()
     }
 
-    /// When `user` received its first own event published (successfully) after `after`.
-    fn delivered_one_published_after(&self, user: UserId, after: Instant) -> Option<Instant> {
+    /// Whether `user` received an event of its own that was published (successfully) after `after`.
+    fn delivered_one_published_after(&self, user: UserId, after: Instant) -> bool {
+        self.delivered_published_after(user, after) > 0
+    }
+
+    /// How many events of its own `user` received that were published (successfully) after `after`.
+    fn delivered_published_after(&self, user: UserId, after: Instant) -> usize {
         let fresh: HashSet<EventId> = self
             .published()
             .iter()
             .filter(|p| p.ok && p.started >= after && p.audience == Audience::User(user))
             .map(|p| p.id)
             .collect();
-        self.log(user).iter().find_map(|r| match r {
-            Received::Event(id, _, at) if fresh.contains(id) => Some(*at),
-            _ => None,
-        })
+        self.log(user).iter().filter(|r| matches!(r, Received::Event(id, _, _) if fresh.contains(id))).count()
+    }
+
+    /// How many publishes to `audiences` that started after `after` succeeded.
+    fn successful_publishes_since(&self, audiences: &[Audience], after: Instant) -> usize {
+        self.published()
+            .iter()
+            .filter(|p| p.ok && p.started >= after && audiences.contains(&p.audience))
+            .count()
     }
 }
 
@@ -202,16 +251,17 @@ impl Run {
 struct Verdict {
     events_expected: usize,
     events_delivered: usize,
-    /// Successful publishes not delivered but covered by a later gap signal.
+    /// Successful publishes not delivered but covered by a gap signal: each lies between the
+    /// gap's `last_delivered` and the next event of its audience delivered after that gap.
     covered_by_gap: usize,
     gaps_by_user: HashMap<UserId, usize>,
     failed_publishes: usize,
-    /// The longest time from a successful publish returning to its delivery, per user.
-    max_latency: HashMap<UserId, Duration>,
 }
 
 /// Checks every subscriber: nothing foreign, nothing twice, each audience in publish order, every
-/// successful publish delivered or covered by a gap signal that came after it was published.
+/// successful publish delivered, or covered by a gap signal event by event: the event lies
+/// after the last event of its audience delivered before that gap, and before the first one
+/// delivered after it. A gap's `last_delivered` is the event delivered just before it.
 fn verify(run: &Run) -> Verdict {
     let published = run.published();
     let by_id: HashMap<EventId, &Published> = published.iter().map(|p| (p.id, p)).collect();
@@ -222,49 +272,71 @@ fn verify(run: &Run) -> Verdict {
         if let Some(Received::Ended(why)) = log.iter().find(|r| matches!(r, Received::Ended(_))) {
             panic!("the subscription of {user} ended: {why}");
         }
-        let gaps: Vec<Instant> =
-            log.iter().filter_map(|r| if let Received::Gap(at) = r { Some(*at) } else { None }).collect();
-        verdict.gaps_by_user.insert(*user, gaps.len());
-        let events: Vec<(EventId, Audience, Instant)> = log
-            .iter()
-            .filter_map(|r| if let Received::Event(id, a, at) = r { Some((*id, *a, *at)) } else { None })
-            .collect();
         let mut seen = HashSet::new();
-        for (id, audience, _) in &events {
-            assert!(audience.includes(*user), "{user} received another user's event {id}");
-            assert!(by_id.contains_key(id), "{user} received {id}, which was never published");
-            assert!(seen.insert(*id), "{user} received {id} twice");
-        }
-        for audience in [Audience::User(*user), Audience::Broadcast] {
-            let order: Vec<EventId> =
-                published.iter().filter(|p| p.audience == audience).map(|p| p.id).collect();
-            let position: HashMap<EventId, usize> =
-                order.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-            let got: Vec<usize> =
-                events.iter().filter(|(_, a, _)| *a == audience).map(|(id, _, _)| position[id]).collect();
-            assert!(
-                got.windows(2).all(|w| w[0] < w[1]),
-                "{user}: events of {audience:?} out of publish order"
-            );
-        }
-        let mut latency = Duration::ZERO;
-        for p in published.iter().filter(|p| p.ok && p.audience.includes(*user)) {
-            verdict.events_expected += 1;
-            match events.iter().find(|(id, _, _)| *id == p.id) {
-                Some((_, _, at)) => {
-                    verdict.events_delivered += 1;
-                    latency = latency.max(at.saturating_duration_since(p.finished));
+        let mut last_delivered = None;
+        for entry in &log {
+            match entry {
+                Received::Event(id, audience, _) => {
+                    assert!(audience.includes(*user), "{user} received another user's event {id}");
+                    assert!(by_id.contains_key(id), "{user} received {id}, which was never published");
+                    assert!(seen.insert(*id), "{user} received {id} twice");
+                    last_delivered = Some(*id);
                 }
-                None if gaps.iter().any(|g| *g > p.started) => verdict.covered_by_gap += 1,
-                None => panic!(
-                    "{user} never received {} (published successfully {:?} after the start of the run) \
-                     and got no gap signal after it",
-                    p.id,
-                    p.started.duration_since(published[0].started)
+                Received::Gap(said) => assert_eq!(
+                    *said, last_delivered,
+                    "{user}: a gap's last_delivered is not the last event delivered before it"
                 ),
+                Received::Marker(id) => last_delivered = Some(*id),
+                Received::Ended(_) => {}
             }
         }
-        verdict.max_latency.insert(*user, latency);
+        verdict.gaps_by_user.insert(*user, log.iter().filter(|r| matches!(r, Received::Gap(_))).count());
+        for audience in [Audience::User(*user), Audience::Broadcast] {
+            let order: Vec<&Published> = published.iter().filter(|p| p.audience == audience).collect();
+            let position: HashMap<EventId, usize> =
+                order.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
+            // The log reduced to this audience: Some(position) for an event, None for a gap.
+            let steps: Vec<Option<usize>> = log
+                .iter()
+                .filter_map(|r| match r {
+                    Received::Event(id, a, _) if *a == audience => Some(Some(position[id])),
+                    Received::Gap(_) => Some(None),
+                    _ => None,
+                })
+                .collect();
+            let delivered: Vec<usize> = steps.iter().flatten().copied().collect();
+            assert!(
+                delivered.windows(2).all(|w| w[0] < w[1]),
+                "{user}: events of {audience:?} out of publish order"
+            );
+            // The holes each gap covers: (last position before it, first position after it).
+            let mut covered: Vec<(Option<usize>, Option<usize>)> = Vec::new();
+            for (i, step) in steps.iter().enumerate() {
+                if step.is_none() {
+                    let before = steps[..i].iter().rev().find_map(|s| *s);
+                    let after = steps[i + 1..].iter().find_map(|s| *s);
+                    covered.push((before, after));
+                }
+            }
+            for (i, p) in order.iter().enumerate().filter(|(_, p)| p.ok) {
+                verdict.events_expected += 1;
+                if seen.contains(&p.id) {
+                    verdict.events_delivered += 1;
+                } else if covered
+                    .iter()
+                    .any(|(before, after)| before.is_none_or(|b| b < i) && after.is_none_or(|a| i < a))
+                {
+                    verdict.covered_by_gap += 1;
+                } else {
+                    panic!(
+                        "{user} never received {} ({audience:?}, published successfully {:?} after the start \
+                         of the run) and no gap signal covers it",
+                        p.id,
+                        p.started.duration_since(published[0].started)
+                    );
+                }
+            }
+        }
     }
     verdict
 }
@@ -283,66 +355,118 @@ fn hub_builder(cluster: &RedisCluster, prefix: &str) -> RedisHubBuilder<C> {
     RedisHub::builder(&cluster.url()).unwrap().key_layout(KeyLayout::cluster_with_prefix(prefix).unwrap())
 }
 
-/// Kills a master mid-stream and checks its shard resumes while the others go on.
+/// Waits until `condition` holds; fails naming `what` after [`PHASE_WAIT`].
+async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PHASE_WAIT;
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what}: not within {PHASE_WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sets whether the replicas of `master` may take over from it.
+fn allow_failover(cluster: &RedisCluster, master: u16, allowed: bool) {
+    let value = if allowed { "no" } else { "yes" };
+    for replica in cluster.replica_ports_of(master) {
+        cluster.node(replica).command(&["CONFIG", "SET", "cluster-replica-no-failover", value]).expect_ok();
+    }
+}
+
+/// The command timeout of the failover tests' hubs.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Kills a master mid-stream and checks, while no replica may take over yet, that a publish to it
+/// fails within the command timeout and that the other masters go on (their publishes succeed and
+/// reach their subscribers); then lets a replica take over and waits until the shard delivers again.
 fn master_failover(prefix: &str, replica_acks: bool) -> (Verdict, Run, u16, Instant) {
     let cluster = cluster();
     let layout = KeyLayout::cluster_with_prefix(prefix).unwrap();
     let victim = victim(cluster, &layout);
     let masters = cluster.master_ports();
     runtime().block_on(async {
-        let mut builder = hub_builder(cluster, prefix);
+        let mut builder = hub_builder(cluster, prefix).command_timeout(COMMAND_TIMEOUT);
         if replica_acks {
             builder = builder.replica_acks(1, Duration::from_secs(1));
         }
         let hub = builder.connect().await.expect("connect");
         let users = users_on_masters(cluster, &layout, &masters, USERS_PER_MASTER);
+        let begun = Instant::now();
         let mut run = start(&hub, users).await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (victims, others): (Vec<UserId>, Vec<UserId>) =
+            run.users.iter().copied().partition(|u| run.owner[u] == victim);
+        wait_for("every subscriber receiving an event before the kill", || {
+            run.users.iter().all(|u| run.delivered_one_published_after(*u, begun))
+        })
+        .await;
 
+        tokio::task::spawn_blocking(move || {
+            allow_failover(cluster, victim, false);
+            cluster.kill_master(victim);
+        })
+        .await
+        .unwrap();
         let killed_at = Instant::now();
-        tokio::task::spawn_blocking(move || cluster.kill_master(victim)).await.unwrap();
-        let promoted =
-            tokio::task::spawn_blocking(move || cluster.wait_for_failover(victim, Duration::from_secs(30)))
-                .await
-                .unwrap();
-        let failover_time = killed_at.elapsed();
+        let probe = event(Audience::User(victims[0]), usize::MAX);
+        assert!(
+            !publish_recorded(&hub, &run.published, probe).await,
+            "a publish to master {victim} succeeded while it was down and no replica could take over"
+        );
+        let probe_took = killed_at.elapsed();
+        assert!(
+            probe_took < COMMAND_TIMEOUT + Duration::from_secs(5),
+            "a publish to the dead master took {probe_took:?} to fail (command timeout {COMMAND_TIMEOUT:?})"
+        );
+        for port in masters.iter().filter(|p| **p != victim) {
+            let audiences: Vec<Audience> =
+                others.iter().filter(|u| run.owner[u] == *port).map(|u| Audience::User(*u)).collect();
+            wait_for(&format!("publishes to master {port} succeeding while {victim} is down"), || {
+                run.successful_publishes_since(&audiences, killed_at) >= 2 * USERS_PER_MASTER
+            })
+            .await;
+        }
+        wait_for("a broadcast published while the master is down", || {
+            run.successful_publishes_since(&[Audience::Broadcast], killed_at) >= 2
+        })
+        .await;
+        wait_for("the subscribers of the other masters receiving events published during the outage", || {
+            others.iter().all(|u| run.delivered_one_published_after(*u, killed_at))
+        })
+        .await;
+        let outage = killed_at.elapsed();
+
+        let allowed_at = Instant::now();
+        let promoted = tokio::task::spawn_blocking(move || {
+            allow_failover(cluster, victim, true);
+            cluster.wait_for_failover(victim, Duration::from_secs(30))
+        })
+        .await
+        .unwrap();
+        let failover_time = allowed_at.elapsed();
         // The failed node comes back, as a replica of the new master: with replica acks,
         // publishes to that shard succeed again once it has caught up.
         tokio::task::spawn_blocking(move || cluster.node(victim).restart()).await.unwrap();
-        let victims: Vec<UserId> = run.users.iter().copied().filter(|u| run.owner[u] == victim).collect();
-        // Wait until every subscriber of the failed master has an event published after the kill.
-        let deadline = killed_at + RESUME_WITHIN + Duration::from_secs(5);
-        let mut resumed = Duration::ZERO;
-        loop {
-            let at: Option<Vec<Instant>> =
-                victims.iter().map(|u| run.delivered_one_published_after(*u, killed_at)).collect();
-            if let Some(at) = at {
-                resumed = at.iter().map(|t| t.duration_since(killed_at)).max().unwrap_or_default();
-                break;
-            }
-            if Instant::now() > deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(
-            resumed > Duration::ZERO && resumed <= RESUME_WITHIN,
-            "the subscribers of the failed master {victim} were not all delivering again within {RESUME_WITHIN:?}"
-        );
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        run.finish().await;
+        let promoted_at = Instant::now();
+        wait_for(
+            "every subscriber of the failed master receiving an event published after the failover",
+            || victims.iter().all(|u| run.delivered_one_published_after(*u, promoted_at)),
+        )
+        .await;
+        let resumed = promoted_at.elapsed();
+        run.finish(&hub).await;
         let verdict = verify(&run);
         println!(
-            "{prefix}: master {victim} killed, replica {promoted} promoted after {failover_time:?}; its \
-             subscribers delivering again after {resumed:?}; stats {:?}",
+            "{prefix}: master {victim} killed; a publish to it failed after {probe_took:?}; outage held \
+             {outage:?}; replica {promoted} promoted {failover_time:?} after the failover was allowed; its \
+             subscribers delivering again {resumed:?} after that; stats {:?}",
             hub.stats()
         );
         (verdict, run, victim, killed_at)
     })
 }
 
-/// The other masters than `victim`: publishes to them go on succeeding quickly; their subscribers get
-/// no gap, every event, and no long wait.
+/// The other masters than `victim`: every publish to them succeeds, and their subscribers get no
+/// gap. (That they received events published while the victim was down, before any replica could
+/// take over, `master_failover` has checked.)
 fn assert_other_shards_undisturbed(verdict: &Verdict, run: &Run, victim: u16, killed_at: Instant) {
     let others: Vec<UserId> = run.users.iter().copied().filter(|u| run.owner[u] != victim).collect();
     let elsewhere: Vec<Published> = run
@@ -361,13 +485,9 @@ fn assert_other_shards_undisturbed(verdict: &Verdict, run: &Run, victim: u16, ki
         elsewhere.len()
     );
     assert_eq!(failed, 0, "publishes to masters that kept running failed");
-    assert!(slowest < Duration::from_secs(1), "a publish to a master that kept running took {slowest:?}");
-    let worst = others.iter().map(|u| verdict.max_latency[u]).max().unwrap();
     for user in &others {
         assert_eq!(verdict.gaps_by_user[user], 0, "{user} on master {} got a gap signal", run.owner[user]);
     }
-    println!("subscribers of the other masters: no gap, longest publish-to-delivery {worst:?}");
-    assert!(worst < Duration::from_secs(1), "a subscriber of another master waited {worst:?} for an event");
 }
 
 #[test]
@@ -461,9 +581,11 @@ fn a_slot_migration_moves_the_subscription_to_the_new_owner_and_loses_nothing() 
         let resubscribed = moved_at.elapsed();
         assert_eq!(shard_numsub(cluster, from, &channel), 0, "the old owner keeps no subscription");
         let after = Instant::now();
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        assert!(run.delivered_one_published_after(user, after).is_some(), "no event after the migration");
-        run.finish().await;
+        wait_for("101 events published after the migration delivered", || {
+            run.delivered_published_after(user, after) > 100
+        })
+        .await;
+        run.finish(&hub).await;
         let verdict = verify(&run);
         println!(
             "slot {slot} moved {from} -> {to} in {migration:?}; subscription on the new owner after \
