@@ -65,10 +65,10 @@ struct Published {
     ok: bool,
 }
 
-/// What one subscription yielded, with arrival times.
+/// What one subscription yielded.
 #[derive(Clone, Debug)]
 enum Received {
-    Event(EventId, Audience, Instant),
+    Event(EventId, Audience),
     Gap(Option<EventId>),
     /// An end marker: the reader stops after its user's and the broadcast one.
     Marker(EventId),
@@ -142,7 +142,7 @@ async fn start(hub: &RedisHub<C>, users: Vec<(UserId, u16)>) -> Run {
                             }
                             Received::Marker(event.id())
                         }
-                        Some(Ok(event)) => Received::Event(event.id(), event.audience(), Instant::now()),
+                        Some(Ok(event)) => Received::Event(event.id(), event.audience()),
                         Some(Err(Error::Gap { last_delivered })) => Received::Gap(last_delivered),
                         Some(Err(error)) => Received::Ended(error.to_string()),
                         None => Received::Ended("end of stream".into()),
@@ -234,7 +234,7 @@ impl Run {
             .filter(|p| p.ok && p.started >= after && p.audience == Audience::User(user))
             .map(|p| p.id)
             .collect();
-        self.log(user).iter().filter(|r| matches!(r, Received::Event(id, _, _) if fresh.contains(id))).count()
+        self.log(user).iter().filter(|r| matches!(r, Received::Event(id, _) if fresh.contains(id))).count()
     }
 
     /// How many publishes to `audiences` that started after `after` succeeded.
@@ -276,7 +276,7 @@ fn verify(run: &Run) -> Verdict {
         let mut last_delivered = None;
         for entry in &log {
             match entry {
-                Received::Event(id, audience, _) => {
+                Received::Event(id, audience) => {
                     assert!(audience.includes(*user), "{user} received another user's event {id}");
                     assert!(by_id.contains_key(id), "{user} received {id}, which was never published");
                     assert!(seen.insert(*id), "{user} received {id} twice");
@@ -299,7 +299,7 @@ fn verify(run: &Run) -> Verdict {
             let steps: Vec<Option<usize>> = log
                 .iter()
                 .filter_map(|r| match r {
-                    Received::Event(id, a, _) if *a == audience => Some(Some(position[id])),
+                    Received::Event(id, a) if *a == audience => Some(Some(position[id])),
                     Received::Gap(_) => Some(None),
                     _ => None,
                 })
