@@ -288,7 +288,35 @@ pub fn check_event_type(name: &str) {
     }
 }
 
-fn example_event(event_type: &str, data: &str) -> Result<Event<ExampleCategory>, parse::EventTypeError> {
+/// `text` as a JSON array of strings, one per line, with the line breaks (`\n`, `\r\n`, `\r`) kept
+/// as the whitespace between them: JSON text whose lines are as hostile as JSON allows.
+pub fn json_keeping_line_breaks(text: &str) -> String {
+    let mut out = String::from("[\"");
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' if chars.peek() == Some(&'\n') => {
+                chars.next();
+                out.push_str("\",\r\n\"");
+            }
+            '\r' | '\n' => {
+                out.push_str("\",");
+                out.push(c);
+                out.push('"');
+            }
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push_str("\"]");
+    out
+}
+
+fn example_event(event_type: &str, data: &str) -> Result<Event<ExampleCategory>, ssehub::InvalidEvent> {
     let id = EventId::from_uuid(uuid::Uuid::from_u128(0x0193_6f3c_7d5e_7a10_8b2c_3d4e_5f60_7182));
     Event::from_parts(
         id,
@@ -407,7 +435,9 @@ pub fn check_event_round_trip(id: Option<EventId>, event_type: Option<&str>, dat
     assert_one_event(&frame, id, event_type, data, None, split);
 
     if let Some(event_type) = event_type {
-        let event = example_event(event_type, data).expect("a valid event type");
+        // Event data is JSON text: the same text as JSON strings, its line breaks kept between them.
+        let data = &json_keeping_line_breaks(data);
+        let event = example_event(event_type, data).expect("a valid event type and JSON data");
         let mut encoded = String::new();
         wire::encode_event(&event, &mut encoded);
         assert_one_event(&encoded, Some(event.id()), Some(event_type), data, None, split);

@@ -166,8 +166,10 @@ impl Audience {
 
 /// One event: cheap to clone (one reference count), immutable once made.
 ///
-/// `data` is JSON text, kept as text end to end: ssehub never parses it on the
-/// delivery path.
+/// `data` is JSON text (any JSON value: an object, an array, a string, a
+/// number, `true`, `false` or `null`), checked once, when the event is made,
+/// so every backend accepts exactly the events that can be made. It is kept as
+/// text end to end: ssehub never parses it on the delivery path.
 ///
 /// # Examples
 ///
@@ -181,6 +183,9 @@ impl Audience {
 ///
 /// // An event type with a line break could forge fields on the wire: refused.
 /// assert!(Event::new(Audience::Broadcast, "a\nb", ExampleCategory::Import, "{}").is_err());
+/// // Data that is not JSON text: refused.
+/// let error = Event::new(Audience::Broadcast, "note", ExampleCategory::Import, "hello").unwrap_err();
+/// assert!(error.to_string().contains("not JSON"));
 /// ```
 pub struct Event<C> {
     inner: Arc<EventInner<C>>,
@@ -199,21 +204,21 @@ impl<C: Category> Event<C> {
     /// A new event with a fresh id, occurring now.
     ///
     /// Fails if `event_type` is not a valid event type name
-    /// (see [`parse::event_type`]).
+    /// (see [`parse::event_type`]) or `data` is not JSON text.
     #[cfg(feature = "std")]
     pub fn new(
         audience: Audience,
         event_type: &str,
         category: C,
         data: impl Into<Box<str>>,
-    ) -> Result<Self, EventTypeError> {
+    ) -> Result<Self, InvalidEvent> {
         Self::from_parts(EventId::new(), audience, event_type, category, data, Utc::now())
     }
 
     /// An event from all its parts, as read back from a backend.
     ///
     /// Fails if `event_type` is not a valid event type name
-    /// (see [`parse::event_type`]).
+    /// (see [`parse::event_type`]) or `data` is not JSON text.
     pub fn from_parts(
         id: EventId,
         audience: Audience,
@@ -221,15 +226,32 @@ impl<C: Category> Event<C> {
         category: C,
         data: impl Into<Box<str>>,
         occurred_at: DateTime<Utc>,
-    ) -> Result<Self, EventTypeError> {
-        let event_type = parse::event_type(event_type)?;
+    ) -> Result<Self, InvalidEvent> {
+        let data = data.into();
+        check_json(&data)?;
+        Self::from_checked_parts(id, audience, event_type, category, data, occurred_at)
+    }
+
+    /// [`from_parts`](Self::from_parts) for data already known to be JSON text
+    /// (a backend's decoder that parsed it as part of an envelope): checks the
+    /// event type only.
+    #[cfg_attr(not(feature = "fred"), allow(dead_code))]
+    pub(crate) fn from_checked_parts(
+        id: EventId,
+        audience: Audience,
+        event_type: &str,
+        category: C,
+        data: Box<str>,
+        occurred_at: DateTime<Utc>,
+    ) -> Result<Self, InvalidEvent> {
+        let event_type = parse::event_type(event_type).map_err(InvalidEvent::EventType)?;
         Ok(Self {
             inner: Arc::new(EventInner {
                 id,
                 audience,
                 event_type: event_type.into(),
                 category,
-                data: data.into(),
+                data,
                 occurred_at,
             }),
         })
@@ -297,6 +319,68 @@ impl<C: Category> fmt::Debug for Event<C> {
             .field("occurred_at", &self.inner.occurred_at)
             .finish()
     }
+}
+
+/// Why an event could not be made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidEvent {
+    /// The event type is not a valid event type name (see [`parse::event_type`]).
+    EventType(EventTypeError),
+    /// The data is not JSON text.
+    DataNotJson(DataNotJson),
+}
+
+impl fmt::Display for InvalidEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InvalidEvent::EventType(e) => e.fmt(f),
+            InvalidEvent::DataNotJson(e) => e.fmt(f),
+        }
+    }
+}
+
+impl core::error::Error for InvalidEvent {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            InvalidEvent::EventType(e) => Some(e),
+            InvalidEvent::DataNotJson(e) => Some(e),
+        }
+    }
+}
+
+/// Event data that is not JSON text, and where the JSON parser gave up on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataNotJson {
+    line: usize,
+    column: usize,
+}
+
+impl DataNotJson {
+    /// The line (from 1) where the data stops being JSON.
+    pub fn line(&self) -> usize {
+        self.line
+    }
+
+    /// The column (from 1) where the data stops being JSON.
+    pub fn column(&self) -> usize {
+        self.column
+    }
+}
+
+impl fmt::Display for DataNotJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "event data is not JSON text (line {}, column {})", self.line, self.column)
+    }
+}
+
+impl core::error::Error for DataNotJson {}
+
+/// Checks that `data` is one JSON value, without keeping anything it parses.
+fn check_json(data: &str) -> Result<(), InvalidEvent> {
+    serde_json::from_str::<serde::de::IgnoredAny>(data)
+        .map(drop)
+        .map_err(|e| InvalidEvent::DataNotJson(DataNotJson { line: e.line(), column: e.column() }))
 }
 
 #[cfg(feature = "serde")]

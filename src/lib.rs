@@ -77,7 +77,7 @@ pub mod memory;
 
 pub use category::{Category, CategorySet, CategorySetIter};
 pub use error::{BoxError, Error};
-pub use event::{Audience, Event, EventId, UserId};
+pub use event::{Audience, DataNotJson, Event, EventId, InvalidEvent, UserId};
 pub use source::{BoxFuture, DynHub, EventSource, EventStream, Publisher, Replay, ReplayStatus};
 
 #[doc(hidden)]

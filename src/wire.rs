@@ -17,10 +17,11 @@ use crate::{Category, Event, EventId};
 /// ```
 /// use ssehub::{wire, Audience, Event, fixture::ExampleCategory};
 ///
-/// let event = Event::new(Audience::Broadcast, "note", ExampleCategory::Ai, "line 1\nline 2").unwrap();
+/// // Pretty-printed JSON: one `data:` line per line.
+/// let event = Event::new(Audience::Broadcast, "note", ExampleCategory::Ai, "{\n  \"n\": 1\n}").unwrap();
 /// let mut frame = String::new();
 /// wire::encode_event(&event, &mut frame);
-/// assert_eq!(frame, format!("id: {}\nevent: note\ndata: line 1\ndata: line 2\n\n", event.id()));
+/// assert_eq!(frame, format!("id: {}\nevent: note\ndata: {{\ndata:   \"n\": 1\ndata: }}\n\n", event.id()));
 /// ```
 pub fn encode_event<C: Category>(event: &Event<C>, out: &mut alloc::string::String) {
     // Writing to a String cannot fail, and the event type was checked when the event was made.

@@ -385,6 +385,7 @@ proptest! {
         data in hostile_payload(),
         split in split(),
     ) {
+        let data = checks::json_keeping_line_breaks(&data);
         let event = Event::new(Audience::Broadcast, &event_type, ExampleCategory::Portfolio, data.as_str()).unwrap();
         let mut frame = String::new();
         wire::encode_event(&event, &mut frame);

@@ -48,7 +48,8 @@ fn default_retry_is_three_seconds() {
 #[test]
 fn events_parse_back_with_an_independent_sse_parser() {
     let first = event("portfolio.updated", C::Portfolio, r#"{"value":1}"#);
-    let multi_line = event("ai.summary", C::Ai, "line one\r\nline two\nline three\rdata: forged");
+    let multi_line =
+        event("ai.summary", C::Ai, "[\"line one\",\r\n\"line two\",\n\"line three\",\r\"data: forged\"]");
     let events = stream::iter([Ok(first.clone()), Ok(multi_line.clone())]);
 
     let parsed: Vec<_> = block_on(
@@ -63,7 +64,7 @@ fn events_parse_back_with_an_independent_sse_parser() {
     assert_eq!(parsed[1].id, multi_line.id().to_string());
     assert_eq!(parsed[1].event, "ai.summary");
     // Every line break becomes "\n" in the parsed data; the forged field stays data.
-    assert_eq!(parsed[1].data, "line one\nline two\nline three\ndata: forged");
+    assert_eq!(parsed[1].data, "[\"line one\",\n\"line two\",\n\"line three\",\n\"data: forged\"]");
 }
 
 #[test]
