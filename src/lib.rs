@@ -47,6 +47,7 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 extern crate alloc;
 
@@ -63,6 +64,8 @@ mod source;
 pub mod sse;
 pub mod wire;
 
+#[cfg(feature = "std")]
+pub mod backend;
 #[cfg(feature = "std")]
 pub mod resume;
 #[cfg(feature = "std")]

@@ -118,6 +118,17 @@ impl<C: Category> Replay<C> {
         Self { events, status: ReplayStatus::Complete }
     }
 
+    /// A truncated replay: history no longer reaches back to the id, and
+    /// these are the retained events published after it.
+    pub fn truncated(events: Vec<Event<C>>) -> Self {
+        Self { events, status: ReplayStatus::Truncated }
+    }
+
+    /// A replay after an id this history never held: every retained event.
+    pub fn unknown_id(events: Vec<Event<C>>) -> Self {
+        Self { events, status: ReplayStatus::UnknownId }
+    }
+
     /// An empty replay from a backend that keeps no history.
     pub fn retention_disabled() -> Self {
         Self { events: Vec::new(), status: ReplayStatus::RetentionDisabled }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures::StreamExt;
 use futures::executor::block_on;
+use futures::stream::FusedStream;
 use ssehub::fixture::ExampleCategory as C;
 use ssehub::memory::MemoryHub;
 use ssehub::{Audience, CategorySet, Error, Event, EventId, EventSource, Publisher, ReplayStatus, UserId};
@@ -287,7 +288,9 @@ fn closing_the_hub_ends_subscriptions_after_their_queued_events_and_refuses_new_
     hub.close();
     assert!(hub.is_closed());
     assert_eq!(block_on(subscription.next()).unwrap().unwrap(), queued);
+    assert!(matches!(block_on(subscription.next()), Some(Err(Error::Closed))), "closing is said once");
     assert!(block_on(subscription.next()).is_none());
+    assert!(subscription.is_terminated());
     assert!(matches!(block_on(hub.publish(event(Audience::User(alice), 1))), Err(Error::Closed)));
     assert!(matches!(block_on(hub.subscribe(alice, CategorySet::all())), Err(Error::Closed)));
     assert_eq!(hub.stats().subscriptions, 0);
@@ -365,6 +368,7 @@ fn dropping_the_last_hub_handle_ends_its_subscriptions() {
     block_on(clone.publish(queued.clone())).unwrap();
     drop(clone);
     assert_eq!(block_on(subscription.next()).unwrap().unwrap(), queued);
+    assert!(matches!(block_on(subscription.next()), Some(Err(Error::Closed))), "closing is said once");
     assert!(block_on(subscription.next()).is_none(), "the stream ends with the last handle");
 }
 

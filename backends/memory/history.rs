@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::collections::hash_map::HashMap;
 
-use crate::{Category, CategorySet, Event, EventId};
+use crate::{Category, Event, EventId};
 
 /// A retained event with its place in the hub-wide publish order.
 pub(super) struct Retained<C> {
@@ -143,34 +143,6 @@ impl<C: Category> History<C> {
     /// The retained events from position `start` on.
     pub(super) fn starting_at(&self, start: usize) -> std::collections::vec_deque::Iter<'_, Retained<C>> {
         self.entries.range(start.min(self.entries.len())..)
-    }
-}
-
-/// Merges two runs of retained events by publish order, keeping those that pass `filter`.
-pub(super) fn merge_in_publish_order<'a, C: Category>(
-    first: impl Iterator<Item = &'a Retained<C>>,
-    second: impl Iterator<Item = &'a Retained<C>>,
-    filter: CategorySet<C>,
-    out: &mut Vec<Event<C>>,
-) {
-    let mut first = first.filter(|r| filter.contains(r.event.category())).peekable();
-    let mut second = second.filter(|r| filter.contains(r.event.category())).peekable();
-    loop {
-        let next = match (first.peek(), second.peek()) {
-            (Some(a), Some(b)) => {
-                if a.seq <= b.seq {
-                    first.next()
-                } else {
-                    second.next()
-                }
-            }
-            (Some(_), None) => first.next(),
-            (None, Some(_)) => second.next(),
-            (None, None) => break,
-        };
-        if let Some(retained) = next {
-            out.push(retained.event.clone());
-        }
     }
 }
 

@@ -19,8 +19,8 @@
 //!   is complete. Finding the Last-Event-ID takes a binary search (or a hash
 //!   lookup when ids were published out of order), whatever the history length.
 //!   An id no longer retained is reported
-//!   [`Truncated`](ReplayStatus::Truncated) when it is a UUIDv7 no newer than
-//!   the events history has dropped, and [`UnknownId`](ReplayStatus::UnknownId)
+//!   [`Truncated`](crate::ReplayStatus::Truncated) when it is a UUIDv7 no newer than
+//!   the events history has dropped, and [`UnknownId`](crate::ReplayStatus::UnknownId)
 //!   otherwise. Age counts from when the hub retained the event, not from its
 //!   `occurred_at`.
 //! - **Order.** Every subscription sees its user's events and the broadcasts
@@ -66,7 +66,6 @@
 //! ```
 
 mod history;
-mod subscription;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -75,15 +74,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-pub use subscription::Subscription;
+pub use crate::backend::Subscription;
 
-use history::{History, merge_in_publish_order};
-use subscription::{List, NOT_REGISTERED, Offer, SubscriberQueue, Wakeups};
+use history::{History, Retained};
 
-use crate::{
-    Audience, Category, CategorySet, Error, Event, EventId, EventSource, Publisher, Replay, ReplayStatus,
-    UserId,
+use crate::backend::{
+    self, NOT_REGISTERED, Push, Registry, ReplaySide, SubscriberQueue, Wakeups, subscriber_queue,
 };
+
+use crate::{Audience, Category, CategorySet, Error, Event, EventId, EventSource, Publisher, Replay, UserId};
 
 /// The default of [`MemoryHubBuilder::history_len`].
 pub const DEFAULT_HISTORY_LEN: usize = 1000;
@@ -335,6 +334,22 @@ impl<C: Category> UserEntry<C> {
     }
 }
 
+/// The two lists a registration is in; each keeps its position in one registry slot of the queue.
+#[derive(Clone, Copy, Debug)]
+enum List {
+    /// The user's registrations: served by the user's events.
+    User = 0,
+    /// Every registration of the shard: served by broadcasts.
+    Shard = 1,
+}
+
+impl<C: Category> Registry<C> for Shared<C> {
+    fn unregister(&self, queue: &Arc<SubscriberQueue<C>>) {
+        let shard = self.shard(queue.user());
+        lock(&shard.state).unregister(shard, queue);
+    }
+}
+
 struct Registration<C> {
     /// The subscription's filter, kept here so filtered-out events never touch its queue.
     filter_bits: u64,
@@ -360,7 +375,6 @@ fn deliver<C: Category>(
     registrations: &[Registration<C>],
     event: &Event<C>,
     category_bit: u64,
-    capacity: usize,
     counts: &mut Delivered,
     wakeups: &mut Wakeups,
     ended: &mut Vec<Arc<SubscriberQueue<C>>>,
@@ -369,25 +383,25 @@ fn deliver<C: Category>(
         if registration.filter_bits & category_bit == 0 {
             continue;
         }
-        match registration.queue.offer(event, capacity, wakeups) {
-            Offer::Queued => counts.queued += 1,
-            Offer::Lagged => {
+        match registration.queue.push(event, wakeups) {
+            Push::Queued => counts.queued += 1,
+            Push::Lagged => {
                 counts.lagged += 1;
                 ended.push(Arc::clone(&registration.queue));
             }
-            Offer::Ended => ended.push(Arc::clone(&registration.queue)),
+            Push::Ended => ended.push(Arc::clone(&registration.queue)),
         }
     }
 }
 
 /// Removes `queue` from `registrations` (one of its two lists), keeping the
 /// slots of the others right. Returns whether it was there.
-fn remove_from<C>(
+fn remove_from<C: Category>(
     registrations: &mut Vec<Registration<C>>,
     list: List,
     queue: &Arc<SubscriberQueue<C>>,
 ) -> bool {
-    let slot = queue.slot(list);
+    let slot = queue.slot(list as usize);
     let slot = if registrations.get(slot).is_some_and(|r| Arc::ptr_eq(&r.queue, queue)) {
         slot
     } else {
@@ -398,9 +412,9 @@ fn remove_from<C>(
         }
     };
     let removed = registrations.swap_remove(slot);
-    removed.queue.set_slot(list, NOT_REGISTERED);
+    removed.queue.set_slot(list as usize, NOT_REGISTERED);
     if let Some(moved) = registrations.get(slot) {
-        moved.queue.set_slot(list, slot);
+        moved.queue.set_slot(list as usize, slot);
     }
     true
 }
@@ -409,17 +423,17 @@ impl<C: Category> ShardState<C> {
     /// Takes `queue` out of both its lists, and its user out of the shard if
     /// nothing is left of it. Returns whether it was registered.
     fn unregister(&mut self, shard: &Shard<C>, queue: &Arc<SubscriberQueue<C>>) -> bool {
-        if queue.slot(List::User) == NOT_REGISTERED {
+        if queue.slot(List::User as usize) == NOT_REGISTERED {
             return false;
         }
-        let user = queue.user;
+        let user = queue.user();
         if let Some(entry) = self.users.get_mut(&user) {
             remove_from(&mut entry.subscribers, List::User, queue);
             if entry.is_unused() {
                 self.remove_user(shard, user);
             }
         }
-        queue.set_slot(List::User, NOT_REGISTERED);
+        queue.set_slot(List::User as usize, NOT_REGISTERED);
         remove_from(&mut self.listeners, List::Shard, queue);
         shrink_when_mostly_empty(&mut self.listeners);
         shard.subscriptions.fetch_sub(1, Ordering::Relaxed);
@@ -485,18 +499,16 @@ impl<C: Category> Shared<C> {
             shard.users.fetch_add(1, Ordering::Relaxed);
             UserEntry::new()
         });
-        let queue = Arc::new(SubscriberQueue::new(user, entry.subscribers.len(), state.listeners.len()));
+        let registry: Arc<dyn Registry<C>> = Arc::clone(self) as Arc<dyn Registry<C>>;
+        let (queue, subscription) = subscriber_queue(user, self.config.queue_capacity, Some(registry));
+        queue.set_slot(List::User as usize, entry.subscribers.len());
+        queue.set_slot(List::Shard as usize, state.listeners.len());
         let registration = Registration { filter_bits: filter.bits(), queue: Arc::clone(&queue) };
         entry.subscribers.push(registration.clone());
         state.listeners.push(registration);
         shard.subscriptions.fetch_add(1, Ordering::Relaxed);
         drop(guard);
-        Ok(Subscription::new(Arc::clone(self), queue))
-    }
-
-    fn unregister(&self, queue: &Arc<SubscriberQueue<C>>) {
-        let shard = self.shard(queue.user);
-        lock(&shard.state).unregister(shard, queue);
+        Ok(subscription)
     }
 
     fn publish_now(&self, event: &Event<C>) -> Result<(), Error> {
@@ -512,7 +524,6 @@ impl<C: Category> Shared<C> {
 
     fn publish_to_user(&self, user: UserId, event: &Event<C>) {
         let retention = self.config.retention;
-        let capacity = self.config.queue_capacity;
         let category_bit = CategorySet::only(event.category()).bits();
         let shard = self.shard(user);
         let mut counts = Delivered::default();
@@ -533,15 +544,7 @@ impl<C: Category> Shared<C> {
                     dropped += entry.history.drop_retained_until(cutoff);
                 }
                 dropped += entry.history.push(seq, now_ms, event, retention.max_len);
-                deliver(
-                    &entry.subscribers,
-                    event,
-                    category_bit,
-                    capacity,
-                    &mut counts,
-                    &mut wakeups,
-                    &mut ended,
-                );
+                deliver(&entry.subscribers, event, category_bit, &mut counts, &mut wakeups, &mut ended);
                 shard.retained_events.fetch_add(1, Ordering::Relaxed);
                 shard.retained_events.fetch_sub(dropped, Ordering::Relaxed);
                 if now_ms >= state.last_sweep_ms.saturating_add(retention.sweep_interval_ms()) {
@@ -550,15 +553,7 @@ impl<C: Category> Shared<C> {
             }
             None => {
                 if let Some(entry) = state.users.get(&user) {
-                    deliver(
-                        &entry.subscribers,
-                        event,
-                        category_bit,
-                        capacity,
-                        &mut counts,
-                        &mut wakeups,
-                        &mut ended,
-                    );
+                    deliver(&entry.subscribers, event, category_bit, &mut counts, &mut wakeups, &mut ended);
                 }
             }
         }
@@ -572,7 +567,6 @@ impl<C: Category> Shared<C> {
 
     fn publish_to_everyone(&self, event: &Event<C>) {
         let category_bit = CategorySet::only(event.category()).bits();
-        let capacity = self.config.queue_capacity;
         let mut wakeups = Wakeups::new();
         let mut ended = Vec::new();
         // Every shard is locked before the sequence number is taken and
@@ -596,7 +590,7 @@ impl<C: Category> Shared<C> {
         for (index, mut state) in guards.drain(..).enumerate() {
             let shard = &self.shards[index];
             let mut counts = Delivered::default();
-            deliver(&state.listeners, event, category_bit, capacity, &mut counts, &mut wakeups, &mut ended);
+            deliver(&state.listeners, event, category_bit, &mut counts, &mut wakeups, &mut ended);
             for queue in ended.drain(..) {
                 state.unregister(shard, &queue);
             }
@@ -654,31 +648,67 @@ impl<C: Category> Shared<C> {
         let no_history = History::new();
         let own = entry.as_ref().map_or(&no_history, |entry| &entry.history);
 
-        let mut events = Vec::new();
-        let status = if let Some((position, seq)) = own.find(last_event_id) {
+        let with_seq = |retained: &Retained<C>| (retained.seq, retained.event.clone());
+        let replay = if let Some((position, seq)) = own.find(last_event_id) {
             let broadcasts = broadcast.starting_at(broadcast.first_after_seq(seq));
-            merge_in_publish_order(own.starting_at(position + 1), broadcasts, filter, &mut events);
-            if broadcast.last_dropped_seq() > seq { ReplayStatus::Truncated } else { ReplayStatus::Complete }
+            backend::replay(
+                last_event_id,
+                ReplaySide {
+                    events: own.starting_at(position + 1).map(with_seq),
+                    holds_id: true,
+                    trimmed_after_id: false,
+                },
+                ReplaySide {
+                    events: broadcasts.map(with_seq),
+                    holds_id: false,
+                    trimmed_after_id: broadcast.last_dropped_seq() > seq,
+                },
+                filter,
+            )
         } else if let Some((position, seq)) = broadcast.find(last_event_id) {
-            let own_events = own.starting_at(own.first_after_seq(seq));
-            merge_in_publish_order(own_events, broadcast.starting_at(position + 1), filter, &mut events);
             // A user whose entry is gone had nothing retained after this
             // broadcast: its events would be younger than it, so unexpired.
-            if own.last_dropped_seq() > seq { ReplayStatus::Truncated } else { ReplayStatus::Complete }
+            backend::replay(
+                last_event_id,
+                ReplaySide {
+                    events: own.starting_at(own.first_after_seq(seq)).map(with_seq),
+                    holds_id: false,
+                    trimmed_after_id: own.last_dropped_seq() > seq,
+                },
+                ReplaySide {
+                    events: broadcast.starting_at(position + 1).map(with_seq),
+                    holds_id: true,
+                    trimmed_after_id: false,
+                },
+                filter,
+            )
         } else {
-            merge_in_publish_order(own.starting_at(0), broadcast.starting_at(0), filter, &mut events);
             let dropped_until_ms =
                 own.dropped_until_ms().max(broadcast.dropped_until_ms()).max(state.removed_until_ms);
-            match last_event_id.timestamp_millis() {
-                Some(ms) if ms <= dropped_until_ms => ReplayStatus::Truncated,
-                _ => ReplayStatus::UnknownId,
-            }
+            let truncated = last_event_id.timestamp_millis().is_some_and(|ms| ms <= dropped_until_ms);
+            // After an id no longer retained, only what was published after it:
+            // ids made by `EventId::new` ascend in publish order.
+            let after_id = |retained: &&Retained<C>| !truncated || retained.event.id() > last_event_id;
+            backend::replay(
+                last_event_id,
+                ReplaySide {
+                    events: own.starting_at(0).filter(after_id).map(with_seq),
+                    holds_id: false,
+                    trimmed_after_id: truncated,
+                },
+                ReplaySide {
+                    events: broadcast.starting_at(0).filter(after_id).map(with_seq),
+                    holds_id: false,
+                    trimmed_after_id: truncated,
+                },
+                filter,
+            )
         };
         drop(broadcast);
         if entry.is_some_and(|entry| entry.is_unused()) {
             state.remove_user(shard, user);
         }
-        Replay { events, status }
+        replay
     }
 
     fn close(&self) {
@@ -689,8 +719,8 @@ impl<C: Category> Shared<C> {
             let state = &mut *guard;
             let unregistered = state.listeners.len();
             for registration in state.listeners.drain(..) {
-                registration.queue.set_slot(List::User, NOT_REGISTERED);
-                registration.queue.set_slot(List::Shard, NOT_REGISTERED);
+                registration.queue.set_slot(List::User as usize, NOT_REGISTERED);
+                registration.queue.set_slot(List::Shard as usize, NOT_REGISTERED);
                 registration.queue.close(&mut wakeups);
             }
             let mut removed = 0;
@@ -849,7 +879,7 @@ impl<C: Category> EventSource<C> for MemoryHub<C> {
     }
 
     /// Never fails; without retention the replay is
-    /// [`RetentionDisabled`](ReplayStatus::RetentionDisabled).
+    /// [`RetentionDisabled`](crate::ReplayStatus::RetentionDisabled).
     async fn missed_events(
         &self,
         user: UserId,
