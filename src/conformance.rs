@@ -35,15 +35,15 @@
 //!     type Hub = MemoryHub<ExampleCategory>;
 //!
 //!     async fn create(&self, options: HubOptions) -> Self::Hub {
+//!         let retention = ssehub::Retention::default().with_max_events(options.history_len as u64);
 //!         MemoryHub::builder()
-//!             .history_len(options.history_len)
-//!             .retention(options.retention)
+//!             .retention(options.retention.then_some(retention))
 //!             .queue_capacity(options.queue_capacity)
 //!             .build()
 //!     }
 //!
 //!     async fn active_subscriptions(&self, hub: &Self::Hub) -> usize {
-//!         hub.stats().subscriptions
+//!         hub.stats().open_subscriptions
 //!     }
 //! }
 //!

@@ -59,6 +59,7 @@ pub mod fixture;
 #[path = "../backends/fred/mod.rs"]
 pub mod fred;
 pub mod parse;
+mod retention;
 mod source;
 #[cfg(feature = "std")]
 pub mod sse;
@@ -81,6 +82,7 @@ pub mod memory;
 pub use category::{Category, CategorySet, CategorySetIter};
 pub use error::{BoxError, Error};
 pub use event::{Audience, DataNotJson, Event, EventId, InvalidEvent, UserId};
+pub use retention::Retention;
 pub use source::{BoxFuture, DynHub, EventSource, EventStream, Publisher, Replay, ReplayStatus};
 
 #[doc(hidden)]

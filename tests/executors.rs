@@ -9,7 +9,9 @@ use std::time::Duration;
 use futures_lite::{StreamExt, future};
 use ssehub::fixture::ExampleCategory as C;
 use ssehub::memory::{MemoryHub, Subscription};
-use ssehub::{Audience, Category, CategorySet, Error, Event, EventId, Publisher, Resumed, UserId, resume};
+use ssehub::{
+    Audience, Category, CategorySet, Error, Event, EventId, Publisher, Resumed, Retention, UserId, resume,
+};
 
 const EVENTS: usize = 2_000;
 const RECONNECT_EVERY: usize = 300;
@@ -62,7 +64,10 @@ async fn read_with_reconnects(client: Client<'_>, count: usize) -> Vec<EventId> 
 }
 
 async fn end_to_end() {
-    let hub = MemoryHub::<C>::builder().queue_capacity(256).history_len(EVENTS).build();
+    let hub = MemoryHub::<C>::builder()
+        .queue_capacity(256)
+        .retention(Some(Retention::default().with_max_events(EVENTS as u64)))
+        .build();
     let (user, other) =
         (UserId::from_uuid(*EventId::new().as_uuid()), UserId::from_uuid(*EventId::new().as_uuid()));
     let plan: Vec<Event<C>> = (0..EVENTS)
@@ -106,7 +111,7 @@ async fn end_to_end() {
     publisher.join().expect("the publisher thread");
     assert_eq!(all, expected_all, "every event exactly once, in publish order");
     assert_eq!(filtered, expected_filtered, "every matching event exactly once, in publish order");
-    assert_eq!(hub.stats().subscriptions, 0, "every subscription was unregistered");
+    assert_eq!(hub.stats().open_subscriptions, 0, "every subscription was unregistered");
 }
 
 #[test]

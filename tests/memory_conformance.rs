@@ -1,6 +1,7 @@
 //! The backend conformance suite (`ssehub::conformance`) run against the memory backend, one test per check.
 
 use futures::executor::block_on;
+use ssehub::Retention;
 use ssehub::conformance::{self, HubFactory, HubOptions};
 use ssehub::fixture::ExampleCategory;
 use ssehub::memory::MemoryHub;
@@ -12,14 +13,15 @@ impl HubFactory for MemoryFactory {
 
     async fn create(&self, options: HubOptions) -> Self::Hub {
         MemoryHub::builder()
-            .history_len(options.history_len)
             .queue_capacity(options.queue_capacity)
-            .retention(options.retention)
+            .retention(
+                options.retention.then(|| Retention::default().with_max_events(options.history_len as u64)),
+            )
             .build()
     }
 
     async fn active_subscriptions(&self, hub: &Self::Hub) -> usize {
-        hub.stats().subscriptions
+        hub.stats().open_subscriptions
     }
 }
 

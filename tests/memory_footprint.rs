@@ -47,7 +47,7 @@ fn bytes_per_idle_subscription(queue_capacity: usize, users: u128) -> (f64, isiz
         }
     }
     let after = ALLOCATED.load(Ordering::Relaxed);
-    assert_eq!(hub.stats().subscriptions, subscriptions.len());
+    assert_eq!(hub.stats().open_subscriptions, subscriptions.len());
     let per_subscription = (after - before) as f64 / subscriptions.len() as f64;
     subscriptions.clear();
     let left_behind = ALLOCATED.load(Ordering::Relaxed) - before;

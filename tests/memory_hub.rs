@@ -11,7 +11,9 @@ use futures::executor::block_on;
 use futures::stream::FusedStream;
 use ssehub::fixture::ExampleCategory as C;
 use ssehub::memory::MemoryHub;
-use ssehub::{Audience, CategorySet, Error, Event, EventId, EventSource, Publisher, ReplayStatus, UserId};
+use ssehub::{
+    Audience, CategorySet, Error, Event, EventId, EventSource, Publisher, ReplayStatus, Retention, UserId,
+};
 use uuid::Uuid;
 
 fn user(n: u128) -> UserId {
@@ -112,7 +114,7 @@ fn one_stalled_subscriber_among_many_lags_while_the_others_receive_everything() 
     assert!(block_on(stalled.next()).is_none(), "the lagged stream ends");
     let stats = hub.stats();
     assert_eq!(stats.lagged, 1, "exactly one subscription lagged");
-    assert_eq!(stats.subscriptions, 0, "the lagged one was unregistered, the readers' were dropped");
+    assert_eq!(stats.open_subscriptions, 0, "the lagged one was unregistered, the readers' were dropped");
     assert_eq!(stats.published, EVENTS as u64);
 }
 
@@ -171,7 +173,7 @@ fn events_a_subscription_has_taken_but_not_yielded_count_against_its_capacity() 
 
 #[test]
 fn retention_keeps_at_most_history_len_events_per_audience() {
-    let hub = MemoryHub::<C>::builder().history_len(3).build();
+    let hub = MemoryHub::<C>::builder().retention(Some(Retention::default().with_max_events(3))).build();
     let (alice, bob) = (user(1), user(2));
     let for_alice: Vec<Event<C>> = (0..5).map(|n| event(Audience::User(alice), n)).collect();
     let for_bob: Vec<Event<C>> = (0..2).map(|n| event(Audience::User(bob), n)).collect();
@@ -190,7 +192,7 @@ fn retention_keeps_at_most_history_len_events_per_audience() {
 
 #[test]
 fn replay_after_a_broadcast_reports_truncated_when_the_users_events_since_were_trimmed() {
-    let hub = MemoryHub::<C>::builder().history_len(2).build();
+    let hub = MemoryHub::<C>::builder().retention(Some(Retention::default().with_max_events(2))).build();
     let alice = user(1);
     let broadcast = event(Audience::Broadcast, 0);
     block_on(hub.publish(broadcast.clone())).unwrap();
@@ -205,7 +207,9 @@ fn replay_after_a_broadcast_reports_truncated_when_the_users_events_since_were_t
 
 #[test]
 fn events_expire_after_history_age_and_their_ids_then_replay_as_truncated() {
-    let hub = MemoryHub::<C>::builder().history_age(Duration::from_millis(50)).build();
+    let hub = MemoryHub::<C>::builder()
+        .retention(Some(Retention::default().with_max_age(Duration::from_millis(50))))
+        .build();
     let alice = user(1);
     let old = event(Audience::User(alice), 0);
     block_on(hub.publish(old.clone())).unwrap();
@@ -220,7 +224,9 @@ fn events_expire_after_history_age_and_their_ids_then_replay_as_truncated() {
 
 #[test]
 fn a_user_with_no_subscription_and_no_retained_event_leaves_nothing_behind() {
-    let hub = MemoryHub::<C>::builder().history_age(Duration::from_millis(30)).build();
+    let hub = MemoryHub::<C>::builder()
+        .retention(Some(Retention::default().with_max_age(Duration::from_millis(30))))
+        .build();
     let alice = user(1);
     let subscription = block_on(hub.subscribe(alice, CategorySet::all())).unwrap();
     block_on(hub.publish(event(Audience::User(alice), 0))).unwrap();
@@ -229,10 +235,10 @@ fn a_user_with_no_subscription_and_no_retained_event_leaves_nothing_behind() {
     std::thread::sleep(Duration::from_millis(60));
     hub.purge_expired();
     let stats = hub.stats();
-    assert_eq!((stats.users, stats.subscriptions, stats.retained_events), (0, 0, 0));
+    assert_eq!((stats.users, stats.open_subscriptions, stats.retained_events), (0, 0, 0));
 
     // Without retention, a dropped subscription is all there was.
-    let hub = MemoryHub::<C>::builder().retention(false).build();
+    let hub = MemoryHub::<C>::builder().retention(None).build();
     let subscription = block_on(hub.subscribe(alice, CategorySet::all())).unwrap();
     block_on(hub.publish(event(Audience::User(alice), 0))).unwrap();
     block_on(hub.publish(event(Audience::User(user(2)), 0))).unwrap();
@@ -293,7 +299,7 @@ fn closing_the_hub_ends_subscriptions_after_their_queued_events_and_refuses_new_
     assert!(subscription.is_terminated());
     assert!(matches!(block_on(hub.publish(event(Audience::User(alice), 1))), Err(Error::Closed)));
     assert!(matches!(block_on(hub.subscribe(alice, CategorySet::all())), Err(Error::Closed)));
-    assert_eq!(hub.stats().subscriptions, 0);
+    assert_eq!(hub.stats().open_subscriptions, 0);
     let replay = block_on(hub.missed_events(alice, queued.id(), CategorySet::all())).unwrap();
     assert_eq!(replay.status, ReplayStatus::Complete, "history stays readable after close");
 }
@@ -335,7 +341,7 @@ fn subscribing_and_dropping_from_many_threads_while_publishing_leaves_no_registr
     stop.store(true, Ordering::Relaxed);
     publisher.join().unwrap();
     let stats = hub.stats();
-    assert_eq!(stats.subscriptions, 0);
+    assert_eq!(stats.open_subscriptions, 0);
     // Users 1, 2, 3, 5, 6 and 7 were published to; 0 and 4 only subscribed.
     assert_eq!(stats.users, 6, "only users with retained events remain");
 }
@@ -409,19 +415,19 @@ fn a_subscription_dropped_by_its_waker_does_not_deadlock_the_publisher() {
     });
     done_rx.recv_timeout(Duration::from_secs(10)).expect("publishing finished: no deadlock");
     assert!(holder.0.lock().unwrap().is_none(), "the waker ran and dropped the subscription");
-    assert_eq!(hub.stats().subscriptions, 0);
+    assert_eq!(hub.stats().open_subscriptions, 0);
 }
 
 #[test]
 fn a_subscriber_lagging_on_broadcasts_is_unregistered_from_its_user_too() {
-    let hub = MemoryHub::<C>::builder().queue_capacity(2).retention(false).build();
+    let hub = MemoryHub::<C>::builder().queue_capacity(2).retention(None).build();
     let alice = user(1);
     let mut lagging = block_on(hub.subscribe(alice, CategorySet::all())).unwrap();
     for n in 0..3 {
         block_on(hub.publish(event(Audience::Broadcast, n))).unwrap();
     }
     let stats = hub.stats();
-    assert_eq!((stats.lagged, stats.subscriptions, stats.users), (1, 0, 0));
+    assert_eq!((stats.lagged, stats.open_subscriptions, stats.users), (1, 0, 0));
     block_on(hub.publish(event(Audience::User(alice), 3))).unwrap();
     assert_eq!(hub.stats().delivered, 2, "nothing reaches a lagged subscription any more");
     let items: Vec<Result<Event<C>, Error>> = block_on(lagging.by_ref().collect());

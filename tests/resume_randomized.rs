@@ -14,6 +14,7 @@ use std::time::Duration;
 use chrono::Utc;
 use futures_lite::StreamExt;
 use futures_lite::future::{self, block_on};
+use ssehub::Retention;
 use ssehub::fixture::ExampleCategory as C;
 use ssehub::memory::MemoryHub;
 use ssehub::{
@@ -76,7 +77,10 @@ fn make_event(rng: &mut Rng, audience: Audience, n: usize) -> Event<C> {
 fn run(seed: u64) -> (u64, u64) {
     let mut rng = Rng(seed);
     let capacity = [2, 8, 64, 1024][rng.below(4) as usize];
-    let hub = MemoryHub::<C>::builder().queue_capacity(capacity).history_len(100_000).build();
+    let hub = MemoryHub::<C>::builder()
+        .queue_capacity(capacity)
+        .retention(Some(Retention::default().with_max_events(100_000)))
+        .build();
     let user = user_id(&mut rng);
     let others = [user_id(&mut rng), user_id(&mut rng)];
     let filter = if rng.chance(2) {
@@ -192,7 +196,7 @@ fn run(seed: u64) -> (u64, u64) {
         assert!(previous < Some(index), "seed {seed}: publisher {publisher}'s events out of order");
     }
     drop(stream);
-    assert_eq!(hub.stats().subscriptions, 0, "seed {seed}: the subscriptions were unregistered");
+    assert_eq!(hub.stats().open_subscriptions, 0, "seed {seed}: the subscriptions were unregistered");
     (reconnects, lags)
 }
 

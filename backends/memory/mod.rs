@@ -12,8 +12,9 @@
 //!   for it. The bound is not allocated up front: an idle subscription holds
 //!   no buffer.
 //! - **Retention.** Each audience (each user, and the broadcasts) keeps its
-//!   most recent events, at most [`history_len`](MemoryHubBuilder::history_len)
-//!   (1000) and at most [`history_age`](MemoryHubBuilder::history_age) old
+//!   most recent events, as many and as old as its
+//!   [`Retention`](crate::Retention) allows (by default 1000, and one hour)
+//!   ([`retention`](MemoryHubBuilder::retention)), trimmed exactly.
 //!   (1 hour). [`missed_events`](EventSource::missed_events) merges the
 //!   user's and the broadcast history in publish order and says whether that
 //!   is complete. Finding the Last-Event-ID takes a binary search (or a hash
@@ -72,7 +73,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub use crate::backend::Subscription;
 
@@ -82,12 +83,10 @@ use crate::backend::{
     self, NOT_REGISTERED, Push, Registry, ReplaySide, SubscriberQueue, Wakeups, subscriber_queue,
 };
 
-use crate::{Audience, Category, CategorySet, Error, Event, EventId, EventSource, Publisher, Replay, UserId};
+use crate::{
+    Audience, Category, CategorySet, Error, Event, EventId, EventSource, Publisher, Replay, Retention, UserId,
+};
 
-/// The default of [`MemoryHubBuilder::history_len`].
-pub const DEFAULT_HISTORY_LEN: usize = 1000;
-/// The default of [`MemoryHubBuilder::history_age`]: one hour.
-pub const DEFAULT_HISTORY_AGE: Duration = Duration::from_secs(60 * 60);
 /// The default of [`MemoryHubBuilder::queue_capacity`].
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 
@@ -107,20 +106,17 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use ssehub::{fixture::ExampleCategory, memory::MemoryHub};
+/// use ssehub::{fixture::ExampleCategory, memory::MemoryHub, Retention};
 ///
 /// let hub = MemoryHub::<ExampleCategory>::builder()
-///     .history_len(500)
-///     .history_age(Duration::from_secs(15 * 60))
+///     .retention(Some(Retention::new(500, Duration::from_secs(15 * 60))))
 ///     .queue_capacity(256)
 ///     .build();
 /// # let _ = hub;
 /// ```
 #[must_use]
 pub struct MemoryHubBuilder<C: Category> {
-    history_len: usize,
-    history_age: Duration,
-    retention: bool,
+    retention: Option<Retention>,
     queue_capacity: usize,
     _category: PhantomData<fn() -> C>,
 }
@@ -128,9 +124,7 @@ pub struct MemoryHubBuilder<C: Category> {
 impl<C: Category> Default for MemoryHubBuilder<C> {
     fn default() -> Self {
         Self {
-            history_len: DEFAULT_HISTORY_LEN,
-            history_age: DEFAULT_HISTORY_AGE,
-            retention: true,
+            retention: Some(Retention::default()),
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             _category: PhantomData,
         }
@@ -146,8 +140,6 @@ impl<C: Category> Clone for MemoryHubBuilder<C> {
 impl<C: Category> fmt::Debug for MemoryHubBuilder<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryHubBuilder")
-            .field("history_len", &self.history_len)
-            .field("history_age", &self.history_age)
             .field("retention", &self.retention)
             .field("queue_capacity", &self.queue_capacity)
             .finish()
@@ -155,25 +147,14 @@ impl<C: Category> fmt::Debug for MemoryHubBuilder<C> {
 }
 
 impl<C: Category> MemoryHubBuilder<C> {
-    /// The most events retained per audience (each user, and the broadcasts).
-    /// Default 1000. `0` turns retention off, like [`retention(false)`](Self::retention).
-    pub fn history_len(mut self, events: usize) -> Self {
-        self.history_len = events;
-        self
-    }
-
-    /// How long an event stays retained. Default one hour.
-    pub fn history_age(mut self, age: Duration) -> Self {
-        self.history_age = age;
-        self
-    }
-
-    /// Whether events are retained for replay at all. Default `true`.
+    /// How much history each audience (each user, and the broadcasts) keeps
+    /// for replay; `None` keeps none. Default: [`Retention::default`] (1000
+    /// events, one hour). Trimming is always exact here.
     ///
     /// Without retention, [`missed_events`](EventSource::missed_events)
-    /// answers [`ReplayStatus::RetentionDisabled`].
-    pub fn retention(mut self, enabled: bool) -> Self {
-        self.retention = enabled;
+    /// answers [`RetentionDisabled`](crate::ReplayStatus::RetentionDisabled).
+    pub fn retention(mut self, retention: Option<Retention>) -> Self {
+        self.retention = retention;
         self
     }
 
@@ -191,11 +172,11 @@ impl<C: Category> MemoryHubBuilder<C> {
 
     /// Builds the hub.
     pub fn build(self) -> MemoryHub<C> {
-        let retention = (self.retention && self.history_len > 0).then(|| Retention {
-            max_len: self.history_len,
-            max_age_ms: u64::try_from(self.history_age.as_millis()).unwrap_or(u64::MAX),
+        let limits = self.retention.map(|retention| RetentionLimits {
+            max_len: usize::try_from(retention.max_events()).unwrap_or(usize::MAX),
+            max_age_ms: u64::try_from(retention.max_age().as_millis()).unwrap_or(u64::MAX),
         });
-        let config = Config { retention, queue_capacity: self.queue_capacity.max(1) };
+        let config = Config { retention: self.retention, limits, queue_capacity: self.queue_capacity.max(1) };
         MemoryHub {
             shared: Arc::new(Shared {
                 config,
@@ -213,19 +194,26 @@ impl<C: Category> MemoryHubBuilder<C> {
 
 #[derive(Clone, Copy, Debug)]
 struct Config {
+    /// As configured, for [`MemoryHub::retention`].
     retention: Option<Retention>,
+    limits: Option<RetentionLimits>,
     queue_capacity: usize,
 }
 
+/// A [`Retention`] in the units the histories count in.
 #[derive(Clone, Copy, Debug)]
-struct Retention {
+struct RetentionLimits {
     max_len: usize,
+    /// 0: no age limit.
     max_age_ms: u64,
 }
 
-impl Retention {
-    /// Events retained at or before this instant have expired.
+impl RetentionLimits {
+    /// Events retained at or before this instant have expired (`None`: none has).
     fn cutoff_ms(&self, now_ms: u64) -> Option<u64> {
+        if self.max_age_ms == 0 {
+            return None;
+        }
         now_ms.checked_sub(self.max_age_ms)
     }
 
@@ -238,7 +226,7 @@ impl Retention {
 /// An in-process hub: publish events, subscribe to them, replay what a client missed.
 ///
 /// Cheap to clone: clones share one hub. Dropping the last clone closes the
-/// hub: its subscriptions yield what is queued for them and end. See the
+/// hub: its subscriptions yield what is queued for them, then `Err(Closed)`, and end. See the
 /// [module docs](self) for its delivery and retention rules.
 pub struct MemoryHub<C: Category> {
     shared: Arc<Shared<C>>,
@@ -247,9 +235,9 @@ pub struct MemoryHub<C: Category> {
 /// A snapshot of a [`MemoryHub`]'s activity, from [`MemoryHub::stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct MemoryStats {
+pub struct HubStats {
     /// Live subscriptions registered now.
-    pub subscriptions: usize,
+    pub open_subscriptions: usize,
     /// Users the hub holds state for now (subscriptions or retained events).
     pub users: usize,
     /// Events retained now, all audiences together.
@@ -523,7 +511,7 @@ impl<C: Category> Shared<C> {
     }
 
     fn publish_to_user(&self, user: UserId, event: &Event<C>) {
-        let retention = self.config.retention;
+        let retention = self.config.limits;
         let category_bit = CategorySet::only(event.category()).bits();
         let shard = self.shard(user);
         let mut counts = Delivered::default();
@@ -578,7 +566,7 @@ impl<C: Category> Shared<C> {
         {
             let mut broadcast = lock(&self.broadcast);
             let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-            if let Some(retention) = self.config.retention {
+            if let Some(retention) = self.config.limits {
                 let now_ms = self.now_ms();
                 if let Some(cutoff) = retention.cutoff_ms(now_ms) {
                     broadcast.drop_retained_until(cutoff);
@@ -602,7 +590,7 @@ impl<C: Category> Shared<C> {
     }
 
     /// Drops expired events of every user in the shard, and the users left with nothing.
-    fn sweep(&self, shard: &Shard<C>, state: &mut ShardState<C>, retention: Retention, now_ms: u64) {
+    fn sweep(&self, shard: &Shard<C>, state: &mut ShardState<C>, retention: RetentionLimits, now_ms: u64) {
         state.last_sweep_ms = now_ms;
         let Some(cutoff) = retention.cutoff_ms(now_ms) else { return };
         let mut dropped = 0;
@@ -626,7 +614,7 @@ impl<C: Category> Shared<C> {
     }
 
     fn replay(&self, user: UserId, last_event_id: EventId, filter: CategorySet<C>) -> Replay<C> {
-        let Some(retention) = self.config.retention else { return Replay::retention_disabled() };
+        let Some(retention) = self.config.limits else { return Replay::retention_disabled() };
         let shard = self.shard(user);
         // The user's shard lock first, then the broadcast history: the order
         // broadcasts take them in. Holding both gives a snapshot consistent
@@ -745,7 +733,7 @@ impl<C: Category> Shared<C> {
     }
 
     fn purge_expired(&self) {
-        let Some(retention) = self.config.retention else { return };
+        let Some(retention) = self.config.limits else { return };
         let now_ms = self.now_ms();
         for shard in self.shards.iter() {
             let mut state = lock(&shard.state);
@@ -795,15 +783,15 @@ impl<C: Category> MemoryHub<C> {
     /// let hub = MemoryHub::<ExampleCategory>::new();
     /// let user = UserId::from_uuid(uuid::Uuid::from_u128(7));
     /// let subscription = futures::executor::block_on(hub.subscribe(user, CategorySet::all())).unwrap();
-    /// assert_eq!(hub.stats().subscriptions, 1);
+    /// assert_eq!(hub.stats().open_subscriptions, 1);
     /// drop(subscription);
-    /// assert_eq!(hub.stats().subscriptions, 0);
+    /// assert_eq!(hub.stats().open_subscriptions, 0);
     /// assert_eq!(hub.stats().users, 0);
     /// ```
-    pub fn stats(&self) -> MemoryStats {
-        let mut stats = MemoryStats::default();
+    pub fn stats(&self) -> HubStats {
+        let mut stats = HubStats::default();
         for shard in self.shared.shards.iter() {
-            stats.subscriptions += shard.subscriptions.load(Ordering::Relaxed);
+            stats.open_subscriptions += shard.subscriptions.load(Ordering::Relaxed);
             stats.users += shard.users.load(Ordering::Relaxed);
             stats.retained_events += shard.retained_events.load(Ordering::Relaxed);
             stats.published += shard.published.load(Ordering::Relaxed);
@@ -832,6 +820,11 @@ impl<C: Category> MemoryHub<C> {
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// How much history each audience keeps (`None`: none).
+    pub fn retention(&self) -> Option<Retention> {
+        self.shared.config.retention
     }
 }
 

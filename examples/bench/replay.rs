@@ -49,7 +49,9 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
         Backend::Memory => {
             let sides = bench.cli.sides;
             // The hub is filled first when it is measured: the baseline scans the same events.
-            let hub = ssehub::memory::MemoryHub::<C>::builder().history_len(history).build();
+            let hub = ssehub::memory::MemoryHub::<C>::builder()
+                .retention(Some(ssehub::Retention::default().with_max_events(history as u64)))
+                .build();
             let (events, fill_seconds) = if sides.ssehub() {
                 bench.progress(format!("filling {history} events"));
                 let (events, seconds) = bench.runtime.block_on(fill(&hub, user, history))?;
