@@ -95,20 +95,53 @@ impl From<Uuid> for EventId {
 
 /// The id of a user: each user has a private stream of events.
 ///
+/// A `UserId` is a UUID. Applications whose users have other ids map them
+/// in one documented, stable way, the same in every process:
+/// - a UUID: [`from_uuid`](Self::from_uuid), or `parse` its text;
+/// - an integer (a database key): [`from_u64`](Self::from_u64), the UUID
+///   whose 128 bits are the number (`42` is
+///   `00000000-0000-0000-0000-00000000002a`);
+/// - a string (a username, an external account id):
+///   [`from_name`](Self::from_name), the UUIDv5 of its UTF-8 bytes in the
+///   namespace [`UserId::NAMESPACE`], which any language's UUID library
+///   reproduces (Python: `uuid.uuid5(namespace, name)`).
+///
+/// Distinct integers give distinct users, and so do distinct strings. The
+/// text form (hyphenated) is what the Redis key layouts put in key names.
+///
 /// # Examples
 ///
 /// ```
-/// let user: ssehub::UserId = "5f0c1f7e-2a43-4c1b-9d8e-0b6b8f3c2a11".parse().unwrap();
+/// use ssehub::UserId;
+///
+/// let user: UserId = "5f0c1f7e-2a43-4c1b-9d8e-0b6b8f3c2a11".parse().unwrap();
 /// assert_eq!(user.to_string(), "5f0c1f7e-2a43-4c1b-9d8e-0b6b8f3c2a11");
+/// assert_eq!(UserId::from_u64(42).to_string(), "00000000-0000-0000-0000-00000000002a");
+/// assert_eq!(UserId::from_name("alice").to_string(), "6faf7d51-beea-586f-8a59-5dfae50b0a21");
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(transparent))]
 pub struct UserId(Uuid);
 
 impl UserId {
+    /// The namespace of [`from_name`](Self::from_name):
+    /// `ff9b6a84-bfe7-535e-bbcc-60f3ee568861`, itself the UUIDv5 of
+    /// `https://crates.io/crates/ssehub#user` in the URL namespace.
+    pub const NAMESPACE: Uuid = Uuid::from_u128(0xff9b_6a84_bfe7_535e_bbcc_60f3_ee56_8861);
+
     /// The user with this UUID.
     pub const fn from_uuid(uuid: Uuid) -> Self {
         Self(uuid)
+    }
+
+    /// The user with this integer id: the UUID whose 128 bits are `id`.
+    pub const fn from_u64(id: u64) -> Self {
+        Self(Uuid::from_u64_pair(0, id))
+    }
+
+    /// The user with this string id: the UUIDv5 of `name` in [`UserId::NAMESPACE`].
+    pub fn from_name(name: &str) -> Self {
+        Self(Uuid::new_v5(&Self::NAMESPACE, name.as_bytes()))
     }
 
     /// The UUID of this user.
