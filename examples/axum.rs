@@ -23,10 +23,27 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
-use ssehub::fixture::ExampleCategory as Topic;
 use ssehub::fred::RedisHub;
 use ssehub::sse::{self, SseStream};
 use ssehub::{Audience, Category, Event, Publisher, UserId, resume};
+
+ssehub::categories! {
+    /// What this application's events are about: the categories a client filters by (`?categories=ai,security`).
+    pub enum Topic {
+        /// Synchronisation of account data.
+        DataSync = "data_sync",
+        /// Events from an external data provider.
+        Provider = "provider",
+        /// Results of AI analyses.
+        Ai = "ai",
+        /// Progress of imports.
+        Import = "import",
+        /// Portfolio changes.
+        Portfolio = "portfolio",
+        /// Security notices.
+        Security = "security",
+    }
+}
 
 /// The hub every handler shares (a cheap clone).
 pub type Hub = RedisHub<Topic>;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use http_client::{Client, call};
 
 use futures::executor::block_on;
-use ssehub::fixture::ExampleCategory as C;
+use server::Topic as C;
 use ssehub::memory::MemoryHub;
 use ssehub::sse::SseOptions;
 use ssehub::{Audience, DynHub, Event, EventId};

@@ -42,7 +42,6 @@ use serde_json::{Value, json};
 use smol::net::TcpListener;
 use smol::{Executor, Timer};
 use smol_hyper::rt::{FuturesIo, SmolTimer};
-use ssehub::fixture::ExampleCategory;
 use ssehub::sse::{self, SseOptions, SseStream};
 use ssehub::{Audience, Category, CategorySet, DynHub, Event, Publisher, UserId, resume};
 
@@ -58,8 +57,23 @@ const PUBLISHED_LOG_LEN: usize = 10_000;
 /// How many served `/events` requests `/debug/connections` remembers.
 const CONNECTION_LOG_LEN: usize = 1_000;
 
-/// The demo's categories.
-pub type Topic = ExampleCategory;
+ssehub::categories! {
+    /// What the demo's events are about: the categories a client filters by (`?categories=ai,security`).
+    pub enum Topic {
+        /// Synchronisation of account data.
+        DataSync = "data_sync",
+        /// Events from an external data provider.
+        Provider = "provider",
+        /// Results of AI analyses.
+        Ai = "ai",
+        /// Progress of imports.
+        Import = "import",
+        /// Portfolio changes.
+        Portfolio = "portfolio",
+        /// Security notices.
+        Security = "security",
+    }
+}
 
 /// A demo user: a name for the page, and its id.
 #[derive(Clone, Copy, Debug)]
