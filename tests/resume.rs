@@ -17,6 +17,8 @@ type Item = Result<Event<C>, Error>;
 struct Scripted {
     live: Mutex<Option<mpsc::UnboundedReceiver<Item>>>,
     replay: Mutex<Option<Result<Replay<C>, Error>>>,
+    /// When set, `subscribe` fails with it.
+    subscribe_error: Mutex<Option<Error>>,
     calls: Mutex<Vec<&'static str>>,
 }
 
@@ -30,8 +32,16 @@ impl Scripted {
         Self {
             live: Mutex::new(Some(receiver)),
             replay: Mutex::new(Some(replay)),
+            subscribe_error: Mutex::new(None),
             calls: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A backend whose `subscribe` fails with `error`.
+    fn failing_subscribe(error: Error) -> Self {
+        let source = Self::new(vec![], Ok(Replay::complete(vec![])));
+        *source.subscribe_error.lock().unwrap() = Some(error);
+        source
     }
 }
 
@@ -40,6 +50,9 @@ impl EventSource<C> for Scripted {
 
     async fn subscribe(&self, _user: UserId, _filter: CategorySet<C>) -> Result<Self::Subscription, Error> {
         self.calls.lock().unwrap().push("subscribe");
+        if let Some(error) = self.subscribe_error.lock().unwrap().take() {
+            return Err(error);
+        }
         Ok(self.live.lock().unwrap().take().expect("one subscription").boxed())
     }
 
@@ -159,4 +172,14 @@ fn errors_of_subscribe_and_replay_are_returned() {
     let source = Scripted::new(vec![], Err(Error::backend("replay store down")));
     let error = block_on(resume(&source, user(), Some(events(1)[0].id()), CategorySet::all())).unwrap_err();
     assert_eq!(error.to_string(), "backend error: replay store down");
+    assert_eq!(*source.calls.lock().unwrap(), ["subscribe", "missed_events"]);
+
+    let source = Scripted::failing_subscribe(Error::backend("pub/sub down"));
+    let error = block_on(resume(&source, user(), Some(events(1)[0].id()), CategorySet::all())).unwrap_err();
+    assert_eq!(error.to_string(), "backend error: pub/sub down");
+    assert_eq!(*source.calls.lock().unwrap(), ["subscribe"], "no replay without a live subscription");
+
+    let source = Scripted::failing_subscribe(Error::Closed);
+    let error = block_on(resume(&source, user(), None, CategorySet::all())).unwrap_err();
+    assert!(matches!(error, Error::Closed), "{error}");
 }

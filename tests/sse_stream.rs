@@ -99,6 +99,9 @@ fn heartbeat_waits_a_full_interval_after_the_last_output() {
     let mut body = SseStream::with_options(receiver, SseOptions::new().heartbeat(interval));
     next_within(&mut body, Duration::from_secs(5)).unwrap();
 
+    // Two thirds into the first interval: a timer that is not reset by the
+    // event would fire a third of an interval after it.
+    std::thread::sleep(interval * 2 / 3);
     sender.unbounded_send(Ok(event("security.alert", C::Security, "{}"))).unwrap();
     let chunk = next_within(&mut body, Duration::from_secs(5)).unwrap();
     let sent_at = Instant::now();
