@@ -85,6 +85,11 @@ pub use event::{Audience, DataNotJson, Event, EventId, InvalidEvent, UserId};
 pub use retention::Retention;
 pub use source::{BoxFuture, DynHub, EventSource, EventStream, Publisher, Replay, ReplayStatus};
 
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 #[doc(hidden)]
 pub mod __private {
     pub use crate::category::assert_valid_names;
