@@ -23,9 +23,6 @@ use tokio::sync::{Semaphore, oneshot};
 use super::{Retention, Shared};
 use crate::{Category, Error, Event};
 
-/// The script that stores and publishes a batch.
-pub(crate) const PUBLISH_BATCH_SCRIPT: &str = include_str!("publish_batch.lua");
-
 /// The most events in one script call.
 const MAX_BATCH_EVENTS: usize = 128;
 
@@ -100,7 +97,7 @@ async fn run<C: Category>(
 ) {
     let settings = Arc::new(settings);
     let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
-    let script = Script::from_lua(PUBLISH_BATCH_SCRIPT);
+    let script = super::scripts::publish_batch();
     loop {
         // A slot first, then the batch: while every slot is busy, publishes pile up into the next batch.
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };

@@ -159,6 +159,7 @@ mod codec;
 mod dispatcher;
 mod keys;
 mod replay;
+mod scripts;
 mod shards;
 mod stats;
 mod subscription;
@@ -190,9 +191,6 @@ use bridge::RuntimeHost;
 use codec::Decoder;
 use dispatcher::{Command, Dispatcher, Feed};
 use stats::Counters;
-
-const PUBLISH_SCRIPT: &str = include_str!("publish.lua");
-const CLOCK_SCRIPT: &str = include_str!("horizon.lua");
 
 /// How much history is kept per audience, for replay and outage recovery.
 ///
@@ -496,8 +494,8 @@ async fn start<C: Category>(
         foreign_id_scan_limit: settings.foreign_id_scan_limit,
         commands,
         subscriber,
-        script: Script::from_lua(PUBLISH_SCRIPT),
-        clock_script: Script::from_lua(CLOCK_SCRIPT),
+        script: scripts::publish(),
+        clock_script: scripts::horizon(),
         counters: Counters::default(),
         cluster: cluster::ClusterState::new(settings.cluster, shards),
     });
