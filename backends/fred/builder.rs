@@ -319,7 +319,7 @@ async fn start<C: Category>(
     let streams = Streams {
         topology: Arc::clone(&topology),
         layout: settings.layout.clone(),
-        decoder: decoder.clone(),
+        decoder,
         counters: Arc::clone(&counters),
         clock_skew_ms: u64::try_from(settings.clock_skew.as_millis()).unwrap_or(u64::MAX),
         foreign_id_scan_limit: settings.foreign_id_scan_limit,

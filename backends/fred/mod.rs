@@ -51,7 +51,7 @@
 //!
 //! # Replay
 //!
-//! [`missed_events`](EventSource::missed_events) finds the last event id in
+//! [`missed_events`](crate::EventSource::missed_events) finds the last event id in
 //! the user's stream or the broadcast stream, then reads both after it, up to
 //! one consistent cut, merged in entry id order. No command reads a stream
 //! from its start: an event id is a UUIDv7, so its millisecond says where to
@@ -151,6 +151,10 @@
 //! })
 //! .unwrap();
 //! ```
+//!
+//! [`EventSource`]: crate::EventSource
+//! [`Publisher`]: crate::Publisher
+//! [`Error::Gap`]: crate::Error::Gap
 
 // The layers, each importing only those below it:
 //   hub, builder                      the public handle and its construction
