@@ -20,11 +20,10 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::{Semaphore, oneshot};
 
-use super::{Retention, Shared};
+use super::codec;
+use super::retention::Retention;
+use super::shared::Shared;
 use crate::{Category, Error, Event};
-
-/// The script that stores and publishes a batch.
-pub(crate) const PUBLISH_BATCH_SCRIPT: &str = include_str!("publish_batch.lua");
 
 /// The most events in one script call.
 const MAX_BATCH_EVENTS: usize = 128;
@@ -73,7 +72,7 @@ impl Batcher {
         event: &Event<C>,
     ) -> Result<oneshot::Receiver<Result<(), Error>>, Error> {
         let audience = event.audience();
-        let envelope = super::codec::envelope_prefix(event).map_err(Error::backend)?;
+        let envelope = codec::envelope_prefix(event).map_err(Error::backend)?;
         let (done, outcome) = oneshot::channel();
         let pending = PendingPublish {
             stream: shared.layout.stream(audience),
@@ -100,7 +99,7 @@ async fn run<C: Category>(
 ) {
     let settings = Arc::new(settings);
     let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
-    let script = Script::from_lua(PUBLISH_BATCH_SCRIPT);
+    let script = super::scripts::publish_batch();
     loop {
         // A slot first, then the batch: while every slot is busy, publishes pile up into the next batch.
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
@@ -134,9 +133,9 @@ async fn publish_batch<C: Category>(
     let retention = settings.retention;
     let mut keys = Vec::with_capacity(batch.len() + 1);
     let mut args = Vec::with_capacity(3 + 2 * batch.len());
-    args.push(retention.max_events.to_string());
-    args.push(retention.max_age.as_millis().to_string());
-    args.push((if retention.exact { "=" } else { "~" }).to_string());
+    args.push(retention.max_events().to_string());
+    args.push(retention.max_age().as_millis().to_string());
+    args.push((if retention.is_exact() { "=" } else { "~" }).to_string());
     let mut waiting = Vec::with_capacity(batch.len());
     for publish in batch {
         keys.push(publish.stream);
@@ -145,8 +144,10 @@ async fn publish_batch<C: Category>(
         waiting.push(publish.done);
     }
     keys.push(settings.order_key.clone());
-    let client = shared.commands.next_connected();
-    let reply: Result<Vec<String>, _> = script.evalsha_with_reload(client, keys, args).await;
+    let reply: Result<Vec<String>, _> = match shared.topology.command_client(&settings.order_key) {
+        Ok(client) => script.evalsha_with_reload(&client, keys, args).await,
+        Err(error) => Err(::fred::error::Error::new(::fred::error::ErrorKind::Unknown, error.to_string())),
+    };
     match reply {
         Ok(ids) if ids.len() == waiting.len() => {
             for (done, id) in waiting.into_iter().zip(ids) {

@@ -19,20 +19,10 @@ local n = #KEYS - 1
 local order_key = KEYS[n + 1]
 local max_events, max_age, trim = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 
-local function parse(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
-end
-
-local function format_id(ms, seq)
-  return string.format('%.0f-%.0f', ms, seq)
-end
-
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local now = server_time_ms()
 local last_ms, last_seq = -1, 0
 local last = redis.call('GET', order_key)
-if last then last_ms, last_seq = parse(last) end
+if last then last_ms, last_seq = parse_id(last) end
 
 local function next_id()
   if now > last_ms then last_ms, last_seq = now, 0 else last_seq = last_seq + 1 end
@@ -44,7 +34,7 @@ local function add(stream, entry)
   if type(added) == 'table' and added.err and string.find(added.err, 'equal or smaller', 1, true) then
     -- Another publisher added an entry with an id of its own choosing, above ours: go above it.
     local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
-    last_ms, last_seq = parse(top[1][1])
+    last_ms, last_seq = parse_id(top[1][1])
     added = redis.pcall('XADD', stream, 'MAXLEN', trim, max_events, next_id(), 'event', entry)
   end
   return added

@@ -21,49 +21,19 @@ use ::fred::clients::{Client, Pool};
 use ::fred::error::Error as FredError;
 use ::fred::interfaces::{ClientLike, ClusterInterface, EventInterface};
 use ::fred::types::cluster::ClusterRouting;
-use ::fred::types::config::{Config, Options, ReconnectPolicy, Server, ServerConfig};
-use ::fred::types::{Builder, Message, Value};
+use ::fred::types::config::{Options, ReconnectPolicy, Server};
+use ::fred::types::{Message, Value};
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio::sync::{mpsc, oneshot};
 
-use super::RedisHubBuilder;
-use super::cluster::SlotSet;
-use super::keys::PubSubKind;
-use crate::{Category, Error};
+use super::connection::ClientSettings;
+use super::slots::{SlotMap, SlotSet, master_of, moved_slots};
+use crate::Error;
 
 /// How long a barrier waits for a master's round trip.
 const BARRIER_TIMEOUT: Duration = Duration::from_millis(200);
 /// How long reading the slot map from one master may take.
 const SLOT_MAP_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How to make a master's clients: the hub's settings.
-struct Template {
-    config: Config,
-    policy: ReconnectPolicy,
-    command_timeout: Duration,
-    connection_timeout: Duration,
-    message_channel_capacity: usize,
-    command_connections: usize,
-}
-
-impl Template {
-    fn builder(&self, server: &Server) -> Builder {
-        let mut config = self.config.clone();
-        config.server = ServerConfig::Centralized { server: server.clone() };
-        let mut builder = Builder::from_config(config);
-        builder
-            .set_policy(self.policy.clone())
-            .with_performance_config(|perf| {
-                perf.default_command_timeout = self.command_timeout;
-                perf.broadcast_channel_capacity = self.message_channel_capacity;
-            })
-            .with_connection_config(|conn| {
-                conn.connection_timeout = self.connection_timeout;
-                conn.internal_command_timeout = self.connection_timeout;
-            });
-        builder
-    }
-}
 
 /// One master's clients.
 pub(crate) struct Shard {
@@ -74,14 +44,13 @@ pub(crate) struct Shard {
 
 #[derive(Default)]
 struct State {
-    /// Slot ranges and their masters, sorted by start.
-    map: Vec<(u16, u16, Server)>,
+    map: SlotMap,
     shards: HashMap<Server, Arc<Shard>>,
 }
 
 /// A hub's clients on a Redis Cluster, one set per master.
 pub(crate) struct Shards {
-    template: Template,
+    clients: ClientSettings,
     seeds: Vec<Server>,
     state: RwLock<State>,
     refreshing: tokio::sync::Mutex<()>,
@@ -89,40 +58,18 @@ pub(crate) struct Shards {
     reconnects: broadcast::Sender<Server>,
 }
 
-/// Whether a command failed because its slot is served elsewhere (`MOVED`, `ASK`) or the cluster is down.
-pub(crate) fn is_redirect(error: &FredError) -> bool {
-    let details = error.details();
-    ["MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN"].iter().any(|prefix| details.starts_with(prefix))
-}
-
 impl Shards {
-    /// Per-master clients, if the hub is to run the cluster layout on a cluster; `None` otherwise.
+    /// Per-master clients for the cluster whose seed nodes are `seeds`, made with `clients`.
     ///
     /// # Errors
     ///
     /// [`Error::Backend`] if the slot map cannot be read or a master cannot be reached.
-    pub(crate) async fn connect<C: Category>(
-        settings: &RedisHubBuilder<C>,
-    ) -> Result<Option<Arc<Shards>>, Error> {
-        let ServerConfig::Clustered { hosts, .. } = &settings.config.server else { return Ok(None) };
-        if settings.layout.pubsub_kind() != PubSubKind::Sharded {
-            return Err(Error::backend(
-                "the standalone key layout cannot run on Redis Cluster (its publish touches keys of \
-                 several hash slots): use KeyLayout::cluster()",
-            ));
-        }
-        let (messages, _) = broadcast::channel(settings.message_channel_capacity);
+    pub(crate) async fn connect(clients: ClientSettings, seeds: Vec<Server>) -> Result<Arc<Shards>, Error> {
+        let (messages, _) = broadcast::channel(clients.message_channel_capacity);
         let (reconnects, _) = broadcast::channel(1024);
         let shards = Arc::new(Shards {
-            template: Template {
-                config: settings.config.clone(),
-                policy: settings.reconnect_policy.clone(),
-                command_timeout: settings.command_timeout,
-                connection_timeout: settings.connection_timeout,
-                message_channel_capacity: settings.message_channel_capacity,
-                command_connections: settings.command_connections,
-            },
-            seeds: hosts.clone(),
+            clients,
+            seeds,
             state: RwLock::new(State::default()),
             refreshing: tokio::sync::Mutex::new(()),
             messages,
@@ -132,7 +79,7 @@ impl Shards {
             shards.quit().await;
             return Err(e);
         }
-        Ok(Some(shards))
+        Ok(shards)
     }
 
     /// Messages of every master's subscriber connection, each master's in the order it sent them.
@@ -182,7 +129,7 @@ impl Shards {
     }
 
     /// The slot map: ranges and their masters.
-    pub(crate) fn slot_map(&self) -> Vec<(u16, u16, Server)> {
+    pub(crate) fn slot_map(&self) -> SlotMap {
         self.read().map.clone()
     }
 
@@ -224,9 +171,8 @@ impl Shards {
     pub(crate) async fn refresh(&self, announce: bool) -> Result<SlotSet, Error> {
         let _one_at_a_time = self.refreshing.lock().await;
         let routing = self.read_slot_map().await?;
-        let map: Vec<(u16, u16, Server)> =
-            routing.slots().iter().map(|r| (r.start, r.end, r.primary.clone())).collect();
-        let (old_map, known): (Vec<(u16, u16, Server)>, HashSet<Server>) = {
+        let map: SlotMap = routing.slots().iter().map(|r| (r.start, r.end, r.primary.clone())).collect();
+        let (old_map, known): (SlotMap, HashSet<Server>) = {
             let state = self.read();
             (state.map.clone(), state.shards.keys().cloned().collect())
         };
@@ -243,12 +189,7 @@ impl Shards {
                 }
             }
         }
-        let mut moved = SlotSet::new();
-        for slot in 0..16384u16 {
-            if master_of(&old_map, slot) != master_of(&map, slot) {
-                moved.insert(slot);
-            }
-        }
+        let moved = moved_slots(&old_map, &map);
         let mut pumps = Vec::new();
         let dropped: Vec<Arc<Shard>> = {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
@@ -299,7 +240,7 @@ impl Shards {
     }
 
     async fn read_slot_map_from_seed(&self, seed: &Server) -> Result<ClusterRouting, FredError> {
-        let mut builder = self.template.builder(seed);
+        let mut builder = self.clients.builder(Some(seed));
         builder.set_policy(ReconnectPolicy::default());
         let client = builder.build()?;
         client.init().await?;
@@ -314,9 +255,9 @@ impl Shards {
 
     /// Connects a master's clients; its pump is returned, to start once the slot map names the master.
     async fn open(&self, server: &Server) -> Result<(Arc<Shard>, Pump), Error> {
-        let builder = self.template.builder(server);
+        let builder = self.clients.builder(Some(server));
         let subscriber = builder.build().map_err(Error::backend)?;
-        let commands = builder.build_pool(self.template.command_connections).map_err(Error::backend)?;
+        let commands = builder.build_pool(self.clients.command_connections).map_err(Error::backend)?;
         // Taken before connecting so no message and no reconnect is missed.
         let messages = subscriber.message_rx();
         let reconnects = subscriber.reconnect_rx();
@@ -349,10 +290,6 @@ fn quit_in_background(shard: &Arc<Shard>) {
         let _ = tokio::time::timeout(Duration::from_secs(5), shard.subscriber.quit()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), shard.commands.quit()).await;
     });
-}
-
-fn master_of(map: &[(u16, u16, Server)], slot: u16) -> Option<&Server> {
-    map.iter().find(|(start, end, _)| *start <= slot && slot <= *end).map(|(_, _, server)| server)
 }
 
 /// Forwards one master's subscriber messages and reconnects, and serves barriers on its connection.

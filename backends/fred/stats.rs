@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use super::codec::Skip;
+
 /// A snapshot of a hub's counters, from [`RedisHub::stats`](super::RedisHub::stats).
 ///
 /// Gauges (`open_subscriptions`, `redis_channels`) are current values; the
@@ -49,6 +51,23 @@ impl Counters {
 
     pub(crate) fn sub(counter: &AtomicU64, n: u64) {
         counter.fetch_sub(n, Relaxed);
+    }
+
+    /// Counts and logs a message or stream entry that could not be decoded.
+    pub(crate) fn skipped(&self, source: &str, reason: &Skip) {
+        Self::add(&self.skipped, 1);
+        tracing::warn!(source, %reason, "skipped a malformed event");
+    }
+
+    /// Counts and logs events read back from the streams by a recovery.
+    pub(crate) fn recovered_events(&self, events: u64) {
+        Self::add(&self.recovered, events);
+        if events > 0 {
+            tracing::info!(
+                recovered = events,
+                "recovered events published during an outage from the streams"
+            );
+        }
     }
 
     pub(crate) fn snapshot(&self) -> HubStats {

@@ -1,4 +1,4 @@
-//! `Subscription`: a subscriber's bounded queue, read as a runtime-neutral `Stream`.
+//! `Subscription`: a subscriber's bounded queue, read as a runtime-neutral `Stream`, and the requests that open and close it.
 
 use std::fmt;
 use std::pin::Pin;
@@ -8,10 +8,29 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream;
 use tokio::sync::mpsc::WeakUnboundedSender;
+use tokio::sync::oneshot;
 
-use crate::{Category, Error, Event, EventId, UserId};
+use super::slots::Scope;
+use crate::{Category, CategorySet, Error, Event, EventId, UserId};
 
-use super::dispatcher::Command;
+/// A request to the dispatcher from the hub or a subscription.
+///
+/// Defined beside `Subscription` because each holds the other: a subscribe
+/// request carries the reply a subscription goes back in, and a subscription
+/// sends its unsubscribe request when dropped.
+pub(crate) enum Command<C: Category> {
+    Subscribe {
+        user: UserId,
+        filter: CategorySet<C>,
+        reply: oneshot::Sender<Result<Subscription<C>, Error>>,
+    },
+    Unsubscribe {
+        user: UserId,
+        subscriber: u64,
+    },
+    /// Channels whose hash slots moved to another cluster node: subscribe them again and recover.
+    Resync(Scope),
+}
 
 /// What the dispatcher puts in a subscriber's queue.
 pub(crate) enum Delivery<C> {
@@ -23,7 +42,7 @@ pub(crate) enum Delivery<C> {
 /// The dispatcher's end of a subscriber's queue.
 pub(crate) struct SubscriberQueue<C> {
     pub(crate) id: u64,
-    pub(crate) filter: crate::CategorySet<C>,
+    pub(crate) filter: CategorySet<C>,
     sender: async_channel::Sender<Delivery<C>>,
     /// The most deliveries that may wait in the queue.
     capacity: usize,
@@ -88,7 +107,7 @@ impl<C: Category> Subscription<C> {
     pub(crate) fn new(
         user: UserId,
         id: u64,
-        filter: crate::CategorySet<C>,
+        filter: CategorySet<C>,
         capacity: usize,
         dispatcher: WeakUnboundedSender<Command<C>>,
     ) -> (Self, SubscriberQueue<C>) {

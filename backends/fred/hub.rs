@@ -1,0 +1,137 @@
+//! `RedisHub`: the hub handle, an `EventSource` and a `Publisher` over the dispatcher, the batcher and the streams.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::oneshot;
+
+use super::batch::Batcher;
+use super::bridge::RuntimeHost;
+use super::keys::KeyLayout;
+use super::publish::publish_one;
+use super::retention::Retention;
+use super::shared::Shared;
+use super::stats::HubStats;
+use super::subscription::{Command, Subscription};
+use crate::{Category, CategorySet, Error, Event, EventId, EventSource, Publisher, Replay, UserId};
+
+/// A Redis-backed hub: an [`EventSource`] and a [`Publisher`]; cheap to clone.
+///
+/// Dropping the last clone stops the dispatcher and closes the connections;
+/// open subscriptions then end with [`Error::Closed`].
+pub struct RedisHub<C: Category> {
+    inner: Arc<HubInner<C>>,
+}
+
+/// What the hub's handles share.
+struct HubInner<C: Category> {
+    // Dropped first: the dispatcher and the batching task stop when the last hub handle goes.
+    commands: UnboundedSender<Command<C>>,
+    /// Batches the publishes of standalone layouts with retention; the others publish one by one.
+    batcher: Option<Batcher>,
+    shared: Arc<Shared<C>>,
+    // Dropped last: the hub's own runtime, if any, winds down in the background.
+    runtime: RuntimeHost,
+}
+
+impl<C: Category> RedisHub<C> {
+    /// A hub over tasks already started: the dispatcher behind `commands`, the batcher if any.
+    pub(crate) fn from_parts(
+        commands: UnboundedSender<Command<C>>,
+        batcher: Option<Batcher>,
+        shared: Arc<Shared<C>>,
+        runtime: RuntimeHost,
+    ) -> Self {
+        Self { inner: Arc::new(HubInner { commands, batcher, shared, runtime }) }
+    }
+
+    /// A snapshot of the hub's counters. Cheap: a few atomic loads.
+    pub fn stats(&self) -> HubStats {
+        self.inner.shared.counters.snapshot()
+    }
+
+    /// The Redis names this hub uses.
+    pub fn key_layout(&self) -> &KeyLayout {
+        &self.inner.shared.layout
+    }
+
+    /// The history kept, if retention is on.
+    pub fn retention(&self) -> Option<Retention> {
+        self.inner.shared.retention
+    }
+
+    /// The tokio runtime the Redis client runs on.
+    pub fn runtime_handle(&self) -> &tokio::runtime::Handle {
+        self.inner.runtime.handle()
+    }
+
+    /// Whether the hub runs the client on a runtime of its own (the caller had no tokio runtime).
+    pub fn owns_runtime(&self) -> bool {
+        self.inner.runtime.is_owned()
+    }
+}
+
+impl<C: Category> Clone for RedisHub<C> {
+    fn clone(&self) -> Self {
+        Self { inner: Arc::clone(&self.inner) }
+    }
+}
+
+impl<C: Category> fmt::Debug for RedisHub<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisHub")
+            .field("layout", &self.inner.shared.layout)
+            .field("retention", &self.inner.shared.retention)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Category> EventSource<C> for RedisHub<C> {
+    type Subscription = Subscription<C>;
+
+    fn subscribe(
+        &self,
+        user: UserId,
+        filter: CategorySet<C>,
+    ) -> impl Future<Output = Result<Self::Subscription, Error>> + Send {
+        let commands = self.inner.commands.clone();
+        async move {
+            let (reply, response) = oneshot::channel();
+            commands.send(Command::Subscribe { user, filter, reply }).map_err(|_| Error::Closed)?;
+            response.await.map_err(|_| Error::Closed)?
+        }
+    }
+
+    fn missed_events(
+        &self,
+        user: UserId,
+        last_event_id: EventId,
+        filter: CategorySet<C>,
+    ) -> impl Future<Output = Result<Replay<C>, Error>> + Send {
+        let shared = Arc::clone(&self.inner.shared);
+        let task = self.inner.runtime.spawn(async move {
+            if shared.retention.is_none() {
+                return Ok(Replay::retention_disabled());
+            }
+            shared.streams.missed_events(user, last_event_id, filter).await
+        });
+        async move { task.await? }
+    }
+}
+
+impl<C: Category> Publisher<C> for RedisHub<C> {
+    fn publish(&self, event: Event<C>) -> impl Future<Output = Result<(), Error>> + Send {
+        let inner = Arc::clone(&self.inner);
+        async move {
+            if let Some(batcher) = &inner.batcher {
+                let outcome = batcher.submit(&inner.shared, &event)?;
+                return outcome.await.map_err(|_| Error::Closed)?;
+            }
+            let shared = Arc::clone(&inner.shared);
+            inner.runtime.spawn(async move { publish_one(&shared, event).await }).await?
+        }
+    }
+}

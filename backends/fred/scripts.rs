@@ -1,0 +1,32 @@
+//! The Lua scripts the hub runs, each one the shared prelude (`prelude.lua`) followed by its own body.
+//!
+//! Redis runs a script as one atomic step, so each publish stores and
+//! announces its events together. The helpers every script needs (entry id
+//! parsing and formatting, the server's clock) are written once, in the
+//! prelude, and concatenated in front of each script at compile time.
+
+use ::fred::types::scripts::Script;
+
+/// Stores and publishes one event (cluster layouts): `XADD` with the hybrid clock's id, trimming, expiry, `SPUBLISH`.
+const PUBLISH: &str = concat!(include_str!("prelude.lua"), include_str!("publish.lua"));
+
+/// Stores and publishes a batch of events (standalone layouts), every id drawn from the order key.
+const PUBLISH_BATCH: &str = concat!(include_str!("prelude.lua"), include_str!("publish_batch.lua"));
+
+/// Reads the server's clock and the last entry id given out: a consistent cut of several streams.
+const HORIZON: &str = concat!(include_str!("prelude.lua"), include_str!("horizon.lua"));
+
+/// The one-event publish script.
+pub(crate) fn publish() -> Script {
+    Script::from_lua(PUBLISH)
+}
+
+/// The batch publish script.
+pub(crate) fn publish_batch() -> Script {
+    Script::from_lua(PUBLISH_BATCH)
+}
+
+/// The clock script.
+pub(crate) fn horizon() -> Script {
+    Script::from_lua(HORIZON)
+}

@@ -1,0 +1,37 @@
+//! `Shared`: what the hub's tasks share (settings, counters, the topology, the stream reader, the hybrid clock).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::fred::types::scripts::Script;
+
+use super::codec::Decoder;
+use super::keys::KeyLayout;
+use super::order::HybridClock;
+use super::retention::Retention;
+use super::stats::Counters;
+use super::streams::Streams;
+use super::topology::Topology;
+
+/// What the hub's tasks share.
+pub(crate) struct Shared<C> {
+    pub(crate) layout: KeyLayout,
+    pub(crate) retention: Option<Retention>,
+    pub(crate) decoder: Decoder<C>,
+    pub(crate) queue_capacity: usize,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) topology: Arc<Topology>,
+    pub(crate) streams: Streams<C>,
+    /// The one-event publish script (cluster layouts).
+    pub(crate) publish_script: Script,
+    pub(crate) replica_acks: ReplicaAcks,
+    /// The highest entry id this hub gave out or received: new entries get higher ids.
+    pub(crate) clock: HybridClock,
+}
+
+/// How many replicas must hold an event before its publish succeeds (Redis `WAIT`); 0: none.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReplicaAcks {
+    pub(crate) replicas: u32,
+    pub(crate) timeout: Duration,
+}
