@@ -50,7 +50,7 @@ impl HubFactory for ClusterFactory {
             .expect("a valid URL")
             .key_layout(KeyLayout::cluster_with_prefix(&prefix).expect("a valid prefix"))
             .retention(retention)
-            .subscriber_queue_capacity(options.queue_capacity)
+            .queue_capacity(options.queue_capacity)
             .connect()
             .await
             .expect("connecting to the private cluster")

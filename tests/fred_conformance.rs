@@ -37,7 +37,7 @@ impl HubFactory for RedisFactory {
             .expect("a valid URL")
             .key_layout(KeyLayout::standalone_with_prefix(&prefix).expect("a valid prefix"))
             .retention(retention)
-            .subscriber_queue_capacity(options.queue_capacity)
+            .queue_capacity(options.queue_capacity)
             .connect()
             .await
             .expect("connecting to the private redis-server")

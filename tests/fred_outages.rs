@@ -218,10 +218,7 @@ fn an_overflow_of_the_clients_message_channel_is_recovered_from_the_streams() {
         // A message channel of 2 overflows as soon as the dispatcher falls two messages behind.
         let hub: RedisHub<C> = within(
             "connect",
-            builder(&server.url(), "overflow")
-                .message_channel_capacity(2)
-                .subscriber_queue_capacity(4096)
-                .connect(),
+            builder(&server.url(), "overflow").message_channel_capacity(2).queue_capacity(4096).connect(),
         )
         .await
         .expect("connect");

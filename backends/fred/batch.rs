@@ -21,8 +21,8 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::{Semaphore, oneshot};
 
 use super::codec;
-use super::retention::Retention;
 use super::shared::Shared;
+use crate::Retention;
 use crate::{Category, Error, Event};
 
 /// The most events in one script call.
@@ -72,7 +72,7 @@ impl Batcher {
         event: &Event<C>,
     ) -> Result<oneshot::Receiver<Result<(), Error>>, Error> {
         let audience = event.audience();
-        let envelope = codec::envelope_prefix(event).map_err(Error::backend)?;
+        let envelope = codec::envelope_prefix(event);
         let (done, outcome) = oneshot::channel();
         let pending = PendingPublish {
             stream: shared.layout.stream(audience),

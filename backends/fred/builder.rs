@@ -16,7 +16,6 @@ use super::fanout::{Fanout, Feed};
 use super::hub::RedisHub;
 use super::keys::{KeyLayout, PubSubKind};
 use super::order::HybridClock;
-use super::retention::Retention;
 use super::scripts;
 use super::sequencer::run_sequencer;
 use super::shared::{ReplicaAcks, Shared};
@@ -24,6 +23,7 @@ use super::stats::Counters;
 use super::streams::Streams;
 use super::subscription::Command;
 use super::topology::{Incoming, Topology};
+use crate::Retention;
 use crate::{Audience, Category, Error};
 
 /// Configures and connects a [`RedisHub`].
@@ -39,7 +39,7 @@ use crate::{Audience, Category, Error};
 ///     RedisHub::<ExampleCategory>::builder("redis://127.0.0.1:6380")?
 ///         .key_layout(KeyLayout::standalone_with_prefix("app").unwrap())
 ///         .retention(Some(Retention::new(10_000, Duration::from_secs(24 * 3600))))
-///         .subscriber_queue_capacity(256)
+///         .queue_capacity(256)
 ///         .connect(),
 /// )?;
 /// # Ok::<_, ssehub::Error>(())
@@ -100,7 +100,7 @@ impl<C: Category> RedisHubBuilder<C> {
 
     /// The events a subscriber may have queued before it is dropped with
     /// [`Error::Lagged`]. Default: 1024.
-    pub fn subscriber_queue_capacity(mut self, capacity: usize) -> Self {
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
         self.queue_capacity = capacity.max(1);
         self
     }

@@ -98,31 +98,14 @@ impl fmt::Display for Skip {
     }
 }
 
-/// Data of an event that cannot be embedded in an envelope because it is not JSON.
-#[derive(Debug)]
-pub struct DataNotJson {
-    pub(crate) source: serde_json::Error,
-}
-
-impl fmt::Display for DataNotJson {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "event data is not JSON text: {}", self.source)
-    }
-}
-
-impl std::error::Error for DataNotJson {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
-
 /// The envelope of `event`, without its closing `}`.
 ///
 /// The publish script closes it twice: as is for the stream entry, and with
 /// the new entry's stream id added for the channel message.
-pub(crate) fn envelope_prefix<C: Category>(event: &Event<C>) -> Result<String, DataNotJson> {
-    let data: &RawValue = serde_json::from_str(event.data()).map_err(|source| DataNotJson { source })?;
-    let data = data.get();
+/// An event's data is JSON text (checked when it was made), embedded as is
+/// without the whitespace around it.
+pub(crate) fn envelope_prefix<C: Category>(event: &Event<C>) -> String {
+    let data = event.data().trim_matches([' ', '\t', '\n', '\r']);
     let event_type = serde_json::to_string(event.event_type()).expect("a str always serializes");
     let mut out = String::with_capacity(160 + event_type.len() + data.len());
     out.push_str("{\"event_id\":\"");
@@ -145,14 +128,14 @@ pub(crate) fn envelope_prefix<C: Category>(event: &Event<C>) -> Result<String, D
     out.push_str(",\"occurred_at\":\"");
     out.push_str(&event.occurred_at().to_rfc3339_opts(SecondsFormat::AutoSi, true));
     out.push('"');
-    Ok(out)
+    out
 }
 
 /// The complete envelope of `event`.
-pub(crate) fn envelope<C: Category>(event: &Event<C>) -> Result<String, DataNotJson> {
-    let mut out = envelope_prefix(event)?;
+pub(crate) fn envelope<C: Category>(event: &Event<C>) -> String {
+    let mut out = envelope_prefix(event);
     out.push('}');
-    Ok(out)
+    out
 }
 
 /// A decoded message: the event and, for messages ssehub published with retention, its stream entry id.
@@ -271,7 +254,8 @@ impl<C: Category> Decoder<C> {
                 .ok_or_else(|| Skip::NoCategory(truncated(event_type)))?,
         };
         let occurred_at = parse_timestamp(occurred_at).ok_or(Skip::BadTimestamp)?;
-        Event::from_parts(id, audience, event_type, category, data, occurred_at)
+        // `data` was parsed as a JSON value with the envelope or checked above.
+        Event::from_checked_parts(id, audience, event_type, category, data.into(), occurred_at)
             .map_err(|_| Skip::BadEventType)
     }
 }
@@ -324,7 +308,7 @@ mod tests {
     fn envelope_round_trips_with_data_kept_as_text() {
         let event =
             Event::new(Audience::User(user()), "ai.done", C::Ai, r#"{"a": [1, 2.50, "x\ny"]}"#).unwrap();
-        let text = envelope(&event).unwrap();
+        let text = envelope(&event);
         assert!(text.contains(r#""data":{"a": [1, 2.50, "x\ny"]}"#), "{text}");
         let back = decoder().envelope(Audience::User(user()), text.as_bytes()).unwrap();
         assert_eq!(back.event, event);
@@ -334,7 +318,7 @@ mod tests {
     #[test]
     fn broadcast_envelope_has_null_user() {
         let event = Event::new(Audience::Broadcast, "import", C::Import, "1").unwrap();
-        let text = envelope(&event).unwrap();
+        let text = envelope(&event);
         assert!(text.contains(r#""user_id":null"#));
         assert_eq!(decoder().envelope(Audience::Broadcast, text.as_bytes()).unwrap().event, event);
     }
@@ -348,7 +332,7 @@ mod tests {
     #[test]
     fn stream_id_suffix_is_read_back() {
         let event = Event::new(Audience::Broadcast, "import", C::Import, "{}").unwrap();
-        let text = format!("{},\"stream_id\":\"1700000000000-3\"}}", envelope_prefix(&event).unwrap());
+        let text = format!("{},\"stream_id\":\"1700000000000-3\"}}", envelope_prefix(&event));
         let back = decoder().envelope(Audience::Broadcast, text.as_bytes()).unwrap();
         assert_eq!(back.stream_id, Some(StreamId { ms: 1_700_000_000_000, seq: 3 }));
     }

@@ -65,7 +65,9 @@ impl<C: Category> Dispatcher<C> {
                 burst = 0;
                 match self.commands.try_recv() {
                     Ok(command) => {
-                        self.on_command(command);
+                        if self.on_command(command) {
+                            break;
+                        }
                         continue;
                     }
                     Err(mpsc::error::TryRecvError::Disconnected) => break,
@@ -100,7 +102,9 @@ impl<C: Category> Dispatcher<C> {
                 command = self.commands.recv() => {
                     burst = 0;
                     match command {
-                        Some(command) => self.on_command(command),
+                        Some(command) => if self.on_command(command) {
+                            break;
+                        },
                         None => break,
                     }
                 }
@@ -111,7 +115,8 @@ impl<C: Category> Dispatcher<C> {
         tracing::debug!("Redis hub dispatcher stopped");
     }
 
-    fn on_command(&mut self, command: Command<C>) {
+    /// Handles `command`; returns whether the dispatcher must stop (the hub was closed).
+    fn on_command(&mut self, command: Command<C>) -> bool {
         match command {
             Command::Subscribe { user, filter, reply } => self.fanout.subscribe(user, filter, reply),
             Command::Unsubscribe { user, subscriber } => self.fanout.unsubscribe(user, subscriber),
@@ -120,7 +125,9 @@ impl<C: Category> Dispatcher<C> {
                 // The run loop's retry timer starts the recovery.
                 self.recovery.retry_now();
             }
+            Command::Close => return true,
         }
+        false
     }
 
     /// The client's message channel dropped `dropped` messages: every channel is recovered from the streams.

@@ -15,7 +15,8 @@ use tokio::sync::oneshot;
 use super::codec::{Decoded, StreamId};
 use super::sequencer::{Confirmed, PubSubOp};
 use super::stats::Counters;
-use super::subscription::{Command, Delivery, Offer, SubscriberQueue, Subscription};
+use super::subscription::{Command, Delivery, Subscriber, Subscription, Unsubscriber};
+use crate::backend::{Push, Registry, Wakeups};
 use crate::{Audience, Category, CategorySet, Error, Event, EventId, UserId};
 
 /// The last event a feed delivered: its stream entry id where known, else its event id.
@@ -69,8 +70,9 @@ pub(crate) struct UserFeed<C: Category> {
     generation: u64,
     /// Whether the channel is confirmed live; subscribe calls wait until it is.
     pub(crate) live: bool,
-    pub(crate) subscribers: Vec<SubscriberQueue<C>>,
-    waiting: Vec<(SubscribeReply<C>, Subscription<C>)>,
+    pub(crate) subscribers: Vec<Subscriber<C>>,
+    /// Subscribe calls waiting for the channel to be live, with their subscriber ids.
+    waiting: Vec<(SubscribeReply<C>, Subscription<C>, u64)>,
     pub(crate) feed: Feed,
 }
 
@@ -82,8 +84,8 @@ pub(crate) struct Fanout<C: Category> {
     queue_capacity: usize,
     /// Channel changes, to the sequencer.
     ops: UnboundedSender<PubSubOp>,
-    /// The dispatcher's inbox, for subscriptions to unsubscribe through.
-    commands: WeakUnboundedSender<Command<C>>,
+    /// Where dropped subscriptions unsubscribe: the dispatcher's inbox.
+    registry: Arc<dyn Registry<C>>,
     next_subscriber: u64,
     next_generation: u64,
 }
@@ -102,7 +104,7 @@ impl<C: Category> Fanout<C> {
             counters,
             queue_capacity,
             ops,
-            commands,
+            registry: Arc::new(Unsubscriber { commands }),
             next_subscriber: 0,
             next_generation: 0,
         }
@@ -116,8 +118,8 @@ impl<C: Category> Fanout<C> {
     pub(crate) fn subscribe(&mut self, user: UserId, filter: CategorySet<C>, reply: SubscribeReply<C>) {
         let id = self.next_subscriber;
         self.next_subscriber += 1;
-        let (subscription, queue) =
-            Subscription::new(user, id, filter, self.queue_capacity, self.commands.clone());
+        let (queue, subscription) =
+            Subscriber::open(user, id, filter, self.queue_capacity, Arc::clone(&self.registry));
         Counters::add(&self.counters.open_subscriptions, 1);
         match self.users.entry(user) {
             Entry::Occupied(mut entry) => {
@@ -127,7 +129,7 @@ impl<C: Category> Fanout<C> {
                     // A caller that gave up drops the subscription, which unsubscribes it.
                     let _ = reply.send(Ok(subscription));
                 } else {
-                    feed.waiting.push((reply, subscription));
+                    feed.waiting.push((reply, subscription, id));
                 }
             }
             Entry::Vacant(entry) => {
@@ -137,7 +139,7 @@ impl<C: Category> Fanout<C> {
                     generation,
                     live: false,
                     subscribers: vec![queue],
-                    waiting: vec![(reply, subscription)],
+                    waiting: vec![(reply, subscription, id)],
                     feed: Feed::default(),
                 });
                 Counters::add(&self.counters.redis_channels, 1);
@@ -188,16 +190,16 @@ impl<C: Category> Fanout<C> {
                 if feed.feed.cursor.stream_id.is_none() && feed.feed.cursor.event_id.is_none() {
                     feed.feed.cursor.stream_id = baseline;
                 }
-                for (reply, subscription) in feed.waiting.drain(..) {
+                for (reply, subscription, _) in feed.waiting.drain(..) {
                     let _ = reply.send(Ok(subscription));
                 }
             }
             Err(reason) => {
                 tracing::warn!(user = %confirmed.user, %reason, "subscribing to a user channel failed");
-                let failed: HashSet<u64> = feed.waiting.iter().map(|(_, s)| s.id()).collect();
+                let failed: HashSet<u64> = feed.waiting.iter().map(|(_, _, id)| *id).collect();
                 feed.subscribers.retain(|s| !failed.contains(&s.id));
                 Counters::sub(&self.counters.open_subscriptions, failed.len() as u64);
-                for (reply, _subscription) in feed.waiting.drain(..) {
+                for (reply, _subscription, _) in feed.waiting.drain(..) {
                     let _ = reply.send(Err(Error::backend(format!("subscribing failed: {reason}"))));
                 }
                 self.release_if_unused(confirmed.user);
@@ -251,13 +253,8 @@ impl<C: Category> Fanout<C> {
         }
     }
 
-    /// Ends every subscription (they yield what is queued, then `Error::Closed`).
+    /// Ends every subscription (dropping a `Subscriber` closes its queue: it yields what is queued, then `Error::Closed`).
     pub(crate) fn close_all(&mut self) {
-        for user in self.users.values() {
-            for subscriber in &user.subscribers {
-                subscriber.close();
-            }
-        }
         let open: u64 = self.users.values().map(|u| u.subscribers.len() as u64).sum();
         Counters::sub(&self.counters.open_subscriptions, open);
         // Waiting subscribe calls see their reply dropped, which reads as Closed.
@@ -269,29 +266,31 @@ impl<C: Category> Fanout<C> {
 /// those that lagged or went away. Returns whether no subscriber is left.
 pub(crate) fn offer_all<C: Category>(
     counters: &Counters,
-    subscribers: &mut Vec<SubscriberQueue<C>>,
+    subscribers: &mut Vec<Subscriber<C>>,
     delivery: impl Fn() -> Delivery<C>,
     event: Option<&Event<C>>,
 ) -> bool {
     let before = subscribers.len();
     let mut delivered = 0u64;
     let mut lagged = 0u64;
+    let mut wakeups = Wakeups::new();
     subscribers.retain(|subscriber| {
         if event.is_some_and(|e| !subscriber.filter.contains(e.category())) {
             return true;
         }
-        match subscriber.offer(delivery()) {
-            Offer::Queued => {
+        match subscriber.offer(delivery(), &mut wakeups) {
+            Push::Queued => {
                 delivered += u64::from(event.is_some());
                 true
             }
-            Offer::Lagged => {
+            Push::Lagged => {
                 lagged += 1;
                 false
             }
-            Offer::Gone => false,
+            Push::Ended => false,
         }
     });
+    wakeups.wake_all();
     let removed = (before - subscribers.len()) as u64;
     if removed > 0 {
         Counters::sub(&counters.open_subscriptions, removed);

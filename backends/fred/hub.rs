@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
@@ -11,16 +12,18 @@ use super::batch::Batcher;
 use super::bridge::RuntimeHost;
 use super::keys::KeyLayout;
 use super::publish::publish_one;
-use super::retention::Retention;
 use super::shared::Shared;
 use super::stats::HubStats;
 use super::subscription::{Command, Subscription};
-use crate::{Category, CategorySet, Error, Event, EventId, EventSource, Publisher, Replay, UserId};
+use crate::{
+    Category, CategorySet, Error, Event, EventId, EventSource, Publisher, Replay, Retention, UserId,
+};
 
 /// A Redis-backed hub: an [`EventSource`] and a [`Publisher`]; cheap to clone.
 ///
-/// Dropping the last clone stops the dispatcher and closes the connections;
-/// open subscriptions then end with [`Error::Closed`].
+/// [`close`](Self::close), or dropping the last clone, stops the dispatcher
+/// and closes the connections; open subscriptions yield what is queued for
+/// them, then [`Error::Closed`], and end.
 pub struct RedisHub<C: Category> {
     inner: Arc<HubInner<C>>,
 }
@@ -31,6 +34,7 @@ struct HubInner<C: Category> {
     commands: UnboundedSender<Command<C>>,
     /// Batches the publishes of standalone layouts with retention; the others publish one by one.
     batcher: Option<Batcher>,
+    closed: AtomicBool,
     shared: Arc<Shared<C>>,
     // Dropped last: the hub's own runtime, if any, winds down in the background.
     runtime: RuntimeHost,
@@ -44,7 +48,25 @@ impl<C: Category> RedisHub<C> {
         shared: Arc<Shared<C>>,
         runtime: RuntimeHost,
     ) -> Self {
-        Self { inner: Arc::new(HubInner { commands, batcher, shared, runtime }) }
+        Self {
+            inner: Arc::new(HubInner { commands, batcher, closed: AtomicBool::new(false), shared, runtime }),
+        }
+    }
+
+    /// Closes the hub for every handle: open subscriptions yield what is
+    /// queued for them, then [`Error::Closed`], and end; later subscribes and
+    /// publishes fail with [`Error::Closed`]. Publishes already accepted still
+    /// complete. Dropping the last handle does the same.
+    pub fn close(&self) {
+        if !self.inner.closed.swap(true, Ordering::AcqRel) {
+            // The dispatcher may have stopped already (its client closed): nothing left to end then.
+            let _ = self.inner.commands.send(Command::Close);
+        }
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
     }
 
     /// A snapshot of the hub's counters. Cheap: a few atomic loads.
@@ -98,7 +120,11 @@ impl<C: Category> EventSource<C> for RedisHub<C> {
         filter: CategorySet<C>,
     ) -> impl Future<Output = Result<Self::Subscription, Error>> + Send {
         let commands = self.inner.commands.clone();
+        let closed = self.is_closed();
         async move {
+            if closed {
+                return Err(Error::Closed);
+            }
             let (reply, response) = oneshot::channel();
             commands.send(Command::Subscribe { user, filter, reply }).map_err(|_| Error::Closed)?;
             response.await.map_err(|_| Error::Closed)?
@@ -126,6 +152,9 @@ impl<C: Category> Publisher<C> for RedisHub<C> {
     fn publish(&self, event: Event<C>) -> impl Future<Output = Result<(), Error>> + Send {
         let inner = Arc::clone(&self.inner);
         async move {
+            if inner.closed.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
             if let Some(batcher) = &inner.batcher {
                 let outcome = batcher.submit(&inner.shared, &event)?;
                 return outcome.await.map_err(|_| Error::Closed)?;

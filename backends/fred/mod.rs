@@ -27,9 +27,9 @@
 //! entries hold the envelope in one `event` field; entries written one field
 //! per envelope key are read too (another publisher's `XADD *` numbers each
 //! stream on its own, so its events of different audiences are ordered to
-//! the millisecond only). Event data must be JSON text to be
-//! published ([`DataNotJson`] otherwise); it is embedded as is, without
-//! surrounding whitespace.
+//! the millisecond only). Event data is JSON text (every
+//! [`Event`](crate::Event) is checked for it when made); it is embedded as
+//! is, without surrounding whitespace.
 //!
 //! [`KeyLayout::cluster`] names keys for Redis Cluster: each audience's
 //! channel and stream share one hash tag, so the publish script touches one
@@ -185,7 +185,7 @@ mod pubsub;
 mod recovery;
 mod redirects;
 mod replay;
-mod retention;
+
 mod scripts;
 mod sequencer;
 mod shards;
@@ -199,10 +199,9 @@ mod topology;
 /// The `fred` Redis client, re-exported so its configuration types match the version ssehub uses.
 pub use ::fred as client;
 
+pub use crate::Retention;
 pub use builder::RedisHubBuilder;
-pub use codec::DataNotJson;
 pub use hub::RedisHub;
 pub use keys::{InvalidPrefix, KeyLayout, MAX_PREFIX_BYTES, PubSubKind};
-pub use retention::Retention;
 pub use stats::HubStats;
 pub use subscription::Subscription;

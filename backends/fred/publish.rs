@@ -27,7 +27,7 @@ pub(crate) async fn publish_one<C: Category>(shared: &Shared<C>, event: Event<C>
         return Err(Error::backend("a standalone layout with retention publishes in batches"));
     }
     let channel = shared.layout.channel(event.audience());
-    let envelope = codec::envelope(&event).map_err(Error::backend)?;
+    let envelope = codec::envelope(&event);
     let client = shared.topology.command_client(&channel)?;
     let _: Value = client.publish(channel, envelope).await.map_err(Error::backend)?;
     Ok(())
@@ -40,7 +40,7 @@ async fn publish_sharded<C: Category>(shared: &Shared<C>, event: Event<C>) -> Re
     let channel = shared.layout.channel(audience);
     let stream = shared.layout.stream(audience);
     let Some(retention) = shared.retention else {
-        let envelope = codec::envelope(&event).map_err(Error::backend)?;
+        let envelope = codec::envelope(&event);
         return topology
             .follow_redirects(|| {
                 let (channel, envelope, stream) = (channel.clone(), envelope.clone(), stream.clone());
@@ -51,7 +51,7 @@ async fn publish_sharded<C: Category>(shared: &Shared<C>, event: Event<C>) -> Re
             })
             .await;
     };
-    let envelope = codec::envelope_prefix(&event).map_err(Error::backend)?;
+    let envelope = codec::envelope_prefix(&event);
     let args = vec![
         channel,
         envelope,

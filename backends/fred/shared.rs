@@ -8,10 +8,10 @@ use ::fred::types::scripts::Script;
 use super::codec::Decoder;
 use super::keys::KeyLayout;
 use super::order::HybridClock;
-use super::retention::Retention;
 use super::stats::Counters;
 use super::streams::Streams;
 use super::topology::Topology;
+use crate::Retention;
 
 /// What the hub's tasks share.
 pub(crate) struct Shared<C> {

@@ -262,8 +262,7 @@ mod fred_side {
         let redis = bench.redis()?;
         bench.runtime.block_on(async {
             let before = redis.settled_client_count().await?;
-            let hub =
-                redis.hub_builder()?.subscriber_queue_capacity(bench.cli.queue_capacity).connect().await?;
+            let hub = redis.hub_builder()?.queue_capacity(bench.cli.queue_capacity).connect().await?;
             let connections = || Ok(redis.client_count()?.saturating_sub(before));
             match plan.publisher {
                 PublishVia::Hub => hub_side(bench, hub, plan, connections).await,

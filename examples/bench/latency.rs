@@ -72,7 +72,7 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
                 let hub = bench.runtime.block_on(async {
                     let builder = bench.redis()?.hub_builder()?;
                     Ok::<_, crate::BenchError>(
-                        builder.subscriber_queue_capacity(bench.cli.queue_capacity).connect().await?,
+                        builder.queue_capacity(bench.cli.queue_capacity).connect().await?,
                     )
                 })?;
                 hub_side(bench, hub, &plan)
