@@ -1091,7 +1091,7 @@ async fn check_close_rule<F: HubFactory>(factory: &F, by: CloseBy) {
     // for the unread subscriptions of its user before the hub closes.
     let mut alice_reader = subscribe(&hub, alice, CategorySet::all()).await;
     let mut bob_reader = subscribe(&hub, bob, CategorySet::all()).await;
-    let mut unread = vec![
+    let mut unread = [
         (alice, CategorySet::all(), subscribe(&hub, alice, CategorySet::all()).await),
         (alice, CategorySet::only(C::Ai), subscribe(&hub, alice, CategorySet::only(C::Ai)).await),
         (bob, CategorySet::all(), subscribe(&hub, bob, CategorySet::all()).await),
@@ -1903,14 +1903,14 @@ where
             return Poll::Ready(Some(Err(error)));
         }
         let item = Pin::new(&mut this.inner).poll_next(cx);
-        if let Poll::Ready(Some(Ok(event))) = &item {
-            if event.audience() == Audience::User(this.user) {
-                this.own_events += 1;
-                if this.own_events == this.gap_after {
-                    this.pending = Some(Error::Gap { last_delivered: Some(event.id()) });
-                } else if this.own_events == this.error_after {
-                    this.pending = Some(Error::backend(INJECTED_ERROR));
-                }
+        if let Poll::Ready(Some(Ok(event))) = &item
+            && event.audience() == Audience::User(this.user)
+        {
+            this.own_events += 1;
+            if this.own_events == this.gap_after {
+                this.pending = Some(Error::Gap { last_delivered: Some(event.id()) });
+            } else if this.own_events == this.error_after {
+                this.pending = Some(Error::backend(INJECTED_ERROR));
             }
         }
         item
