@@ -56,9 +56,23 @@ impl HubFactory for ClusterFactory {
             .expect("connecting to the private cluster")
     }
 
+    async fn close(&self, hub: &Self::Hub) {
+        hub.close();
+    }
+
     async fn active_subscriptions(&self, hub: &Self::Hub) -> usize {
         hub.stats().open_subscriptions as usize
     }
+}
+
+/// One test per check, so a failure names its rule; they take turns with the other tests.
+mod checks {
+    use super::{ClusterFactory, block_on, turn};
+
+    ssehub::conformance_tests!(ClusterFactory, |check| {
+        let _turn = turn();
+        block_on(check)
+    });
 }
 
 #[test]

@@ -43,82 +43,16 @@ impl HubFactory for RedisFactory {
             .expect("connecting to the private redis-server")
     }
 
+    async fn close(&self, hub: &Self::Hub) {
+        hub.close();
+    }
+
     async fn active_subscriptions(&self, hub: &Self::Hub) -> usize {
         hub.stats().open_subscriptions as usize
     }
 }
 
-#[test]
-fn subscription_is_live_when_subscribe_returns() {
-    block_on(conformance::subscription_is_live_when_subscribe_returns(&RedisFactory));
-}
-
-#[test]
-fn subscriber_receives_own_events_only() {
-    block_on(conformance::subscriber_receives_own_events_only(&RedisFactory));
-}
-
-#[test]
-fn broadcasts_reach_every_subscriber() {
-    block_on(conformance::broadcasts_reach_every_subscriber(&RedisFactory));
-}
-
-#[test]
-fn category_filter_applies_to_live_and_replayed_events() {
-    block_on(conformance::category_filter_applies_to_live_and_replayed_events(&RedisFactory));
-}
-
-#[test]
-fn replay_after_retained_id_is_complete() {
-    block_on(conformance::replay_after_retained_id_is_complete(&RedisFactory));
-}
-
-#[test]
-fn replay_merges_broadcasts_in_publish_order() {
-    block_on(conformance::replay_merges_broadcasts_in_publish_order(&RedisFactory));
-}
-
-#[test]
-fn replay_after_trimmed_id_reports_truncated() {
-    block_on(conformance::replay_after_trimmed_id_reports_truncated(&RedisFactory));
-}
-
-#[test]
-fn replay_after_unknown_id_reports_unknown_id() {
-    block_on(conformance::replay_after_unknown_id_reports_unknown_id(&RedisFactory));
-}
-
-#[test]
-fn replay_without_retention_reports_retention_disabled() {
-    block_on(conformance::replay_without_retention_reports_retention_disabled(&RedisFactory));
-}
-
-#[test]
-fn resume_without_last_event_id_is_live_only() {
-    block_on(conformance::resume_without_last_event_id_is_live_only(&RedisFactory));
-}
-
-#[test]
-fn resume_after_truncated_history_signals_gap_first() {
-    block_on(conformance::resume_after_truncated_history_signals_gap_first(&RedisFactory));
-}
-
-#[test]
-fn resume_delivers_every_event_exactly_once_under_concurrent_publishing() {
-    block_on(conformance::resume_delivers_every_event_exactly_once_under_concurrent_publishing(
-        &RedisFactory,
-    ));
-}
-
-#[test]
-fn lagged_subscriber_is_isolated_and_others_receive_everything() {
-    block_on(conformance::lagged_subscriber_is_isolated_and_others_receive_everything(&RedisFactory));
-}
-
-#[test]
-fn dropping_a_subscription_unregisters_it() {
-    block_on(conformance::dropping_a_subscription_unregisters_it(&RedisFactory));
-}
+ssehub::conformance_tests!(RedisFactory, |check| block_on(check));
 
 #[test]
 fn run_all_passes() {

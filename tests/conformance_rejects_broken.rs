@@ -1,0 +1,320 @@
+//! Broken toy backends the conformance suite must reject, each by the check that names its rule.
+//!
+//! Each toy wraps a `MemoryHub` and breaks one rule. A check that passes a
+//! broken backend is a check that does not test its rule.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use futures::executor::block_on;
+use ssehub::conformance::{self, HubFactory, HubOptions};
+use ssehub::fixture::ExampleCategory as C;
+use ssehub::memory::{MemoryHub, Subscription};
+use ssehub::{
+    Audience, CategorySet, Error, Event, EventId, EventSource, Publisher, Replay, ReplayStatus, UserId,
+};
+
+/// The one rule a toy backend breaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// Replay after a retained own event reports `Complete` although broadcasts after it were trimmed.
+    CompleteDespiteTrimmedBroadcasts,
+    /// A truncated replay also holds the Last-Event-ID's own event.
+    ReplaysTheLastEventId,
+    /// Changes one digit of every event's data, keeping its id.
+    CorruptsData,
+    /// Silently leaves out the third event of every subscription.
+    DropsOneLiveEvent,
+    /// Yields the third event of every subscription twice.
+    RepeatsOneLiveEvent,
+    /// Ends a subscription with `None` on close, without `Err(Closed)`.
+    EndsWithoutClosed,
+}
+
+#[derive(Clone)]
+struct Broken {
+    hub: MemoryHub<C>,
+    fault: Fault,
+    history_len: usize,
+    published: Arc<Mutex<Vec<Event<C>>>>,
+}
+
+fn corrupt(event: Event<C>) -> Event<C> {
+    let mut data = event.data().to_string();
+    match data.bytes().position(|b| b.is_ascii_digit()) {
+        Some(at) => {
+            let digit = data.as_bytes()[at];
+            let other = if digit == b'9' { '0' } else { char::from(digit + 1) };
+            data.replace_range(at..=at, &other.to_string());
+            Event::from_parts(
+                event.id(),
+                event.audience(),
+                event.event_type(),
+                event.category(),
+                data,
+                event.occurred_at(),
+            )
+            .expect("still valid")
+        }
+        None => Event::from_parts(
+            event.id(),
+            event.audience(),
+            &format!("{}x", event.event_type()),
+            event.category(),
+            data,
+            event.occurred_at(),
+        )
+        .expect("still valid"),
+    }
+}
+
+impl EventSource<C> for Broken {
+    type Subscription = BrokenStream;
+
+    async fn subscribe(&self, user: UserId, filter: CategorySet<C>) -> Result<BrokenStream, Error> {
+        let inner = self.hub.subscribe(user, filter).await?;
+        Ok(BrokenStream { inner, fault: self.fault, seen: 0, repeat: None, ended: false })
+    }
+
+    async fn missed_events(
+        &self,
+        user: UserId,
+        last_event_id: EventId,
+        filter: CategorySet<C>,
+    ) -> Result<Replay<C>, Error> {
+        let mut replay = self.hub.missed_events(user, last_event_id, filter).await?;
+        let published = self.published.lock().unwrap().clone();
+        let position = published.iter().position(|e| e.id() == last_event_id);
+        match self.fault {
+            Fault::CompleteDespiteTrimmedBroadcasts if replay.status == ReplayStatus::Truncated => {
+                // The id is an own event still retained: the truncation can only come from the broadcasts.
+                if let Some(position) = position.filter(|p| published[*p].audience() == Audience::User(user))
+                {
+                    let newer_own = published[position + 1..]
+                        .iter()
+                        .filter(|e| e.audience() == Audience::User(user))
+                        .count();
+                    if newer_own < self.history_len {
+                        replay.status = ReplayStatus::Complete;
+                    }
+                }
+            }
+            Fault::ReplaysTheLastEventId if replay.status == ReplayStatus::Truncated => {
+                if let Some(position) = position {
+                    replay.events.insert(0, published[position].clone());
+                }
+            }
+            Fault::CorruptsData => replay.events = replay.events.into_iter().map(corrupt).collect(),
+            _ => {}
+        }
+        Ok(replay)
+    }
+}
+
+impl Publisher<C> for Broken {
+    async fn publish(&self, event: Event<C>) -> Result<(), Error> {
+        self.hub.publish(event.clone()).await?;
+        self.published.lock().unwrap().push(event);
+        Ok(())
+    }
+}
+
+struct BrokenStream {
+    inner: Subscription<C>,
+    fault: Fault,
+    seen: usize,
+    repeat: Option<Event<C>>,
+    ended: bool,
+}
+
+impl Stream for BrokenStream {
+    type Item = Result<Event<C>, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(event) = this.repeat.take() {
+            return Poll::Ready(Some(Ok(event)));
+        }
+        loop {
+            return match Pin::new(&mut this.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(event))) => {
+                    this.seen += 1;
+                    match this.fault {
+                        Fault::CorruptsData => Poll::Ready(Some(Ok(corrupt(event)))),
+                        Fault::DropsOneLiveEvent if this.seen == 3 => continue,
+                        Fault::RepeatsOneLiveEvent if this.seen == 3 => {
+                            this.repeat = Some(event.clone());
+                            Poll::Ready(Some(Ok(event)))
+                        }
+                        _ => Poll::Ready(Some(Ok(event))),
+                    }
+                }
+                // Both the memory backend today and this toy end a closed subscription with `None`;
+                // the toy also swallows the `Err(Closed)` a fixed backend yields.
+                Poll::Ready(Some(Err(Error::Closed))) | Poll::Ready(None)
+                    if this.fault == Fault::EndsWithoutClosed =>
+                {
+                    this.ended = true;
+                    Poll::Ready(None)
+                }
+                other => other,
+            };
+        }
+    }
+}
+
+struct BrokenFactory(Fault);
+
+impl HubFactory for BrokenFactory {
+    type Hub = Broken;
+
+    async fn create(&self, options: HubOptions) -> Broken {
+        let hub = MemoryHub::builder()
+            .history_len(options.history_len)
+            .queue_capacity(options.queue_capacity)
+            .retention(options.retention)
+            .build();
+        Broken { hub, fault: self.0, history_len: options.history_len, published: Arc::default() }
+    }
+
+    async fn close(&self, hub: &Broken) {
+        hub.hub.close();
+    }
+
+    async fn active_subscriptions(&self, hub: &Broken) -> usize {
+        hub.hub.stats().subscriptions
+    }
+}
+
+/// Runs `check` against the toy with `fault`; returns its panic message, or fails the test if it passed.
+fn rejection<Fut: Future<Output = ()>>(
+    fault: Fault,
+    check: impl FnOnce(&'static BrokenFactory) -> Fut,
+) -> String {
+    let factory: &'static BrokenFactory = Box::leak(Box::new(BrokenFactory(fault)));
+    let outcome = catch_unwind(AssertUnwindSafe(|| block_on(check(factory))));
+    let payload = match outcome {
+        Ok(()) => panic!("the suite passed a backend with fault {fault:?}"),
+        Err(payload) => payload,
+    };
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+fn assert_names(message: &str, wanted: &[&str]) {
+    for part in wanted {
+        assert!(message.contains(part), "the rejection does not say {part:?}: {message}");
+    }
+}
+
+#[test]
+fn complete_although_broadcasts_were_trimmed_is_rejected_by_the_truncation_check() {
+    let message = rejection(
+        Fault::CompleteDespiteTrimmedBroadcasts,
+        conformance::replay_after_trimmed_id_reports_truncated,
+    );
+    assert_names(
+        &message,
+        &[
+            "rule: replay after an id history no longer covers is truncated",
+            "with broadcasts trimmed past it: the replay is complete, expected truncated",
+        ],
+    );
+}
+
+#[test]
+fn events_at_or_before_the_last_event_id_in_a_truncated_replay_are_rejected_by_the_truncation_check() {
+    let message =
+        rejection(Fault::ReplaysTheLastEventId, conformance::replay_after_trimmed_id_reports_truncated);
+    assert_names(
+        &message,
+        &[
+            "rule: replay after an id history no longer covers is truncated and holds exactly the retained events published after the id",
+            "replay after a trimmed own event",
+            "unexpected [",
+        ],
+    );
+}
+
+#[test]
+fn events_at_or_before_the_last_event_id_are_rejected_by_the_generated_workloads() {
+    let message =
+        rejection(Fault::ReplaysTheLastEventId, conformance::generated_workloads_deliver_and_replay_exactly);
+    assert_names(&message, &["rule: a replay never holds an event published at or before the Last-Event-ID"]);
+}
+
+#[test]
+fn corrupted_data_is_rejected_by_the_own_events_check_and_the_data_check() {
+    let message = rejection(Fault::CorruptsData, conformance::subscriber_receives_own_events_only);
+    assert_names(&message, &["rule: a subscription yields its user's events", "data differs from byte"]);
+    let message = rejection(
+        Fault::CorruptsData,
+        conformance::event_data_of_every_json_kind_is_delivered_and_replayed_unchanged,
+    );
+    assert_names(
+        &message,
+        &[
+            "rule: event data is JSON text of any kind and is delivered live and replayed unchanged",
+            "data differs from byte",
+        ],
+    );
+}
+
+#[test]
+fn a_silently_dropped_live_event_is_rejected_by_the_own_events_check_and_the_generated_workloads() {
+    let message = rejection(Fault::DropsOneLiveEvent, conformance::subscriber_receives_own_events_only);
+    assert_names(&message, &["rule: a subscription yields its user's events", "missing [0"]);
+    let message =
+        rejection(Fault::DropsOneLiveEvent, conformance::generated_workloads_deliver_and_replay_exactly);
+    assert_names(
+        &message,
+        &[
+            "rule: a subscription yields exactly its user's events and the broadcasts passing its filter",
+            "missing [0",
+        ],
+    );
+}
+
+#[test]
+fn a_repeated_live_event_is_rejected_by_the_own_events_check_and_the_generated_workloads() {
+    let message = rejection(Fault::RepeatsOneLiveEvent, conformance::subscriber_receives_own_events_only);
+    assert_names(&message, &["rule: a subscription yields its user's events", "repeated [0"]);
+    let message =
+        rejection(Fault::RepeatsOneLiveEvent, conformance::generated_workloads_deliver_and_replay_exactly);
+    assert_names(&message, &["rule: a subscription yields exactly its user's events", "repeated [0"]);
+}
+
+#[test]
+fn ending_without_closed_is_rejected_by_both_close_checks() {
+    for check in [
+        rejection(Fault::EndsWithoutClosed, conformance::closing_a_hub_ends_every_subscription_with_closed),
+        rejection(
+            Fault::EndsWithoutClosed,
+            conformance::dropping_every_hub_handle_ends_every_subscription_with_closed,
+        ),
+    ] {
+        assert_names(&check, &["rule: when a hub closes", "ended without Err(Error::Closed)"]);
+    }
+}
+
+#[test]
+fn the_toys_pass_checks_their_fault_does_not_touch() {
+    // A rejection must come from the fault, not from a toy that breaks everything.
+    for fault in
+        [Fault::CompleteDespiteTrimmedBroadcasts, Fault::ReplaysTheLastEventId, Fault::EndsWithoutClosed]
+    {
+        block_on(conformance::subscriber_receives_own_events_only(&BrokenFactory(fault)));
+    }
+    for fault in [Fault::DropsOneLiveEvent, Fault::RepeatsOneLiveEvent] {
+        block_on(conformance::replay_after_retained_id_is_complete(&BrokenFactory(fault)));
+    }
+}
