@@ -176,9 +176,12 @@ impl HubFactory for BrokenFactory {
 
     async fn create(&self, options: HubOptions) -> Broken {
         let hub = MemoryHub::builder()
-            .history_len(options.history_len)
             .queue_capacity(options.queue_capacity)
-            .retention(options.retention)
+            .retention(
+                options
+                    .retention
+                    .then(|| ssehub::Retention::default().with_max_events(options.history_len as u64)),
+            )
             .build();
         Broken { hub, fault: self.0, history_len: options.history_len, published: Arc::default() }
     }
@@ -188,7 +191,7 @@ impl HubFactory for BrokenFactory {
     }
 
     async fn active_subscriptions(&self, hub: &Broken) -> usize {
-        hub.hub.stats().subscriptions
+        hub.hub.stats().open_subscriptions
     }
 }
 
