@@ -1,7 +1,7 @@
 //! Building blocks every backend needs: the bounded subscriber queue with its `Subscription` stream, and the replay step.
 //!
 //! Both of this crate's backends are built on these, and a third-party
-//! backend can be too: the rules the [conformance suite](crate::source) checks
+//! backend can be too: the rules the [conformance suite](crate::EventSource) checks
 //! about lagging, closing, gaps, unsubscribing on drop, the order of a replay
 //! and its status are kept here once.
 //!
@@ -16,7 +16,7 @@
 //!   publish order, keeps those passing the filter, and classifies the replay
 //!   as complete, truncated or unknown from what the backend found.
 //!
-//! See [`crate::source`] for a whole backend built on them.
+//! See the crate's [`EventSource`](crate::EventSource) docs for the rules, and a whole backend built on these.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -480,7 +480,9 @@ pub struct ReplaySide<I> {
 ///   retained one).
 ///
 /// The Last-Event-ID itself is never part of a replay, even where a side
-/// passes it.
+/// passes it; after an id neither side holds any more (truncated), only
+/// events with greater ids are kept, so a side may pass every event from
+/// the id's millisecond on.
 ///
 /// # Examples
 ///
@@ -521,8 +523,15 @@ where
     } else {
         ReplayStatus::UnknownId
     };
-    let wanted =
-        |(_, event): &(K, Event<C>)| filter.contains(event.category()) && event.id() != last_event_id;
+    // An id no longer held has no place in either history: what was published
+    // after it is told by id order (ids made by `EventId::new` ascend in
+    // publish order), so nothing from before it comes back.
+    let cut_by_id = status == ReplayStatus::Truncated && !user.holds_id && !broadcast.holds_id;
+    let wanted = |(_, event): &(K, Event<C>)| {
+        filter.contains(event.category())
+            && event.id() != last_event_id
+            && (!cut_by_id || event.id() > last_event_id)
+    };
     let mut own = user.events.into_iter().filter(wanted).peekable();
     let mut broadcasts = broadcast.events.into_iter().filter(wanted).peekable();
     let mut events = Vec::new();

@@ -1,52 +1,4 @@
 //! The backend traits `EventSource` and `Publisher`, replay results, and the type-erased `DynHub`.
-//!
-//! # Implementing your own backend
-//!
-//! A backend is a type that implements both traits. This one keeps no history
-//! and delivers nothing, which is enough to show every signature; the
-//! `conformance` feature offers the checks a real backend must pass.
-//!
-//! ```
-//! use std::future::Future;
-//! use futures::stream::{self, Pending};
-//! use ssehub::{Category, CategorySet, Error, Event, EventId, EventSource, Publisher, Replay, UserId};
-//!
-//! struct BlackHole;
-//!
-//! impl<C: Category> EventSource<C> for BlackHole {
-//!     type Subscription = Pending<Result<Event<C>, Error>>;
-//!
-//!     async fn subscribe(&self, _user: UserId, _filter: CategorySet<C>) -> Result<Self::Subscription, Error> {
-//!         // A real backend returns only once the subscription is live.
-//!         Ok(stream::pending())
-//!     }
-//!
-//!     async fn missed_events(
-//!         &self,
-//!         _user: UserId,
-//!         _last_event_id: EventId,
-//!         _filter: CategorySet<C>,
-//!     ) -> Result<Replay<C>, Error> {
-//!         Ok(Replay::retention_disabled())
-//!     }
-//! }
-//!
-//! impl<C: Category> Publisher<C> for BlackHole {
-//!     async fn publish(&self, _event: Event<C>) -> Result<(), Error> {
-//!         Ok(())
-//!     }
-//! }
-//!
-//! // Generic code takes any backend...
-//! async fn replay_status<S: EventSource<ssehub::fixture::ExampleCategory>>(source: &S) -> ssehub::ReplayStatus {
-//!     let user = UserId::from_uuid(uuid::Uuid::nil());
-//!     source.missed_events(user, EventId::new(), CategorySet::all()).await.unwrap().status
-//! }
-//! // ...and a `DynHub` picks one at run time.
-//! let hub = ssehub::DynHub::new(BlackHole);
-//! let status = futures::executor::block_on(replay_status(&hub));
-//! assert_eq!(status, ssehub::ReplayStatus::RetentionDisabled);
-//! ```
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -66,13 +18,161 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub type EventStream<C> = Pin<Box<dyn Stream<Item = Result<Event<C>, Error>> + Send + 'static>>;
 
 /// Where subscribers get events from: live subscriptions and replay of missed events.
+///
+/// # The contract
+///
+/// Every backend keeps these rules; the `conformance` feature's suite checks
+/// each of them (one check per rule), for this crate's backends and yours.
+///
+/// - **Live.** [`subscribe`](EventSource::subscribe) resolves once the
+///   subscription is live: every event published after it returns is
+///   delivered to it. Before those, it may yield events published just
+///   before it subscribed that were still on their way (the newest of those
+///   it would receive, in publish order), never older ones.
+/// - **What and in which order.** A subscription yields its user's own events
+///   and the broadcasts that pass its filter, each audience in publish order,
+///   none twice, never another user's; events arrive whole and unchanged
+///   (data byte for byte, event type, category, `occurred_at` to the
+///   microsecond at least).
+/// - **Data.** Event data is JSON text, checked when an [`Event`] is made, so
+///   a backend accepts every event there is.
+/// - **Lag.** With a queue capacity of N, a subscription that reads nothing
+///   while N + 1 events arrive yields exactly the first N, then
+///   [`Error::Lagged`] naming the N-th, then ends. One that keeps up never lags.
+/// - **Gap.** [`Error::Gap`] (naming the last event yielded) marks a point
+///   where events may have been lost; the stream goes on after it.
+/// - **Close.** When the hub is closed, or its last handle dropped, each
+///   subscription yields what was queued for it, then [`Error::Closed`] once,
+///   then ends (`None` for ever); later `subscribe` and `publish` calls fail
+///   with [`Error::Closed`]. Dropping a subscription unsubscribes it.
+/// - **Replay.** [`missed_events`](EventSource::missed_events) returns the
+///   retained events (the user's and the broadcasts, merged in publish order,
+///   passing the filter) published after the id, never the id itself or an
+///   earlier event, with a [`ReplayStatus`]:
+///   [`Complete`](ReplayStatus::Complete) when the id is retained and neither
+///   audience dropped an event published after it;
+///   [`Truncated`](ReplayStatus::Truncated) when one may have (the other
+///   audience was trimmed past the id, or the id itself is no longer
+///   retained); [`UnknownId`](ReplayStatus::UnknownId) when the id was never
+///   published here (then every retained event);
+///   [`RetentionDisabled`](ReplayStatus::RetentionDisabled) without history.
+///   A backend that cannot tell which events trimming removed may answer
+///   truncated where an audience dropped events and retains none from before
+///   the id; never complete where an event after the id was dropped.
+///
+/// # Implementing your own backend
+///
+/// A backend implements both traits. The pieces every backend needs are in
+/// [`backend`](crate::backend): the subscriber queue (lag, close and
+/// unsubscribe rules included) and the replay step. This one keeps everything
+/// in a `Mutex`; it delivers and replays for real.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use futures::StreamExt;
+/// use ssehub::backend::{self, Registry, ReplaySide, SubscriberQueue, Subscription, Wakeups};
+/// use ssehub::{Audience, Category, CategorySet, Error, Event, EventId, EventSource, Publisher, Replay, UserId};
+///
+/// struct Inner<C> {
+///     /// Live subscriptions and their filters.
+///     subscribers: Vec<(Arc<SubscriberQueue<C>>, CategorySet<C>)>,
+///     /// Every event, with its place in publish order.
+///     history: Vec<(u64, Event<C>)>,
+/// }
+///
+/// /// Subscriptions unregister here when they are dropped.
+/// struct Shared<C>(Mutex<Inner<C>>);
+///
+/// impl<C: Category> Registry<C> for Shared<C> {
+///     fn unregister(&self, queue: &Arc<SubscriberQueue<C>>) {
+///         self.0.lock().unwrap().subscribers.retain(|(q, _)| !Arc::ptr_eq(q, queue));
+///     }
+/// }
+///
+/// #[derive(Clone)]
+/// struct VecHub<C>(Arc<Shared<C>>);
+///
+/// impl<C: Category> EventSource<C> for VecHub<C> {
+///     type Subscription = Subscription<C>;
+///
+///     async fn subscribe(&self, user: UserId, filter: CategorySet<C>) -> Result<Subscription<C>, Error> {
+///         let registry: Arc<dyn Registry<C>> = self.0.clone();
+///         let (queue, subscription) = backend::subscriber_queue(user, 1024, Some(registry));
+///         // Registered under the lock publishes take: live when this returns.
+///         self.0 .0.lock().unwrap().subscribers.push((queue, filter));
+///         Ok(subscription)
+///     }
+///
+///     async fn missed_events(&self, user: UserId, last: EventId, filter: CategorySet<C>) -> Result<Replay<C>, Error> {
+///         let inner = self.0 .0.lock().unwrap();
+///         let position = inner.history.iter().position(|(_, e)| e.id() == last);
+///         let after = position.map_or(0, |p| p + 1);
+///         // The user's own events, or the broadcasts, after the id.
+///         let side = |broadcasts: bool| {
+///             let ours = move |a: Audience| if broadcasts { a == Audience::Broadcast } else { a == Audience::User(user) };
+///             ReplaySide {
+///                 events: inner.history[after..].iter().filter(move |(_, e)| ours(e.audience())).cloned(),
+///                 holds_id: position.is_some_and(|p| ours(inner.history[p].1.audience())),
+///                 trimmed_after_id: false, // nothing is ever dropped here
+///             }
+///         };
+///         let (own, broadcasts) = (side(false), side(true));
+///         Ok(backend::replay(last, own, broadcasts, filter))
+///     }
+/// }
+///
+/// impl<C: Category> Publisher<C> for VecHub<C> {
+///     async fn publish(&self, event: Event<C>) -> Result<(), Error> {
+///         let mut wakeups = Wakeups::new();
+///         let mut inner = self.0 .0.lock().unwrap();
+///         let seq = inner.history.len() as u64;
+///         inner.history.push((seq, event.clone()));
+///         inner.subscribers.retain(|(queue, filter)| {
+///             if !event.audience().includes(queue.user()) || !filter.contains(event.category()) {
+///                 return true;
+///             }
+///             // A queue that lagged or ended is dropped from the list.
+///             matches!(queue.push(&event, &mut wakeups), backend::Push::Queued)
+///         });
+///         drop(inner);
+///         wakeups.wake_all(); // with no lock held
+///         Ok(())
+///     }
+/// }
+///
+/// use ssehub::fixture::ExampleCategory as C;
+/// let hub = VecHub::<C>(Arc::new(Shared(Mutex::new(Inner { subscribers: Vec::new(), history: Vec::new() }))));
+/// let alice = UserId::from_u64(1);
+/// futures::executor::block_on(async {
+///     let mut live = hub.subscribe(alice, CategorySet::all()).await?;
+///     let first = Event::new(Audience::User(alice), "hello", C::Ai, "1").unwrap();
+///     let second = Event::new(Audience::Broadcast, "news", C::Security, "2").unwrap();
+///     hub.publish(first.clone()).await?;
+///     hub.publish(second.clone()).await?;
+///     assert_eq!(live.next().await.unwrap()?, first);
+///     assert_eq!(live.next().await.unwrap()?, second);
+///     let replay = hub.missed_events(alice, first.id(), CategorySet::all()).await?;
+///     assert_eq!(replay, Replay::complete(vec![second]));
+///     // ...and a `DynHub` picks a backend at run time.
+///     let dynamic = ssehub::DynHub::new(hub.clone());
+///     assert!(dynamic.subscribe(alice, CategorySet::all()).await.is_ok());
+///     Ok::<(), Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub trait EventSource<C: Category>: Send + Sync {
     /// The stream of a live subscription.
     ///
     /// It yields the user's own events and broadcast events that pass the
     /// filter, in publish order. [`Error::Lagged`] ends it; [`Error::Gap`]
-    /// marks a point where events may have been lost, and it goes on after.
-    /// Dropping it unsubscribes.
+    /// marks a point where events may have been lost, and it goes on after;
+    /// [`Error::Closed`] ends it when the hub closes. Dropping it
+    /// unsubscribes. See [the contract](EventSource#the-contract).
+    ///
+    /// [`backend::Subscription`](crate::backend::Subscription) is such a
+    /// stream, with the lag and close rules built in. A stream that is not
+    /// `Unpin` (an `async_channel::Receiver`, say) fits once boxed:
+    /// `Pin<Box<...>>`.
     type Subscription: Stream<Item = Result<Event<C>, Error>> + Send + Unpin + 'static;
 
     /// Subscribes to `user`'s events and broadcasts that pass `filter`.

@@ -13,7 +13,7 @@
 //!   no buffer.
 //! - **Retention.** Each audience (each user, and the broadcasts) keeps its
 //!   most recent events, as many and as old as its
-//!   [`Retention`](crate::Retention) allows (by default 1000, and one hour)
+//!   [`crate::Retention`] allows (by default 1000, and one hour)
 //!   ([`retention`](MemoryHubBuilder::retention)), trimmed exactly.
 //!   (1 hour). [`missed_events`](EventSource::missed_events) merges the
 //!   user's and the broadcast history in publish order and says whether that
@@ -674,18 +674,15 @@ impl<C: Category> Shared<C> {
             let dropped_until_ms =
                 own.dropped_until_ms().max(broadcast.dropped_until_ms()).max(state.removed_until_ms);
             let truncated = last_event_id.timestamp_millis().is_some_and(|ms| ms <= dropped_until_ms);
-            // After an id no longer retained, only what was published after it:
-            // ids made by `EventId::new` ascend in publish order.
-            let after_id = |retained: &&Retained<C>| !truncated || retained.event.id() > last_event_id;
             backend::replay(
                 last_event_id,
                 ReplaySide {
-                    events: own.starting_at(0).filter(after_id).map(with_seq),
+                    events: own.starting_at(0).map(with_seq),
                     holds_id: false,
                     trimmed_after_id: truncated,
                 },
                 ReplaySide {
-                    events: broadcast.starting_at(0).filter(after_id).map(with_seq),
+                    events: broadcast.starting_at(0).map(with_seq),
                     holds_id: false,
                     trimmed_after_id: truncated,
                 },
