@@ -12,13 +12,14 @@
 //!
 //! # Features
 //!
-//! | feature       | default | what it adds |
-//! |---------------|---------|--------------|
-//! | `std`         | yes     | id generation from the clock ([`EventId::new`], [`Event::new`]) and the std layer |
-//! | `memory`      | yes     | the in-process backend, runtime-neutral, no server |
-//! | `fred`        | no      | the Redis backend on the `fred` client (pub/sub for live delivery, Streams for replay) |
-//! | `conformance` | no      | the backend conformance suite, for this crate's and third-party backends |
-//! | `serde`       | no      | `Serialize`/`Deserialize` on the core types |
+//! | feature        | default | what it adds |
+//! |----------------|---------|--------------|
+//! | `std`          | yes     | id generation from the clock ([`EventId::new`], [`Event::new`]) and the std layer |
+//! | `memory`       | yes     | the in-process backend, runtime-neutral, no server |
+//! | `fred`         | no      | the Redis backend on the `fred` client (pub/sub for live delivery, Streams for replay) |
+//! | `conformance`  | no      | the backend conformance suite, for this crate's and third-party backends |
+//! | `serde`        | no      | `Serialize`/`Deserialize` on the core types |
+//! | `browser-test` | no      | test-only, nothing in the library: runs the crate's browser test (Chromium, Node.js) |
 //!
 //! With `default-features = false` the crate builds for `no_std` targets that
 //! have an allocator.

@@ -1,11 +1,13 @@
 //! The demo page in headless Chromium (driven by `tests/browser/demo.mjs`): reconnect with Last-Event-ID, every event once.
 //!
-//! Needs Node.js, Chromium and the script's npm packages; without them this
-//! test FAILS, saying how to install them:
+//! Built and run only with the test-only feature `browser-test`, which
+//! `cargo test --all-features` (the full suite) turns on; a plain `cargo test`
+//! needs no browser. Needs Node.js, Chromium (`$CHROMIUM`, else
+//! `/usr/bin/chromium`) and the script's npm packages; without them this test
+//! FAILS, naming what is missing and how to install it:
 //!
 //! ```text
-//! apt-get install -y chromium nodejs npm
-//! npm ci --prefix tests/browser
+//! bash tests/setup.sh    # or: apt-get install -y chromium nodejs npm && npm ci --prefix tests/browser
 //! ```
 //!
 //! Set `SSEHUB_UPDATE_SCREENSHOT=1` to also write the screenshot to `docs/demo.png`.
@@ -23,7 +25,8 @@ use ssehub::DynHub;
 use ssehub::memory::MemoryHub;
 use ssehub::sse::SseOptions;
 
-const INSTALL: &str = "install with: apt-get install -y chromium nodejs npm && npm ci --prefix tests/browser";
+const INSTALL: &str = "install it all with `bash tests/setup.sh` \
+    (or: apt-get install -y chromium nodejs npm && npm ci --prefix tests/browser)";
 
 /// How long the browser run may take before it counts as hung.
 const NODE_TIMEOUT: Duration = Duration::from_secs(180);
@@ -32,14 +35,28 @@ fn chromium() -> PathBuf {
     std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
 }
 
-/// Everything the browser run needs, or a failure saying what is missing and how to get it.
+/// Everything the browser run needs, or one failure naming all that is missing and how to get it.
 fn check_prerequisites(browser_dir: &Path) {
-    let node = Command::new("node").arg("--version").output();
-    assert!(node.as_ref().is_ok_and(|out| out.status.success()), "node is missing ({node:?}); {INSTALL}");
+    let mut missing = Vec::new();
+    match Command::new("node").arg("--version").output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => missing.push(format!("node (`node --version` failed: {})", out.status)),
+        Err(e) => missing.push(format!("node (not runnable: {e})")),
+    }
     let chromium = chromium();
-    assert!(chromium.is_file(), "{} is missing; {INSTALL}", chromium.display());
+    if !chromium.is_file() {
+        missing
+            .push(format!("Chromium ({} does not exist; $CHROMIUM overrides the path)", chromium.display()));
+    }
     let playwright = browser_dir.join("node_modules/playwright-core/package.json");
-    assert!(playwright.is_file(), "{} is missing; {INSTALL}", playwright.display());
+    if !playwright.is_file() {
+        missing.push(format!("the npm packages of tests/browser ({} does not exist)", playwright.display()));
+    }
+    assert!(
+        missing.is_empty(),
+        "the browser test (feature `browser-test`, part of --all-features) needs what is missing here:\n  - {}\n{INSTALL}",
+        missing.join("\n  - ")
+    );
 }
 
 #[test]

@@ -287,14 +287,14 @@ fn check_binary(env_var: &str, default: &str, what: &str) -> String {
         Ok(out) if out.status.success() => bin,
         Ok(out) => panic!(
             "`{bin} --version` failed ({}): {}{}\n{what} is required by these tests (they are never skipped); \
-             install Redis (e.g. `apt-get install redis-server`) or set {env_var}",
+             install Redis with `bash tests/setup.sh` (or `apt-get install redis-server`) or set {env_var}",
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ),
         Err(e) => panic!(
             "cannot run `{bin}`: {e}\n{what} is required by these tests (they are never skipped); \
-             install Redis (e.g. `apt-get install redis-server`) or set {env_var} to its path"
+             install Redis with `bash tests/setup.sh` (or `apt-get install redis-server`) or set {env_var} to its path"
         ),
     }
 }
