@@ -61,7 +61,7 @@ impl HubFactory for ClusterFactory {
     }
 
     async fn active_subscriptions(&self, hub: &Self::Hub) -> usize {
-        hub.stats().open_subscriptions as usize
+        hub.stats().open_subscriptions
     }
 }
 

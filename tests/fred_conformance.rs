@@ -48,7 +48,7 @@ impl HubFactory for RedisFactory {
     }
 
     async fn active_subscriptions(&self, hub: &Self::Hub) -> usize {
-        hub.stats().open_subscriptions as usize
+        hub.stats().open_subscriptions
     }
 }
 

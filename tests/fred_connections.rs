@@ -51,7 +51,7 @@ fn thousand_subscriptions_of_a_hundred_users_use_at_most_three_connections_and_r
             assert_eq!(server.pubsub_numsub(&channel), 1, "{channel} subscribed once");
         }
         let stats = hub.stats();
-        assert_eq!(stats.open_subscriptions, (USERS * PER_USER) as u64);
+        assert_eq!(stats.open_subscriptions, USERS * PER_USER);
         assert_eq!(stats.redis_channels, (USERS + 1) as u64);
 
         // One broadcast reaches all thousand subscriptions through that one connection.

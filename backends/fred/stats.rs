@@ -12,7 +12,7 @@ use super::codec::Skip;
 #[non_exhaustive]
 pub struct HubStats {
     /// Subscriptions open in this process.
-    pub open_subscriptions: u64,
+    pub open_subscriptions: usize,
     /// Redis pub/sub channels held on the subscriber connection (the broadcast channel included).
     pub redis_channels: u64,
     /// Events put in subscribers' queues, live and recovered.
@@ -72,7 +72,7 @@ impl Counters {
 
     pub(crate) fn snapshot(&self) -> HubStats {
         HubStats {
-            open_subscriptions: self.open_subscriptions.load(Relaxed),
+            open_subscriptions: usize::try_from(self.open_subscriptions.load(Relaxed)).unwrap_or(usize::MAX),
             redis_channels: self.redis_channels.load(Relaxed),
             delivered: self.delivered.load(Relaxed),
             lagged: self.lagged.load(Relaxed),
