@@ -18,6 +18,7 @@
 //!
 //! See the crate's [`EventSource`](crate::EventSource) docs for the rules, and a whole backend built on these.
 
+use std::borrow::Borrow;
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
@@ -454,8 +455,9 @@ impl<C: Category> fmt::Debug for Subscription<C> {
 /// One audience's part of a replay (the user's own events, or the broadcasts), as a backend found it.
 #[derive(Clone, Debug)]
 pub struct ReplaySide<I> {
-    /// This audience's retained events published after the Last-Event-ID,
-    /// oldest first, each with its place in publish order: any key that
+    /// This audience's retained events published after the Last-Event-ID
+    /// (owned, or borrowed from the backend's history), oldest first, each
+    /// with its place in publish order: any key that
     /// orders the two audiences' events together (a hub-wide sequence number,
     /// a stream entry id). When the id was found in neither audience and no
     /// event may have been dropped after it, every retained event.
@@ -504,7 +506,7 @@ pub struct ReplaySide<I> {
 /// assert_eq!(replayed.status, ReplayStatus::Complete);
 /// assert_eq!(replayed.events, vec![broadcast, own]);
 /// ```
-pub fn replay<C, K, U, B>(
+pub fn replay<C, K, E, U, B>(
     last_event_id: EventId,
     user: ReplaySide<U>,
     broadcast: ReplaySide<B>,
@@ -513,8 +515,9 @@ pub fn replay<C, K, U, B>(
 where
     C: Category,
     K: Ord,
-    U: IntoIterator<Item = (K, Event<C>)>,
-    B: IntoIterator<Item = (K, Event<C>)>,
+    E: Borrow<Event<C>>,
+    U: IntoIterator<Item = (K, E)>,
+    B: IntoIterator<Item = (K, E)>,
 {
     let status = if user.trimmed_after_id || broadcast.trimmed_after_id {
         ReplayStatus::Truncated
@@ -527,7 +530,8 @@ where
     // after it is told by id order (ids made by `EventId::new` ascend in
     // publish order), so nothing from before it comes back.
     let cut_by_id = status == ReplayStatus::Truncated && !user.holds_id && !broadcast.holds_id;
-    let wanted = |(_, event): &(K, Event<C>)| {
+    let wanted = |(_, event): &(K, E)| {
+        let event = event.borrow();
         filter.contains(event.category())
             && event.id() != last_event_id
             && (!cut_by_id || event.id() > last_event_id)
@@ -543,7 +547,8 @@ where
             (None, Some(_)) => broadcasts.next(),
             (None, None) => break,
         };
-        events.extend(next.map(|(_, event)| event));
+        // Only the events kept are cloned (one reference count each).
+        events.extend(next.map(|(_, event)| event.borrow().clone()));
     }
     Replay { events, status }
 }

@@ -14,6 +14,13 @@ pub(super) struct Retained<C> {
     pub(super) event: Event<C>,
 }
 
+impl<C> Retained<C> {
+    /// The event with its place in the hub-wide publish order, as the replay step takes it.
+    pub(super) fn in_publish_order(&self) -> (u64, &Event<C>) {
+        (self.seq, &self.event)
+    }
+}
+
 /// The retained events of one audience (one user, or the broadcasts), oldest first.
 ///
 /// Ids made by [`EventId::new`] ascend in publish order, so the id of a

@@ -636,18 +636,17 @@ impl<C: Category> Shared<C> {
         let no_history = History::new();
         let own = entry.as_ref().map_or(&no_history, |entry| &entry.history);
 
-        let with_seq = |retained: &Retained<C>| (retained.seq, retained.event.clone());
         let replay = if let Some((position, seq)) = own.find(last_event_id) {
             let broadcasts = broadcast.starting_at(broadcast.first_after_seq(seq));
             backend::replay(
                 last_event_id,
                 ReplaySide {
-                    events: own.starting_at(position + 1).map(with_seq),
+                    events: own.starting_at(position + 1).map(Retained::in_publish_order),
                     holds_id: true,
                     trimmed_after_id: false,
                 },
                 ReplaySide {
-                    events: broadcasts.map(with_seq),
+                    events: broadcasts.map(Retained::in_publish_order),
                     holds_id: false,
                     trimmed_after_id: broadcast.last_dropped_seq() > seq,
                 },
@@ -659,12 +658,12 @@ impl<C: Category> Shared<C> {
             backend::replay(
                 last_event_id,
                 ReplaySide {
-                    events: own.starting_at(own.first_after_seq(seq)).map(with_seq),
+                    events: own.starting_at(own.first_after_seq(seq)).map(Retained::in_publish_order),
                     holds_id: false,
                     trimmed_after_id: own.last_dropped_seq() > seq,
                 },
                 ReplaySide {
-                    events: broadcast.starting_at(position + 1).map(with_seq),
+                    events: broadcast.starting_at(position + 1).map(Retained::in_publish_order),
                     holds_id: true,
                     trimmed_after_id: false,
                 },
@@ -677,12 +676,12 @@ impl<C: Category> Shared<C> {
             backend::replay(
                 last_event_id,
                 ReplaySide {
-                    events: own.starting_at(0).map(with_seq),
+                    events: own.starting_at(0).map(Retained::in_publish_order),
                     holds_id: false,
                     trimmed_after_id: truncated,
                 },
                 ReplaySide {
-                    events: broadcast.starting_at(0).map(with_seq),
+                    events: broadcast.starting_at(0).map(Retained::in_publish_order),
                     holds_id: false,
                     trimmed_after_id: truncated,
                 },
