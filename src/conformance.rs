@@ -1376,7 +1376,7 @@ pub async fn lag_happens_exactly_when_the_queue_overflows<F: HubFactory>(factory
 }
 
 const WORKLOAD_LIVE: &str = "a subscription yields exactly its user's events and the broadcasts passing its filter \
-                             published while it is subscribed, in publish order, none twice";
+                             published while it is subscribed, each audience in publish order, none twice";
 const WORKLOAD_EARLY: &str = "before the events published while it is subscribed, a subscription may yield only \
                               events published just before it subscribed (still on their way): the newest of those \
                               it would receive, in publish order";
@@ -1487,7 +1487,7 @@ impl Model {
 ///
 /// Live: every subscription receives exactly its user's events and the
 /// broadcasts that pass its filter and were published while it was
-/// subscribed, in publish order, none twice.
+/// subscribed, each audience in publish order, none twice.
 ///
 /// Replay, after every id any subscription received, with its filter, and
 /// after ids never published here:
@@ -1680,7 +1680,18 @@ async fn check_watcher<H, S>(
         &watcher.received[..early],
         &newest_before,
     );
-    assert_events(WORKLOAD_LIVE, &who, &watcher.received[early..], &watcher.expected);
+    // Each audience in publish order; the contract orders no user event against a broadcast.
+    for audience in [Audience::User(user), Audience::Broadcast] {
+        let of = |events: &[Event<C>]| {
+            events.iter().filter(|e| e.audience() == audience).cloned().collect::<Vec<_>>()
+        };
+        assert_events(
+            WORKLOAD_LIVE,
+            &format!("{who}, {audience:?} events"),
+            &of(&watcher.received[early..]),
+            &of(&watcher.expected),
+        );
+    }
 }
 
 const RESUME_MIDSTREAM: &str = "resume passes a mid-stream Err(Error::Gap) on, naming the last event it yielded, \
