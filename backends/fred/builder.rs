@@ -324,6 +324,7 @@ async fn start<C: Category>(
         clock_skew_ms: u64::try_from(settings.clock_skew.as_millis()).unwrap_or(u64::MAX),
         foreign_id_scan_limit: settings.foreign_id_scan_limit,
         clock_script: scripts::horizon(),
+        replay_script: scripts::replay(),
     };
     let shared = Arc::new(Shared {
         layout: settings.layout,

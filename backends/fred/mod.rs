@@ -161,6 +161,7 @@
 //   dispatcher                        the run loop: decode once, fan out, recover
 //   recovery, fanout, sequencer       recovery policy; local subscribers; channel changes in order
 //   replay, publish, batch            reading what was missed; publishing one event or a batch
+//   replay_reads                      a replay's reads in one script call per server
 //   shared, subscription              what the tasks share; a subscriber's queue and requests
 //   streams                           reading the streams
 //   topology                          the seam: one server or a cluster, chosen at connect
@@ -185,7 +186,7 @@ mod pubsub;
 mod recovery;
 mod redirects;
 mod replay;
-
+mod replay_reads;
 mod scripts;
 mod sequencer;
 mod shards;

@@ -1,8 +1,13 @@
 //! Replay: the events a user missed after an event id, from the user's stream and the broadcast stream, through the shared replay step.
 //!
-//! The id is located in either stream (see `streams`); both are then read
-//! after it up to one consistent cut, and `ssehub::backend::replay` merges
-//! them in publish order, filters and classifies. Where the id is found, the
+//! The id is located in either stream; both are then read after it up to one
+//! consistent cut, and `ssehub::backend::replay` merges them in publish
+//! order, filters and classifies. The reads are one script call per server
+//! (see `replay_reads`): one round trip, more only where a replay returns
+//! more than a page of a stream, where a cluster's per-stream call could not
+//! guess where to read a stream that does not hold the id, or where the id is
+//! unknown. Where the script cannot locate the id within its budget, the
+//! reads are made step by step (see `streams`). Where the id is found, the
 //! other stream counts as trimmed past it when it dropped entries and holds
 //! none from before the id (Redis does not say which entries trimming
 //! removed, so this is the cautious answer). An id in neither stream reads as
@@ -12,7 +17,8 @@ use std::cmp::Ordering;
 
 use super::codec::StreamId;
 use super::order::entry_ids_are_one_sequence;
-use super::streams::{Start, Streams};
+use super::replay_reads::StreamRead;
+use super::streams::{Start, Streams, TrimInfo};
 use crate::backend::{self, ReplaySide};
 use crate::{Audience, Category, CategorySet, Error, Event, EventId, Replay, ReplayStatus, UserId};
 
@@ -26,35 +32,13 @@ impl<C: Category> Streams<C> {
     ) -> Result<Replay<C>, Error> {
         let own = Audience::User(user);
         let (user_key, broadcast_key) = (self.layout.stream(own), self.layout.stream(Audience::Broadcast));
-        let (in_user, in_broadcast) = futures_util::future::try_join(
-            self.locate(&user_key, last_event_id),
-            self.locate(&broadcast_key, last_event_id),
-        )
-        .await?;
-        // Ids ssehub gives out are unique across streams, but another publisher's `XADD *` can give an
-        // entry of the other stream the very same id: it may have come after, so it is included.
-        let (own_start, broadcast_start, found) = match (in_user, in_broadcast) {
-            (Some(position), _) => (Start::After(position), Start::At(position), Found::In(own, position)),
-            (None, Some(position)) => {
-                (Start::At(position), Start::After(position), Found::In(Audience::Broadcast, position))
+        let missed = match self.read_around([&user_key, &broadcast_key], last_event_id).await? {
+            Some([user_read, broadcast_read]) => {
+                self.missed_from_reads(own, user_read, broadcast_read, last_event_id).await?
             }
-            (None, None) => {
-                let (start, status) = self.unlocated_start(&user_key, &broadcast_key, last_event_id).await?;
-                (start, start, Found::Neither(status))
-            }
+            None => self.missed_in_steps(own, &user_key, &broadcast_key, last_event_id).await?,
         };
-        let horizon = self.horizon().await?;
-        let other_trimmed = async {
-            let Found::In(holder, position) = found else { return Ok(false) };
-            let other = if holder == own { &broadcast_key } else { &user_key };
-            Ok(self.trim_info(other).await?.is_some_and(|info| info.may_have_removed_from(position)))
-        };
-        let (own_events, broadcast_events, other_trimmed) = futures_util::future::try_join3(
-            self.read_from(own, own_start, horizon),
-            self.read_from(Audience::Broadcast, broadcast_start, horizon),
-            other_trimmed,
-        )
-        .await?;
+        let Missed { own_events, broadcast_events, found, other_trimmed } = missed;
         let one_sequence = entry_ids_are_one_sequence(&self.layout);
         let in_order = |(entry, event): (StreamId, Event<C>)| {
             (PublishOrder { entry, event: event.id(), one_sequence }, event)
@@ -84,26 +68,147 @@ impl<C: Category> Streams<C> {
         Ok(replay)
     }
 
-    /// Where a replay starts when the id is in neither stream: after trimming, from its time; else everything.
-    async fn unlocated_start(
+    /// What was missed, from the replay script's reads; a stream the script read from too late
+    /// (or not at all), or beyond one page, is read on up to its cut.
+    async fn missed_from_reads(
         &self,
+        own: Audience,
+        user: StreamRead,
+        broadcast: StreamRead,
+        id: EventId,
+    ) -> Result<Missed<C>, Error> {
+        let (own_start, broadcast_start, found) = match located(own, user.position, broadcast.position) {
+            Some(located) => located,
+            None => {
+                let (start, status) = self.unlocated_start([user.info.as_ref(), broadcast.info.as_ref()], id);
+                (start, start, Found::Neither(status))
+            }
+        };
+        let other_trimmed = match found {
+            Found::In(holder, position) => {
+                let other = if holder == own { &broadcast } else { &user };
+                other.info.as_ref().is_some_and(|info| info.may_have_removed_from(position))
+            }
+            Found::Neither(_) => false,
+        };
+        let (own_events, broadcast_events) = futures_util::future::try_join(
+            self.events_from(own, user, own_start),
+            self.events_from(Audience::Broadcast, broadcast, broadcast_start),
+        )
+        .await?;
+        Ok(Missed { own_events, broadcast_events, found, other_trimmed })
+    }
+
+    /// `audience`'s events from `start` on, up to the cut of `read`: what the script read, and the rest.
+    async fn events_from(
+        &self,
+        audience: Audience,
+        read: StreamRead,
+        start: Start,
+    ) -> Result<Vec<(StreamId, Event<C>)>, Error> {
+        // A stream missing when the script ran holds nothing before the cut.
+        let Some(cut) = read.cut() else { return Ok(Vec::new()) };
+        match read.start {
+            Some(read_from) if read_from.covers(start) => {
+                let more = read.more();
+                let last = read.entries.last().map(|entry| entry.id);
+                let mut events =
+                    self.decode(audience, read.entries.into_iter().filter(|entry| start.admits(entry.id)));
+                if let (true, Some(last)) = (more, last) {
+                    events.extend(self.read_from(audience, Start::After(last), cut).await?);
+                }
+                Ok(events)
+            }
+            _ => self.read_from(audience, start, cut).await,
+        }
+    }
+
+    /// What was missed, read step by step: each stream located, then read up to the horizon.
+    async fn missed_in_steps(
+        &self,
+        own: Audience,
         user_key: &str,
         broadcast_key: &str,
-        id: EventId,
-    ) -> Result<(Start, ReplayStatus), Error> {
-        let Some(t) = id.timestamp_millis() else { return Ok((Start::Oldest, ReplayStatus::UnknownId)) };
-        let (user_info, broadcast_info) =
-            futures_util::future::try_join(self.trim_info(user_key), self.trim_info(broadcast_key)).await?;
+        last_event_id: EventId,
+    ) -> Result<Missed<C>, Error> {
+        let (in_user, in_broadcast) = futures_util::future::try_join(
+            self.locate(user_key, last_event_id),
+            self.locate(broadcast_key, last_event_id),
+        )
+        .await?;
+        let (own_start, broadcast_start, found) = match located(own, in_user, in_broadcast) {
+            Some(located) => located,
+            None => {
+                let (start, status) = match last_event_id.timestamp_millis() {
+                    None => (Start::Oldest, ReplayStatus::UnknownId),
+                    Some(_) => {
+                        let (user_info, broadcast_info) = futures_util::future::try_join(
+                            self.trim_info(user_key),
+                            self.trim_info(broadcast_key),
+                        )
+                        .await?;
+                        self.unlocated_start([user_info.as_ref(), broadcast_info.as_ref()], last_event_id)
+                    }
+                };
+                (start, start, Found::Neither(status))
+            }
+        };
+        let horizon = self.horizon().await?;
+        let other_trimmed = async {
+            let Found::In(holder, position) = found else { return Ok(false) };
+            let other = if holder == own { broadcast_key } else { user_key };
+            Ok(self.trim_info(other).await?.is_some_and(|info| info.may_have_removed_from(position)))
+        };
+        let (own_events, broadcast_events, other_trimmed) = futures_util::future::try_join3(
+            self.read_from(own, own_start, horizon),
+            self.read_from(Audience::Broadcast, broadcast_start, horizon),
+            other_trimmed,
+        )
+        .await?;
+        Ok(Missed { own_events, broadcast_events, found, other_trimmed })
+    }
+
+    /// Where a replay starts when the id is in neither stream (whose trim records are `infos`):
+    /// after trimming, from its time; else everything.
+    fn unlocated_start(&self, infos: [Option<&TrimInfo>; 2], id: EventId) -> (Start, ReplayStatus) {
+        let Some(t) = id.timestamp_millis() else { return (Start::Oldest, ReplayStatus::UnknownId) };
         // The entry was added no earlier than `t - skew`: if nothing from then on was trimmed, it never existed.
         let earliest = StreamId::at_ms(t.saturating_sub(self.clock_skew_ms));
-        let trimmed =
-            [user_info, broadcast_info].iter().flatten().any(|info| info.may_have_removed_from(earliest));
-        Ok(if trimmed {
+        let trimmed = infos.iter().flatten().any(|info| info.may_have_removed_from(earliest));
+        if trimmed {
             (Start::At(StreamId::at_ms(t)), ReplayStatus::Truncated)
         } else {
             (Start::Oldest, ReplayStatus::UnknownId)
-        })
+        }
     }
+}
+
+/// Where each stream is read from, and where the id was found, when a stream holds it.
+///
+/// Ids ssehub gives out are unique across streams, but another publisher's
+/// `XADD *` can give an entry of the other stream the very same id: it may
+/// have come after, so it is included. The user's stream is asked first.
+fn located(
+    own: Audience,
+    in_user: Option<StreamId>,
+    in_broadcast: Option<StreamId>,
+) -> Option<(Start, Start, Found)> {
+    match (in_user, in_broadcast) {
+        (Some(position), _) => Some((Start::After(position), Start::At(position), Found::In(own, position))),
+        (None, Some(position)) => {
+            Some((Start::At(position), Start::After(position), Found::In(Audience::Broadcast, position)))
+        }
+        (None, None) => None,
+    }
+}
+
+/// What the streams say was missed, before the replay step.
+struct Missed<C> {
+    own_events: Vec<(StreamId, Event<C>)>,
+    broadcast_events: Vec<(StreamId, Event<C>)>,
+    found: Found,
+    /// Whether the stream not holding the id may have been trimmed past it.
+    other_trimmed: bool,
 }
 
 /// Where a Last-Event-ID was found.

@@ -16,6 +16,9 @@ const PUBLISH_BATCH: &str = concat!(include_str!("prelude.lua"), include_str!("p
 /// Reads the server's clock and the last entry id given out: a consistent cut of several streams.
 const HORIZON: &str = concat!(include_str!("prelude.lua"), include_str!("horizon.lua"));
 
+/// A replay's reads: locates an event id in one or two streams, reads what followed it, says what each dropped.
+const REPLAY: &str = concat!(include_str!("prelude.lua"), include_str!("replay.lua"));
+
 /// The one-event publish script.
 pub(crate) fn publish() -> Script {
     Script::from_lua(PUBLISH)
@@ -29,4 +32,9 @@ pub(crate) fn publish_batch() -> Script {
 /// The clock script.
 pub(crate) fn horizon() -> Script {
     Script::from_lua(HORIZON)
+}
+
+/// The replay script.
+pub(crate) fn replay() -> Script {
+    Script::from_lua(REPLAY)
 }

@@ -28,7 +28,7 @@ use crate::{Audience, Category, Error, Event, EventId};
 /// Entries read per command when locating an id.
 const LOCATE_PAGE: u64 = 64;
 /// Entries read per command when reading what followed a position.
-const READ_PAGE: u64 = 512;
+pub(crate) const READ_PAGE: u64 = 512;
 
 /// One stream entry as Redis returned it, fields undecoded.
 pub(crate) struct RawEntry {
@@ -42,7 +42,7 @@ impl RawEntry {
     }
 }
 
-fn parse_entries(reply: Value) -> Vec<RawEntry> {
+pub(crate) fn parse_entries(reply: Value) -> Vec<RawEntry> {
     let Value::Array(entries) = reply else { return Vec::new() };
     entries
         .into_iter()
@@ -84,6 +84,8 @@ pub(crate) struct Streams<C> {
     pub(crate) foreign_id_scan_limit: u64,
     /// The script that reads the server's clock and the order key.
     pub(crate) clock_script: Script,
+    /// The script that does a replay's reads in one round trip (see `replay_reads`).
+    pub(crate) replay_script: Script,
 }
 
 impl<C: Category> Streams<C> {
@@ -250,17 +252,29 @@ impl<C: Category> Streams<C> {
         loop {
             let page = self.xrange(&key, next, end.clone(), READ_PAGE).await?;
             let full = page.len() as u64 == READ_PAGE;
-            for entry in &page {
-                match self.decoder.entry(audience, &entry.fields()) {
-                    Ok(event) => out.push((entry.id, event)),
-                    Err(reason) => self.counters.skipped(&key, &reason),
-                }
-            }
-            match page.last() {
-                Some(last) if full => next = last.id.exclusive(),
+            let last = page.last().map(|e| e.id);
+            out.extend(self.decode(audience, page));
+            match last {
+                Some(last) if full => next = last.exclusive(),
                 _ => return Ok(out),
             }
         }
+    }
+
+    /// The events of `audience`'s stream `entries`; bad entries skipped and counted.
+    pub(crate) fn decode(
+        &self,
+        audience: Audience,
+        entries: impl IntoIterator<Item = RawEntry>,
+    ) -> Vec<(StreamId, Event<C>)> {
+        let mut out = Vec::new();
+        for entry in entries {
+            match self.decoder.entry(audience, &entry.fields()) {
+                Ok(event) => out.push((entry.id, event)),
+                Err(reason) => self.counters.skipped(&self.layout.stream(audience), &reason),
+            }
+        }
+        out
     }
 
     /// What `XINFO STREAM` says about removed entries, `None` for a missing stream.
@@ -307,6 +321,27 @@ pub(crate) enum Start {
     At(StreamId),
     /// Every entry.
     Oldest,
+}
+
+impl Start {
+    /// Whether the entry `id` is read from here.
+    pub(crate) fn admits(self, id: StreamId) -> bool {
+        match self {
+            Start::After(after) => id > after,
+            Start::At(from) => id >= from,
+            Start::Oldest => true,
+        }
+    }
+
+    /// Whether reading from here reads every entry reading from `other` would.
+    pub(crate) fn covers(self, other: Start) -> bool {
+        match (self, other) {
+            (Start::Oldest, _) => true,
+            (_, Start::Oldest) => false,
+            (Start::At(a) | Start::After(a), Start::After(b)) | (Start::At(a), Start::At(b)) => a <= b,
+            (Start::After(a), Start::At(b)) => a < b,
+        }
+    }
 }
 
 /// What a stream records of the entries it no longer holds.

@@ -157,6 +157,23 @@ impl Topology {
         }
     }
 
+    /// A command client that can run one script over all of `keys`, if there is one: on one server
+    /// always; on a cluster only when they share a hash slot (Redis refuses a script across slots).
+    pub(crate) fn script_client(&self, keys: &[&str]) -> Result<Option<Client>, Error> {
+        let Some((first, rest)) = keys.split_first() else { return Ok(None) };
+        match self {
+            Topology::Single(_) => self.command_client(first).map(Some),
+            Topology::Cluster(_) => {
+                let slot = super::slots::slot_of(first);
+                if rest.iter().all(|key| super::slots::slot_of(key) == slot) {
+                    self.command_client(first).map(Some)
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+    }
+
     /// Runs `attempt` again while its slot is moving or the cluster is down (see `redirects`).
     pub(crate) async fn follow_redirects<T, F, Fut>(&self, attempt: F) -> Result<T, Error>
     where
