@@ -1,0 +1,98 @@
+//! Redis replays the replay script does not finish alone: more than a page of a stream, an id crowded among more entries than the script scans.
+
+#[path = "support/fred_support.rs"]
+mod fred_support;
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+use std::time::Duration;
+
+use fred_support::{C, builder, event, fresh_user, ids, within};
+use redis_server::RedisServer;
+use ssehub::fred::{RedisHub, Retention};
+use ssehub::{Audience, CategorySet, Event, EventId, EventSource, Publisher, ReplayStatus, UserId};
+
+/// The stream entry ssehub writes for `event`.
+fn envelope_of(event: &Event<C>, user: UserId) -> String {
+    format!(
+        r#"{{"event_id":"{}","event_type":"{}","user_id":"{user}","category":"{}","data":{},"occurred_at":"{}"}}"#,
+        event.id(),
+        event.event_type(),
+        ssehub::Category::name(event.category()),
+        event.data(),
+        event.occurred_at().to_rfc3339(),
+    )
+}
+
+async fn hub(server: &RedisServer, prefix: &str) -> RedisHub<C> {
+    within(
+        "connect",
+        builder(&server.url(), prefix)
+            .retention(Some(Retention::new(100_000, Duration::from_secs(3600))))
+            .connect(),
+    )
+    .await
+    .expect("connect")
+}
+
+#[test]
+fn a_replay_of_more_than_a_page_of_each_stream_is_complete_and_in_order() {
+    let server = RedisServer::start();
+    futures::executor::block_on(async {
+        let hub = hub(&server, "pages").await;
+        let user = fresh_user();
+        let published: Vec<Event<C>> = (0..1_500)
+            .map(|n| if n % 2 == 0 { event(Audience::User(user), n) } else { event(Audience::Broadcast, n) })
+            .collect();
+        for chunk in published.chunks(100) {
+            let publishes = chunk.iter().map(|e| hub.publish(e.clone()));
+            within("publish", futures::future::try_join_all(publishes)).await.expect("publish");
+        }
+        // Concurrent publishes may be stored in any order: replay in the order the streams hold.
+        let stored = within("missed_events", hub.missed_events(user, EventId::new(), CategorySet::all()))
+            .await
+            .expect("missed_events");
+        assert_eq!(stored.status, ReplayStatus::UnknownId);
+        assert_eq!(stored.events.len(), published.len());
+        let replay =
+            within("missed_events", hub.missed_events(user, stored.events[99].id(), CategorySet::all()))
+                .await
+                .expect("missed_events");
+        assert_eq!(replay.status, ReplayStatus::Complete);
+        assert_eq!(ids(&replay.events), ids(&stored.events[100..]), "every event after the 100th, in order");
+    });
+}
+
+#[test]
+fn an_id_behind_more_entries_of_its_millisecond_than_the_script_scans_is_still_found() {
+    let server = RedisServer::start();
+    futures::executor::block_on(async {
+        let hub = hub(&server, "crowded").await;
+        let user = fresh_user();
+        let stream = hub.key_layout().stream(Audience::User(user));
+        let seen = event(Audience::User(user), 0);
+        let ms = seen.id().timestamp_millis().expect("a UUIDv7");
+        // 2,000 other events stored in the id's millisecond before it (as a busy publisher's
+        // would be), then the id, then three more.
+        let filler = envelope_of(&event(Audience::User(user), 1), user);
+        let reply = server.command(&[
+            "EVAL",
+            "for i = 0, 1999 do redis.call('XADD', KEYS[1], ARGV[2] .. '-' .. i, 'event', ARGV[1]) end return 1",
+            "1",
+            &stream,
+            &filler,
+            &ms.to_string(),
+        ]);
+        assert_eq!(reply.as_int(), Some(1), "{reply}");
+        server.command(&["XADD", &stream, &format!("{ms}-2000"), "event", &envelope_of(&seen, user)]);
+        let after: Vec<Event<C>> = (2..5).map(|n| event(Audience::User(user), n)).collect();
+        for e in &after {
+            within("publish", hub.publish(e.clone())).await.expect("publish");
+        }
+        let replay = within("missed_events", hub.missed_events(user, seen.id(), CategorySet::all()))
+            .await
+            .expect("missed_events");
+        assert_eq!(replay.status, ReplayStatus::Complete);
+        assert_eq!(ids(&replay.events), ids(&after));
+    });
+}
