@@ -64,6 +64,14 @@
 //! held where entries were trimmed reads as truncated (with the retained
 //! events from its time on); otherwise as unknown (with every retained event).
 //!
+//! The locating and reading is one Lua script, one round trip: on one server
+//! one call for both streams (one atomic step, so a consistent cut of both);
+//! on a cluster, where the two streams live on different masters, one call
+//! per stream, both sent at once. Its work is bounded: it scans at most 1,024
+//! entries to find the id (past that, the hub locates it step by step) and
+//! reads at most 512 entries per stream; a longer replay reads the rest
+//! page by page, up to the cut the script took.
+//!
 //! # Outages
 //!
 //! The client reconnects forever with exponential backoff, and every command
