@@ -36,7 +36,10 @@ impl<C: Category> Streams<C> {
             Some([user_read, broadcast_read]) => {
                 self.missed_from_reads(own, user_read, broadcast_read, last_event_id).await?
             }
-            None => self.missed_in_steps(own, &user_key, &broadcast_key, last_event_id).await?,
+            None => {
+                tracing::debug!(%last_event_id, "more entries around the id than the replay script scans: locating step by step");
+                self.missed_in_steps(own, &user_key, &broadcast_key, last_event_id).await?
+            }
         };
         let Missed { own_events, broadcast_events, found, other_trimmed } = missed;
         let one_sequence = entry_ids_are_one_sequence(&self.layout);
