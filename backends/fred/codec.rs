@@ -214,8 +214,8 @@ impl<C: Category> Decoder<C> {
             field(name).map(|v| std::str::from_utf8(v).map_err(|_| Skip::NotUtf8)).transpose()
         };
         let required = |name: &'static str| text(name)?.ok_or(Skip::MissingField(name));
-        let data = required("data")?;
-        serde_json::from_str::<&RawValue>(data).map_err(|_| Skip::DataNotJson)?;
+        // The value without the whitespace around it, as an envelope's `data` is read.
+        let data = serde_json::from_str::<&RawValue>(required("data")?).map_err(|_| Skip::DataNotJson)?.get();
         self.event(
             audience,
             required("event_id")?,
@@ -393,6 +393,20 @@ mod tests {
         assert_eq!(event.data(), r#"{"ip":"10.0.0.1"}"#);
         assert_eq!(event.occurred_at().timestamp_subsec_millis(), 500);
         assert_eq!(entry_event_id(&fields), Some(event.id()));
+    }
+
+    #[test]
+    fn field_per_key_data_is_read_without_surrounding_whitespace_as_in_an_envelope() {
+        let envelope = br#"{"event_id":"0190163d-8694-739b-aea5-966c26f8ad91","event_type":"ai","data": {"v": 1} ,"occurred_at":"2024-06-01T10:00:00Z"}"#;
+        let fields: Vec<(&[u8], &[u8])> = vec![
+            (b"event_id", b"0190163d-8694-739b-aea5-966c26f8ad91"),
+            (b"event_type", b"ai"),
+            (b"data", b" \n{\"v\": 1}\t\r"),
+            (b"occurred_at", b"2024-06-01T10:00:00Z"),
+        ];
+        let from_fields = decoder().entry(Audience::Broadcast, &fields).unwrap();
+        assert_eq!(from_fields.data(), r#"{"v": 1}"#);
+        assert_eq!(decoder().envelope(Audience::Broadcast, envelope).unwrap().event, from_fields);
     }
 
     #[test]
