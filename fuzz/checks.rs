@@ -7,7 +7,8 @@
 //!
 //! The parsers are checked against small reference models written from their
 //! documented rules, and the encoder against the independent SSE parser of the
-//! `eventsource-stream` crate.
+//! `eventsource-stream` crate. The Redis decoders' checks are in [`redis`]
+//! (`redis_checks.rs`), compiled with ssehub's `fred` feature only.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -19,6 +20,11 @@ use ssehub::parse::{
 };
 use ssehub::wire::{self, WireError};
 use ssehub::{Audience, CategorySet, Event, EventId, UserId};
+
+/// The Redis decoders' checks, with ssehub's `fred` feature (the fuzz package's default).
+#[cfg(feature = "fred")]
+#[path = "redis_checks.rs"]
+pub mod redis;
 
 /// The wire names of [`ExampleCategory`], in index order, as documented.
 pub const EXAMPLE_NAMES: [&str; 6] = ["data_sync", "provider", "ai", "import", "portfolio", "security"];

@@ -1,4 +1,7 @@
 //! Runs every committed fuzz seed (`fuzz/seeds/<target>/`) through its fuzz target's check, on stable.
+//!
+//! The Redis decoders' targets run with the `fred` feature only
+//! (`cargo test --features fred --test fuzz_seeds`), so a default `cargo test` stays free of Redis code.
 
 use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -11,13 +14,22 @@ mod checks;
 /// The check of a fuzz target: panics if its property fails for an input.
 type Check = fn(&[u8]);
 
-/// The fuzz targets and the check each one runs.
-const TARGETS: [(&str, Check); 4] = [
+/// The fuzz targets run here and the check each one runs.
+const TARGETS: &[(&str, Check)] = &[
     ("parse_categories", checks::parse_categories),
     ("parse_last_event_id", checks::parse_last_event_id),
     ("event_type", checks::event_type),
     ("encoder_roundtrip", checks::encoder_roundtrip),
+    #[cfg(feature = "fred")]
+    ("decode_envelope", checks::redis::decode_envelope),
+    #[cfg(feature = "fred")]
+    ("decode_stream_entry", checks::redis::decode_stream_entry),
+    #[cfg(feature = "fred")]
+    ("parse_entry_id", checks::redis::parse_entry_id),
 ];
+
+/// The targets of the Redis decoders: run here with the `fred` feature only.
+const FRED_TARGETS: [&str; 3] = ["decode_envelope", "decode_stream_entry", "parse_entry_id"];
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
@@ -66,6 +78,24 @@ fn encoder_roundtrip_seeds_hold() {
     run_seeds("encoder_roundtrip");
 }
 
+#[cfg(feature = "fred")]
+#[test]
+fn decode_envelope_seeds_hold() {
+    run_seeds("decode_envelope");
+}
+
+#[cfg(feature = "fred")]
+#[test]
+fn decode_stream_entry_seeds_hold() {
+    run_seeds("decode_stream_entry");
+}
+
+#[cfg(feature = "fred")]
+#[test]
+fn parse_entry_id_seeds_hold() {
+    run_seeds("parse_entry_id");
+}
+
 #[test]
 fn every_fuzz_target_has_its_seeds_run_here() {
     let names_in = |dir: &Path, suffix: &str| -> Vec<String> {
@@ -77,8 +107,12 @@ fn every_fuzz_target_has_its_seeds_run_here() {
         names.sort();
         names
     };
-    let mut run_here: Vec<String> = TARGETS.iter().map(|(name, _)| (*name).to_owned()).collect();
-    run_here.sort();
-    assert_eq!(names_in(&fuzz_dir().join("fuzz_targets"), ".rs"), run_here, "fuzz targets");
-    assert_eq!(names_in(&fuzz_dir().join("seeds"), ""), run_here, "seed directories");
+    let mut targets: Vec<String> = TARGETS.iter().map(|(name, _)| (*name).to_owned()).collect();
+    if cfg!(not(feature = "fred")) {
+        // Not run here without `fred`, but their targets and seeds must be there all the same.
+        targets.extend(FRED_TARGETS.map(str::to_owned));
+    }
+    targets.sort();
+    assert_eq!(names_in(&fuzz_dir().join("fuzz_targets"), ".rs"), targets, "fuzz targets");
+    assert_eq!(names_in(&fuzz_dir().join("seeds"), ""), targets, "seed directories");
 }

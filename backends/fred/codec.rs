@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike as _, NaiveDateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -214,8 +214,8 @@ impl<C: Category> Decoder<C> {
             field(name).map(|v| std::str::from_utf8(v).map_err(|_| Skip::NotUtf8)).transpose()
         };
         let required = |name: &'static str| text(name)?.ok_or(Skip::MissingField(name));
-        let data = required("data")?;
-        serde_json::from_str::<&RawValue>(data).map_err(|_| Skip::DataNotJson)?;
+        // The value without the whitespace around it, as an envelope's `data` is read.
+        let data = serde_json::from_str::<&RawValue>(required("data")?).map_err(|_| Skip::DataNotJson)?.get();
         self.event(
             audience,
             required("event_id")?,
@@ -265,15 +265,21 @@ fn truncated(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
-/// RFC 3339, or the naive ISO 8601 form (taken as UTC) that `datetime.isoformat()` writes for naive times.
+/// RFC 3339, or the naive ISO 8601 form (taken as UTC) that `datetime.isoformat()` writes for naive times,
+/// of a UTC year from 0000 to 9999.
+///
+/// Other years (`%Y` reads `-024` or `12345`, an offset can cross 0000 or
+/// 9999) would make events whose envelope is no RFC 3339 date-time: the
+/// hub could not read back what it wrote.
 fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
-    }
-    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
-        .iter()
-        .find_map(|format| NaiveDateTime::parse_from_str(s, format).ok())
-        .map(|naive| naive.and_utc())
+    let time = match DateTime::parse_from_rfc3339(s) {
+        Ok(t) => t.with_timezone(&Utc),
+        Err(_) => ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+            .iter()
+            .find_map(|format| NaiveDateTime::parse_from_str(s, format).ok())?
+            .and_utc(),
+    };
+    (0..=9999).contains(&time.year()).then_some(time)
 }
 
 /// Reads only the event id of a stream entry, for locating an id without decoding whole entries.
@@ -393,6 +399,37 @@ mod tests {
         assert_eq!(event.data(), r#"{"ip":"10.0.0.1"}"#);
         assert_eq!(event.occurred_at().timestamp_subsec_millis(), 500);
         assert_eq!(entry_event_id(&fields), Some(event.id()));
+    }
+
+    #[test]
+    fn field_per_key_data_is_read_without_surrounding_whitespace_as_in_an_envelope() {
+        let envelope = br#"{"event_id":"0190163d-8694-739b-aea5-966c26f8ad91","event_type":"ai","data": {"v": 1} ,"occurred_at":"2024-06-01T10:00:00Z"}"#;
+        let fields: Vec<(&[u8], &[u8])> = vec![
+            (b"event_id", b"0190163d-8694-739b-aea5-966c26f8ad91"),
+            (b"event_type", b"ai"),
+            (b"data", b" \n{\"v\": 1}\t\r"),
+            (b"occurred_at", b"2024-06-01T10:00:00Z"),
+        ];
+        let from_fields = decoder().entry(Audience::Broadcast, &fields).unwrap();
+        assert_eq!(from_fields.data(), r#"{"v": 1}"#);
+        assert_eq!(decoder().envelope(Audience::Broadcast, envelope).unwrap().event, from_fields);
+    }
+
+    #[test]
+    fn timestamps_are_read_in_utc_years_0000_to_9999_only() {
+        for good in ["0000-01-01T00:00:00Z", "9999-12-31T23:59:59.999999999Z", "9999-12-31T23:59:59+14:00"] {
+            let time = parse_timestamp(good).unwrap_or_else(|| panic!("{good}"));
+            let written = time.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+            assert_eq!(parse_timestamp(&written), Some(time), "{good} written as {written}");
+        }
+        for bad in [
+            "-024-06-01T10:00:00.06199",
+            "12345-06-01 10:00:00",
+            "0000-01-01T00:00:00+01:00",
+            "9999-12-31T23:59:59-01:00",
+        ] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
     }
 
     #[test]

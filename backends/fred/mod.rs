@@ -205,6 +205,11 @@ mod streams;
 mod subscription;
 mod topology;
 
+/// The Redis decoders for ssehub's fuzz targets and their seed tests: not part of the API.
+#[doc(hidden)]
+#[path = "fuzz_api.rs"]
+pub mod __fuzz;
+
 /// The `fred` Redis client, re-exported so its configuration types match the version ssehub uses.
 pub use ::fred as client;
 
