@@ -31,7 +31,7 @@ use super::slots::{SlotMap, SlotSet, master_of, moved_slots};
 use crate::Error;
 
 /// How long a barrier waits for a master's round trip.
-const BARRIER_TIMEOUT: Duration = Duration::from_millis(200);
+const BARRIER_TIMEOUT: Duration = Duration::from_millis(1000);
 /// How long reading the slot map from one master may take.
 const SLOT_MAP_TIMEOUT: Duration = Duration::from_secs(2);
 
