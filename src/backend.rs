@@ -304,6 +304,25 @@ impl Wakeups {
     pub fn wake_all(self) {
         drop(self);
     }
+
+    /// How many wakers are collected.
+    pub fn len(&self) -> usize {
+        self.wakers.len()
+    }
+
+    /// Whether no waker is collected.
+    pub fn is_empty(&self) -> bool {
+        self.wakers.is_empty()
+    }
+
+    /// Wakes the wakers collected so far and goes on collecting: a backend
+    /// that fills many queues with no lock held lets the first subscriptions
+    /// run on other threads while it fills the rest.
+    pub fn wake_collected(&mut self) {
+        for waker in self.wakers.drain(..) {
+            waker.wake();
+        }
+    }
 }
 
 impl Default for Wakeups {
@@ -314,9 +333,7 @@ impl Default for Wakeups {
 
 impl Drop for Wakeups {
     fn drop(&mut self) {
-        for waker in self.wakers.drain(..) {
-            waker.wake();
-        }
+        self.wake_collected();
         if self.wakers.capacity() <= KEEP_WAKER_BUFFER_UP_TO {
             let buffer = std::mem::take(&mut self.wakers);
             let _ = SPARE_WAKERS.try_with(|spare| spare.set(buffer));

@@ -262,6 +262,9 @@ impl<C: Category> Fanout<C> {
     }
 }
 
+/// Subscriptions woken together while a delivery is offered to many.
+const WAKE_EVERY: usize = 16;
+
 /// Offers a delivery to every subscriber whose filter passes `event` (all, for a gap), dropping
 /// those that lagged or went away. Returns whether no subscriber is left.
 pub(crate) fn offer_all<C: Category>(
@@ -277,6 +280,11 @@ pub(crate) fn offer_all<C: Category>(
     subscribers.retain(|subscriber| {
         if event.is_some_and(|e| !subscriber.filter.contains(e.category())) {
             return true;
+        }
+        // No lock is held here: the first subscriptions woken run on another
+        // thread while the rest are filled, one waking per few deliveries.
+        if wakeups.len() >= WAKE_EVERY {
+            wakeups.wake_collected();
         }
         match subscriber.offer(delivery(), &mut wakeups) {
             Push::Queued => {
