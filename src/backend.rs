@@ -98,9 +98,15 @@ pub fn subscriber_queue<C: Category>(
     registry: Option<Arc<dyn Registry<C>>>,
 ) -> (Arc<SubscriberQueue<C>>, Subscription<C>) {
     let queue = Arc::new(SubscriberQueue {
-        state: Mutex::new(QueueState { items: VecDeque::new(), taken: 0, waker: None, end: None }),
+        state: Mutex::new(QueueState {
+            items: VecDeque::new(),
+            taken: 0,
+            // Kept beside `taken` under the lock: an idle subscription's queue stays one word smaller.
+            capacity: u32::try_from(capacity.max(1)).unwrap_or(u32::MAX),
+            waker: None,
+            end: None,
+        }),
         user,
-        capacity: capacity.max(1),
         slots: [AtomicUsize::new(NOT_REGISTERED), AtomicUsize::new(NOT_REGISTERED)],
     });
     let subscription = Subscription {
@@ -117,7 +123,6 @@ pub fn subscriber_queue<C: Category>(
 pub struct SubscriberQueue<C> {
     state: Mutex<QueueState<C>>,
     user: UserId,
-    capacity: usize,
     /// Two words the backend's registry may use to find this queue in its
     /// lists (positions, an id); [`NOT_REGISTERED`] until it sets them.
     slots: [AtomicUsize; 2],
@@ -127,7 +132,10 @@ struct QueueState<C> {
     items: VecDeque<Item<C>>,
     /// Items the subscription took with the last one it yielded, not yielded
     /// yet (as far as the queue knows): they still count against the capacity.
-    taken: usize,
+    /// At most `TAKE_AT_ONCE - 1`.
+    taken: u32,
+    /// The most items that may wait.
+    capacity: u32,
     /// The waker of a subscription waiting for an item.
     waker: Option<Waker>,
     /// Why no more items will come, once they won't.
@@ -177,7 +185,7 @@ impl<C: Category> SubscriberQueue<C> {
 
     /// The most items that may wait in the queue.
     pub fn capacity(&self) -> usize {
-        self.capacity
+        lock(&self.state).capacity as usize
     }
 
     /// Registry slot `index` (0 or 1): whatever the backend stored with
@@ -219,7 +227,7 @@ impl<C: Category> SubscriberQueue<C> {
         let push = if state.end.is_some() {
             // Ended already: nothing may follow the gap a lag leaves.
             return Push::Ended;
-        } else if state.items.len() + state.taken >= self.capacity {
+        } else if state.items.len() + state.taken as usize >= state.capacity as usize {
             state.end = Some(End::Lagged);
             Push::Lagged
         } else {
@@ -251,7 +259,7 @@ impl<C: Category> SubscriberQueue<C> {
     /// How many items wait in the queue (taken but not yet yielded ones included).
     pub fn len(&self) -> usize {
         let state = lock(&self.state);
-        state.items.len() + state.taken
+        state.items.len() + state.taken as usize
     }
 
     /// Whether no item waits in the queue.
@@ -264,7 +272,7 @@ impl<C> fmt::Debug for SubscriberQueue<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SubscriberQueue")
             .field("user", &self.user)
-            .field("capacity", &self.capacity)
+            .field("capacity", &lock(&self.state).capacity)
             .finish_non_exhaustive()
     }
 }
@@ -414,7 +422,8 @@ impl<C: Category> Stream for Subscription<C> {
         if let Some(item) = state.items.pop_front() {
             let more = state.items.len().min(TAKE_AT_ONCE - 1);
             this.taken.extend(state.items.drain(..more));
-            state.taken = more;
+            // At most TAKE_AT_ONCE - 1.
+            state.taken = more as u32;
             if state.items.is_empty() && state.items.capacity() > SHRINK_ABOVE {
                 state.items = VecDeque::new();
             }
