@@ -26,6 +26,9 @@ use super::topology::{Incoming, Topology};
 use crate::Retention;
 use crate::{Audience, Category, Error};
 
+/// How long a stored event's publish marker lives unless [`RedisHubBuilder::publish_dedupe_window`] says otherwise.
+const DEFAULT_PUBLISH_MARKER_TTL: Duration = Duration::from_secs(60);
+
 /// Configures and connects a [`RedisHub`].
 ///
 /// # Examples
@@ -58,6 +61,7 @@ pub struct RedisHubBuilder<C> {
     message_channel_capacity: usize,
     clock_skew: Duration,
     foreign_id_scan_limit: u64,
+    publish_marker_ttl: Duration,
     runtime: Option<tokio::runtime::Handle>,
     runtime_threads: usize,
     cluster: ClusterSettings,
@@ -79,6 +83,7 @@ impl<C: Category> RedisHubBuilder<C> {
             message_channel_capacity: 1 << 16,
             clock_skew: Duration::from_secs(2),
             foreign_id_scan_limit: 1000,
+            publish_marker_ttl: DEFAULT_PUBLISH_MARKER_TTL,
             runtime: None,
             runtime_threads: 2,
             cluster: ClusterSettings::default(),
@@ -115,6 +120,20 @@ impl<C: Category> RedisHubBuilder<C> {
     /// Default: [`Category::from_event_type`].
     pub fn category_of_event_type(mut self, hook: fn(&str) -> Option<C>) -> Self {
         self.category_of_event_type = hook;
+        self
+    }
+
+    /// How long publishing an event stays idempotent (with retention). Default: 60 s.
+    ///
+    /// Storing an event leaves a small marker key named after its id (see
+    /// [`KeyLayout::publish_marker`]) that lives this long. Within it, a
+    /// publish of the same event id (fred's own retry after a reply lost with
+    /// its connection, or the caller publishing again after an error) stores
+    /// and delivers nothing a second time and succeeds. After it, the event
+    /// would be stored again. Each marker costs Redis about a hundred bytes:
+    /// at 1,000 events/s, the default window holds 60,000 of them.
+    pub fn publish_dedupe_window(mut self, window: Duration) -> Self {
+        self.publish_marker_ttl = window.max(Duration::from_millis(1));
         self
     }
 
@@ -336,6 +355,7 @@ async fn start<C: Category>(
         streams,
         publish_script: scripts::publish(),
         replica_acks: ReplicaAcks { replicas: cluster.replica_acks, timeout: cluster.replica_ack_timeout },
+        publish_marker_ttl: settings.publish_marker_ttl,
         clock: HybridClock::default(),
     });
     let connected = match connect_broadcast(&shared).await {

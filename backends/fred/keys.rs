@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::{Audience, UserId};
+use crate::{Audience, EventId, UserId};
 
 /// How a layout delivers live events: plain or sharded pub/sub.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -128,6 +128,22 @@ impl KeyLayout {
         }
     }
 
+    /// The marker a stored event leaves for a while, so that publishing it again stores nothing twice.
+    ///
+    /// The publish scripts set it (holding the event's entry id) when they
+    /// store the event, and a later call for the same event id (a retry after
+    /// a lost reply) finds it and returns that entry id instead of adding the
+    /// event again. In the cluster shape it carries the audience's hash tag,
+    /// so it lives in the slot of the stream it guards.
+    pub fn publish_marker(&self, audience: Audience, event: EventId) -> String {
+        let p = &self.prefix;
+        match (self.shape, audience) {
+            (Shape::Standalone, _) => format!("{p}:published:{event}"),
+            (Shape::Cluster, Audience::User(user)) => format!("{p}:{{{user}}}:published:{event}"),
+            (Shape::Cluster, Audience::Broadcast) => format!("{p}:{{broadcast}}:published:{event}"),
+        }
+    }
+
     /// The key that orders stream entries across audiences, where the layout has one.
     ///
     /// In the standalone layout (`sse:order`) the publish script draws every
@@ -235,6 +251,16 @@ mod tests {
         assert_eq!(l.stream(Audience::User(u)), format!("sse:{{{u}}}:stream"));
         assert_eq!(l.channel(Audience::Broadcast), "sse:{broadcast}:live");
         assert_eq!(l.stream(Audience::Broadcast), "sse:{broadcast}:stream");
+    }
+
+    #[test]
+    fn publish_markers_share_their_streams_hash_tag() {
+        let (u, e) = (user(), EventId::new());
+        let l = KeyLayout::cluster();
+        assert_eq!(l.publish_marker(Audience::User(u), e), format!("sse:{{{u}}}:published:{e}"));
+        assert_eq!(l.publish_marker(Audience::Broadcast, e), format!("sse:{{broadcast}}:published:{e}"));
+        let l = KeyLayout::standalone();
+        assert_eq!(l.publish_marker(Audience::User(u), e), format!("sse:published:{e}"));
     }
 
     #[test]

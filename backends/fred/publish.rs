@@ -52,6 +52,7 @@ async fn publish_sharded<C: Category>(shared: &Shared<C>, event: Event<C>) -> Re
             .await;
     };
     let envelope = codec::envelope_prefix(&event);
+    let keys = vec![stream.clone(), shared.layout.publish_marker(audience, event.id())];
     let args = vec![
         channel,
         envelope,
@@ -60,24 +61,28 @@ async fn publish_sharded<C: Category>(shared: &Shared<C>, event: Event<C>) -> Re
         "SPUBLISH".to_string(),
         (if retention.is_exact() { "=" } else { "~" }).to_string(),
         shared.clock.floor().to_string(),
+        shared.publish_marker_ttl.as_millis().to_string(),
     ];
-    // One attempt only: a script whose reply was lost with its connection may
-    // have run, and running it again would store the event twice. (A redirection
-    // means it did not run.)
+    // One attempt per call: a script whose reply was lost with its connection may
+    // have run, and the caller is told so by an error rather than kept waiting on
+    // retries. Publishing again is safe: the script's publish marker makes it
+    // return the stored entry id without storing the event twice.
+    // (A redirection means it did not run.)
     let once = Options { max_attempts: Some(1), ..Options::default() };
     let script = &shared.publish_script;
     let sha = script.sha1().clone();
     let (id, client) = topology
         .follow_redirects(|| {
-            let (sha, stream, args, once) = (sha.clone(), stream.clone(), args.clone(), once.clone());
+            let (sha, stream, keys, args, once) =
+                (sha.clone(), stream.clone(), keys.clone(), args.clone(), once.clone());
             async move {
                 let client = topology.command_client(&stream)?;
                 let reply: Result<String, _> =
-                    client.with_options(&once).evalsha(sha.clone(), vec![stream.clone()], args.clone()).await;
+                    client.with_options(&once).evalsha(sha.clone(), keys.clone(), args.clone()).await;
                 let id = match reply {
                     Err(e) if e.details().starts_with("NOSCRIPT") => {
                         script.load(&client).await?;
-                        client.with_options(&once).evalsha(sha, vec![stream], args).await?
+                        client.with_options(&once).evalsha(sha, keys, args).await?
                     }
                     other => other?,
                 };

@@ -1,23 +1,31 @@
 -- Publishes a batch of events with retention, atomically (standalone layouts): per event XADD and PUBLISH,
 -- per stream trimming by age and a sliding expiry.
--- KEYS[1..n]  each event's stream (the audience's; a stream may appear more than once)
--- KEYS[n+1]   the order key: the last entry id given out in any stream
+-- KEYS[1..n]     each event's stream (the audience's; a stream may appear more than once)
+-- KEYS[n+1..2n]  each event's publish marker (see below), in the same order
+-- KEYS[2n+1]     the order key: the last entry id given out in any stream
 -- ARGV[1]     the most entries to keep
 -- ARGV[2]     the longest age to keep, in milliseconds (0: no age limit, no expiry)
 -- ARGV[3]     ~ (approximate trimming) or = (exact)
 -- ARGV[2+2i], ARGV[3+2i]  event i's channel, and its JSON envelope without its closing brace
--- Returns, per event in order, its new entry id, or '!' and the error that kept it
+-- ARGV[4+2n]  how long a publish marker lives, in milliseconds
+-- Returns, per event in order, its entry id, or '!' and the error that kept it
 -- from being stored (such an event is not published either). The channel message
 -- is the envelope with the id added as "stream_id".
+--
+-- Publishing is idempotent by event id: each stored event leaves a marker key
+-- (named after its id) holding its entry id, for ARGV[4+2n] ms. An event whose
+-- marker exists was stored by an earlier call (a retry after a lost reply):
+-- it is neither added nor published again, and its stored entry id is returned.
 --
 -- Every stream's ids come from one sequence, the order key's, so ids order events
 -- across streams (a user's and the broadcasts) exactly as they were published.
 -- One script per batch instead of one per event: the script call's own cost, the
 -- clock and the order key are paid once, and each stream is trimmed and expired once.
 
-local n = #KEYS - 1
-local order_key = KEYS[n + 1]
+local n = (#KEYS - 1) / 2
+local order_key = KEYS[2 * n + 1]
 local max_events, max_age, trim = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local marker_ttl = ARGV[4 + 2 * n]
 
 local now = server_time_ms()
 local last_ms, last_seq = -1, 0
@@ -43,12 +51,18 @@ end
 local ids = {}
 local touched, touched_order = {}, {}
 for i = 1, n do
-  local stream, channel, envelope = KEYS[i], ARGV[2 + 2 * i], ARGV[3 + 2 * i]
-  local added = add(stream, envelope .. '}')
-  if type(added) == 'table' and added.err then
+  local stream, marker, channel, envelope = KEYS[i], KEYS[n + i], ARGV[2 + 2 * i], ARGV[3 + 2 * i]
+  -- The marker is read, not written, before the XADD: under maxmemory Redis refuses a script's first
+  -- write, and then nothing of the event is stored; once one write went through, the rest do too.
+  local stored = redis.call('GET', marker)
+  local added = stored or add(stream, envelope .. '}')
+  if stored then
+    ids[i] = stored
+  elseif type(added) == 'table' and added.err then
     ids[i] = '!' .. added.err
   else
     ids[i] = added
+    redis.call('SET', marker, added, 'PX', marker_ttl)
     if not touched[stream] then
       touched[stream] = true
       touched_order[#touched_order + 1] = stream
@@ -57,7 +71,7 @@ for i = 1, n do
   end
 end
 
-if last_ms >= 0 then
+if #touched_order > 0 then
   redis.call('SET', order_key, format_id(last_ms, last_seq))
   if max_age > 0 then
     local oldest = string.format('%.0f', last_ms - max_age)
