@@ -8,6 +8,8 @@
 //! the outage lasts until the test has seen what it checks, and readers stop
 //! at end markers published after every other event.
 
+#[path = "support/delivery_check.rs"]
+mod delivery_check;
 #[path = "support/fred_support.rs"]
 mod fred_support;
 #[path = "support/redis_server.rs"]
@@ -18,11 +20,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use delivery_check::{Published, Received, Verdict, publish_recorded};
 use fred_support::{C, event, fresh_user};
 use futures::StreamExt;
 use redis_server::{RedisCluster, RespValue};
 use ssehub::fred::{KeyLayout, RedisHub, RedisHubBuilder};
-use ssehub::{Audience, Category, CategorySet, Error, Event, EventId, EventSource, Publisher, UserId};
+use ssehub::{Audience, CategorySet, Error, EventId, EventSource, Publisher, UserId};
 
 /// Users subscribed on each master.
 const USERS_PER_MASTER: usize = 12;
@@ -55,29 +58,6 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
-/// One publish: what, when, and whether it succeeded.
-#[derive(Clone, Debug)]
-struct Published {
-    id: EventId,
-    audience: Audience,
-    started: Instant,
-    finished: Instant,
-    ok: bool,
-}
-
-/// What one subscription yielded.
-#[derive(Clone, Debug)]
-enum Received {
-    Event(EventId, Audience),
-    Gap(Option<EventId>),
-    /// An end marker: the reader stops after its user's and the broadcast one.
-    Marker(EventId),
-    Ended(String),
-}
-
-/// The event type of the markers published after everything else: a reader stops at its user's and the broadcast one.
-const END_MARKER: &str = "test.end";
-
 struct Run {
     users: Vec<UserId>,
     owner: HashMap<UserId, u16>,
@@ -109,15 +89,6 @@ fn users_on_masters(
     users
 }
 
-/// Publishes `e` through `hub` and records the outcome in `published`.
-async fn publish_recorded(hub: &RedisHub<C>, published: &Mutex<Vec<Published>>, e: Event<C>) -> bool {
-    let started = Instant::now();
-    let ok = hub.publish(e.clone()).await.is_ok();
-    let finished = Instant::now();
-    published.lock().unwrap().push(Published { id: e.id(), audience: e.audience(), started, finished, ok });
-    ok
-}
-
 /// Subscribes `users`, then starts a reader per subscription, a publisher per master
 /// (its users in turn) and a broadcast publisher.
 async fn start(hub: &RedisHub<C>, users: Vec<(UserId, u16)>) -> Run {
@@ -126,34 +97,12 @@ async fn start(hub: &RedisHub<C>, users: Vec<(UserId, u16)>) -> Run {
     let mut received = HashMap::new();
     let mut readers = Vec::new();
     for (user, _) in &users {
-        let mut subscription = hub.subscribe(*user, CategorySet::all()).await.expect("subscribe");
+        let subscription = hub.subscribe(*user, CategorySet::all()).await.expect("subscribe");
         let log = Arc::new(Mutex::new(Vec::new()));
         received.insert(*user, Arc::clone(&log));
         readers.push((
             *user,
-            tokio::spawn(async move {
-                let (mut own_end, mut broadcast_end) = (false, false);
-                while !(own_end && broadcast_end) {
-                    let entry = match subscription.next().await {
-                        Some(Ok(event)) if event.event_type() == END_MARKER => {
-                            match event.audience() {
-                                Audience::User(_) => own_end = true,
-                                Audience::Broadcast => broadcast_end = true,
-                            }
-                            Received::Marker(event.id())
-                        }
-                        Some(Ok(event)) => Received::Event(event.id(), event.audience()),
-                        Some(Err(Error::Gap { last_delivered })) => Received::Gap(last_delivered),
-                        Some(Err(error)) => Received::Ended(error.to_string()),
-                        None => Received::Ended("end of stream".into()),
-                    };
-                    let ended = matches!(entry, Received::Ended(_));
-                    log.lock().unwrap().push(entry);
-                    if ended {
-                        return;
-                    }
-                }
-            }),
+            tokio::spawn(delivery_check::record_until_end_markers(subscription, Arc::clone(&log))),
         ));
     }
     let mut by_master: HashMap<u16, Vec<UserId>> = HashMap::new();
@@ -200,11 +149,7 @@ impl Run {
         for task in self.publishers.drain(..) {
             task.await.unwrap();
         }
-        let markers = self.users.iter().map(|u| Audience::User(*u)).chain([Audience::Broadcast]);
-        for audience in markers {
-            let marker = Event::new(audience, END_MARKER, C::ALL[0], "{}".to_owned()).unwrap();
-            hub.publish(marker).await.expect("an end marker is published once the cluster is whole");
-        }
+        delivery_check::publish_end_markers(hub, &self.users).await;
         for (user, reader) in std::mem::take(&mut self.readers) {
             match tokio::time::timeout(Duration::from_secs(60), reader).await {
                 Ok(joined) => joined.unwrap(),
@@ -246,99 +191,9 @@ impl Run {
     }
 }
 
-/// What checking every subscriber found.
-#[derive(Default, Debug)]
-struct Verdict {
-    events_expected: usize,
-    events_delivered: usize,
-    /// Successful publishes not delivered but covered by a gap signal: each lies between the
-    /// gap's `last_delivered` and the next event of its audience delivered after that gap.
-    covered_by_gap: usize,
-    gaps_by_user: HashMap<UserId, usize>,
-    failed_publishes: usize,
-}
-
-/// Checks every subscriber: nothing foreign, nothing twice, each audience in publish order, every
-/// successful publish delivered, or covered by a gap signal event by event: the event lies
-/// after the last event of its audience delivered before that gap, and before the first one
-/// delivered after it. A gap's `last_delivered` is the event delivered just before it.
+/// Checks every subscriber of `run` by the strict rule (see [`delivery_check::verify`]).
 fn verify(run: &Run) -> Verdict {
-    let published = run.published();
-    let by_id: HashMap<EventId, &Published> = published.iter().map(|p| (p.id, p)).collect();
-    let mut verdict =
-        Verdict { failed_publishes: published.iter().filter(|p| !p.ok).count(), ..Verdict::default() };
-    for user in &run.users {
-        let log = run.log(*user);
-        if let Some(Received::Ended(why)) = log.iter().find(|r| matches!(r, Received::Ended(_))) {
-            panic!("the subscription of {user} ended: {why}");
-        }
-        let mut seen = HashSet::new();
-        let mut last_delivered = None;
-        for entry in &log {
-            match entry {
-                Received::Event(id, audience) => {
-                    assert!(audience.includes(*user), "{user} received another user's event {id}");
-                    assert!(by_id.contains_key(id), "{user} received {id}, which was never published");
-                    assert!(seen.insert(*id), "{user} received {id} twice");
-                    last_delivered = Some(*id);
-                }
-                Received::Gap(said) => assert_eq!(
-                    *said, last_delivered,
-                    "{user}: a gap's last_delivered is not the last event delivered before it"
-                ),
-                Received::Marker(id) => last_delivered = Some(*id),
-                Received::Ended(_) => {}
-            }
-        }
-        verdict.gaps_by_user.insert(*user, log.iter().filter(|r| matches!(r, Received::Gap(_))).count());
-        for audience in [Audience::User(*user), Audience::Broadcast] {
-            let order: Vec<&Published> = published.iter().filter(|p| p.audience == audience).collect();
-            let position: HashMap<EventId, usize> =
-                order.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
-            // The log reduced to this audience: Some(position) for an event, None for a gap.
-            let steps: Vec<Option<usize>> = log
-                .iter()
-                .filter_map(|r| match r {
-                    Received::Event(id, a) if *a == audience => Some(Some(position[id])),
-                    Received::Gap(_) => Some(None),
-                    _ => None,
-                })
-                .collect();
-            let delivered: Vec<usize> = steps.iter().flatten().copied().collect();
-            assert!(
-                delivered.windows(2).all(|w| w[0] < w[1]),
-                "{user}: events of {audience:?} out of publish order"
-            );
-            // The holes each gap covers: (last position before it, first position after it).
-            let mut covered: Vec<(Option<usize>, Option<usize>)> = Vec::new();
-            for (i, step) in steps.iter().enumerate() {
-                if step.is_none() {
-                    let before = steps[..i].iter().rev().find_map(|s| *s);
-                    let after = steps[i + 1..].iter().find_map(|s| *s);
-                    covered.push((before, after));
-                }
-            }
-            for (i, p) in order.iter().enumerate().filter(|(_, p)| p.ok) {
-                verdict.events_expected += 1;
-                if seen.contains(&p.id) {
-                    verdict.events_delivered += 1;
-                } else if covered
-                    .iter()
-                    .any(|(before, after)| before.is_none_or(|b| b < i) && after.is_none_or(|a| i < a))
-                {
-                    verdict.covered_by_gap += 1;
-                } else {
-                    panic!(
-                        "{user} never received {} ({audience:?}, published successfully {:?} after the start \
-                         of the run) and no gap signal covers it",
-                        p.id,
-                        p.started.duration_since(published[0].started)
-                    );
-                }
-            }
-        }
-    }
-    verdict
+    delivery_check::verify(&run.users, &run.published(), |user| run.log(user))
 }
 
 /// A master that is neither the broadcast channel's nor without a replica.
