@@ -113,7 +113,11 @@ pub struct Verdict {
 ///
 /// `published` is in the order the publishes of one audience were made (each audience's publisher
 /// waits for one publish before the next); `log_of` gives what a user's subscription yielded.
-pub fn verify(users: &[UserId], published: &[Published], log_of: impl Fn(UserId) -> Vec<Received>) -> Verdict {
+pub fn verify(
+    users: &[UserId],
+    published: &[Published],
+    log_of: impl Fn(UserId) -> Vec<Received>,
+) -> Verdict {
     let by_id: HashMap<EventId, &Published> = published.iter().map(|p| (p.id, p)).collect();
     let mut verdict =
         Verdict { failed_publishes: published.iter().filter(|p| !p.ok).count(), ..Verdict::default() };
@@ -129,7 +133,8 @@ pub fn verify(users: &[UserId], published: &[Published], log_of: impl Fn(UserId)
             match entry {
                 Received::Event(id, audience) => {
                     assert!(audience.includes(*user), "{user} received another user's event {id}");
-                    let publish = by_id.get(id).unwrap_or_else(|| panic!("{user} received {id}, never published"));
+                    let publish =
+                        by_id.get(id).unwrap_or_else(|| panic!("{user} received {id}, never published"));
                     assert!(seen.insert(*id), "{user} received {id} twice");
                     if !publish.ok {
                         failed_delivered.insert(*id);
