@@ -38,8 +38,8 @@ const BATCHES_IN_FLIGHT: usize = 4;
 /// One publish waiting for its batch.
 pub(crate) struct PendingPublish {
     stream: String,
-    /// The key that makes a retried publish of this event store nothing twice.
-    marker: String,
+    /// The event's id: a retried publish of it stores nothing twice.
+    event_id: String,
     channel: String,
     /// The JSON envelope without its closing brace.
     envelope: String,
@@ -78,7 +78,7 @@ impl Batcher {
         let (done, outcome) = oneshot::channel();
         let pending = PendingPublish {
             stream: shared.layout.stream(audience),
-            marker: shared.layout.publish_marker(audience, event.id()),
+            event_id: event.id().to_string(),
             channel: shared.layout.channel(audience),
             envelope,
             done,
@@ -134,23 +134,25 @@ async fn publish_batch<C: Category>(
     batch: Vec<PendingPublish>,
 ) {
     let retention = settings.retention;
-    let mut keys = Vec::with_capacity(2 * batch.len() + 1);
-    let mut markers = Vec::with_capacity(batch.len());
-    let mut args = Vec::with_capacity(4 + 2 * batch.len());
+    let mut keys = Vec::with_capacity(batch.len() + 3);
+    let mut event_ids = Vec::with_capacity(batch.len());
+    let mut args = Vec::with_capacity(4 + 3 * batch.len());
     args.push(retention.max_events().to_string());
     args.push(retention.max_age().as_millis().to_string());
     args.push((if retention.is_exact() { "=" } else { "~" }).to_string());
     let mut waiting = Vec::with_capacity(batch.len());
     for publish in batch {
         keys.push(publish.stream);
-        markers.push(publish.marker);
+        event_ids.push(publish.event_id);
         args.push(publish.channel);
         args.push(publish.envelope);
         waiting.push(publish.done);
     }
-    keys.append(&mut markers);
+    // The standalone layout has one marker hash per window for every audience.
+    keys.extend(super::publish::marker_windows(shared, crate::Audience::Broadcast));
     keys.push(settings.order_key.clone());
-    args.push(shared.publish_marker_ttl.as_millis().to_string());
+    args.append(&mut event_ids);
+    args.push(shared.dedupe_window.as_millis().to_string());
     let reply: Result<Vec<String>, _> = match shared.topology.command_client(&settings.order_key) {
         Ok(client) => script.evalsha_with_reload(&client, keys, args).await,
         Err(error) => Err(::fred::error::Error::new(::fred::error::ErrorKind::Unknown, error.to_string())),

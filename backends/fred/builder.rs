@@ -26,8 +26,8 @@ use super::topology::{Incoming, Topology};
 use crate::Retention;
 use crate::{Audience, Category, Error};
 
-/// How long a stored event's publish marker lives unless [`RedisHubBuilder::publish_dedupe_window`] says otherwise.
-const DEFAULT_PUBLISH_MARKER_TTL: Duration = Duration::from_secs(60);
+/// How long publishing stays idempotent unless [`RedisHubBuilder::publish_dedupe_window`] says otherwise.
+const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Configures and connects a [`RedisHub`].
 ///
@@ -61,7 +61,7 @@ pub struct RedisHubBuilder<C> {
     message_channel_capacity: usize,
     clock_skew: Duration,
     foreign_id_scan_limit: u64,
-    publish_marker_ttl: Duration,
+    dedupe_window: Duration,
     runtime: Option<tokio::runtime::Handle>,
     runtime_threads: usize,
     cluster: ClusterSettings,
@@ -83,7 +83,7 @@ impl<C: Category> RedisHubBuilder<C> {
             message_channel_capacity: 1 << 16,
             clock_skew: Duration::from_secs(2),
             foreign_id_scan_limit: 1000,
-            publish_marker_ttl: DEFAULT_PUBLISH_MARKER_TTL,
+            dedupe_window: DEFAULT_DEDUPE_WINDOW,
             runtime: None,
             runtime_threads: 2,
             cluster: ClusterSettings::default(),
@@ -125,15 +125,21 @@ impl<C: Category> RedisHubBuilder<C> {
 
     /// How long publishing an event stays idempotent (with retention). Default: 60 s.
     ///
-    /// Storing an event leaves a small marker key named after its id (see
-    /// [`KeyLayout::publish_marker`]) that lives this long. Within it, a
-    /// publish of the same event id (fred's own retry after a reply lost with
-    /// its connection, or the caller publishing again after an error) stores
-    /// and delivers nothing a second time and succeeds. After it, the event
-    /// would be stored again. Each marker costs Redis about a hundred bytes:
-    /// at 1,000 events/s, the default window holds 60,000 of them.
+    /// Each stored event is recorded (event id -> entry id) in a marker hash
+    /// (see [`KeyLayout::publish_markers`]). For at least this long after an
+    /// event was stored, a publish of the same event id (fred's own retry
+    /// after a reply lost with its connection, or the caller publishing again
+    /// after an error) stores and delivers nothing a second time and
+    /// succeeds. Markers live between one and two windows (a hash per window,
+    /// named from the publishing hub's clock, so hubs whose clocks differ by
+    /// more than a window may not see each other's), about 100 bytes of Redis
+    /// memory per event: at 1,000 events/s, 6 to 12 MB with the default.
+    ///
+    /// After an error, publishing the same event again until it succeeds
+    /// keeps events in order: a publish that timed out may still run once
+    /// Redis answers again, and the retry then finds it stored.
     pub fn publish_dedupe_window(mut self, window: Duration) -> Self {
-        self.publish_marker_ttl = window.max(Duration::from_millis(1));
+        self.dedupe_window = window.max(Duration::from_millis(1));
         self
     }
 
@@ -355,7 +361,7 @@ async fn start<C: Category>(
         streams,
         publish_script: scripts::publish(),
         replica_acks: ReplicaAcks { replicas: cluster.replica_acks, timeout: cluster.replica_ack_timeout },
-        publish_marker_ttl: settings.publish_marker_ttl,
+        dedupe_window: settings.dedupe_window,
         clock: HybridClock::default(),
     });
     let connected = match connect_broadcast(&shared).await {

@@ -6,12 +6,12 @@
 use ::fred::interfaces::{ClientLike, LuaInterface, PubsubInterface, ServerInterface};
 use ::fred::types::Value;
 use ::fred::types::config::Options;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::codec;
 use super::keys::PubSubKind;
 use super::shared::Shared;
-use crate::{Category, Error, Event};
+use crate::{Audience, Category, Error, Event};
 
 /// Time for a `WAIT` reply to travel, on top of the time `WAIT` itself may take.
 const WAIT_REPLY_MARGIN: Duration = Duration::from_secs(2);
@@ -33,6 +33,20 @@ pub(crate) async fn publish_one<C: Category>(shared: &Shared<C>, event: Event<C>
     Ok(())
 }
 
+/// The marker hashes of `audience` a publish now writes to and looks in: the current window's and the previous one's.
+///
+/// Windows are numbered from this hub's clock (Unix time over the window
+/// length). An event stored in window `w` is found by any publish made in
+/// `w` or `w + 1`, so for at least one window length; the hash of `w` lives
+/// two window lengths from its last write.
+pub(crate) fn marker_windows<C: Category>(shared: &Shared<C>, audience: Audience) -> [String; 2] {
+    let window_ms = shared.dedupe_window.as_millis().max(1);
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis());
+    let current = u64::try_from(now_ms / window_ms).unwrap_or(u64::MAX);
+    let layout = &shared.layout;
+    [layout.publish_markers(audience, current), layout.publish_markers(audience, current.saturating_sub(1))]
+}
+
 /// Publishes with the cluster layout: the script with the hybrid clock's floor, then `WAIT` if configured.
 async fn publish_sharded<C: Category>(shared: &Shared<C>, event: Event<C>) -> Result<(), Error> {
     let topology = &shared.topology;
@@ -52,7 +66,8 @@ async fn publish_sharded<C: Category>(shared: &Shared<C>, event: Event<C>) -> Re
             .await;
     };
     let envelope = codec::envelope_prefix(&event);
-    let keys = vec![stream.clone(), shared.layout.publish_marker(audience, event.id())];
+    let [current_markers, previous_markers] = marker_windows(shared, audience);
+    let keys = vec![stream.clone(), current_markers, previous_markers];
     let args = vec![
         channel,
         envelope,
@@ -61,11 +76,12 @@ async fn publish_sharded<C: Category>(shared: &Shared<C>, event: Event<C>) -> Re
         "SPUBLISH".to_string(),
         (if retention.is_exact() { "=" } else { "~" }).to_string(),
         shared.clock.floor().to_string(),
-        shared.publish_marker_ttl.as_millis().to_string(),
+        event.id().to_string(),
+        shared.dedupe_window.as_millis().to_string(),
     ];
     // One attempt per call: a script whose reply was lost with its connection may
     // have run, and the caller is told so by an error rather than kept waiting on
-    // retries. Publishing again is safe: the script's publish marker makes it
+    // retries. Publishing again is safe: the script's publish markers make it
     // return the stored entry id without storing the event twice.
     // (A redirection means it did not run.)
     let once = Options { max_attempts: Some(1), ..Options::default() };

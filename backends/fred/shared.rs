@@ -25,8 +25,8 @@ pub(crate) struct Shared<C> {
     /// The one-event publish script (cluster layouts).
     pub(crate) publish_script: Script,
     pub(crate) replica_acks: ReplicaAcks,
-    /// How long a stored event's publish marker lives: a publish of the same event id within it stores nothing.
-    pub(crate) publish_marker_ttl: Duration,
+    /// How long after storing an event a publish of the same event id stores nothing (see `publish::marker_windows`).
+    pub(crate) dedupe_window: Duration,
     /// The highest entry id this hub gave out or received: new entries get higher ids.
     pub(crate) clock: HybridClock,
 }
