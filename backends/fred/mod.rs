@@ -49,6 +49,16 @@
 //! the events per second one Redis core can store. Without retention, a
 //! publish is one `PUBLISH` and nothing can be replayed.
 //!
+//! Publishing with retention is idempotent by event id. The script records
+//! each event it stores (event id -> entry id) in a marker hash per time
+//! window ([`KeyLayout::publish_markers`]), and an event it finds there was
+//! stored by an earlier call: it returns that entry id and adds and publishes
+//! nothing. So a call whose reply was lost with its connection, which fred
+//! sends again after reconnecting, stores and delivers its events once, and a
+//! caller may publish an event again after any error. This holds for
+//! [`RedisHubBuilder::publish_dedupe_window`] (default 60 s) after the event
+//! was stored, and costs Redis about 100 bytes per event held.
+//!
 //! # Replay
 //!
 //! [`missed_events`](crate::EventSource::missed_events) finds the last event id in
@@ -85,6 +95,15 @@
 //! off; when the last delivered entry is no longer in its stream (trimmed,
 //! expired, or lost because the server restarted without its data); or when a
 //! channel's position is unknown.
+//!
+//! The same holds when Redis itself drops the subscriber connection because
+//! its output buffer passed `client-output-buffer-limit pubsub`. At
+//! `maxmemory` (with `noeviction`) a publish fails with Redis's `OOM` error
+//! and stores and announces nothing, while live delivery goes on. While Redis
+//! is paused (`CLIENT PAUSE`, a stopped process) calls fail after the command
+//! timeout; one that timed out may still run when Redis resumes, after later
+//! ones: publishing the same event again until it succeeds keeps the order,
+//! as the retry finds it stored.
 //!
 //! # Redis Cluster
 //!
@@ -127,7 +146,8 @@
 //!   whose publish succeeded, and no gap is signalled (unless a subscriber
 //!   already received an event whose publish then failed, which the new master
 //!   may lack). Publishes to the lost master fail meanwhile (after the command
-//!   timeout) and are never retried by the client, so none is stored twice.
+//!   timeout) and are not retried by the client; publishing again stores
+//!   nothing twice.
 //!   Set `cluster-require-full-coverage no` on the servers: with the default,
 //!   every master refuses commands from the moment the lost one is marked
 //!   failed until its replica has taken over (about a second); the hub retries
