@@ -8,7 +8,7 @@
 //! On SIGTERM or Ctrl-C it stops gracefully and exits 0: no new connections,
 //! every open stream told to reconnect soon (`retry:`) and ended. With
 //! `--redis`, browsers move to another demo process on the same Redis and
-//! miss nothing.
+//! miss nothing. A second signal stops it at once (exit code 1).
 
 // Some of the server's API is there for the tests that start it in-process.
 #[allow(dead_code)]
@@ -159,6 +159,13 @@ fn main() -> ExitCode {
         }
         None => "end of signals",
     };
+    // A second signal while the open responses finish: stop at once.
+    std::thread::spawn(move || {
+        if smol::block_on(futures::StreamExt::next(&mut stop_signals)).is_some() {
+            eprintln!("second stop signal: exiting without waiting for open connections");
+            std::process::exit(1);
+        }
+    });
     let open = running.shutdown();
     let _ = writeln!(std::io::stdout(), "{signal}: stopped; {open} open streams told to reconnect");
     ExitCode::SUCCESS
