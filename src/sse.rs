@@ -299,6 +299,20 @@ impl<S> SseStream<S> {
         self
     }
 
+    /// The last chunk, if the stream is bound to a shutdown that was triggered
+    /// and has not ended yet; otherwise registers for the trigger's wake-up.
+    fn shutdown_chunk(&mut self, cx: &mut Context<'_>) -> Option<Bytes> {
+        if self.state == State::Finished {
+            return None;
+        }
+        let closing = match self.shutdown.as_mut()?.poll_closing_chunk(cx) {
+            Poll::Ready(closing) => closing,
+            Poll::Pending => return None,
+        };
+        self.state = State::Finished;
+        Some(closing)
+    }
+
     /// The id of the last event written so far: what a browser would send back as `Last-Event-ID`.
     pub fn last_sent_id(&self) -> Option<EventId> {
         self.last_sent
@@ -327,14 +341,11 @@ where
 {
     type Item = Bytes;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        let this = self.get_mut();
-        if this.state != State::Finished
-            && let Some(Poll::Ready(closing)) = this.shutdown.as_mut().map(|s| s.poll_closing_chunk(cx))
-        {
-            this.state = State::Finished;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if let Some(closing) = self.shutdown_chunk(cx) {
             return Poll::Ready(Some(closing));
         }
+        let this = self.get_mut();
         let mut out = String::new();
         match this.state {
             State::Finished => return Poll::Ready(None),
