@@ -1,29 +1,46 @@
-//! The SSE endpoint on axum + tokio with the Redis backend, the way an axum application writes it.
+//! The SSE endpoint on axum + tokio with the Redis backend, the way an axum application writes it: signed tokens, graceful shutdown.
 //!
 //! ```text
+//! export SSE_JWT_SECRET=$(head -c 32 /dev/urandom | base64)   # shared by every instance
 //! cargo run --example axum --features fred -- --redis redis://127.0.0.1:6379 --port 3000
-//! curl -N 'http://127.0.0.1:3000/events?user=a11ce000-0000-4000-8000-000000000001&categories=ai,security'
-//! curl -X POST 'http://127.0.0.1:3000/publish?user=a11ce000-0000-4000-8000-000000000001&category=ai' \
-//!      -d '{"message":"hello"}'
+//! TOKEN=$(cargo run -q --example axum --features fred -- --issue-token a11ce000-0000-4000-8000-000000000001)
+//! curl -N "http://127.0.0.1:3000/events?categories=ai,security&token=$TOKEN"
+//! curl -X POST "http://127.0.0.1:3000/publish?category=ai&token=$TOKEN" -d '{"message":"hello"}'
 //! ```
 //!
 //! Every process serving this app on the same Redis delivers every event,
-//! wherever it was published. The user comes from a `user` query parameter
-//! here; a real application takes it from its session (cookie), since a
-//! browser's `EventSource` cannot send custom headers.
+//! wherever it was published.
+//!
+//! **Who the user is** comes from a signed, expiring token (a JWT, HS256,
+//! checked by `jsonwebtoken`): the `sse_token` cookie, which a same-origin
+//! `EventSource` sends by itself, or else a `token` query parameter
+//! (`EventSource` cannot set an `Authorization` header). A missing, forged or
+//! expired token gets 401 before any stream starts; there is no `user`
+//! parameter to name someone else. Prefer the cookie: a query string ends up
+//! in access logs. Tokens are issued by the application's login (here
+//! [`Auth::issue`], or `--issue-token`).
+//!
+//! **Graceful shutdown:** on SIGTERM or Ctrl-C every open stream gets a short
+//! `retry:` hint and ends (they are bound to one [`Shutdown`]), so axum's
+//! `with_graceful_shutdown`, which waits for open connections, can finish;
+//! browsers reconnect to another instance with `Last-Event-ID` and miss nothing.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
 use ssehub::fred::RedisHub;
+use ssehub::shutdown::Shutdown;
 use ssehub::sse::{self, SseStream};
 use ssehub::{Audience, Category, Event, Publisher, UserId, resume};
 
@@ -48,6 +65,18 @@ ssehub::categories! {
 /// The hub every handler shares (a cheap clone).
 pub type Hub = RedisHub<Topic>;
 
+/// The cookie a browser's `EventSource` sends the token in.
+pub const TOKEN_COOKIE: &str = "sse_token";
+
+/// The query parameter a token may come in instead.
+pub const TOKEN_PARAM: &str = "token";
+
+/// The environment variable holding the secret tokens are signed with.
+pub const SECRET_ENV: &str = "SSE_JWT_SECRET";
+
+/// The shortest secret accepted: HS256 wants at least 256 bits.
+pub const MIN_SECRET_LEN: usize = 32;
+
 /// A handler's refusal: a status and a message for the client.
 type Refusal = (StatusCode, String);
 
@@ -55,41 +84,157 @@ fn bad_request(error: impl ToString) -> Refusal {
     (StatusCode::BAD_REQUEST, error.to_string())
 }
 
-/// The application: `GET /events` streams, `POST /publish` publishes.
-pub fn app(hub: Hub) -> Router {
-    Router::new().route("/events", get(events)).route("/publish", post(publish)).with_state(hub)
+fn unauthorized(message: &str) -> Refusal {
+    (StatusCode::UNAUTHORIZED, message.to_owned())
 }
 
-/// `GET /events?user=<uuid>&categories=a,b[&lastEventId=<id>]`: every input checked before the stream starts.
+/// What a token says: whose it is (`sub`, a user's UUID) and until when (`exp`, Unix seconds).
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+}
+
+/// Issues and checks the tokens that say who a stream is for (HS256 with one shared secret).
+#[derive(Clone)]
+pub struct Auth {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl Auth {
+    /// Tokens signed with `secret` (at least [`MIN_SECRET_LEN`] bytes), which
+    /// every instance serving the app must share.
+    ///
+    /// # Errors
+    ///
+    /// The secret is too short.
+    pub fn new(secret: &[u8]) -> Result<Self, String> {
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(format!("the token secret must be at least {MIN_SECRET_LEN} bytes"));
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        // Instances' clocks may differ a little; not by more.
+        validation.leeway = 5;
+        let key_error = |error: jsonwebtoken::errors::Error| format!("unusable token secret: {error}");
+        Ok(Self {
+            encoding: EncodingKey::from_secret(secret).map_err(key_error)?,
+            decoding: DecodingKey::from_secret(secret).map_err(key_error)?,
+            validation,
+        })
+    }
+
+    /// A token for `user`, valid for `valid_for` from now: what the application's login hands out.
+    pub fn issue(&self, user: UserId, valid_for: Duration) -> String {
+        self.issue_expiring_at(user, unix_now() + valid_for.as_secs())
+    }
+
+    /// A token for `user` that expires at `exp` (Unix seconds).
+    pub fn issue_expiring_at(&self, user: UserId, exp: u64) -> String {
+        let claims = Claims { sub: user.to_string(), exp };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signs any claims")
+    }
+
+    /// The user a valid token is for.
+    ///
+    /// # Errors
+    ///
+    /// 401 when the token is expired, badly signed, malformed, or not for a user id.
+    fn user(&self, token: &str) -> Result<UserId, Refusal> {
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|error| match error.kind() {
+                ErrorKind::ExpiredSignature => unauthorized("token expired"),
+                // Which check failed is no business of a client with a bad token.
+                _ => unauthorized("invalid token"),
+            })?
+            .claims;
+        claims.sub.parse().map_err(|_| unauthorized("invalid token"))
+    }
+
+    /// The user of the request's token: the [`TOKEN_COOKIE`] cookie, else the [`TOKEN_PARAM`] query parameter.
+    fn user_of(&self, headers: &HeaderMap, query: Option<&str>) -> Result<UserId, Refusal> {
+        let token = token_cookie(headers).or_else(|| {
+            form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .find(|(key, _)| key == TOKEN_PARAM)
+                .map(|(_, value)| value.into_owned())
+        });
+        match token {
+            Some(token) => self.user(&token),
+            None => Err(unauthorized("missing token")),
+        }
+    }
+}
+
+/// The value of the [`TOKEN_COOKIE`] cookie in the request's `Cookie` headers
+/// (`name=value` pairs separated by `;`, RFC 6265).
+fn token_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == TOKEN_COOKIE)
+        .map(|(_, value)| value.trim_matches('"').to_owned())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs())
+}
+
+/// What every handler shares: the hub, the token checker, the shutdown signal.
+#[derive(Clone)]
+pub struct AppState {
+    /// Events are published to and streamed from it.
+    pub hub: Hub,
+    /// Says who a request is for.
+    pub auth: Auth,
+    /// Every `/events` stream is bound to it; trigger it to stop the server.
+    pub shutdown: Shutdown,
+}
+
+/// The application: `GET /events` streams, `POST /publish` publishes.
+pub fn app(state: AppState) -> Router {
+    Router::new().route("/events", get(events)).route("/publish", post(publish)).with_state(state)
+}
+
+/// `GET /events?categories=a,b[&lastEventId=<id>]` with a token: every input checked before the stream starts.
 async fn events(
-    State(hub): State<Hub>,
+    State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, Refusal> {
     let query = query.as_deref();
+    let user = state.auth.user_of(&headers, query)?;
     let filter = sse::categories::<Topic>(query).map_err(bad_request)?;
     let last_event_id =
         sse::last_event_id(headers.get(sse::LAST_EVENT_ID_HEADER).map(|v| v.as_bytes()), query)
             .map_err(bad_request)?;
-    let user = user_param(query)?;
 
-    let events = resume(&hub, user, last_event_id, filter)
+    let events = resume(&state.hub, user, last_event_id, filter)
         .await
         .map_err(|error| (StatusCode::SERVICE_UNAVAILABLE, format!("cannot subscribe: {error}")))?;
-    let body = Body::from_stream(SseStream::new(events).map(Ok::<_, Infallible>));
-    Ok((sse::RESPONSE_HEADERS, body).into_response())
+    let body = SseStream::new(events).with_shutdown(&state.shutdown);
+    Ok((sse::RESPONSE_HEADERS, Body::from_stream(body.map(Ok::<_, Infallible>))).into_response())
 }
 
-/// `POST /publish?user=<uuid>|broadcast=true&category=ai[&event_type=..]` with the JSON data as body.
+/// `POST /publish?category=ai[&broadcast=true][&event_type=..]` with a token and the JSON data as body:
+/// to the token's user, or to everyone.
 async fn publish(
-    State(hub): State<Hub>,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
     Query(params): Query<HashMap<String, String>>,
     data: String,
 ) -> Result<String, Refusal> {
-    let audience = match (params.get("user"), params.get("broadcast").map(String::as_str)) {
-        (Some(user), None) => Audience::User(user.parse().map_err(|_| bad_request("invalid user"))?),
-        (None, Some("true")) => Audience::Broadcast,
-        _ => return Err(bad_request("give either user=<uuid> or broadcast=true")),
+    let user = state.auth.user_of(&headers, query.as_deref())?;
+    let audience = match params.get("broadcast").map(String::as_str) {
+        None | Some("false") => Audience::User(user),
+        Some("true") => Audience::Broadcast,
+        Some(_) => return Err(bad_request("broadcast is true or false")),
     };
     let category = params.get("category").map(String::as_str).unwrap_or_default();
     let category =
@@ -99,33 +244,60 @@ async fn publish(
     let event_type = params.get("event_type").map_or(category.name(), String::as_str);
     let event = Event::new(audience, event_type, category, data).map_err(bad_request)?;
     let id = event.id();
-    hub.publish(event)
+    state
+        .hub
+        .publish(event)
         .await
         .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, format!("cannot publish: {e}")))?;
     Ok(id.to_string())
 }
 
-fn user_param(query: Option<&str>) -> Result<UserId, Refusal> {
-    let value = form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .find(|(key, _)| key == "user")
-        .map(|(_, value)| value)
-        .ok_or_else(|| bad_request("missing user"))?;
-    value.parse().map_err(|_| bad_request("invalid user: expected a hyphenated UUID"))
+/// Completes on SIGTERM or Ctrl-C.
+async fn stop_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
 }
 
 const USAGE: &str = "usage: cargo run --example axum --features fred -- [--redis URL] [--port N]
-  --redis URL  the Redis server (default redis://127.0.0.1:6379)
-  --port N     port to listen on, on 127.0.0.1 (default 3000; 0 picks a free one)";
+       cargo run --example axum --features fred -- --issue-token USER_UUID [--valid-secs N]
+  --redis URL          the Redis server (default redis://127.0.0.1:6379)
+  --port N             port to listen on, on 127.0.0.1 (default 3000; 0 picks a free one)
+  --issue-token USER   print a token for USER (valid 1 hour, or --valid-secs) and exit
+The token secret (at least 32 bytes) is read from the SSE_JWT_SECRET environment variable.";
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut redis = "redis://127.0.0.1:6379".to_owned();
     let mut port = 3000u16;
+    let mut issue_for: Option<UserId> = None;
+    let mut valid_for = Duration::from_secs(3600);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match (arg.as_str(), args.next()) {
             ("--redis", Some(url)) => redis = url,
             ("--port", Some(n)) if n.parse::<u16>().is_ok() => port = n.parse().unwrap_or(port),
+            ("--issue-token", Some(user)) if user.parse::<UserId>().is_ok() => issue_for = user.parse().ok(),
+            ("--valid-secs", Some(n)) if n.parse::<u64>().is_ok() => {
+                valid_for = Duration::from_secs(n.parse().unwrap_or(3600))
+            }
             ("--help" | "-h", _) => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -135,6 +307,20 @@ async fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         }
+    }
+    let auth = match std::env::var(SECRET_ENV)
+        .map_err(|_| format!("set {SECRET_ENV}"))
+        .and_then(|secret| Auth::new(secret.as_bytes()))
+    {
+        Ok(auth) => auth,
+        Err(error) => {
+            eprintln!("error: {error}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(user) = issue_for {
+        println!("{}", auth.issue(user, valid_for));
+        return ExitCode::SUCCESS;
     }
 
     // Connected from inside tokio, the hub runs its Redis client on this runtime.
@@ -156,7 +342,19 @@ async fn main() -> ExitCode {
         Ok(addr) => println!("listening on http://{addr}/"),
         Err(error) => eprintln!("warning: no local address: {error}"),
     }
-    if let Err(error) = axum::serve(listener, app(hub)).await {
+    let shutdown = Shutdown::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            stop_signal().await;
+            shutdown.trigger();
+        }
+    });
+    // Stops accepting on the signal, then waits for open connections: the
+    // streams end by themselves, being bound to the same signal.
+    let serving = axum::serve(listener, app(AppState { hub, auth, shutdown: shutdown.clone() }))
+        .with_graceful_shutdown(shutdown.triggered());
+    if let Err(error) = serving.await {
         eprintln!("error: {error}");
         return ExitCode::FAILURE;
     }

@@ -4,6 +4,11 @@
 //! arrive, press "Drop connection" and see the browser reconnect with
 //! `Last-Event-ID` and get exactly what it missed. See `demo/server.rs` for
 //! the routes.
+//!
+//! On SIGTERM or Ctrl-C it stops gracefully and exits 0: no new connections,
+//! every open stream told to reconnect soon (`retry:`) and ended. With
+//! `--redis`, browsers move to another demo process on the same Redis and
+//! miss nothing. A second signal stops it at once (exit code 1).
 
 // Some of the server's API is there for the tests that start it in-process.
 #[allow(dead_code)]
@@ -15,6 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use async_signal::{Signal, Signals};
 use ssehub::DynHub;
 
 const USAGE: &str = "\
@@ -115,6 +121,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Registered before the address is printed: whoever read it may signal at once.
+    let stop_signals = match stop_signals() {
+        Ok(signals) => Some(signals),
+        Err(error) => {
+            // Without signal handling the demo still serves; it just cannot stop gracefully.
+            eprintln!("warning: cannot handle stop signals ({error}); serving until killed");
+            None
+        }
+    };
     let running = match server::start(args.addr, hub, args.options) {
         Ok(running) => running,
         Err(error) => {
@@ -130,6 +145,38 @@ fn main() -> ExitCode {
         "ssehub demo listening on {}/\nbackend: {backend}; press Ctrl-C to stop",
         running.url()
     );
-    running.wait();
+    let Some(mut stop_signals) = stop_signals else {
+        running.wait();
+        return ExitCode::SUCCESS;
+    };
+    let signal = match smol::block_on(futures::StreamExt::next(&mut stop_signals)) {
+        Some(Ok(Signal::Term)) => "SIGTERM",
+        Some(Ok(_)) => "SIGINT",
+        Some(Err(error)) => {
+            eprintln!("warning: reading stop signals failed ({error}); serving until killed");
+            running.wait();
+            return ExitCode::SUCCESS;
+        }
+        None => "end of signals",
+    };
+    // A second signal while the open responses finish: stop at once.
+    std::thread::spawn(move || {
+        if smol::block_on(futures::StreamExt::next(&mut stop_signals)).is_some() {
+            eprintln!("second stop signal: exiting without waiting for open connections");
+            std::process::exit(1);
+        }
+    });
+    let open = running.shutdown();
+    let _ = writeln!(std::io::stdout(), "{signal}: stopped; {open} open streams told to reconnect");
     ExitCode::SUCCESS
+}
+
+/// Takes over SIGTERM and SIGINT (Ctrl-C): from here on they stop the demo gracefully.
+fn stop_signals() -> std::io::Result<Signals> {
+    #[cfg(unix)]
+    let stop_signals = [Signal::Term, Signal::Int];
+    // Windows has only Ctrl-C.
+    #[cfg(not(unix))]
+    let stop_signals = [Signal::Int];
+    Signals::new(stop_signals)
 }

@@ -61,6 +61,8 @@ pub mod fixture;
 pub mod fred;
 pub mod parse;
 mod retention;
+#[cfg(feature = "std")]
+pub mod shutdown;
 mod source;
 #[cfg(feature = "std")]
 pub mod sse;

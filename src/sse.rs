@@ -21,6 +21,10 @@
 //!
 //! The heartbeat timer is [`async_io::Timer`], which runs on any executor.
 //!
+//! Bound to a [`Shutdown`] with [`SseStream::with_shutdown`], the stream ends
+//! when the server stops, after a `retry:` field asking the client to
+//! reconnect soon (see [`shutdown`](crate::shutdown)).
+//!
 //! The request side has [`last_event_id`] and [`categories`], which read the
 //! two inputs of an SSE endpoint from the request's header and query string
 //! and give errors whose message is fit for a 400 response; answer with a 400
@@ -76,6 +80,7 @@ use bytes::Bytes;
 use futures_core::Stream;
 
 use crate::parse::{self, CategoryError, LastEventIdError};
+use crate::shutdown::{Shutdown, Triggered};
 use crate::{Category, CategorySet, Error, Event, EventId, wire};
 
 /// The `Content-Type` of an SSE response.
@@ -250,6 +255,8 @@ pub struct SseStream<S> {
     heartbeat: Timer,
     state: State,
     last_sent: Option<EventId>,
+    /// Set by [`SseStream::with_shutdown`]: ends the stream when the server stops.
+    shutdown: Option<Triggered>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -276,7 +283,34 @@ impl<S> SseStream<S> {
             options,
             state: State::Starting,
             last_sent: None,
+            shutdown: None,
         }
+    }
+
+    /// Binds the stream to `shutdown`: once it is triggered, the stream's next
+    /// chunk is a short `retry:` field and a closing comment, and the body ends.
+    ///
+    /// Events the event stream holds that were not written yet are not
+    /// written; the client's `Last-Event-ID` is the last event that was, so
+    /// replay on its reconnection delivers them. See [`crate::shutdown`].
+    #[must_use]
+    pub fn with_shutdown(mut self, shutdown: &Shutdown) -> Self {
+        self.shutdown = Some(shutdown.triggered());
+        self
+    }
+
+    /// The last chunk, if the stream is bound to a shutdown that was triggered
+    /// and has not ended yet; otherwise registers for the trigger's wake-up.
+    fn shutdown_chunk(&mut self, cx: &mut Context<'_>) -> Option<Bytes> {
+        if self.state == State::Finished {
+            return None;
+        }
+        let closing = match self.shutdown.as_mut()?.poll_closing_chunk(cx) {
+            Poll::Ready(closing) => closing,
+            Poll::Pending => return None,
+        };
+        self.state = State::Finished;
+        Some(closing)
     }
 
     /// The id of the last event written so far: what a browser would send back as `Last-Event-ID`.
@@ -307,7 +341,10 @@ where
 {
     type Item = Bytes;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if let Some(closing) = self.shutdown_chunk(cx) {
+            return Poll::Ready(Some(closing));
+        }
         let this = self.get_mut();
         let mut out = String::new();
         match this.state {

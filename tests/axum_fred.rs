@@ -1,4 +1,4 @@
-//! The axum example's endpoint over real HTTP, on a private redis-server: headers, 400s, cross-process delivery, replay.
+//! The axum example's endpoint over real HTTP, on a private redis-server: tokens (401s, one user per token), headers, 400s, cross-process delivery, replay, graceful shutdown.
 
 #[allow(dead_code)]
 #[path = "../examples/axum.rs"]
@@ -9,19 +9,26 @@ mod http_client;
 mod redis_server;
 
 use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum_example::{AppState, Auth};
 use http_client::{Client, call};
 use redis_server::RedisServer;
 use ssehub::fixture::ExampleCategory as C;
 use ssehub::fred::RedisHub;
+use ssehub::shutdown::{SHUTDOWN_COMMENT, Shutdown};
 use ssehub::{Audience, Event, Publisher, UserId};
 
 const USER: &str = "a11ce000-0000-4000-8000-000000000001";
 const OTHER: &str = "b0b00000-0000-4000-8000-000000000002";
+const SECRET: &[u8] = b"the axum test's secret, 32 bytes or more";
 
 /// The axum app on its own tokio runtime, and a second hub standing for another process.
 struct Setup {
     addr: SocketAddr,
+    auth: Auth,
+    shutdown: Shutdown,
+    served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     elsewhere: RedisHub<C>,
     runtime: tokio::runtime::Runtime,
     _redis: RedisServer,
@@ -30,14 +37,19 @@ struct Setup {
 fn setup() -> Setup {
     let redis = RedisServer::start();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (addr, elsewhere) = runtime.block_on(async {
+    let auth = Auth::new(SECRET).unwrap();
+    let shutdown = Shutdown::with_reconnect_delay(Duration::from_millis(200), Duration::ZERO);
+    let (addr, served, elsewhere) = runtime.block_on(async {
         let hub = axum_example::Hub::connect(&redis.url()).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, axum_example::app(hub)).await });
-        (addr, RedisHub::<C>::connect(&redis.url()).await.unwrap())
+        let state = AppState { hub, auth: auth.clone(), shutdown: shutdown.clone() };
+        let serving =
+            axum::serve(listener, axum_example::app(state)).with_graceful_shutdown(shutdown.triggered());
+        let served = tokio::spawn(async move { serving.await });
+        (addr, served, RedisHub::<C>::connect(&redis.url()).await.unwrap())
     });
-    Setup { addr, elsewhere, runtime, _redis: redis }
+    Setup { addr, auth, shutdown, served: Some(served), elsewhere, runtime, _redis: redis }
 }
 
 impl Setup {
@@ -45,6 +57,10 @@ impl Setup {
         let event = Event::new(audience, "note", category, format!("{{\"n\":{n}}}")).unwrap();
         self.runtime.block_on(self.elsewhere.publish(event.clone())).unwrap();
         event
+    }
+
+    fn token(&self, user: &str) -> String {
+        self.auth.issue(user.parse().unwrap(), Duration::from_secs(600))
     }
 }
 
@@ -54,11 +70,16 @@ fn frame_of(event: &Event<C>) -> String {
     frame
 }
 
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
 #[test]
 fn axum_endpoint_streams_what_another_process_publishes_and_replays_on_reconnect() {
     let setup = setup();
     let user: UserId = USER.parse().unwrap();
-    let target = format!("/events?user={USER}&categories=ai,security");
+    let token = setup.token(USER);
+    let target = format!("/events?categories=ai,security&token={token}");
 
     let mut client = Client::connect(setup.addr);
     let head = client.send("GET", &target, &[], "");
@@ -85,9 +106,9 @@ fn axum_endpoint_streams_what_another_process_publishes_and_replays_on_reconnect
         std::iter::once("retry: 3000\n\n".to_owned()).chain(missed.iter().map(frame_of)).collect();
     assert_eq!(client.read_frames(3), expected);
 
-    // POST /publish on the app reaches the open stream.
+    // POST /publish on the app reaches the token's user's open stream.
     let (head, id) =
-        call(setup.addr, "POST", &format!("/publish?user={USER}&category=security"), &[], r#"{"x":1}"#);
+        call(setup.addr, "POST", &format!("/publish?category=security&token={token}"), &[], r#"{"x":1}"#);
     assert_eq!(head.status, 200, "{id}");
     assert_eq!(client.read_chunk().unwrap(), format!("id: {id}\nevent: security\ndata: {{\"x\":1}}\n\n"));
 }
@@ -95,22 +116,122 @@ fn axum_endpoint_streams_what_another_process_publishes_and_replays_on_reconnect
 #[test]
 fn axum_endpoint_refuses_bad_input_with_400_before_streaming() {
     let setup = setup();
-    let (head, body) = call(setup.addr, "GET", &format!("/events?user={USER}&categories=nope"), &[], "");
+    let token = setup.token(USER);
+    let (head, body) = call(setup.addr, "GET", &format!("/events?categories=nope&token={token}"), &[], "");
     assert_eq!(head.status, 400);
     assert_eq!(
         body,
         "invalid category 'nope'; valid categories: data_sync, provider, ai, import, portfolio, security"
     );
     let (head, body) =
-        call(setup.addr, "GET", &format!("/events?user={USER}"), &[("Last-Event-ID", "7")], "");
+        call(setup.addr, "GET", &format!("/events?token={token}"), &[("Last-Event-ID", "7")], "");
     assert_eq!(head.status, 400);
     assert_eq!(
         body,
         "invalid event id: expected a hyphenated UUID such as 01936f3c-7d5e-7a10-8b2c-3d4e5f607182"
     );
-    let (head, body) = call(setup.addr, "GET", "/events", &[], "");
+    let (head, _) = call(
+        setup.addr,
+        "POST",
+        &format!("/publish?broadcast=true&category=ai&token={token}"),
+        &[],
+        "not json",
+    );
     assert_eq!(head.status, 400);
-    assert_eq!(body, "missing user");
-    let (head, _) = call(setup.addr, "POST", "/publish?broadcast=true&category=ai", &[], "not json");
-    assert_eq!(head.status, 400);
+}
+
+/// A missing, forged, expired or malformed token gets 401 with a plain body: no stream starts.
+#[test]
+fn axum_endpoint_refuses_missing_forged_and_expired_tokens_with_401() {
+    let setup = setup();
+    let user: UserId = USER.parse().unwrap();
+    let forger = Auth::new(b"not the server's secret, but 32 bytes long").unwrap();
+    let expired = setup.auth.issue_expiring_at(user, unix_now() - 3600);
+    let valid = setup.token(USER);
+    // The valid token's payload with another user put in: the signature no longer matches.
+    let mut parts: Vec<String> = valid.split('.').map(str::to_owned).collect();
+    let other_payload = setup.token(OTHER).split('.').nth(1).unwrap().to_owned();
+    parts[1] = other_payload;
+    let tampered = parts.join(".");
+    // A token saying it needs no signature.
+    let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", valid.split('.').nth(1).unwrap());
+
+    let cases: [(&str, Option<String>, &str); 6] = [
+        ("missing", None, "missing token"),
+        ("forged", Some(forger.issue(user, Duration::from_secs(600))), "invalid token"),
+        ("expired", Some(expired), "token expired"),
+        ("tampered", Some(tampered), "invalid token"),
+        ("unsigned", Some(unsigned), "invalid token"),
+        ("garbage", Some("not-a-jwt".to_owned()), "invalid token"),
+    ];
+    for (what, token, message) in cases {
+        for (in_cookie, target, headers) in [
+            (
+                false,
+                token.as_ref().map_or("/events?categories=ai".to_owned(), |t| {
+                    format!("/events?categories=ai&token={t}")
+                }),
+                vec![],
+            ),
+            (
+                true,
+                "/events?categories=ai".to_owned(),
+                token.iter().map(|t| format!("sse_token={t}")).collect(),
+            ),
+        ] {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|cookie| ("Cookie", cookie.as_str())).collect();
+            let (head, body) = call(setup.addr, "GET", &target, &headers, "");
+            assert_eq!(head.status, 401, "{what} token (cookie: {in_cookie}): {body}");
+            assert_ne!(head.header("content-type"), Some("text/event-stream"), "{what}: a stream started");
+            assert_eq!(body, message, "{what} token (cookie: {in_cookie})");
+        }
+    }
+    // Publishing needs a token too.
+    let (head, _) = call(setup.addr, "POST", "/publish?broadcast=true&category=ai", &[], "{}");
+    assert_eq!(head.status, 401);
+}
+
+/// A token opens its own user's stream only: a `user` parameter naming
+/// someone else changes nothing, and a second user's token sees only theirs.
+#[test]
+fn axum_endpoint_streams_only_the_token_users_events() {
+    let setup = setup();
+    let (alice, bob): (UserId, UserId) = (USER.parse().unwrap(), OTHER.parse().unwrap());
+
+    let mut alices = Client::connect(setup.addr);
+    let target = format!("/events?user={OTHER}&categories=ai&token={}", setup.token(USER));
+    assert_eq!(alices.send("GET", &target, &[], "").status, 200);
+    assert_eq!(alices.read_chunk().unwrap(), "retry: 3000\n\n");
+    let mut bobs = Client::connect(setup.addr);
+    let cookie = format!("theme=dark; sse_token={}", setup.token(OTHER));
+    assert_eq!(bobs.send("GET", "/events?categories=ai", &[("Cookie", &cookie)], "").status, 200);
+    assert_eq!(bobs.read_chunk().unwrap(), "retry: 3000\n\n");
+
+    let for_bob = setup.publish_elsewhere(Audience::User(bob), C::Ai, 1);
+    let for_alice = setup.publish_elsewhere(Audience::User(alice), C::Ai, 2);
+    assert_eq!(alices.read_chunk().unwrap(), frame_of(&for_alice), "Alice's token got Bob's event");
+    assert_eq!(bobs.read_chunk().unwrap(), frame_of(&for_bob));
+    let for_everyone = setup.publish_elsewhere(Audience::Broadcast, C::Ai, 3);
+    assert_eq!(bobs.read_chunk().unwrap(), frame_of(&for_everyone), "Bob's token got Alice's event");
+    assert_eq!(alices.read_chunk().unwrap(), frame_of(&for_everyone));
+}
+
+/// axum's graceful shutdown waits for open connections: bound to the same
+/// signal, the streams end with the retry hint, and the server stops.
+#[test]
+fn axum_graceful_shutdown_ends_open_streams_with_a_retry_hint_and_stops() {
+    let mut setup = setup();
+    let mut client = Client::connect(setup.addr);
+    let target = format!("/events?categories=ai&token={}", setup.token(USER));
+    assert_eq!(client.send("GET", &target, &[], "").status, 200);
+    assert_eq!(client.read_chunk().unwrap(), "retry: 3000\n\n");
+
+    setup.shutdown.trigger();
+    assert_eq!(client.read_chunk().unwrap(), format!("retry: 200\n\n: {SHUTDOWN_COMMENT}\n\n"));
+    assert_eq!(client.read_chunk(), None, "the body ends");
+    let served = setup.served.take().unwrap();
+    let result =
+        setup.runtime.block_on(async { tokio::time::timeout(Duration::from_secs(30), served).await });
+    result.expect("axum::serve returns once the streams ended").unwrap().unwrap();
 }

@@ -12,8 +12,13 @@
 //! | `GET /debug/published?user=<uuid>&categories=..` | what this process published that the user's stream would carry, in order |
 //! | `GET /debug/connections` | every `/events` request served: user, Last-Event-ID, replay status and size |
 //!
-//! The demo has no authentication: the user is whatever the query names. A
-//! real application takes it from the session instead.
+//! The demo has no authentication: the user is whatever the query names (the
+//! page's user picker is a demo convenience). A real application takes it
+//! from a verified credential instead: see the axum example's signed token.
+//!
+//! [`RunningDemo::shutdown`] stops it gracefully (the `demo` binary does on
+//! SIGTERM and Ctrl-C): no new connections, every open stream told to
+//! reconnect soon and ended, then the open responses finished.
 //!
 //! Built to be started in-process ([`start`]) by tests on port 0 as well as by
 //! the `demo` example binary.
@@ -23,6 +28,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -30,6 +36,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
+use futures::future::Either;
 use futures::{Stream, StreamExt};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
@@ -42,6 +49,7 @@ use serde_json::{Value, json};
 use smol::net::TcpListener;
 use smol::{Executor, Timer};
 use smol_hyper::rt::{FuturesIo, SmolTimer};
+use ssehub::shutdown::Shutdown;
 use ssehub::sse::{self, SseOptions, SseStream};
 use ssehub::{Audience, Category, CategorySet, DynHub, Event, Publisher, UserId, resume};
 
@@ -56,6 +64,11 @@ const PUBLISHED_LOG_LEN: usize = 10_000;
 
 /// How many served `/events` requests `/debug/connections` remembers.
 const CONNECTION_LOG_LEN: usize = 1_000;
+
+/// How long a graceful shutdown waits for open connections to finish their
+/// responses (a client that stopped reading holds its connection) before it
+/// drops them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 ssehub::categories! {
     /// What the demo's events are about: the categories a client filters by (`?categories=ai,security`).
@@ -137,6 +150,8 @@ pub struct Demo {
     options: DemoOptions,
     published: Mutex<PublishedLog>,
     streams: Mutex<Streams>,
+    /// Every `/events` stream is bound to it; triggered by [`RunningDemo::shutdown`].
+    shutdown: Shutdown,
 }
 
 #[derive(Default)]
@@ -168,6 +183,7 @@ impl Demo {
             options,
             published: Mutex::new(PublishedLog::default()),
             streams: Mutex::new(Streams::default()),
+            shutdown: Shutdown::new(),
         })
     }
 
@@ -285,6 +301,19 @@ impl RunningDemo {
             let _ = thread.join();
         }
     }
+
+    /// Stops gracefully: refuses new connections, ends every open `/events`
+    /// stream with a short `retry:` hint (browsers reconnect, with
+    /// `Last-Event-ID`, to another instance), lets the open responses finish
+    /// for up to 10 s, then returns. Returns how many streams were open.
+    pub fn shutdown(mut self) -> usize {
+        let open = self.demo.open_streams();
+        self.demo.shutdown.trigger();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        open
+    }
 }
 
 impl Drop for RunningDemo {
@@ -324,9 +353,17 @@ pub fn start(addr: SocketAddr, hub: DynHub<Topic>, options: DemoOptions) -> io::
     Ok(RunningDemo { addr, demo, stop: Some(stop), thread: Some(thread) })
 }
 
+/// Serves connections until the demo's shutdown is triggered, then waits (up
+/// to [`SHUTDOWN_GRACE`]) for the open ones to finish.
 async fn serve(listener: TcpListener, demo: Arc<Demo>, executor: Arc<Executor<'static>>) {
+    let open_connections = Arc::new(AtomicUsize::new(0));
     loop {
-        let stream = match listener.accept().await {
+        let accepted =
+            match futures::future::select(Box::pin(listener.accept()), demo.shutdown.triggered()).await {
+                Either::Left((accepted, _)) => accepted,
+                Either::Right(_) => break,
+            };
+        let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(error) => {
                 // Out of file descriptors and the like: wait, don't spin.
@@ -336,19 +373,53 @@ async fn serve(listener: TcpListener, demo: Arc<Demo>, executor: Arc<Executor<'s
             }
         };
         let demo = Arc::clone(&demo);
+        let open = OpenConnection::new(&open_connections);
         executor
             .spawn(async move {
+                let shutdown = demo.shutdown.triggered();
                 let service = service_fn(move |request| {
                     let demo = Arc::clone(&demo);
                     async move { Ok::<_, Infallible>(route(demo, request).await) }
                 });
-                // Errors here are clients going away mid-request: nothing to do.
-                let _ = http1::Builder::new()
+                let connection = http1::Builder::new()
                     .timer(SmolTimer::new())
-                    .serve_connection(FuturesIo::new(stream), service)
-                    .await;
+                    .serve_connection(FuturesIo::new(stream), service);
+                let mut connection = std::pin::pin!(connection);
+                // Errors here are clients going away mid-request: nothing to do.
+                if let Either::Right(_) = futures::future::select(connection.as_mut(), shutdown).await {
+                    // Finish the response in flight (an SSE body ends on the shutdown
+                    // by itself), then close instead of keeping the connection alive.
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+                drop(open);
             })
             .detach();
+    }
+    drop(listener); // new connections are refused from here on
+    let grace = Timer::after(SHUTDOWN_GRACE);
+    let drained = async {
+        // Connections end within moments of the trigger; a short poll keeps this simple.
+        while open_connections.load(Ordering::SeqCst) > 0 {
+            Timer::after(Duration::from_millis(10)).await;
+        }
+    };
+    futures::future::select(Box::pin(drained), grace).await;
+}
+
+/// Counts a connection as open for as long as it lives.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -414,7 +485,8 @@ async fn events(demo: Arc<Demo>, request: &Request<Incoming>) -> Response<Body> 
             "replayed_events": resumed.pending_replay(),
         }),
     );
-    let body = SseStream::with_options(resumed, demo.options.sse).take_until(stopped);
+    let body =
+        SseStream::with_options(resumed, demo.options.sse).with_shutdown(&demo.shutdown).take_until(stopped);
     let body = OpenStream { body, demo, connection }.map(|chunk| Ok(Frame::data(chunk)));
 
     let mut response = Response::new(StreamBody::new(body).boxed_unsync());

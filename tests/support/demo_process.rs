@@ -9,7 +9,8 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 /// Builds the demo example (once per test binary) and returns its path.
 pub fn demo_binary() -> PathBuf {
@@ -76,6 +77,24 @@ impl DemoProcess {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Sends it `signal` (`"TERM"`, `"INT"`) and waits, up to 60 s, for it to exit.
+    pub fn stop_with(&mut self, signal: &str) -> ExitStatus {
+        // The shell's builtin `kill`: no procps package needed.
+        let sent = Command::new("sh")
+            .args(["-c", &format!("kill -{signal} {}", self.child.id())])
+            .status()
+            .expect("sh runs");
+        assert!(sent.success(), "kill -{signal} failed");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the demo's status") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the demo did not exit within 60 s of SIG{signal}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
