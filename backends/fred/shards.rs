@@ -240,7 +240,7 @@ impl Shards {
     }
 
     async fn read_slot_map_from_seed(&self, seed: &Server) -> Result<ClusterRouting, FredError> {
-        let mut builder = self.clients.builder(Some(seed));
+        let mut builder = self.clients.command_builder(Some(seed));
         builder.set_policy(ReconnectPolicy::default());
         let client = builder.build()?;
         client.init().await?;
@@ -257,7 +257,11 @@ impl Shards {
     async fn open(&self, server: &Server) -> Result<(Arc<Shard>, Pump), Error> {
         let builder = self.clients.builder(Some(server));
         let subscriber = builder.build().map_err(Error::backend)?;
-        let commands = builder.build_pool(self.clients.command_connections).map_err(Error::backend)?;
+        let commands = self
+            .clients
+            .command_builder(Some(server))
+            .build_pool(self.clients.command_connections)
+            .map_err(Error::backend)?;
         // Taken before connecting so no message and no reconnect is missed.
         let messages = subscriber.message_rx();
         let reconnects = subscriber.reconnect_rx();

@@ -120,7 +120,8 @@ impl Topology {
         }
         let builder = clients.builder(None);
         let subscriber = builder.build().map_err(Error::backend)?;
-        let commands = builder.build_pool(clients.command_connections).map_err(Error::backend)?;
+        let commands =
+            clients.command_builder(None).build_pool(clients.command_connections).map_err(Error::backend)?;
         let incoming = Incoming { messages: subscriber.message_rx(), reconnects: subscriber.reconnect_rx() };
         subscriber.init().await.map_err(Error::backend)?;
         if let Err(e) = commands.init().await {

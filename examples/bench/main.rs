@@ -46,6 +46,10 @@ scenarios (defaults in brackets; --quick switches to the small sizes after the s
 --rounds runs ssehub and its baseline N times, interleaved, and reports each side's median round.
 fanout --backend fred --publisher raw feeds the hub's subscriptions with plain PUBLISHes of
 envelopes instead of the hub's publish: its delivery side alone.
+fanout --backend fred runs two baselines: raw PUBLISH only (baseline_*) and the same Redis work
+as the hub, XADD MAXLEN ~ + EXPIRE + PUBLISH pipelined per event (same_work_*).
+fanout --count-heap 1 reports the heap's peak (peak_heap_kib); --message-channel-capacity N sets
+the fred hub's message channel capacity.
 
 options of every scenario:
   --backend memory|fred   the hub measured [memory]; fred needs `--features fred`

@@ -19,7 +19,8 @@ use ssehub::{Audience, Category, Event, UserId};
 use crate::workload::C;
 use crate::{BenchError, Result, failed};
 
-/// How many messages fred may buffer for a raw subscriber before it lags (fred's default is 32).
+/// How many messages fred may buffer for a raw subscriber before it lags (fred's default is 32):
+/// more than the hub's, so that the baseline never loses a message to a lag.
 const RAW_MESSAGE_CAPACITY: usize = 1 << 16;
 
 /// Where the Redis of the run is, and the private server if the bench started one.
@@ -154,7 +155,7 @@ impl RedisTarget {
         Ok(builder)
     }
 
-    /// A connected raw fred client for SUBSCRIBE, its message buffer as large as the hub's.
+    /// A connected raw fred client for SUBSCRIBE, its message buffer at least as large as the hub's.
     pub async fn raw_subscriber(&self) -> Result<Client> {
         let client = self.builder()?.build().map_err(|e| failed(format!("fred client: {e}")))?;
         client.init().await.map_err(|e| failed(format!("fred connect: {e}")))?;
