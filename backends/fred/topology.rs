@@ -158,6 +158,14 @@ impl Topology {
         }
     }
 
+    /// The master serving `key`'s slot, on a cluster (by the last slot map read); `None` on one server.
+    pub(crate) fn server_of_key(&self, key: &str) -> Option<Server> {
+        match self {
+            Topology::Single(_) => None,
+            Topology::Cluster(cluster) => cluster.shards.server_of(super::slots::slot_of(key)),
+        }
+    }
+
     /// A command client that can run one script over all of `keys`, if there is one: on one server
     /// always; on a cluster only when they share a hash slot (Redis refuses a script across slots).
     pub(crate) fn script_client(&self, keys: &[&str]) -> Result<Option<Client>, Error> {

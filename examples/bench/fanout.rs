@@ -94,7 +94,13 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
     };
     bench.cli.finish()?;
     let plan = Plan { users, subs, events, publisher, count_heap, message_channel_capacity };
+    if publisher == PublishVia::Raw && bench.cli.cluster.is_some() {
+        return Err(crate::BenchError::Usage("--publisher raw is not for --cluster".into()));
+    }
     report.put("publisher", if publisher == PublishVia::Hub { "hub" } else { "raw PUBLISH" });
+    if let Some(masters) = bench.cli.cluster {
+        report.put("cluster_masters", masters as u64);
+    }
     report.put("users", users as u64);
     report.put("subs_per_user", subs as u64);
     report.put("events", events as u64);
@@ -109,8 +115,10 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
         Backend::Memory => "deliveries_per_s",
         Backend::Fred => "events_per_s",
     };
+    // On a cluster the baseline is the hub publishing one script per event (see `--cluster`).
+    let on_cluster = bench.cli.cluster.is_some();
     #[cfg(feature = "fred")]
-    let same_work = (bench.cli.backend == Backend::Fred)
+    let same_work = (bench.cli.backend == Backend::Fred && !on_cluster)
         .then_some(|| fred_side::raw_baseline(bench, &plan, fred_side::RawWork::SameAsHub));
     #[cfg(not(feature = "fred"))]
     let same_work = None::<fn() -> Result<Figures>>;
@@ -126,12 +134,14 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
                 bench.runtime.block_on(hub_side(bench, hub, &plan, || Ok(0)))
             }
             #[cfg(feature = "fred")]
-            Backend::Fred => fred_side::hub(bench, &plan),
+            Backend::Fred => fred_side::hub(bench, &plan, true),
             #[cfg(not(feature = "fred"))]
             Backend::Fred => unreachable!("rejected when parsing the command line"),
         },
         || match bench.cli.backend {
             Backend::Memory => channel_baseline(bench, &plan),
+            #[cfg(feature = "fred")]
+            Backend::Fred if on_cluster => fred_side::hub(bench, &plan, false),
             #[cfg(feature = "fred")]
             Backend::Fred => fred_side::raw_baseline(bench, &plan, fred_side::RawWork::PublishOnly),
             #[cfg(not(feature = "fred"))]
@@ -149,6 +159,7 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
         "baseline",
         match bench.cli.backend {
             Backend::Memory => "Arc<T> through one bounded async-channel per subscriber, no routing or filtering",
+            Backend::Fred if on_cluster => "the same hub on the same cluster, publishing one script per event (no batching)",
             Backend::Fred => "raw fred pub/sub: one subscriber connection, PUBLISH of same-size envelopes, messages counted undecoded",
         },
     );
@@ -311,11 +322,15 @@ mod fred_side {
     use ssehub::fred::client::interfaces::{ClientLike, EventInterface, PubsubInterface};
     use ssehub::fred::client::types::Value as RedisValue;
 
-    pub fn hub(bench: &Bench, plan: &Plan) -> Result<Figures> {
+    /// The hub's side; `batching`: whether a cluster hub batches its publishes per master (the default).
+    pub fn hub(bench: &Bench, plan: &Plan, batching: bool) -> Result<Figures> {
         let redis = bench.redis()?;
         bench.runtime.block_on(async {
             let before = redis.settled_client_count().await?;
-            let mut builder = redis.hub_builder()?.queue_capacity(bench.cli.queue_capacity);
+            let mut builder = redis
+                .hub_builder()?
+                .queue_capacity(bench.cli.queue_capacity)
+                .cluster_publish_batching(batching);
             if let Some(capacity) = plan.message_channel_capacity {
                 builder = builder.message_channel_capacity(capacity);
             }

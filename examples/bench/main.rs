@@ -54,6 +54,8 @@ the fred hub's message channel capacity.
 options of every scenario:
   --backend memory|fred   the hub measured [memory]; fred needs `--features fred`
   --redis-url URL         the Redis for --backend fred [a private redis-server started for the run]
+  --cluster N             (fanout, --backend fred) a private Redis Cluster of N masters instead;
+                          the baseline is then the hub publishing one script per event
   --quick                 small sizes, for CI: checks counts, not times
   --baseline              run only the baseline
   --no-baseline           run only ssehub
@@ -160,6 +162,8 @@ pub struct Cli {
     pub in_flight: usize,
     pub queue_capacity: usize,
     pub redis_url: Option<String>,
+    /// `--cluster N`: a private Redis Cluster of N masters instead of one server.
+    pub cluster: Option<usize>,
     options: Options,
 }
 
@@ -276,11 +280,42 @@ fn parse_cli(args: Vec<String>) -> Result<Cli> {
     if redis_url.is_some() && backend != Backend::Fred {
         return Err(BenchError::Usage("--redis-url is for --backend fred".into()));
     }
+    let cluster = match options.take("cluster") {
+        None => None,
+        Some(_) if backend != Backend::Fred => {
+            return Err(BenchError::Usage("--cluster is for --backend fred".into()));
+        }
+        Some(_) if redis_url.is_some() => {
+            return Err(BenchError::Usage("--cluster starts a private cluster: not with --redis-url".into()));
+        }
+        Some(_) if scenario != Scenario::Fanout => {
+            return Err(BenchError::Usage("--cluster is an option of the fanout scenario".into()));
+        }
+        Some(text) => match text.parse::<usize>() {
+            Ok(masters) if masters >= 3 => Some(masters),
+            _ => {
+                return Err(BenchError::Usage(format!(
+                    "--cluster takes a number of masters, at least 3, not {text:?}"
+                )));
+            }
+        },
+    };
     let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
     let threads = positive(options.number("threads", parallelism as u64)?, "threads")?;
     let in_flight = positive(options.number("in-flight", 64)?, "in-flight")?;
     let queue_capacity = positive(options.number("queue-capacity", 1024)?, "queue-capacity")?;
-    Ok(Cli { scenario, backend, sides, quick, threads, in_flight, queue_capacity, redis_url, options })
+    Ok(Cli {
+        scenario,
+        backend,
+        sides,
+        quick,
+        threads,
+        in_flight,
+        queue_capacity,
+        redis_url,
+        cluster,
+        options,
+    })
 }
 
 /// `value` as a `usize` of at least 1.
@@ -320,7 +355,10 @@ fn run(args: Vec<String>) -> Result<Report> {
         .map_err(|e| failed(format!("cannot start the tokio runtime: {e}")))?;
     #[cfg(feature = "fred")]
     let redis = match cli.backend {
-        Backend::Fred => Some(redis::RedisTarget::new(cli.redis_url.clone())?),
+        Backend::Fred => Some(match cli.cluster {
+            Some(masters) => redis::RedisTarget::new_cluster(masters)?,
+            None => redis::RedisTarget::new(cli.redis_url.clone())?,
+        }),
         Backend::Memory => None,
     };
     let mut bench = Bench {
