@@ -1,7 +1,7 @@
-//! The ssehub benchmark harness: fanout, replay, idle and latency scenarios, each beside its baseline, one JSON line per run.
+//! The ssehub benchmark harness: fanout, replay, idle, latency and capacity scenarios, each beside its baseline, one JSON line per run.
 //!
 //! ```text
-//! cargo run --release --example bench -- <fanout|replay|idle|latency> [options]
+//! cargo run --release --example bench -- <fanout|replay|idle|latency|capacity> [options]
 //! cargo run --release --example bench --features fred -- fanout --backend fred
 //! ```
 //!
@@ -17,6 +17,7 @@
 //! counts, not the times.
 
 mod alloc;
+mod capacity;
 mod fanout;
 mod idle;
 mod latency;
@@ -42,6 +43,8 @@ scenarios (defaults in brackets; --quick switches to the small sizes after the s
   replay    --history L [10000/300] --tail K [10/10] --reps N [7/3]
   idle      --users U [10000/100] --subs S [10/5] --rounds N [1/1]
   latency   --rate R [5000/500] --seconds T [10/1] --subs N [1000/20] --rounds N [1/1]
+  capacity  --users U [10000/200] --events-per-user R [100/5] --rounds N [1/1]  (--backend fred:
+            hub heap per subscription and channel, resubscribe time, Redis memory and CPU per event)
 
 --rounds runs ssehub and its baseline N times, interleaved, and reports each side's median round.
 fanout --backend fred --publisher raw feeds the hub's subscriptions with plain PUBLISHes of
@@ -102,6 +105,7 @@ pub enum Scenario {
     Replay,
     Idle,
     Latency,
+    Capacity,
 }
 
 impl Scenario {
@@ -111,6 +115,7 @@ impl Scenario {
             Scenario::Replay => "replay",
             Scenario::Idle => "idle",
             Scenario::Latency => "latency",
+            Scenario::Capacity => "capacity",
         }
     }
 }
@@ -223,6 +228,7 @@ fn parse_cli(args: Vec<String>) -> Result<Cli> {
         Some("replay") => Scenario::Replay,
         Some("idle") => Scenario::Idle,
         Some("latency") => Scenario::Latency,
+        Some("capacity") => Scenario::Capacity,
         Some("-h" | "--help") => return Err(BenchError::Usage(String::new())),
         Some(other) => return Err(BenchError::Usage(format!("unknown scenario {other:?}"))),
         None => return Err(BenchError::Usage("which scenario?".into())),
@@ -385,6 +391,7 @@ fn run(args: Vec<String>) -> Result<Report> {
         Scenario::Replay => replay::run(&mut bench, &mut report)?,
         Scenario::Idle => idle::run(&mut bench, &mut report)?,
         Scenario::Latency => latency::run(&mut bench, &mut report)?,
+        Scenario::Capacity => capacity::run(&mut bench, &mut report)?,
     }
     report.put("threads", bench.cli.threads as u64);
     report.put("cores", report::online_cores());

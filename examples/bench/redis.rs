@@ -20,8 +20,11 @@ use crate::workload::C;
 use crate::{BenchError, Result, failed};
 
 /// How many messages fred may buffer for a raw subscriber before it lags (fred's default is 32):
-/// more than the hub's, so that the baseline never loses a message to a lag.
-const RAW_MESSAGE_CAPACITY: usize = 1 << 16;
+/// the hub's default, so that both sides hold the same up-front memory for it.
+const RAW_MESSAGE_CAPACITY: usize = 1 << 14;
+
+/// fred's default notification channel capacity, for raw command clients (no one reads theirs), as the hub's.
+const RAW_COMMAND_CHANNEL_CAPACITY: usize = 32;
 
 /// Where the Redis of the run is, and the private server (or cluster) if the bench started one.
 pub struct RedisTarget {
@@ -197,26 +200,30 @@ impl RedisTarget {
         self.layout.stream(Audience::User(user))
     }
 
-    fn builder(&self) -> Result<Builder> {
+    fn builder(&self, channel_capacity: usize) -> Result<Builder> {
         let config =
             Config::from_url(&self.url).map_err(|e| BenchError::Usage(format!("--redis-url: {e}")))?;
         let mut builder = Builder::from_config(config);
         builder.with_performance_config(|performance| {
-            performance.broadcast_channel_capacity = RAW_MESSAGE_CAPACITY;
+            performance.broadcast_channel_capacity = channel_capacity;
         });
         Ok(builder)
     }
 
-    /// A connected raw fred client for SUBSCRIBE, its message buffer at least as large as the hub's.
+    /// A connected raw fred client for SUBSCRIBE, its message buffer as large as the hub's.
     pub async fn raw_subscriber(&self) -> Result<Client> {
-        let client = self.builder()?.build().map_err(|e| failed(format!("fred client: {e}")))?;
+        let client =
+            self.builder(RAW_MESSAGE_CAPACITY)?.build().map_err(|e| failed(format!("fred client: {e}")))?;
         client.init().await.map_err(|e| failed(format!("fred connect: {e}")))?;
         Ok(client)
     }
 
     /// A connected raw fred pool of two connections for commands, as many as the hub's.
     pub async fn raw_commands(&self) -> Result<Pool> {
-        let pool = self.builder()?.build_pool(2).map_err(|e| failed(format!("fred pool: {e}")))?;
+        let pool = self
+            .builder(RAW_COMMAND_CHANNEL_CAPACITY)?
+            .build_pool(2)
+            .map_err(|e| failed(format!("fred pool: {e}")))?;
         pool.init().await.map_err(|e| failed(format!("fred connect: {e}")))?;
         Ok(pool)
     }
