@@ -245,7 +245,15 @@ pub fn rss_kib() -> Option<u64> {
 
 /// Resets the peak resident set size to the current one (Linux `clear_refs` 5),
 /// so that `VmHWM` measures one side of a comparison, not the process so far.
+///
+/// Heap that earlier sides freed but the allocator kept is returned to the
+/// OS first (glibc's `malloc_trim`): it would otherwise count as this side's.
 pub fn reset_peak_rss() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator's arenas; it takes no pointers.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
