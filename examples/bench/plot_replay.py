@@ -59,7 +59,7 @@ def label_points(ax, xs, ys, color, below=False):
         elif y >= 1:
             text = f"{y:.2f} ms"
         else:
-            text = f"{y * 1000:.2g} µs"
+            text = f"{y * 1000:.3g} µs"
         offset = (8, -12) if below else (6, 5)
         ax.annotate(text, (x, y), textcoords="offset points", xytext=offset, fontsize=8, color=color)
 
