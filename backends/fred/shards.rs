@@ -56,6 +56,8 @@ pub(crate) struct Shards {
     refreshing: tokio::sync::Mutex<()>,
     messages: broadcast::Sender<Message>,
     reconnects: broadcast::Sender<Server>,
+    /// Set once `quit` ran: tasks that hold the shards (the slot map watcher) let go of them at once.
+    quit: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shards {
@@ -74,6 +76,7 @@ impl Shards {
             refreshing: tokio::sync::Mutex::new(()),
             messages,
             reconnects,
+            quit: tokio::sync::watch::Sender::new(false),
         });
         if let Err(e) = shards.refresh(false).await {
             shards.quit().await;
@@ -277,8 +280,15 @@ impl Shards {
         Ok((shard, Pump { subscriber, messages, reconnects, barrier_requests }))
     }
 
+    /// Resolves once [`quit`](Self::quit) has been called.
+    pub(crate) async fn quitting(&self) {
+        let mut quit = self.quit.subscribe();
+        let _ = quit.wait_for(|quit| *quit).await;
+    }
+
     /// Closes every master's clients.
     pub(crate) async fn quit(&self) {
+        self.quit.send_replace(true);
         let shards: Vec<Arc<Shard>> = self.read().shards.values().cloned().collect();
         let quits = shards.iter().map(|shard| async move {
             let _ = tokio::time::timeout(Duration::from_secs(1), shard.subscriber.quit()).await;
