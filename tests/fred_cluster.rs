@@ -209,6 +209,11 @@ fn a_thousand_users_spread_over_three_masters_each_master_carries_only_its_own_u
             assert_eq!(calls(node, "subscribe"), 0, "SUBSCRIBE calls on master {port}");
             report.push(format!("{port}: {own} users, {} SPUBLISH", own + broadcast));
         }
+        // Publishes that overlapped (100 at a time) shared script calls, per master.
+        let scripts: u64 = masters.iter().map(|port| calls(cluster.node(*port), "evalsha")).sum();
+        let published = (USERS + BROADCASTS) as u64;
+        assert!(scripts <= published / 2, "{scripts} script calls for {published} events");
+        report.push(format!("{scripts} script calls"));
         println!(
             "{USERS} users: {}; connections per master {connections_idle:?}; \
              subscribe {subscribe_time:?}, publish {publish_time:?}, total {:?}",

@@ -114,7 +114,12 @@ async fn watch_slot_map<T>(
 ) {
     let mut known = shards.slot_map();
     loop {
-        tokio::time::sleep(interval).await;
+        // A closed hub's shards (each master's clients and message channels) are let go at once,
+        // not at the next check.
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = shards.quitting() => return,
+        }
         if listener.upgrade().is_none() {
             return;
         }

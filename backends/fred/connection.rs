@@ -10,6 +10,9 @@ use ::fred::error::Error as FredError;
 use ::fred::types::Builder;
 use ::fred::types::config::{Config, ReconnectPolicy, Server, ServerConfig};
 
+/// The notification channel capacity of command connections: fred's default.
+const COMMAND_CLIENT_CHANNEL_CAPACITY: usize = 32;
+
 /// The hub's settings for every fred client it makes.
 #[derive(Clone)]
 pub(crate) struct ClientSettings {
@@ -40,6 +43,20 @@ impl ClientSettings {
                 conn.connection_timeout = self.connection_timeout;
                 conn.internal_command_timeout = self.connection_timeout;
             });
+        builder
+    }
+
+    /// A builder for command connections: as [`builder`](Self::builder), with
+    /// fred's small default notification channels. fred gives every client
+    /// about nine broadcast channels (messages, reconnects, errors, ...) of
+    /// the configured capacity, filled in up front; only the subscriber
+    /// connection's messages need a large one, and no one reads a command
+    /// connection's.
+    pub(crate) fn command_builder(&self, server: Option<&Server>) -> Builder {
+        let mut builder = self.builder(server);
+        builder.with_performance_config(|perf| {
+            perf.broadcast_channel_capacity = COMMAND_CLIENT_CHANNEL_CAPACITY;
+        });
         builder
     }
 

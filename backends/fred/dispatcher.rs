@@ -32,6 +32,10 @@ use crate::{Audience, Category};
 /// Messages handled in a row before pending commands get a turn.
 const MESSAGE_BURST: u32 = 256;
 
+/// Delivery barriers run for one batch of live messages at most (cluster): each brings in what other
+/// masters sent before the messages drained since the last one.
+const BARRIER_ROUNDS: usize = 4;
+
 pub(crate) struct Dispatcher<C: Category> {
     shared: Arc<Shared<C>>,
     commands: UnboundedReceiver<Command<C>>,
@@ -144,8 +148,19 @@ impl<C: Category> Dispatcher<C> {
         let mut batch = vec![first];
         self.drain_messages(&mut batch);
         let broadcast_channel = self.shared.layout.channel(Audience::Broadcast);
-        if self.shared.topology.bring_in_earlier(&broadcast_channel, &batch).await {
+        // Messages drained after a barrier need one of their own: what was published before them may
+        // still be on another connection. A few rounds at most, so a flood cannot stall delivery.
+        let mut covered = 0;
+        for _ in 0..BARRIER_ROUNDS {
+            let uncovered = &batch[covered..];
+            covered = batch.len();
+            if !self.shared.topology.bring_in_earlier(&broadcast_channel, uncovered).await {
+                break;
+            }
             self.drain_messages(&mut batch);
+            if batch.len() == covered {
+                break;
+            }
         }
         order_by_entry_id(&mut batch);
         for message in batch {

@@ -32,7 +32,7 @@ pub struct RedisHub<C: Category> {
 struct HubInner<C: Category> {
     // Dropped first: the dispatcher and the batching task stop when the last hub handle goes.
     commands: UnboundedSender<Command<C>>,
-    /// Batches the publishes of standalone layouts with retention; the others publish one by one.
+    /// Batches the publishes of layouts with retention (unless turned off for a cluster); the others publish one by one.
     batcher: Option<Batcher>,
     closed: AtomicBool,
     shared: Arc<Shared<C>>,

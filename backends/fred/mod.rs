@@ -43,8 +43,8 @@
 //! [`order_key`](KeyLayout::order_key)), so entry ids order a user's events
 //! and the broadcasts exactly as they were published, and the channel message
 //! carries its entry id (`stream_id`), so the dispatcher knows each live
-//! event's position. Publishes that overlap in time share one script call in
-//! the standalone layout (a lone publish is a batch of one): Redis spends
+//! event's position. Publishes that overlap in time share one script call
+//! (per master, on a cluster; a lone publish is a batch of one): Redis spends
 //! more on a script call than on the commands in it, so batching multiplies
 //! the events per second one Redis core can store. Without retention, a
 //! publish is one `PUBLISH` and nothing can be replayed.
@@ -114,8 +114,9 @@
 //!   slot map and keeps clients of its own for each master: one subscriber
 //!   connection and a command pool of at most two connections. Each user
 //!   channel is `SSUBSCRIBE`d on the master that owns its slot; a publish is
-//!   one script on the master of the audience's slot (`XADD`, trimming,
-//!   expiry, `SPUBLISH`), and no message goes to the other shards.
+//!   a script on the master of the audience's slot (`XADD`, trimming,
+//!   expiry, `SPUBLISH`), and no message goes to the other shards. Publishes
+//!   that overlap in time share one script call per master, as on one server.
 //!   `subscribe` returns once the master has confirmed the `SSUBSCRIBE`.
 //!   (fred's own cluster client stops sending commands to every master while
 //!   it reconnects to one; per-master clients keep an outage to its shard.)

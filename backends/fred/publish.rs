@@ -1,8 +1,11 @@
 //! Publishing one event by itself: the cluster layout's script (then `WAIT` for replicas), or one `PUBLISH`.
 //!
-//! The standalone layouts with retention publish in batches instead (see
-//! `batch`); whatever else is published goes through here.
+//! Layouts with retention publish in batches instead (see `batch`): the
+//! standalone ones always, the cluster layout unless batching is turned off;
+//! whatever else is published goes through here, and so do the events of a
+//! cluster batch whose master no longer served their slot.
 
+use ::fred::clients::Client;
 use ::fred::interfaces::{ClientLike, LuaInterface, PubsubInterface, ServerInterface};
 use ::fred::types::Value;
 use ::fred::types::config::Options;
@@ -11,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::codec;
 use super::keys::PubSubKind;
 use super::shared::Shared;
-use crate::{Audience, Category, Error, Event};
+use crate::{Audience, Category, Error, Event, EventId, Retention};
 
 /// Time for a `WAIT` reply to travel, on top of the time `WAIT` itself may take.
 const WAIT_REPLY_MARGIN: Duration = Duration::from_secs(2);
@@ -66,6 +69,21 @@ async fn publish_sharded<C: Category>(shared: &Shared<C>, event: Event<C>) -> Re
             .await;
     };
     let envelope = codec::envelope_prefix(&event);
+    publish_sharded_parts(shared, retention, stream, channel, envelope, audience, event.id()).await
+}
+
+/// The script of one event with the cluster layout, from its parts (see `publish_sharded`): also what
+/// a cluster batch falls back to for an event its master did not serve.
+pub(crate) async fn publish_sharded_parts<C: Category>(
+    shared: &Shared<C>,
+    retention: Retention,
+    stream: String,
+    channel: String,
+    envelope: String,
+    audience: Audience,
+    event_id: EventId,
+) -> Result<(), Error> {
+    let topology = &shared.topology;
     let [current_markers, previous_markers] = marker_windows(shared, audience);
     let keys = vec![stream.clone(), current_markers, previous_markers];
     let args = vec![
@@ -76,7 +94,7 @@ async fn publish_sharded<C: Category>(shared: &Shared<C>, event: Event<C>) -> Re
         "SPUBLISH".to_string(),
         (if retention.is_exact() { "=" } else { "~" }).to_string(),
         shared.clock.floor().to_string(),
-        event.id().to_string(),
+        event_id.to_string(),
         shared.dedupe_window.as_millis().to_string(),
     ];
     // One attempt per call: a script whose reply was lost with its connection may
@@ -109,9 +127,21 @@ async fn publish_sharded<C: Category>(shared: &Shared<C>, event: Event<C>) -> Re
     if let Ok(id) = id.parse() {
         shared.clock.observe(id);
     }
+    wait_for_replicas(shared, &client, &format!("event {event_id}")).await
+}
+
+/// With replica acknowledgements on, waits (`WAIT`) until enough replicas hold what `client` wrote;
+/// `what` names it in the error.
+///
+/// `client` must be the one that ran the write: the same client of the same master, so the same
+/// connection, and `WAIT` covers its writes.
+pub(crate) async fn wait_for_replicas<C>(
+    shared: &Shared<C>,
+    client: &Client,
+    what: &str,
+) -> Result<(), Error> {
     let acks = shared.replica_acks;
     if acks.replicas > 0 {
-        // The same client of the same master, so the same connection as the script: WAIT covers its write.
         let wait = client.with_options(&Options {
             max_attempts: Some(1),
             timeout: Some(acks.timeout + WAIT_REPLY_MARGIN),
@@ -121,10 +151,8 @@ async fn publish_sharded<C: Category>(shared: &Shared<C>, event: Event<C>) -> Re
         let acked: i64 = wait.wait(i64::from(acks.replicas), timeout_ms).await.map_err(Error::backend)?;
         if acked < i64::from(acks.replicas) {
             return Err(Error::backend(format!(
-                "event {} is stored on the master but only {acked} of {} replicas acknowledged it within {:?}",
-                event.id(),
-                acks.replicas,
-                acks.timeout
+                "{what} is stored on the master but only {acked} of {} replicas acknowledged it within {:?}",
+                acks.replicas, acks.timeout
             )));
         }
     }

@@ -13,6 +13,15 @@ const PUBLISH: &str = concat!(include_str!("prelude.lua"), include_str!("publish
 /// Stores and publishes a batch of events (standalone layouts), every id drawn from the order key.
 const PUBLISH_BATCH: &str = concat!(include_str!("prelude.lua"), include_str!("publish_batch.lua"));
 
+/// Stores and publishes a batch of events on one cluster master: `publish.lua` as a function, run per event.
+const PUBLISH_CLUSTER_BATCH: &str = concat!(
+    include_str!("prelude.lua"),
+    "local function publish_one(KEYS, ARGV)\n",
+    include_str!("publish.lua"),
+    "\nend\n",
+    include_str!("publish_cluster_batch.lua")
+);
+
 /// Reads the server's clock and the last entry id given out: a consistent cut of several streams.
 const HORIZON: &str = concat!(include_str!("prelude.lua"), include_str!("horizon.lua"));
 
@@ -27,6 +36,11 @@ pub(crate) fn publish() -> Script {
 /// The batch publish script.
 pub(crate) fn publish_batch() -> Script {
     Script::from_lua(PUBLISH_BATCH)
+}
+
+/// The cluster batch publish script.
+pub(crate) fn publish_cluster_batch() -> Script {
+    Script::from_lua(PUBLISH_CLUSTER_BATCH)
 }
 
 /// The clock script.

@@ -56,6 +56,8 @@ pub(crate) struct Shards {
     refreshing: tokio::sync::Mutex<()>,
     messages: broadcast::Sender<Message>,
     reconnects: broadcast::Sender<Server>,
+    /// Set once `quit` ran: tasks that hold the shards (the slot map watcher) let go of them at once.
+    quit: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shards {
@@ -74,6 +76,7 @@ impl Shards {
             refreshing: tokio::sync::Mutex::new(()),
             messages,
             reconnects,
+            quit: tokio::sync::watch::Sender::new(false),
         });
         if let Err(e) = shards.refresh(false).await {
             shards.quit().await;
@@ -240,7 +243,7 @@ impl Shards {
     }
 
     async fn read_slot_map_from_seed(&self, seed: &Server) -> Result<ClusterRouting, FredError> {
-        let mut builder = self.clients.builder(Some(seed));
+        let mut builder = self.clients.command_builder(Some(seed));
         builder.set_policy(ReconnectPolicy::default());
         let client = builder.build()?;
         client.init().await?;
@@ -257,7 +260,11 @@ impl Shards {
     async fn open(&self, server: &Server) -> Result<(Arc<Shard>, Pump), Error> {
         let builder = self.clients.builder(Some(server));
         let subscriber = builder.build().map_err(Error::backend)?;
-        let commands = builder.build_pool(self.clients.command_connections).map_err(Error::backend)?;
+        let commands = self
+            .clients
+            .command_builder(Some(server))
+            .build_pool(self.clients.command_connections)
+            .map_err(Error::backend)?;
         // Taken before connecting so no message and no reconnect is missed.
         let messages = subscriber.message_rx();
         let reconnects = subscriber.reconnect_rx();
@@ -273,8 +280,15 @@ impl Shards {
         Ok((shard, Pump { subscriber, messages, reconnects, barrier_requests }))
     }
 
+    /// Resolves once [`quit`](Self::quit) has been called.
+    pub(crate) async fn quitting(&self) {
+        let mut quit = self.quit.subscribe();
+        let _ = quit.wait_for(|quit| *quit).await;
+    }
+
     /// Closes every master's clients.
     pub(crate) async fn quit(&self) {
+        self.quit.send_replace(true);
         let shards: Vec<Arc<Shard>> = self.read().shards.values().cloned().collect();
         let quits = shards.iter().map(|shard| async move {
             let _ = tokio::time::timeout(Duration::from_secs(1), shard.subscriber.quit()).await;

@@ -120,7 +120,8 @@ impl Topology {
         }
         let builder = clients.builder(None);
         let subscriber = builder.build().map_err(Error::backend)?;
-        let commands = builder.build_pool(clients.command_connections).map_err(Error::backend)?;
+        let commands =
+            clients.command_builder(None).build_pool(clients.command_connections).map_err(Error::backend)?;
         let incoming = Incoming { messages: subscriber.message_rx(), reconnects: subscriber.reconnect_rx() };
         subscriber.init().await.map_err(Error::backend)?;
         if let Err(e) = commands.init().await {
@@ -154,6 +155,14 @@ impl Topology {
         match self {
             Topology::Single(single) => Ok(single.commands.next_connected().clone()),
             Topology::Cluster(cluster) => cluster.shards.commands_for(super::slots::slot_of(key)),
+        }
+    }
+
+    /// The master serving `key`'s slot, on a cluster (by the last slot map read); `None` on one server.
+    pub(crate) fn server_of_key(&self, key: &str) -> Option<Server> {
+        match self {
+            Topology::Single(_) => None,
+            Topology::Cluster(cluster) => cluster.shards.server_of(super::slots::slot_of(key)),
         }
     }
 

@@ -9,33 +9,43 @@ struct Counting;
 /// Off by default: the throughput scenarios should not pay for a shared counter.
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCATED: AtomicIsize = AtomicIsize::new(0);
+/// The highest `ALLOCATED` seen while counting (see [`HeapCounter::peak`]).
+static PEAK: AtomicIsize = AtomicIsize::new(0);
+
+/// Adds `bytes` to the count and keeps the peak.
+fn count(bytes: isize) {
+    let now = ALLOCATED.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    if bytes > 0 {
+        PEAK.fetch_max(now, Ordering::Relaxed);
+    }
+}
 
 // SAFETY: every call is forwarded to `System` with the same arguments.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATED.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            count(layout.size() as isize);
         }
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATED.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            count(layout.size() as isize);
         }
         unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATED.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+            count(-(layout.size() as isize));
         }
         unsafe { System.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATED.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+            count(new_size as isize - layout.size() as isize);
         }
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -55,8 +65,15 @@ pub struct HeapCounter {
 
 impl HeapCounter {
     pub fn start() -> Self {
+        let start = ALLOCATED.load(Ordering::SeqCst);
+        PEAK.store(start, Ordering::SeqCst);
         COUNTING.store(true, Ordering::SeqCst);
-        Self { start: ALLOCATED.load(Ordering::SeqCst) }
+        Self { start }
+    }
+
+    /// The highest net heap bytes allocated since [`start`](Self::start) at any moment.
+    pub fn peak(&self) -> i64 {
+        (PEAK.load(Ordering::SeqCst) - self.start) as i64
     }
 
     /// Net heap bytes allocated since [`start`](Self::start).

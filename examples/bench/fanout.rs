@@ -6,7 +6,10 @@
 //! the work per delivery. For `fred`, raw fred pub/sub: one subscriber
 //! connection on the users' channels, PUBLISH of envelopes of the same size,
 //! messages counted without decoding; it delivers each event once to the
-//! process, so the ratio compares events per second, end to end.
+//! process, so the ratio compares events per second, end to end. A second
+//! fred baseline (`same_work_*`, `ratio_same_work`) does the hub's own Redis
+//! work per event with raw fred and no Lua: `XADD` with approximate `MAXLEN`,
+//! `EXPIRE` and `PUBLISH`, pipelined, the same bytes, counted the same way.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use std::time::Instant;
 use futures::{StreamExt, TryStreamExt};
 use ssehub::{Event, UserId};
 
+use crate::alloc::HeapCounter;
 use crate::report::{Figures, Report, Rounds, peak_rss_kib, ratio, reset_peak_rss};
 use crate::tally::{Tally, patience};
 use crate::workload::{self, C, Hub, category_of, filter_of};
@@ -27,6 +31,11 @@ struct Plan {
     events: usize,
     #[cfg_attr(not(feature = "fred"), allow(dead_code))]
     publisher: PublishVia,
+    /// Whether the run counts heap bytes (`peak_heap_kib`): off by default, the count costs a little.
+    count_heap: bool,
+    /// The fred hub's message channel capacity, if not its default.
+    #[cfg_attr(not(feature = "fred"), allow(dead_code))]
+    message_channel_capacity: Option<usize>,
 }
 
 /// How the events of a fred run reach Redis.
@@ -68,21 +77,52 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
             )));
         }
     };
+    let count_heap = bench.cli.number("count-heap", 0, 0)? != 0;
+    let message_channel_capacity = match bench.cli.text("message-channel-capacity") {
+        None => None,
+        Some(_) if bench.cli.backend != Backend::Fred => {
+            return Err(crate::BenchError::Usage("--message-channel-capacity is for --backend fred".into()));
+        }
+        Some(text) => Some(positive(
+            text.replace('_', "").parse().map_err(|_| {
+                crate::BenchError::Usage(format!(
+                    "--message-channel-capacity takes a whole number, not {text:?}"
+                ))
+            })?,
+            "message-channel-capacity",
+        )?),
+    };
     bench.cli.finish()?;
-    let plan = Plan { users, subs, events, publisher };
+    let plan = Plan { users, subs, events, publisher, count_heap, message_channel_capacity };
+    if publisher == PublishVia::Raw && bench.cli.cluster.is_some() {
+        return Err(crate::BenchError::Usage("--publisher raw is not for --cluster".into()));
+    }
     report.put("publisher", if publisher == PublishVia::Hub { "hub" } else { "raw PUBLISH" });
+    if let Some(masters) = bench.cli.cluster {
+        report.put("cluster_masters", masters as u64);
+    }
     report.put("users", users as u64);
     report.put("subs_per_user", subs as u64);
     report.put("events", events as u64);
     report.put("in_flight", bench.cli.in_flight as u64);
     report.put("queue_capacity", bench.cli.queue_capacity as u64);
+    if let Some(capacity) = message_channel_capacity {
+        report.put("message_channel_capacity", capacity as u64);
+    }
 
     let bench: &Bench = bench;
     let basis = match bench.cli.backend {
         Backend::Memory => "deliveries_per_s",
         Backend::Fred => "events_per_s",
     };
-    let rounds = Rounds::run(
+    // On a cluster the baseline is the hub publishing one script per event (see `--cluster`).
+    let on_cluster = bench.cli.cluster.is_some();
+    #[cfg(feature = "fred")]
+    let same_work = (bench.cli.backend == Backend::Fred && !on_cluster)
+        .then_some(|| fred_side::raw_baseline(bench, &plan, fred_side::RawWork::SameAsHub));
+    #[cfg(not(feature = "fred"))]
+    let same_work = None::<fn() -> Result<Figures>>;
+    let rounds = Rounds::run_two(
         bench,
         rounds,
         "seconds",
@@ -94,17 +134,20 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
                 bench.runtime.block_on(hub_side(bench, hub, &plan, || Ok(0)))
             }
             #[cfg(feature = "fred")]
-            Backend::Fred => fred_side::hub(bench, &plan),
+            Backend::Fred => fred_side::hub(bench, &plan, true),
             #[cfg(not(feature = "fred"))]
             Backend::Fred => unreachable!("rejected when parsing the command line"),
         },
         || match bench.cli.backend {
             Backend::Memory => channel_baseline(bench, &plan),
             #[cfg(feature = "fred")]
-            Backend::Fred => fred_side::raw_pubsub_baseline(bench, &plan),
+            Backend::Fred if on_cluster => fred_side::hub(bench, &plan, false),
+            #[cfg(feature = "fred")]
+            Backend::Fred => fred_side::raw_baseline(bench, &plan, fred_side::RawWork::PublishOnly),
             #[cfg(not(feature = "fred"))]
             Backend::Fred => unreachable!("rejected when parsing the command line"),
         },
+        same_work,
         |ssehub, baseline| ratio(ssehub.get(basis), baseline.get(basis)),
     )?;
     let of_medians = match (&rounds.ssehub, &rounds.baseline) {
@@ -116,9 +159,23 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
         "baseline",
         match bench.cli.backend {
             Backend::Memory => "Arc<T> through one bounded async-channel per subscriber, no routing or filtering",
+            Backend::Fred if on_cluster => "the same hub on the same cluster, publishing one script per event (no batching)",
             Backend::Fred => "raw fred pub/sub: one subscriber connection, PUBLISH of same-size envelopes, messages counted undecoded",
         },
     );
+    if let (Some(s), Some(b)) = (&rounds.ssehub, &rounds.second) {
+        // The same-work baseline: the floor of the hub's own Redis work per event.
+        let paired = &rounds.second_paired_ratios;
+        report.put("ratio_same_work", (!paired.is_empty()).then(|| crate::report::median(paired)));
+        report.put("ratio_same_work_of_medians", ratio(s.get(basis), b.get(basis)));
+    }
+    if let Some(second) = rounds.second {
+        report.put(
+            "same_work_baseline",
+            "raw fred, pipelined per event: XADD MAXLEN ~ (the hub's retention) + EXPIRE + PUBLISH of same-size envelopes, no Lua; one subscriber connection, messages counted undecoded",
+        );
+        report.add("same_work_", second);
+    }
     report.add_sides(rounds.ssehub, rounds.baseline);
     Ok(())
 }
@@ -150,6 +207,7 @@ async fn hub_side<H: Hub>(
     connections: impl Fn() -> Result<u64>,
 ) -> Result<Figures> {
     let peak_reset = reset_peak_rss();
+    let heap = plan.count_heap.then(HeapCounter::start);
     let users = workload::users(plan.users);
     let events = plan.events_for(&users);
     let runtime = bench.runtime.handle();
@@ -180,8 +238,14 @@ async fn hub_side<H: Hub>(
     let expected = tally.expected();
     let (deliveries, failures) = tally.finish(std::time::Duration::from_millis(100)).await;
     let published_at = published?;
+    let heap_figures = heap.map(|heap| (heap.peak(), heap.allocated()));
     drop(hub);
     let mut figures = Figures::default();
+    if let Some((peak, after)) = heap_figures {
+        // Heap bytes the run held at its peak and at its end (the events to publish included).
+        figures.put("peak_heap_kib", (peak.max(0) / 1024) as u64);
+        figures.put("heap_kib_at_end", (after.max(0) / 1024) as u64);
+    }
     delivery_figures(&mut figures, plan, deliveries, expected, seconds, failures);
     figures.put("publish_seconds", published_at.duration_since(started).as_secs_f64());
     figures.put("redis_connections", redis_connections);
@@ -258,13 +322,22 @@ mod fred_side {
     use ssehub::fred::client::interfaces::{ClientLike, EventInterface, PubsubInterface};
     use ssehub::fred::client::types::Value as RedisValue;
 
-    pub fn hub(bench: &Bench, plan: &Plan) -> Result<Figures> {
+    /// The hub's side; `batching`: whether a cluster hub batches its publishes per master (the default).
+    pub fn hub(bench: &Bench, plan: &Plan, batching: bool) -> Result<Figures> {
         let redis = bench.redis()?;
         bench.runtime.block_on(async {
             let before = redis.settled_client_count().await?;
-            let hub = redis.hub_builder()?.queue_capacity(bench.cli.queue_capacity).connect().await?;
+            let mut builder = redis
+                .hub_builder()?
+                .queue_capacity(bench.cli.queue_capacity)
+                .cluster_publish_batching(batching);
+            if let Some(capacity) = plan.message_channel_capacity {
+                builder = builder.message_channel_capacity(capacity);
+            }
+            let hub = builder.connect().await?;
+            let watched = hub.clone();
             let connections = || Ok(redis.client_count()?.saturating_sub(before));
-            match plan.publisher {
+            let mut figures = match plan.publisher {
                 PublishVia::Hub => hub_side(bench, hub, plan, connections).await,
                 PublishVia::Raw => {
                     let pool = redis.raw_commands().await?;
@@ -273,7 +346,14 @@ mod fred_side {
                     let _ = pool.quit().await;
                     figures
                 }
-            }
+            }?;
+            // Overflows of fred's message channel are recovered from the streams: no loss, but work.
+            let stats = watched.stats();
+            figures.put("message_channel_overflows", stats.message_channel_overflows);
+            figures.put("recovered", stats.recovered);
+            figures.put("lagged", stats.lagged);
+            drop(watched);
+            Ok(figures)
         })
     }
 
@@ -321,17 +401,66 @@ mod fred_side {
         }
     }
 
-    pub fn raw_pubsub_baseline(bench: &Bench, plan: &Plan) -> Result<Figures> {
+    /// What a raw baseline asks of Redis per event.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub enum RawWork {
+        /// `PUBLISH` only: the delivery floor.
+        PublishOnly,
+        /// The hub's own Redis work, without its script: `XADD` with
+        /// approximate `MAXLEN` (the hub's default retention), `EXPIRE`, and
+        /// `PUBLISH`, pipelined per event.
+        SameAsHub,
+    }
+
+    /// One event of a raw baseline: where it goes and its bytes.
+    struct RawMessage {
+        channel: String,
+        stream: String,
+        /// The stream entry: the envelope without a stream id, as the hub stores it.
+        entry: String,
+        /// The channel message: the envelope with a stream id, as the hub publishes it.
+        message: String,
+    }
+
+    /// Runs one raw event's commands: `PUBLISH`, or the same-work pipeline.
+    async fn raw_publish(
+        client: &ssehub::fred::client::clients::Client,
+        work: RawWork,
+        retention: ssehub::Retention,
+        raw: RawMessage,
+    ) -> std::result::Result<(), ssehub::fred::client::error::Error> {
+        use ssehub::fred::client::interfaces::{KeysInterface, StreamsInterface};
+        match work {
+            RawWork::PublishOnly => client.publish::<i64, _, _>(raw.channel, raw.message).await.map(drop),
+            RawWork::SameAsHub => {
+                let pipeline = client.pipeline();
+                let cap = ("MAXLEN", "~", retention.max_events() as i64);
+                let () = pipeline.xadd(raw.stream.as_str(), false, cap, "*", ("event", raw.entry)).await?;
+                let () =
+                    pipeline.expire(raw.stream.as_str(), retention.max_age().as_secs() as i64, None).await?;
+                let () = pipeline.publish(raw.channel, raw.message).await?;
+                pipeline.all::<Vec<RedisValue>>().await.map(drop)
+            }
+        }
+    }
+
+    pub fn raw_baseline(bench: &Bench, plan: &Plan, work: RawWork) -> Result<Figures> {
         let redis: &RedisTarget = bench.redis()?;
         bench.runtime.block_on(async {
             let peak_reset = reset_peak_rss();
             let before = redis.settled_client_count().await?;
             let users = workload::users(plan.users);
-            let messages: Vec<(String, String)> = plan
+            let messages: Vec<RawMessage> = plan
                 .events_for(&users)
                 .iter()
-                .map(|event| (redis.user_channel(event_user(event)), envelope(event)))
+                .map(|event| RawMessage {
+                    channel: redis.user_channel(event_user(event)),
+                    stream: redis.user_stream(event_user(event)),
+                    entry: crate::redis::foreign_envelope(event),
+                    message: envelope(event),
+                })
                 .collect();
+            let retention = ssehub::Retention::default();
             let subscriber = redis.raw_subscriber().await?;
             let channels: Vec<String> = users.iter().map(|&user| redis.user_channel(user)).collect();
             let mut rx = subscriber.message_rx();
@@ -366,15 +495,13 @@ mod fred_side {
                 let publisher = publisher.clone();
                 async move {
                     futures::stream::iter(messages)
-                            .map(|(channel, payload)| {
-                                let publisher = &publisher;
-                                async move {
-                                    publisher.next().publish::<i64, _, _>(channel, payload).await.map(drop)
-                                }
-                            })
-                            .buffered(in_flight)
-                            .try_for_each(|()| async { Ok(()) })
-                            .await
+                        .map(|raw| {
+                            let publisher = &publisher;
+                            async move { raw_publish(publisher.next(), work, retention, raw).await }
+                        })
+                        .buffered(in_flight)
+                        .try_for_each(|()| async { Ok(()) })
+                        .await
                 }
             });
             let finished = tally.wait(patience(tally.expected())).await;
@@ -382,8 +509,11 @@ mod fred_side {
             let published = publishing.await.map_err(|e| failed(format!("publisher task: {e}")))?;
             let expected = tally.expected();
             let (deliveries, failures) = tally.finish(std::time::Duration::from_millis(200)).await;
-            published.map_err(|e| failed(format!("PUBLISH: {e}")))?;
+            published.map_err(|e| failed(format!("raw publish: {e}")))?;
             forwarder.abort();
+            if work == RawWork::SameAsHub {
+                clear_streams(&publisher, &users, redis).await?;
+            }
             let _ = subscriber.quit().await;
             let _ = publisher.quit().await;
             let mut figures = Figures::default();
@@ -393,6 +523,18 @@ mod fred_side {
             figures.put("peak_rss_reset", peak_reset);
             Ok(figures)
         })
+    }
+
+    /// Deletes the streams a same-work round wrote, so every round starts from empty streams as the hub's do.
+    async fn clear_streams(
+        publisher: &ssehub::fred::client::clients::Pool,
+        users: &[UserId],
+        redis: &RedisTarget,
+    ) -> Result<()> {
+        use ssehub::fred::client::interfaces::KeysInterface;
+        let streams: Vec<String> = users.iter().map(|&user| redis.user_stream(user)).collect();
+        publisher.next().del::<i64, _>(streams).await.map_err(|e| failed(format!("DEL: {e}")))?;
+        Ok(())
     }
 
     fn event_user(event: &Event<C>) -> UserId {

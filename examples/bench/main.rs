@@ -1,7 +1,7 @@
-//! The ssehub benchmark harness: fanout, replay, idle and latency scenarios, each beside its baseline, one JSON line per run.
+//! The ssehub benchmark harness: fanout, replay, idle, latency and capacity scenarios, each beside its baseline, one JSON line per run.
 //!
 //! ```text
-//! cargo run --release --example bench -- <fanout|replay|idle|latency> [options]
+//! cargo run --release --example bench -- <fanout|replay|idle|latency|capacity> [options]
 //! cargo run --release --example bench --features fred -- fanout --backend fred
 //! ```
 //!
@@ -17,6 +17,7 @@
 //! counts, not the times.
 
 mod alloc;
+mod capacity;
 mod fanout;
 mod idle;
 mod latency;
@@ -42,14 +43,22 @@ scenarios (defaults in brackets; --quick switches to the small sizes after the s
   replay    --history L [10000/300] --tail K [10/10] --reps N [7/3]
   idle      --users U [10000/100] --subs S [10/5] --rounds N [1/1]
   latency   --rate R [5000/500] --seconds T [10/1] --subs N [1000/20] --rounds N [1/1]
+  capacity  --users U [10000/200] --events-per-user R [100/5] --rounds N [1/1]  (--backend fred:
+            hub heap per subscription and channel, resubscribe time, Redis memory and CPU per event)
 
 --rounds runs ssehub and its baseline N times, interleaved, and reports each side's median round.
 fanout --backend fred --publisher raw feeds the hub's subscriptions with plain PUBLISHes of
 envelopes instead of the hub's publish: its delivery side alone.
+fanout --backend fred runs two baselines: raw PUBLISH only (baseline_*) and the same Redis work
+as the hub, XADD MAXLEN ~ + EXPIRE + PUBLISH pipelined per event (same_work_*).
+fanout --count-heap 1 reports the heap's peak (peak_heap_kib); --message-channel-capacity N sets
+the fred hub's message channel capacity.
 
 options of every scenario:
   --backend memory|fred   the hub measured [memory]; fred needs `--features fred`
   --redis-url URL         the Redis for --backend fred [a private redis-server started for the run]
+  --cluster N             (fanout, --backend fred) a private Redis Cluster of N masters instead;
+                          the baseline is then the hub publishing one script per event
   --quick                 small sizes, for CI: checks counts, not times
   --baseline              run only the baseline
   --no-baseline           run only ssehub
@@ -96,6 +105,7 @@ pub enum Scenario {
     Replay,
     Idle,
     Latency,
+    Capacity,
 }
 
 impl Scenario {
@@ -105,6 +115,7 @@ impl Scenario {
             Scenario::Replay => "replay",
             Scenario::Idle => "idle",
             Scenario::Latency => "latency",
+            Scenario::Capacity => "capacity",
         }
     }
 }
@@ -156,6 +167,8 @@ pub struct Cli {
     pub in_flight: usize,
     pub queue_capacity: usize,
     pub redis_url: Option<String>,
+    /// `--cluster N`: a private Redis Cluster of N masters instead of one server.
+    pub cluster: Option<usize>,
     options: Options,
 }
 
@@ -215,6 +228,7 @@ fn parse_cli(args: Vec<String>) -> Result<Cli> {
         Some("replay") => Scenario::Replay,
         Some("idle") => Scenario::Idle,
         Some("latency") => Scenario::Latency,
+        Some("capacity") => Scenario::Capacity,
         Some("-h" | "--help") => return Err(BenchError::Usage(String::new())),
         Some(other) => return Err(BenchError::Usage(format!("unknown scenario {other:?}"))),
         None => return Err(BenchError::Usage("which scenario?".into())),
@@ -272,11 +286,42 @@ fn parse_cli(args: Vec<String>) -> Result<Cli> {
     if redis_url.is_some() && backend != Backend::Fred {
         return Err(BenchError::Usage("--redis-url is for --backend fred".into()));
     }
+    let cluster = match options.take("cluster") {
+        None => None,
+        Some(_) if backend != Backend::Fred => {
+            return Err(BenchError::Usage("--cluster is for --backend fred".into()));
+        }
+        Some(_) if redis_url.is_some() => {
+            return Err(BenchError::Usage("--cluster starts a private cluster: not with --redis-url".into()));
+        }
+        Some(_) if scenario != Scenario::Fanout => {
+            return Err(BenchError::Usage("--cluster is an option of the fanout scenario".into()));
+        }
+        Some(text) => match text.parse::<usize>() {
+            Ok(masters) if masters >= 3 => Some(masters),
+            _ => {
+                return Err(BenchError::Usage(format!(
+                    "--cluster takes a number of masters, at least 3, not {text:?}"
+                )));
+            }
+        },
+    };
     let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
     let threads = positive(options.number("threads", parallelism as u64)?, "threads")?;
     let in_flight = positive(options.number("in-flight", 64)?, "in-flight")?;
     let queue_capacity = positive(options.number("queue-capacity", 1024)?, "queue-capacity")?;
-    Ok(Cli { scenario, backend, sides, quick, threads, in_flight, queue_capacity, redis_url, options })
+    Ok(Cli {
+        scenario,
+        backend,
+        sides,
+        quick,
+        threads,
+        in_flight,
+        queue_capacity,
+        redis_url,
+        cluster,
+        options,
+    })
 }
 
 /// `value` as a `usize` of at least 1.
@@ -316,7 +361,10 @@ fn run(args: Vec<String>) -> Result<Report> {
         .map_err(|e| failed(format!("cannot start the tokio runtime: {e}")))?;
     #[cfg(feature = "fred")]
     let redis = match cli.backend {
-        Backend::Fred => Some(redis::RedisTarget::new(cli.redis_url.clone())?),
+        Backend::Fred => Some(match cli.cluster {
+            Some(masters) => redis::RedisTarget::new_cluster(masters)?,
+            None => redis::RedisTarget::new(cli.redis_url.clone())?,
+        }),
         Backend::Memory => None,
     };
     let mut bench = Bench {
@@ -343,6 +391,7 @@ fn run(args: Vec<String>) -> Result<Report> {
         Scenario::Replay => replay::run(&mut bench, &mut report)?,
         Scenario::Idle => idle::run(&mut bench, &mut report)?,
         Scenario::Latency => latency::run(&mut bench, &mut report)?,
+        Scenario::Capacity => capacity::run(&mut bench, &mut report)?,
     }
     report.put("threads", bench.cli.threads as u64);
     report.put("cores", report::online_cores());

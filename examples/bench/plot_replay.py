@@ -2,6 +2,10 @@
 """Draws docs/replay.png from the bench's JSON lines: replay time against retained history, log scale.
 
     python3 examples/bench/plot_replay.py docs/bench/results.jsonl docs/replay.png
+    python3 examples/bench/plot_replay.py docs/bench/results.jsonl docs/bench/issue14.jsonl docs/replay.png
+
+With several result files, the runs of a (backend, history) in a later file
+replace those of earlier files: newer measurements of the same point.
 
 Plots the median over runs of each run's `median_ms`, for ssehub on each backend
 found, the old design's algorithm run by the bench in Rust (`baseline_median_ms`),
@@ -55,13 +59,26 @@ def label_points(ax, xs, ys, color, below=False):
         elif y >= 1:
             text = f"{y:.2f} ms"
         else:
-            text = f"{y * 1000:.2g} µs"
+            text = f"{y * 1000:.3g} µs"
         offset = (8, -12) if below else (6, 5)
         ax.annotate(text, (x, y), textcoords="offset points", xytext=offset, fontsize=8, color=color)
 
 
+def load_all(paths):
+    """`load` over several files; a later file's (backend, history) points replace earlier ones'."""
+    ssehub, baseline = {}, {}
+    for path in paths:
+        newer_ssehub, newer_baseline = load(path)
+        for key in set(newer_ssehub) | set(newer_baseline):
+            ssehub.pop(key, None)
+            baseline.pop(key, None)
+        ssehub.update(newer_ssehub)
+        baseline.update(newer_baseline)
+    return ssehub, baseline
+
+
 def main(results, output):
-    ssehub, baseline = load(results)
+    ssehub, baseline = load_all(results)
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
     xs = sorted(PYTHON_REFERENCE_MS)
     ys = [PYTHON_REFERENCE_MS[x] for x in xs]
@@ -94,6 +111,6 @@ def main(results, output):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) < 3:
         sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1:-1], sys.argv[-1])

@@ -29,4 +29,15 @@ for backend in $backends; do
     fi
   done
 done
+# The capacity scenario is for the Redis backend only.
+case " $backends " in *" fred "*)
+  echo "==== bench capacity --backend fred --quick" >&2
+  if line=$("$bench" capacity --backend fred --quick) && [[ $line == *'"ok":true'* ]]; then
+    echo "$line"
+  else
+    echo "$line"
+    echo "FAILED: bench capacity --backend fred --quick" >&2
+    failed=1
+  fi ;;
+esac
 exit "$failed"

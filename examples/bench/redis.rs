@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use chrono::SecondsFormat;
-use redis_server::{RedisServer, RespValue, encode_command, read_resp};
+use redis_server::{RedisCluster, RedisServer, RespValue, encode_command, read_resp};
 use ssehub::fred::client::clients::{Client, Pool};
 use ssehub::fred::client::interfaces::ClientLike;
 use ssehub::fred::client::types::Builder;
@@ -19,19 +19,26 @@ use ssehub::{Audience, Category, Event, UserId};
 use crate::workload::C;
 use crate::{BenchError, Result, failed};
 
-/// How many messages fred may buffer for a raw subscriber before it lags (fred's default is 32).
-const RAW_MESSAGE_CAPACITY: usize = 1 << 16;
+/// How many messages fred may buffer for a raw subscriber before it lags (fred's default is 32):
+/// the hub's default, so that both sides hold the same up-front memory for it.
+const RAW_MESSAGE_CAPACITY: usize = 1 << 14;
 
-/// Where the Redis of the run is, and the private server if the bench started one.
+/// fred's default notification channel capacity, for raw command clients (no one reads theirs), as the hub's.
+const RAW_COMMAND_CHANNEL_CAPACITY: usize = 32;
+
+/// Where the Redis of the run is, and the private server (or cluster) if the bench started one.
 pub struct RedisTarget {
     /// Clients connected when the run began: others' (with `--redis-url`), not ours.
     clients_at_start: u64,
     url: String,
     host: String,
     port: u16,
+    /// Every master's port: the one server's, or each cluster master's.
+    ports: Vec<u16>,
     password: Option<String>,
     layout: KeyLayout,
     _server: Option<RedisServer>,
+    cluster: Option<RedisCluster>,
 }
 
 impl RedisTarget {
@@ -51,10 +58,45 @@ impl RedisTarget {
             url,
             host,
             port,
+            ports: vec![port],
             password,
             layout: KeyLayout::standalone(),
             _server: server,
+            cluster: None,
         };
+        target.settle()?;
+        Ok(target)
+    }
+
+    /// A private Redis Cluster of `masters` masters (no replicas), started now and stopped when this is
+    /// dropped; hubs use the cluster key layout.
+    pub fn new_cluster(masters: usize) -> Result<Self> {
+        eprintln!("[bench] starting a private Redis Cluster of {masters} masters");
+        let cluster = RedisCluster::start(masters, 0);
+        let ports = cluster.master_ports();
+        let mut target = Self {
+            clients_at_start: 0,
+            url: cluster.url(),
+            host: "127.0.0.1".into(),
+            port: ports[0],
+            ports,
+            password: None,
+            layout: KeyLayout::cluster(),
+            _server: None,
+            cluster: Some(cluster),
+        };
+        target.settle()?;
+        Ok(target)
+    }
+
+    /// Whether the target is a cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// Notes the clients connected now and names the server.
+    fn settle(&mut self) -> Result<()> {
+        let target = self;
         target.clients_at_start = target.client_count()?;
         let version = target.command(&["INFO", "server"])?;
         if let Some(line) =
@@ -62,13 +104,18 @@ impl RedisTarget {
         {
             eprintln!("[bench] Redis at {}:{} ({})", target.host, target.port, line.trim());
         }
-        Ok(target)
+        Ok(())
     }
 
-    /// Runs one command on a fresh plain connection.
-    fn command(&self, args: &[&str]) -> Result<RespValue> {
-        let io = |e: std::io::Error| failed(format!("Redis at {}:{}: {e}", self.host, self.port));
-        let stream = TcpStream::connect((self.host.as_str(), self.port)).map_err(io)?;
+    /// Runs one command on a fresh plain connection (to the first master, on a cluster).
+    pub fn command(&self, args: &[&str]) -> Result<RespValue> {
+        self.command_on(self.port, args)
+    }
+
+    /// Runs one command on a fresh plain connection to the master at `port`.
+    pub fn command_on(&self, port: u16, args: &[&str]) -> Result<RespValue> {
+        let io = |e: std::io::Error| failed(format!("Redis at {}:{port}: {e}", self.host));
+        let stream = TcpStream::connect((self.host.as_str(), port)).map_err(io)?;
         stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(io)?;
         let mut reader = BufReader::new(stream);
         if let Some(password) = &self.password {
@@ -86,11 +133,20 @@ impl RedisTarget {
         }
     }
 
-    /// Clients connected to the server, not counting the connection used to ask.
+    /// Clients connected to the server (to every master, on a cluster), not counting the connections used to ask.
     pub fn client_count(&self) -> Result<u64> {
-        let list = self.command(&["CLIENT", "LIST"])?;
-        let text = list.as_str().ok_or_else(|| failed(format!("CLIENT LIST replied {list}")))?;
-        Ok(text.lines().filter(|line| !line.trim().is_empty()).count().saturating_sub(1) as u64)
+        let mut count = 0;
+        for &port in &self.ports {
+            let list = self.command_on(port, &["CLIENT", "LIST"])?;
+            let text = list.as_str().ok_or_else(|| failed(format!("CLIENT LIST replied {list}")))?;
+            count += text.lines().filter(|line| !line.trim().is_empty()).count().saturating_sub(1) as u64;
+        }
+        Ok(count)
+    }
+
+    /// Every master's port.
+    pub fn master_ports(&self) -> &[u16] {
+        &self.ports
     }
 
     /// Waits (up to 5 s) until the connections of earlier rounds are closed,
@@ -121,7 +177,7 @@ impl RedisTarget {
 
     /// A hub builder for this Redis, running on the caller's runtime.
     pub fn hub_builder(&self) -> Result<RedisHubBuilder<C>> {
-        Ok(RedisHub::<C>::builder(&self.url)?)
+        Ok(RedisHub::<C>::builder(&self.url)?.key_layout(self.layout.clone()))
     }
 
     /// Retention of `events` per audience, for an hour.
@@ -144,26 +200,30 @@ impl RedisTarget {
         self.layout.stream(Audience::User(user))
     }
 
-    fn builder(&self) -> Result<Builder> {
+    fn builder(&self, channel_capacity: usize) -> Result<Builder> {
         let config =
             Config::from_url(&self.url).map_err(|e| BenchError::Usage(format!("--redis-url: {e}")))?;
         let mut builder = Builder::from_config(config);
         builder.with_performance_config(|performance| {
-            performance.broadcast_channel_capacity = RAW_MESSAGE_CAPACITY;
+            performance.broadcast_channel_capacity = channel_capacity;
         });
         Ok(builder)
     }
 
     /// A connected raw fred client for SUBSCRIBE, its message buffer as large as the hub's.
     pub async fn raw_subscriber(&self) -> Result<Client> {
-        let client = self.builder()?.build().map_err(|e| failed(format!("fred client: {e}")))?;
+        let client =
+            self.builder(RAW_MESSAGE_CAPACITY)?.build().map_err(|e| failed(format!("fred client: {e}")))?;
         client.init().await.map_err(|e| failed(format!("fred connect: {e}")))?;
         Ok(client)
     }
 
     /// A connected raw fred pool of two connections for commands, as many as the hub's.
     pub async fn raw_commands(&self) -> Result<Pool> {
-        let pool = self.builder()?.build_pool(2).map_err(|e| failed(format!("fred pool: {e}")))?;
+        let pool = self
+            .builder(RAW_COMMAND_CHANNEL_CAPACITY)?
+            .build_pool(2)
+            .map_err(|e| failed(format!("fred pool: {e}")))?;
         pool.init().await.map_err(|e| failed(format!("fred connect: {e}")))?;
         Ok(pool)
     }

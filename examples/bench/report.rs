@@ -245,7 +245,15 @@ pub fn rss_kib() -> Option<u64> {
 
 /// Resets the peak resident set size to the current one (Linux `clear_refs` 5),
 /// so that `VmHWM` measures one side of a comparison, not the process so far.
+///
+/// Heap that earlier sides freed but the allocator kept is returned to the
+/// OS first (glibc's `malloc_trim`): it would otherwise count as this side's.
 pub fn reset_peak_rss() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator's arenas; it takes no pointers.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
@@ -255,6 +263,10 @@ pub struct Rounds {
     pub baseline: Option<Figures>,
     /// `pair_ratio` of each round that ran both sides, back to back.
     pub paired_ratios: Vec<f64>,
+    /// A second baseline's median round, when the scenario has one (see [`Rounds::run_two`]).
+    pub second: Option<Figures>,
+    /// `pair_ratio` of ssehub to the second baseline in each round that ran both.
+    pub second_paired_ratios: Vec<f64>,
 }
 
 impl Rounds {
@@ -265,19 +277,39 @@ impl Rounds {
         bench: &crate::Bench,
         rounds: usize,
         rank_key: &'static str,
+        ssehub: impl FnMut() -> crate::Result<Figures>,
+        baseline: impl FnMut() -> crate::Result<Figures>,
+        pair_ratio: impl Fn(&Figures, &Figures) -> Option<f64>,
+    ) -> crate::Result<Self> {
+        Self::run_two(bench, rounds, rank_key, ssehub, baseline, None::<fn() -> _>, pair_ratio)
+    }
+
+    /// As [`run`](Self::run), with a second baseline (if given) run in each
+    /// round right after the first (the baselines are one side for
+    /// `--baseline`, `--no-baseline` and `--baseline-first`).
+    pub fn run_two(
+        bench: &crate::Bench,
+        rounds: usize,
+        rank_key: &'static str,
         mut ssehub: impl FnMut() -> crate::Result<Figures>,
         mut baseline: impl FnMut() -> crate::Result<Figures>,
+        mut second: Option<impl FnMut() -> crate::Result<Figures>>,
         pair_ratio: impl Fn(&Figures, &Figures) -> Option<f64>,
     ) -> crate::Result<Self> {
         let sides = bench.cli.sides;
         let (mut ssehub_rounds, mut baseline_rounds, mut paired_ratios) =
             (Vec::new(), Vec::new(), Vec::new());
+        let (mut second_rounds, mut second_paired_ratios) = (Vec::new(), Vec::new());
         for round in 1..=rounds {
-            let (mut this_ssehub, mut this_baseline) = (None, None);
+            let (mut this_ssehub, mut this_baseline, mut this_second) = (None, None, None);
             for run_baseline in if sides.baseline_first() { [true, false] } else { [false, true] } {
                 if run_baseline && sides.baseline() {
                     bench.progress(format!("baseline, round {round} of {rounds}"));
                     this_baseline = Some(baseline()?);
+                    if let Some(second) = second.as_mut() {
+                        bench.progress(format!("second baseline, round {round} of {rounds}"));
+                        this_second = Some(second()?);
+                    }
                 } else if !run_baseline && sides.ssehub() {
                     bench.progress(format!("ssehub, round {round} of {rounds}"));
                     this_ssehub = Some(ssehub()?);
@@ -286,13 +318,19 @@ impl Rounds {
             if let (Some(s), Some(b)) = (&this_ssehub, &this_baseline) {
                 paired_ratios.extend(pair_ratio(s, b));
             }
+            if let (Some(s), Some(b)) = (&this_ssehub, &this_second) {
+                second_paired_ratios.extend(pair_ratio(s, b));
+            }
             ssehub_rounds.extend(this_ssehub);
             baseline_rounds.extend(this_baseline);
+            second_rounds.extend(this_second);
         }
         Ok(Self {
             ssehub: median_round(ssehub_rounds, rank_key),
             baseline: median_round(baseline_rounds, rank_key),
             paired_ratios,
+            second: median_round(second_rounds, rank_key),
+            second_paired_ratios,
         })
     }
 
