@@ -27,8 +27,8 @@ pub type EventStream<C> = Pin<Box<dyn Stream<Item = Result<Event<C>, Error>> + S
 /// - **Live.** [`subscribe`](EventSource::subscribe) resolves once the
 ///   subscription is live: every event published after it returns is
 ///   delivered to it. Before those, it may yield events published just
-///   before it subscribed that were still on their way (the newest of those
-///   it would receive, in publish order), never older ones.
+///   before it subscribed that were still on their way (of each audience, the
+///   newest of those it would receive, in publish order), never older ones.
 /// - **What and in which order.** A subscription yields its user's own events
 ///   and the broadcasts that pass its filter, each audience in publish order,
 ///   none twice, never another user's; events arrive whole and unchanged
