@@ -1,7 +1,7 @@
-//! The ssehub benchmark harness: fanout, replay, idle and latency scenarios, each beside its baseline, one JSON line per run.
+//! The ssehub benchmark harness: fanout, replay, idle, latency and http scenarios, each beside its baseline, one JSON line per run.
 //!
 //! ```text
-//! cargo run --release --example bench -- <fanout|replay|idle|latency> [options]
+//! cargo run --release --example bench -- <fanout|replay|idle|latency|http> [options]
 //! cargo run --release --example bench --features fred -- fanout --backend fred
 //! ```
 //!
@@ -18,6 +18,8 @@
 
 mod alloc;
 mod fanout;
+mod http;
+mod http_server;
 mod idle;
 mod latency;
 #[cfg(feature = "fred")]
@@ -42,6 +44,9 @@ scenarios (defaults in brackets; --quick switches to the small sizes after the s
   replay    --history L [10000/300] --tail K [10/10] --reps N [7/3]
   idle      --users U [10000/100] --subs S [10/5] --rounds N [1/1]
   latency   --rate R [5000/500] --seconds T [10/1] --subs N [1000/20] --rounds N [1/1]
+  http      --connections N [1000/50] --events E [100/20] --rate R [10/0] --rounds N [1/1]
+            --server-threads N [cores] --max-buf-size B [hyper's default]
+            (the server is a second process: this binary as `bench http-server`)
 
 --rounds runs ssehub and its baseline N times, interleaved, and reports each side's median round.
 fanout --backend fred --publisher raw feeds the hub's subscriptions with plain PUBLISHes of
@@ -96,6 +101,7 @@ pub enum Scenario {
     Replay,
     Idle,
     Latency,
+    Http,
 }
 
 impl Scenario {
@@ -105,6 +111,7 @@ impl Scenario {
             Scenario::Replay => "replay",
             Scenario::Idle => "idle",
             Scenario::Latency => "latency",
+            Scenario::Http => "http",
         }
     }
 }
@@ -215,6 +222,7 @@ fn parse_cli(args: Vec<String>) -> Result<Cli> {
         Some("replay") => Scenario::Replay,
         Some("idle") => Scenario::Idle,
         Some("latency") => Scenario::Latency,
+        Some("http") => Scenario::Http,
         Some("-h" | "--help") => return Err(BenchError::Usage(String::new())),
         Some(other) => return Err(BenchError::Usage(format!("unknown scenario {other:?}"))),
         None => return Err(BenchError::Usage("which scenario?".into())),
@@ -343,6 +351,7 @@ fn run(args: Vec<String>) -> Result<Report> {
         Scenario::Replay => replay::run(&mut bench, &mut report)?,
         Scenario::Idle => idle::run(&mut bench, &mut report)?,
         Scenario::Latency => latency::run(&mut bench, &mut report)?,
+        Scenario::Http => http::run(&mut bench, &mut report)?,
     }
     report.put("threads", bench.cli.threads as u64);
     report.put("cores", report::online_cores());
@@ -356,7 +365,12 @@ fn run(args: Vec<String>) -> Result<Report> {
 }
 
 fn main() -> ExitCode {
-    match run(std::env::args().skip(1).collect()) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // The http scenario's server process: this binary, started again by the scenario.
+    if args.first().is_some_and(|role| role == "http-server") {
+        return http_server::main(&args[1..]);
+    }
+    match run(args) {
         Ok(report) => {
             println!("{}", report.to_json());
             if report.ok() {

@@ -1,0 +1,308 @@
+//! The server process of the http scenario: hyper 1 on smol serving `/events` with ssehub (`resume` + `SseStream`) or the floor, driven over stdin.
+//!
+//! Started by the scenario as `bench http-server --mode ssehub|floor
+//! --backend memory|fred [--redis-url URL] --threads N [--max-buf-size B]`. It listens on
+//! a free loopback port and prints `listening <addr>` on stdout, then reads
+//! commands on stdin, one a line:
+//!
+//! - `publish <events> <rate>`: publishes that many broadcasts, paced at
+//!   `rate` a second (0: as fast as publishing goes), each carrying its
+//!   publish instant (Unix nanoseconds) in its data; then prints
+//!   `published <first_ns> <last_ns>`.
+//! - end of input: the process exits.
+//!
+//! `ssehub` serves `/events` the way the README's quick start does: the
+//! request's `Last-Event-ID` and categories, `resume`, and
+//! `SseStream` as a hyper `StreamBody`. `floor` is the least a server
+//! can do: each connection gets one bounded channel of pre-encoded frames,
+//! and the publisher encodes each event once and sends the same `Bytes` to
+//! every channel.
+
+use std::convert::Infallible;
+use std::io::{BufRead, Write};
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::HeaderValue;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use smol::Executor;
+use smol::net::TcpListener;
+use smol_hyper::rt::{FuturesIo, SmolTimer};
+use ssehub::sse::{self, SseStream};
+use ssehub::{Audience, DynHub, Event, Publisher, UserId, resume, wire};
+
+use crate::workload::{C, EVENT_TYPE, category_of, data};
+
+/// The per-connection queue bound, of the hub and of the floor's channels.
+const QUEUE_CAPACITY: usize = 1024;
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// What the server process serves.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    Ssehub,
+    Floor,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Ssehub => "ssehub",
+            Mode::Floor => "floor",
+        }
+    }
+}
+
+/// The server's command line, as the scenario writes it.
+struct ServerArgs {
+    mode: Mode,
+    redis_url: Option<String>,
+    threads: usize,
+    max_buf_size: Option<usize>,
+}
+
+fn parse(args: &[String]) -> Result<ServerArgs, String> {
+    let (mut mode, mut redis_url, mut threads, mut max_buf_size) = (None, None, 2, None);
+    let mut args = args.iter();
+    while let Some(name) = args.next() {
+        let value = args.next().ok_or_else(|| format!("{name} needs a value"))?;
+        match name.as_str() {
+            "--mode" => {
+                mode = Some(match value.as_str() {
+                    "ssehub" => Mode::Ssehub,
+                    "floor" => Mode::Floor,
+                    other => return Err(format!("--mode is ssehub or floor, not {other:?}")),
+                })
+            }
+            "--backend" => {}
+            "--redis-url" => redis_url = Some(value.clone()),
+            "--threads" => threads = value.parse().map_err(|_| format!("--threads {value:?}"))?,
+            "--max-buf-size" => {
+                max_buf_size = Some(value.parse().map_err(|_| format!("--max-buf-size {value:?}"))?)
+            }
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    Ok(ServerArgs { mode: mode.ok_or("--mode is required")?, redis_url, threads, max_buf_size })
+}
+
+/// Nanoseconds since the Unix epoch: a clock both processes read alike.
+pub fn unix_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// What a request is answered with, shared by every connection.
+enum App {
+    Ssehub(DynHub<C>),
+    /// The senders of every open floor connection.
+    Floor(Mutex<Vec<async_channel::Sender<Bytes>>>),
+}
+
+/// The server process's `main`: serves until stdin ends. Exit status 3 when it cannot start.
+pub fn main(args: &[String]) -> std::process::ExitCode {
+    match serve(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("bench http-server: {message}");
+            std::process::ExitCode::from(3)
+        }
+    }
+}
+
+fn serve(args: &[String]) -> Result<(), String> {
+    let args = parse(args)?;
+    crate::http::raise_open_files_limit();
+    let app = Arc::new(match args.mode {
+        Mode::Floor => App::Floor(Mutex::new(Vec::new())),
+        Mode::Ssehub => App::Ssehub(hub(args.redis_url.as_deref())?),
+    });
+    let listener = StdTcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let listener = TcpListener::try_from(listener).map_err(|e| e.to_string())?;
+
+    let executor = Arc::new(Executor::<'static>::new());
+    for n in 0..args.threads.max(1) {
+        let executor = Arc::clone(&executor);
+        thread::Builder::new()
+            .name(format!("server-{n}"))
+            .spawn(move || smol::block_on(executor.run(futures::future::pending::<()>())))
+            .map_err(|e| e.to_string())?;
+    }
+    executor.spawn(accept(listener, Arc::clone(&app), Arc::clone(&executor), args.max_buf_size)).detach();
+
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "listening {addr}").and_then(|()| stdout.flush()).map_err(|e| e.to_string())?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["publish", events, rate] => {
+                let events: u64 = events.parse().map_err(|_| format!("bad command {line:?}"))?;
+                let rate: u64 = rate.parse().map_err(|_| format!("bad command {line:?}"))?;
+                let (first, last) = smol::block_on(publish(&app, events, rate))?;
+                writeln!(stdout, "published {first} {last}")
+                    .and_then(|()| stdout.flush())
+                    .map_err(|e| e.to_string())?;
+            }
+            _ => return Err(format!("unknown command {line:?}")),
+        }
+    }
+    Ok(())
+}
+
+fn hub(redis_url: Option<&str>) -> Result<DynHub<C>, String> {
+    match redis_url {
+        None => {
+            Ok(DynHub::new(ssehub::memory::MemoryHub::<C>::builder().queue_capacity(QUEUE_CAPACITY).build()))
+        }
+        #[cfg(feature = "fred")]
+        Some(url) => {
+            // Outside tokio, as in the demo: the hub runs its Redis client on a small runtime of its own.
+            let builder = ssehub::fred::RedisHub::<C>::builder(url).map_err(|e| e.to_string())?;
+            let hub = futures::executor::block_on(builder.queue_capacity(QUEUE_CAPACITY).connect())
+                .map_err(|e| format!("cannot connect to Redis at {url}: {e}"))?;
+            Ok(DynHub::new(hub))
+        }
+        #[cfg(not(feature = "fred"))]
+        Some(_) => Err("--redis-url needs the fred feature".into()),
+    }
+}
+
+async fn accept(
+    listener: TcpListener,
+    app: Arc<App>,
+    executor: Arc<Executor<'static>>,
+    max_buf_size: Option<usize>,
+) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                eprintln!("bench http-server: accept failed: {error}");
+                smol::Timer::after(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let app = Arc::clone(&app);
+        executor
+            .spawn(async move {
+                let service = service_fn(move |request| {
+                    let app = Arc::clone(&app);
+                    async move { Ok::<_, Infallible>(route(&app, request).await) }
+                });
+                let mut builder = http1::Builder::new();
+                builder.timer(SmolTimer::new());
+                if let Some(size) = max_buf_size {
+                    builder.max_buf_size(size);
+                }
+                // Errors here are clients going away: nothing to do.
+                let _ = builder.serve_connection(FuturesIo::new(stream), service).await;
+            })
+            .detach();
+    }
+}
+
+async fn route(app: &App, request: Request<Incoming>) -> Response<Body> {
+    if request.uri().path() != "/events" {
+        return text(StatusCode::NOT_FOUND, "not found");
+    }
+    let body = match app {
+        App::Ssehub(hub) => {
+            // As the README's quick start: inputs checked first (400), then resume, then the body.
+            let query = request.uri().query();
+            let filter = match sse::categories::<C>(query) {
+                Ok(filter) => filter,
+                Err(error) => return text(StatusCode::BAD_REQUEST, error.to_string()),
+            };
+            let header = request.headers().get(sse::LAST_EVENT_ID_HEADER).map(HeaderValue::as_bytes);
+            let last_event_id = match sse::last_event_id(header, query) {
+                Ok(id) => id,
+                Err(error) => return text(StatusCode::BAD_REQUEST, error.to_string()),
+            };
+            let user = UserId::from_u64(user_number(query));
+            let events = match resume(hub, user, last_event_id, filter).await {
+                Ok(events) => events,
+                Err(error) => return text(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+            };
+            StreamBody::new(SseStream::new(events).map(|chunk| Ok(Frame::data(chunk)))).boxed_unsync()
+        }
+        App::Floor(senders) => {
+            let (sender, receiver) = async_channel::bounded(QUEUE_CAPACITY);
+            senders.lock().unwrap().push(sender);
+            let retry = futures::stream::once(async { Bytes::from_static(b"retry: 3000\n\n") });
+            StreamBody::new(retry.chain(receiver).map(|chunk| Ok(Frame::data(chunk)))).boxed_unsync()
+        }
+    };
+    let mut response = Response::new(body);
+    for (name, value) in sse::RESPONSE_HEADERS {
+        response.headers_mut().insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// The `user=<n>` query parameter; 0 when absent.
+fn user_number(query: Option<&str>) -> u64 {
+    query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("user="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(message.into())).boxed_unsync());
+    *response.status_mut() = status;
+    response
+}
+
+/// Publishes `events` broadcasts at `rate` a second (0: unpaced); returns the first and last publish instants.
+async fn publish(app: &App, events: u64, rate: u64) -> Result<(u64, u64), String> {
+    let started = Instant::now();
+    let (mut first, mut last) = (0, 0);
+    for seq in 0..events {
+        if rate > 0 {
+            let due = started + Duration::from_nanos(seq * 1_000_000_000 / rate);
+            if due > Instant::now() {
+                smol::Timer::at(due).await;
+            }
+        }
+        let now = unix_ns();
+        if seq == 0 {
+            first = now;
+        }
+        last = now;
+        let event = Event::new(Audience::Broadcast, EVENT_TYPE, category_of(seq), data(seq, Some(now)))
+            .expect("the bench's event type is valid");
+        match app {
+            App::Ssehub(hub) => hub.publish(event).await.map_err(|e| format!("publish: {e}"))?,
+            App::Floor(senders) => {
+                let mut frame = String::new();
+                wire::encode_event(&event, &mut frame);
+                let frame = Bytes::from(frame);
+                // A closed channel is a client gone; a full one is waited for, so the floor loses nothing.
+                let full: Vec<_> = senders
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|sender| sender.try_send(frame.clone()).is_err() && !sender.is_closed())
+                    .cloned()
+                    .collect();
+                for sender in full {
+                    let _ = sender.send(frame.clone()).await;
+                }
+            }
+        }
+    }
+    Ok((first, last))
+}
