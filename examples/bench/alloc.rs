@@ -1,7 +1,7 @@
 //! A counting global allocator: the heap bytes a set of idle subscriptions holds, whatever the allocator keeps resident.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
 
 /// The system allocator, counting the bytes currently allocated while counting is on.
 struct Counting;
@@ -9,12 +9,15 @@ struct Counting;
 /// Off by default: the throughput scenarios should not pay for a shared counter.
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCATED: AtomicIsize = AtomicIsize::new(0);
+/// Calls to `alloc`, `alloc_zeroed` and `realloc` while counting is on.
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
 // SAFETY: every call is forwarded to `System` with the same arguments.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if COUNTING.load(Ordering::Relaxed) {
             ALLOCATED.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
         unsafe { System.alloc(layout) }
     }
@@ -22,6 +25,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if COUNTING.load(Ordering::Relaxed) {
             ALLOCATED.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
         unsafe { System.alloc_zeroed(layout) }
     }
@@ -36,6 +40,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if COUNTING.load(Ordering::Relaxed) {
             ALLOCATED.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -62,6 +67,11 @@ impl HeapCounter {
     /// Net heap bytes allocated since [`start`](Self::start).
     pub fn allocated(&self) -> i64 {
         (ALLOCATED.load(Ordering::SeqCst) - self.start) as i64
+    }
+
+    /// Allocation calls (`alloc`, `alloc_zeroed`, `realloc`) made while any counter was on, process-wide.
+    pub fn allocations() -> u64 {
+        ALLOCATIONS.load(Ordering::SeqCst)
     }
 }
 

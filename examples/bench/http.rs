@@ -36,8 +36,9 @@ use crate::report::{Figures, Report, Rounds, ratio};
 use crate::workload::sent_ns;
 use crate::{Backend, Bench, Result, failed, positive};
 
-/// Connections opened at once while connecting.
-const CONNECT_BATCH: usize = 500;
+/// Connections opened at once while connecting: below the listen backlog (128),
+/// past which the kernel drops SYNs and the client waits a second to retry.
+const CONNECT_BATCH: usize = 100;
 
 /// What a round does.
 struct Plan {
@@ -46,6 +47,7 @@ struct Plan {
     rate: u64,
     server_threads: usize,
     max_buf_size: Option<u64>,
+    count_heap: bool,
 }
 
 impl Plan {
@@ -62,6 +64,7 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
     let rounds = positive(bench.cli.number("rounds", 1, 1)?, "rounds")?;
     let server_threads = positive(bench.cli.number("server-threads", cores, cores)?, "server-threads")?;
     let max_buf_size = bench.cli.number("max-buf-size", 0, 0)?;
+    let count_heap = bench.cli.number("count-heap", 0, 1)? == 1;
     bench.cli.finish()?;
     positive(events, "events")?;
     let plan = Plan {
@@ -70,6 +73,7 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
         rate,
         server_threads,
         max_buf_size: (max_buf_size > 0).then_some(max_buf_size),
+        count_heap,
     };
     raise_open_files_limit();
     report.put("connections", connections as u64);
@@ -116,6 +120,7 @@ fn measure(bench: &Bench, server: &mut Server, plan: &Plan) -> Result<Figures> {
     // Let the server finish starting (threads, hub) before the baseline reading.
     thread::sleep(Duration::from_millis(300));
     let rss_before = server.rss_kib().ok_or_else(|| failed("cannot read the server's memory"))?;
+    let heap_before = if plan.count_heap { Some(server.heap()?) } else { None };
 
     let client = Client::new(bench.cli.threads);
     let shared = Arc::new(Shared::default());
@@ -145,7 +150,9 @@ fn measure(bench: &Bench, server: &mut Server, plan: &Plan) -> Result<Figures> {
     // Idle: let allocations made while connecting settle before reading the memory.
     thread::sleep(Duration::from_secs(1));
     let rss_idle = server.rss_kib().ok_or_else(|| failed("cannot read the server's memory"))?;
+    let heap_idle = if plan.count_heap { Some(server.heap()?) } else { None };
     let cpu_before = server.cpu_seconds().ok_or_else(|| failed("cannot read the server's CPU time"))?;
+    let allocations_before = heap_idle.map(|(_, calls)| calls);
 
     let (first_ns, last_publish_ns) = server.publish(plan.events, plan.rate)?;
     let publishing = Duration::from_nanos(last_publish_ns.saturating_sub(first_ns));
@@ -153,6 +160,7 @@ fn measure(bench: &Bench, server: &mut Server, plan: &Plan) -> Result<Figures> {
     let complete = wait_until(deadline, || shared.done.load(Ordering::SeqCst) >= plan.connections)
         || shared.done.load(Ordering::SeqCst) + shared.failed.load(Ordering::SeqCst) >= plan.connections;
     let cpu_after = server.cpu_seconds().ok_or_else(|| failed("cannot read the server's CPU time"))?;
+    let allocations_after = if plan.count_heap { Some(server.heap()?.1) } else { None };
     let rss_after = server.rss_kib();
     client.stop();
 
@@ -179,11 +187,28 @@ fn measure(bench: &Bench, server: &mut Server, plan: &Plan) -> Result<Figures> {
         "server_bytes_per_connection",
         (rss_idle.saturating_sub(rss_before) * 1024) as f64 / plan.connections as f64,
     );
+    figures.put(
+        "server_heap_bytes_per_connection",
+        heap_before
+            .zip(heap_idle)
+            .map(|((before, _), (idle, _))| (idle - before) as f64 / plan.connections as f64),
+    );
     figures.put("p50_us", percentile(0.50));
     figures.put("p99_us", percentile(0.99));
     figures.put("max_us", latencies.last().map(|&us| u64::from(us)));
-    figures.put("server_cpu_s", cpu_after - cpu_before);
-    figures.put("server_cpu_us_per_frame", (cpu_after - cpu_before) * 1e6 / frames.max(1) as f64);
+    figures.put("server_cpu_s", cpu_after.total() - cpu_before.total());
+    figures.put("server_cpu_user_s", cpu_after.user - cpu_before.user);
+    figures.put("server_cpu_system_s", cpu_after.system - cpu_before.system);
+    figures.put(
+        "server_cpu_us_per_frame",
+        (cpu_after.total() - cpu_before.total()) * 1e6 / frames.max(1) as f64,
+    );
+    figures.put(
+        "server_allocations_per_frame",
+        allocations_before
+            .zip(allocations_after)
+            .map(|(before, after)| (after - before) as f64 / frames.max(1) as f64),
+    );
     let body_bytes = shared.body_bytes.load(Ordering::SeqCst);
     figures.put("wire_bytes_per_frame", body_bytes as f64 / frames.max(1) as f64);
     figures.put("heartbeats", shared.comments.load(Ordering::SeqCst));
@@ -227,6 +252,9 @@ impl Server {
         let mut command = Command::new(exe);
         command.arg("http-server").args(["--mode", mode.name()]);
         command.args(["--threads", &plan.server_threads.to_string()]);
+        if plan.count_heap {
+            command.args(["--count-heap", "1"]);
+        }
         if let Some(size) = plan.max_buf_size {
             command.args(["--max-buf-size", &size.to_string()]);
         }
@@ -275,21 +303,35 @@ impl Server {
         }
     }
 
+    /// The heap bytes the server holds and the allocations it made (counted with `--count-heap 1`).
+    fn heap(&mut self) -> Result<(i64, u64)> {
+        let stdin = self.stdin.as_mut().ok_or_else(|| failed("the server's stdin is closed"))?;
+        writeln!(stdin, "heap").and_then(|()| stdin.flush()).map_err(|e| failed(format!("server: {e}")))?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).map_err(|e| failed(format!("server: {e}")))?;
+        let mut words = line.strip_prefix("heap ").unwrap_or("").split_whitespace();
+        match (words.next().and_then(|n| n.parse().ok()), words.next().and_then(|n| n.parse().ok())) {
+            (Some(bytes), Some(calls)) => Ok((bytes, calls)),
+            _ => Err(failed(format!("the server process said {line:?}, not `heap <bytes> <allocations>`"))),
+        }
+    }
+
     fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
         line["VmRSS:".len()..].trim().trim_end_matches("kB").trim().parse().ok()
     }
 
-    /// User plus system CPU time of the server process so far.
-    fn cpu_seconds(&self) -> Option<f64> {
+    /// User and system CPU time of the server process so far.
+    fn cpu_seconds(&self) -> Option<CpuTime> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
         // Fields after the command name (which may hold spaces): state is the first, utime the 12th.
         let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let (user, system): (u64, u64) = (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
         // SAFETY: sysconf only reads a configuration value.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        (per_second > 0).then(|| ticks as f64 / per_second as f64)
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (per_second > 0.0)
+            .then(|| CpuTime { user: user as f64 / per_second, system: system as f64 / per_second })
     }
 
     /// Ends the server: closing its stdin makes it exit; killed if it does not within 5 s.
@@ -313,6 +355,19 @@ impl Drop for Server {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// A process's CPU time, in seconds.
+#[derive(Clone, Copy)]
+struct CpuTime {
+    user: f64,
+    system: f64,
+}
+
+impl CpuTime {
+    fn total(self) -> f64 {
+        self.user + self.system
     }
 }
 

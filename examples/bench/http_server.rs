@@ -1,7 +1,7 @@
 //! The server process of the http scenario: hyper 1 on smol serving `/events` with ssehub (`resume` + `SseStream`) or the floor, driven over stdin.
 //!
 //! Started by the scenario as `bench http-server --mode ssehub|floor
-//! --backend memory|fred [--redis-url URL] --threads N [--max-buf-size B]`. It listens on
+//! --backend memory|fred [--redis-url URL] --threads N [--max-buf-size B] [--count-heap 1]`. It listens on
 //! a free loopback port and prints `listening <addr>` on stdout, then reads
 //! commands on stdin, one a line:
 //!
@@ -9,6 +9,9 @@
 //!   `rate` a second (0: as fast as publishing goes), each carrying its
 //!   publish instant (Unix nanoseconds) in its data; then prints
 //!   `published <first_ns> <last_ns>`.
+//! - `heap`: prints `heap <bytes> <allocations>`, the heap bytes allocated
+//!   since the server started and still held, and the allocation calls made
+//!   (the bench's counting allocator, on with `--count-heap 1`).
 //! - end of input: the process exits.
 //!
 //! `ssehub` serves `/events` the way the README's quick start does: the
@@ -69,10 +72,12 @@ struct ServerArgs {
     redis_url: Option<String>,
     threads: usize,
     max_buf_size: Option<usize>,
+    count_heap: bool,
 }
 
 fn parse(args: &[String]) -> Result<ServerArgs, String> {
-    let (mut mode, mut redis_url, mut threads, mut max_buf_size) = (None, None, 2, None);
+    let (mut mode, mut redis_url, mut threads, mut max_buf_size, mut count_heap) =
+        (None, None, 2, None, false);
     let mut args = args.iter();
     while let Some(name) = args.next() {
         let value = args.next().ok_or_else(|| format!("{name} needs a value"))?;
@@ -85,6 +90,7 @@ fn parse(args: &[String]) -> Result<ServerArgs, String> {
                 })
             }
             "--backend" => {}
+            "--count-heap" => count_heap = value == "1",
             "--redis-url" => redis_url = Some(value.clone()),
             "--threads" => threads = value.parse().map_err(|_| format!("--threads {value:?}"))?,
             "--max-buf-size" => {
@@ -93,7 +99,7 @@ fn parse(args: &[String]) -> Result<ServerArgs, String> {
             other => return Err(format!("unknown option {other:?}")),
         }
     }
-    Ok(ServerArgs { mode: mode.ok_or("--mode is required")?, redis_url, threads, max_buf_size })
+    Ok(ServerArgs { mode: mode.ok_or("--mode is required")?, redis_url, threads, max_buf_size, count_heap })
 }
 
 /// Nanoseconds since the Unix epoch: a clock both processes read alike.
@@ -121,6 +127,8 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
 
 fn serve(args: &[String]) -> Result<(), String> {
     let args = parse(args)?;
+    // Counting costs an atomic add per allocation: only when asked.
+    let heap = args.count_heap.then(crate::alloc::HeapCounter::start);
     crate::http::raise_open_files_limit();
     let app = Arc::new(match args.mode {
         Mode::Floor => App::Floor(Mutex::new(Vec::new())),
@@ -153,6 +161,13 @@ fn serve(args: &[String]) -> Result<(), String> {
                 writeln!(stdout, "published {first} {last}")
                     .and_then(|()| stdout.flush())
                     .map_err(|e| e.to_string())?;
+            }
+            ["heap"] => {
+                let bytes = heap.as_ref().ok_or("`heap` needs --count-heap")?.allocated();
+                let calls = crate::alloc::HeapCounter::allocations();
+                writeln!(stdout, "heap {bytes} {calls}")
+                    .and_then(|()| stdout.flush())
+                    .map_err(|e| e.to_string())?
             }
             _ => return Err(format!("unknown command {line:?}")),
         }
@@ -237,7 +252,10 @@ async fn route(app: &App, request: Request<Incoming>) -> Response<Body> {
             StreamBody::new(SseStream::new(events).map(|chunk| Ok(Frame::data(chunk)))).boxed_unsync()
         }
         App::Floor(senders) => {
-            let (sender, receiver) = async_channel::bounded(QUEUE_CAPACITY);
+            // Unbounded: it allocates nothing until a frame waits, where a bounded one holds its
+            // whole slot array from the start (about 40 KiB at 1,024); the floor's publisher never
+            // runs ahead of the hub's queue bound (it publishes no more events than that).
+            let (sender, receiver) = async_channel::unbounded();
             senders.lock().unwrap().push(sender);
             let retry = futures::stream::once(async { Bytes::from_static(b"retry: 3000\n\n") });
             StreamBody::new(retry.chain(receiver).map(|chunk| Ok(Frame::data(chunk)))).boxed_unsync()
