@@ -69,7 +69,7 @@ use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_io::Timer;
 use bytes::Bytes;
@@ -141,7 +141,7 @@ const MAX_CHUNK_BYTES: usize = 64 * 1024;
 /// # Examples
 ///
 /// ```
-/// use std::time::Duration;
+/// use std::time::{Duration, Instant};
 /// use ssehub::sse::SseOptions;
 ///
 /// let options = SseOptions::new().heartbeat(Duration::from_secs(30));
@@ -224,7 +224,7 @@ impl Default for SseOptions {
 /// A lagging subscriber's stream ends after the events it did get:
 ///
 /// ```
-/// use std::time::Duration;
+/// use std::time::{Duration, Instant};
 /// use futures::{StreamExt, executor::block_on, stream};
 /// use ssehub::{sse, Audience, Error, Event, fixture::ExampleCategory as C};
 ///
@@ -247,7 +247,10 @@ impl Default for SseOptions {
 pub struct SseStream<S> {
     events: S,
     options: SseOptions,
+    /// Fires at the earliest instant a heartbeat may be due; moved only when it fires.
     heartbeat: Timer,
+    /// When the last chunk went out: a heartbeat is due `heartbeat` after it.
+    last_output: Instant,
     state: State,
     last_sent: Option<EventId>,
 }
@@ -273,6 +276,7 @@ impl<S> SseStream<S> {
         Self {
             events,
             heartbeat: Timer::after(options.heartbeat),
+            last_output: Instant::now(),
             options,
             state: State::Starting,
             last_sent: None,
@@ -309,30 +313,37 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let this = self.get_mut();
-        let mut out = String::new();
         match this.state {
             State::Finished => return Poll::Ready(None),
             // Alone and at once: the client sees the response open without waiting for an event.
             State::Starting => {
+                let mut out = String::new();
                 wire::write_retry(&mut out, this.options.retry_millis());
                 this.state = State::Streaming;
+                this.last_output = Instant::now();
                 return Poll::Ready(Some(Bytes::from(out)));
             }
             State::Streaming => {}
         }
 
         // Gather every event that is ready, so a burst (a replay) goes out in few chunks.
-        while out.len() < MAX_CHUNK_BYTES {
+        let mut chunk = Chunk::Empty;
+        while chunk.len() < MAX_CHUNK_BYTES {
             match Pin::new(&mut this.events).poll_next(cx) {
                 Poll::Ready(Some(Ok(event))) => {
-                    wire::encode_event(&event, &mut out);
+                    // Encoded once per event, whatever the number of streams sending it.
+                    chunk.push(event.frame());
                     this.last_sent = Some(event.id());
                 }
                 Poll::Ready(Some(Err(Error::Gap { last_delivered }))) => {
+                    let mut out = String::new();
                     write_gap(&mut out, last_delivered);
+                    chunk.push(Bytes::from(out));
                 }
                 Poll::Ready(Some(Err(error))) => {
+                    let mut out = String::new();
                     wire::write_comment(&mut out, closing_reason(&error));
+                    chunk.push(Bytes::from(out));
                     this.state = State::Finished;
                     break;
                 }
@@ -344,20 +355,70 @@ where
             }
         }
 
-        if !out.is_empty() {
-            this.heartbeat.set_after(this.options.heartbeat);
-            return Poll::Ready(Some(Bytes::from(out)));
+        if let Some(bytes) = chunk.into_bytes() {
+            // No timer operation per chunk: the timer is moved when it fires (below).
+            this.last_output = Instant::now();
+            return Poll::Ready(Some(bytes));
         }
         if this.state == State::Finished {
             return Poll::Ready(None);
         }
-        match Pin::new(&mut this.heartbeat).poll(cx) {
-            Poll::Ready(_) => {
-                this.heartbeat.set_after(this.options.heartbeat);
-                wire::write_comment(&mut out, HEARTBEAT_COMMENT);
-                Poll::Ready(Some(Bytes::from(out)))
+        loop {
+            match Pin::new(&mut this.heartbeat).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(now) => {
+                    let due = this.last_output + this.options.heartbeat;
+                    if due > now {
+                        // Output went out since the timer was set: wait out the rest of the interval.
+                        this.heartbeat.set_at(due);
+                        continue;
+                    }
+                    this.heartbeat.set_at(now + this.options.heartbeat);
+                    this.last_output = now;
+                    let mut out = String::new();
+                    wire::write_comment(&mut out, HEARTBEAT_COMMENT);
+                    return Poll::Ready(Some(Bytes::from(out)));
+                }
             }
-            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The output of one `poll_next`: nothing, one frame (passed on as it is, shared with the
+/// other streams sending the same event), or several frames copied into one buffer.
+enum Chunk {
+    Empty,
+    One(Bytes),
+    Many(Vec<u8>),
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        match self {
+            Chunk::Empty => 0,
+            Chunk::One(bytes) => bytes.len(),
+            Chunk::Many(buffer) => buffer.len(),
+        }
+    }
+
+    fn push(&mut self, frame: Bytes) {
+        match self {
+            Chunk::Empty => *self = Chunk::One(frame),
+            Chunk::One(first) => {
+                let mut buffer = Vec::with_capacity(2 * (first.len() + frame.len()));
+                buffer.extend_from_slice(first);
+                buffer.extend_from_slice(&frame);
+                *self = Chunk::Many(buffer);
+            }
+            Chunk::Many(buffer) => buffer.extend_from_slice(&frame),
+        }
+    }
+
+    fn into_bytes(self) -> Option<Bytes> {
+        match self {
+            Chunk::Empty => None,
+            Chunk::One(bytes) => Some(bytes),
+            Chunk::Many(buffer) => Some(Bytes::from(buffer)),
         }
     }
 }
