@@ -48,6 +48,8 @@ struct Plan {
     server_threads: usize,
     max_buf_size: Option<u64>,
     count_heap: bool,
+    gzip: bool,
+    payload: String,
 }
 
 impl Plan {
@@ -65,6 +67,14 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
     let server_threads = positive(bench.cli.number("server-threads", cores, cores)?, "server-threads")?;
     let max_buf_size = bench.cli.number("max-buf-size", 0, 0)?;
     let count_heap = bench.cli.number("count-heap", 0, 1)? == 1;
+    let gzip = bench.cli.number("gzip", 0, 0)? == 1;
+    if gzip && !cfg!(feature = "gzip") {
+        return Err(crate::BenchError::Usage("--gzip 1 needs `--features gzip`".into()));
+    }
+    let payload = bench.cli.text("payload").unwrap_or_else(|| "bench".into());
+    if payload != "bench" && payload != "demo" {
+        return Err(crate::BenchError::Usage(format!("--payload is bench or demo, not {payload:?}")));
+    }
     bench.cli.finish()?;
     positive(events, "events")?;
     let plan = Plan {
@@ -74,6 +84,8 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
         server_threads,
         max_buf_size: (max_buf_size > 0).then_some(max_buf_size),
         count_heap,
+        gzip,
+        payload,
     };
     raise_open_files_limit();
     report.put("connections", connections as u64);
@@ -81,6 +93,8 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
     report.put("rate", rate);
     report.put("server_threads", server_threads as u64);
     report.put("max_buf_size", plan.max_buf_size);
+    report.put("gzip", plan.gzip);
+    report.put("payload", plan.payload.as_str());
     report.put("open_files_limit", open_files_limit());
 
     // Paced runs are about latency; unpaced ones about throughput.
@@ -131,7 +145,8 @@ fn measure(bench: &Bench, server: &mut Server, plan: &Plan) -> Result<Figures> {
         for user in batch_start..batch_end {
             let shared = Arc::clone(&shared);
             let (addr, expected) = (server.addr, plan.events);
-            client.executor.spawn(connection(addr, user, expected, shared)).detach();
+            let gzip = plan.gzip;
+            client.executor.spawn(connection(addr, user, expected, gzip, shared)).detach();
         }
         let live = wait_until(connect_started + patience, || {
             shared.live.load(Ordering::SeqCst) + shared.failed.load(Ordering::SeqCst) >= batch_end
@@ -211,6 +226,9 @@ fn measure(bench: &Bench, server: &mut Server, plan: &Plan) -> Result<Figures> {
     );
     let body_bytes = shared.body_bytes.load(Ordering::SeqCst);
     figures.put("wire_bytes_per_frame", body_bytes as f64 / frames.max(1) as f64);
+    let sse_bytes = shared.sse_bytes.load(Ordering::SeqCst);
+    figures.put("sse_bytes_per_frame", sse_bytes as f64 / frames.max(1) as f64);
+    figures.put("gzip_streams", shared.gzip_streams.load(Ordering::SeqCst) as u64);
     figures.put("heartbeats", shared.comments.load(Ordering::SeqCst));
     let errors = shared.errors.lock().unwrap().clone();
     figures.check(frames == plan.expected() && complete && errors.is_empty(), || {
@@ -255,6 +273,10 @@ impl Server {
         if plan.count_heap {
             command.args(["--count-heap", "1"]);
         }
+        if plan.gzip && mode == Mode::Ssehub {
+            command.args(["--gzip", "1"]);
+        }
+        command.args(["--payload", &plan.payload]);
         if let Some(size) = plan.max_buf_size {
             command.args(["--max-buf-size", &size.to_string()]);
         }
@@ -417,14 +439,18 @@ struct Shared {
     comments: AtomicU64,
     /// Body bytes read, chunk framing included.
     body_bytes: AtomicU64,
+    /// The text/event-stream bytes they carried (decompressed).
+    sse_bytes: AtomicU64,
+    /// Responses that came `Content-Encoding: gzip`.
+    gzip_streams: AtomicUsize,
     /// When the last frame of a finished connection was read (Unix ns; the latest).
     last_frame_ns: AtomicU64,
     latencies_us: Mutex<Vec<u32>>,
     errors: Mutex<Vec<String>>,
 }
 
-async fn connection(addr: SocketAddr, user: usize, expected: u64, shared: Arc<Shared>) {
-    if let Err(error) = read_stream(addr, user, expected, &shared).await {
+async fn connection(addr: SocketAddr, user: usize, expected: u64, gzip: bool, shared: Arc<Shared>) {
+    if let Err(error) = read_stream(addr, user, expected, gzip, &shared).await {
         shared.failed.fetch_add(1, Ordering::SeqCst);
         let mut errors = shared.errors.lock().unwrap();
         if errors.len() < 5 {
@@ -434,11 +460,18 @@ async fn connection(addr: SocketAddr, user: usize, expected: u64, shared: Arc<Sh
 }
 
 /// Reads one SSE response to its `expected`th event frame.
-async fn read_stream(addr: SocketAddr, user: usize, expected: u64, shared: &Shared) -> std::io::Result<()> {
+async fn read_stream(
+    addr: SocketAddr,
+    user: usize,
+    expected: u64,
+    gzip: bool,
+    shared: &Shared,
+) -> std::io::Result<()> {
     let broken = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
     let mut stream = smol::net::TcpStream::connect(addr).await?;
+    let accept_encoding = if gzip { "accept-encoding: gzip, deflate, br, zstd\r\n" } else { "" };
     let request = format!(
-        "GET /events?user={user} HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\ncache-control: no-cache\r\n\r\n"
+        "GET /events?user={user} HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\ncache-control: no-cache\r\n{accept_encoding}\r\n"
     );
     stream.write_all(request.as_bytes()).await?;
 
@@ -448,6 +481,9 @@ async fn read_stream(addr: SocketAddr, user: usize, expected: u64, shared: &Shar
     let mut frames = FrameReader::default();
     let mut latencies = Vec::with_capacity(expected as usize);
     let (mut got, mut live, mut counted_live) = (0u64, false, false);
+    let mut decoded = Vec::new();
+    #[cfg(feature = "gzip")]
+    let mut gunzip: Option<flate2::write::GzDecoder<Vec<u8>>> = None;
     loop {
         let read = stream.read(&mut buffer).await?;
         if read == 0 {
@@ -464,29 +500,43 @@ async fn read_stream(addr: SocketAddr, user: usize, expected: u64, shared: &Shar
                 return Err(broken(format!("unexpected response head: {text:?}")));
             }
             body.started = true;
+            if text.contains("content-encoding: gzip") {
+                #[cfg(feature = "gzip")]
+                {
+                    gunzip = Some(flate2::write::GzDecoder::new(Vec::new()));
+                }
+                shared.gzip_streams.fetch_add(1, Ordering::Relaxed);
+            }
             after_head = head.split_off(end + 4);
             bytes = &after_head;
         }
         shared.body_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let mut bad_frame = false;
-        let ended = body
-            .feed(bytes, |data| {
-                frames.feed(data, |frame| {
-                    if frame.starts_with(b"retry:") {
-                        live = true;
-                    } else if frame.starts_with(b":") {
-                        shared.comments.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        got += 1;
-                        match sent_ns(frame) {
-                            Some(sent) => latencies
-                                .push(u32::try_from(now_ns.saturating_sub(sent) / 1_000).unwrap_or(u32::MAX)),
-                            None => bad_frame = true,
-                        }
+        decoded.clear();
+        let ended = body.feed(bytes, |data| decoded.extend_from_slice(data)).map_err(broken)?;
+        #[cfg(feature = "gzip")]
+        if let Some(gunzip) = gunzip.as_mut() {
+            gunzip.write_all(&decoded)?;
+            gunzip.flush()?;
+            decoded.clear();
+            decoded.append(gunzip.get_mut());
+        }
+        shared.sse_bytes.fetch_add(decoded.len() as u64, Ordering::Relaxed);
+        frames.feed(&decoded, |frame| {
+            if frame.starts_with(b"retry:") {
+                live = true;
+            } else if frame.starts_with(b":") {
+                shared.comments.fetch_add(1, Ordering::Relaxed);
+            } else {
+                got += 1;
+                match sent_ns(frame) {
+                    Some(sent) => {
+                        latencies.push(u32::try_from(now_ns.saturating_sub(sent) / 1_000).unwrap_or(u32::MAX))
                     }
-                })
-            })
-            .map_err(broken)?;
+                    None => bad_frame = true,
+                }
+            }
+        });
         if bad_frame {
             return Err(broken("an event frame without its publish instant".into()));
         }

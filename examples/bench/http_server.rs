@@ -1,7 +1,8 @@
 //! The server process of the http scenario: hyper 1 on smol serving `/events` with ssehub (`resume` + `SseStream`) or the floor, driven over stdin.
 //!
 //! Started by the scenario as `bench http-server --mode ssehub|floor
-//! --backend memory|fred [--redis-url URL] --threads N [--max-buf-size B] [--count-heap 1]`. It listens on
+//! --backend memory|fred [--redis-url URL] --threads N [--max-buf-size B] [--count-heap 1] [--gzip 1]
+//! [--payload bench|demo]`. It listens on
 //! a free loopback port and prints `listening <addr>` on stdout, then reads
 //! commands on stdin, one a line:
 //!
@@ -45,6 +46,11 @@ use ssehub::{Audience, DynHub, Event, Publisher, UserId, resume, wire};
 
 use crate::workload::{C, EVENT_TYPE, category_of, data};
 
+/// The demo server, for its generated events (`--payload demo`).
+#[allow(dead_code)]
+#[path = "../demo/server.rs"]
+mod demo_server;
+
 /// The per-connection queue bound, of the hub and of the floor's channels.
 const QUEUE_CAPACITY: usize = 1024;
 
@@ -73,11 +79,23 @@ struct ServerArgs {
     threads: usize,
     max_buf_size: Option<usize>,
     count_heap: bool,
+    gzip: bool,
+    payload: Payload,
+}
+
+/// What the published events look like.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Payload {
+    /// The bench's own: `bench.tick`, ~60 bytes of JSON.
+    Bench,
+    /// The demo's generated events (its event types and messages).
+    Demo,
 }
 
 fn parse(args: &[String]) -> Result<ServerArgs, String> {
     let (mut mode, mut redis_url, mut threads, mut max_buf_size, mut count_heap) =
         (None, None, 2, None, false);
+    let (mut gzip, mut payload) = (false, Payload::Bench);
     let mut args = args.iter();
     while let Some(name) = args.next() {
         let value = args.next().ok_or_else(|| format!("{name} needs a value"))?;
@@ -91,6 +109,14 @@ fn parse(args: &[String]) -> Result<ServerArgs, String> {
             }
             "--backend" => {}
             "--count-heap" => count_heap = value == "1",
+            "--gzip" => gzip = value == "1",
+            "--payload" => {
+                payload = match value.as_str() {
+                    "bench" => Payload::Bench,
+                    "demo" => Payload::Demo,
+                    other => return Err(format!("--payload is bench or demo, not {other:?}")),
+                }
+            }
             "--redis-url" => redis_url = Some(value.clone()),
             "--threads" => threads = value.parse().map_err(|_| format!("--threads {value:?}"))?,
             "--max-buf-size" => {
@@ -99,7 +125,18 @@ fn parse(args: &[String]) -> Result<ServerArgs, String> {
             other => return Err(format!("unknown option {other:?}")),
         }
     }
-    Ok(ServerArgs { mode: mode.ok_or("--mode is required")?, redis_url, threads, max_buf_size, count_heap })
+    if gzip && !cfg!(feature = "gzip") {
+        return Err("--gzip needs the gzip feature".into());
+    }
+    Ok(ServerArgs {
+        mode: mode.ok_or("--mode is required")?,
+        redis_url,
+        threads,
+        max_buf_size,
+        count_heap,
+        gzip,
+        payload,
+    })
 }
 
 /// Nanoseconds since the Unix epoch: a clock both processes read alike.
@@ -109,7 +146,8 @@ pub fn unix_ns() -> u64 {
 
 /// What a request is answered with, shared by every connection.
 enum App {
-    Ssehub(DynHub<C>),
+    /// The hub; `gzip`: bodies compressed where the request accepts it.
+    Ssehub { hub: DynHub<C>, gzip: bool },
     /// The senders of every open floor connection.
     Floor(Mutex<Vec<async_channel::Sender<Bytes>>>),
 }
@@ -132,7 +170,7 @@ fn serve(args: &[String]) -> Result<(), String> {
     crate::http::raise_open_files_limit();
     let app = Arc::new(match args.mode {
         Mode::Floor => App::Floor(Mutex::new(Vec::new())),
-        Mode::Ssehub => App::Ssehub(hub(args.redis_url.as_deref())?),
+        Mode::Ssehub => App::Ssehub { hub: hub(args.redis_url.as_deref())?, gzip: args.gzip },
     });
     let listener = StdTcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -157,7 +195,7 @@ fn serve(args: &[String]) -> Result<(), String> {
             ["publish", events, rate] => {
                 let events: u64 = events.parse().map_err(|_| format!("bad command {line:?}"))?;
                 let rate: u64 = rate.parse().map_err(|_| format!("bad command {line:?}"))?;
-                let (first, last) = smol::block_on(publish(&app, events, rate))?;
+                let (first, last) = smol::block_on(publish(&app, args.payload, events, rate))?;
                 writeln!(stdout, "published {first} {last}")
                     .and_then(|()| stdout.flush())
                     .map_err(|e| e.to_string())?;
@@ -232,7 +270,7 @@ async fn route(app: &App, request: Request<Incoming>) -> Response<Body> {
         return text(StatusCode::NOT_FOUND, "not found");
     }
     let body = match app {
-        App::Ssehub(hub) => {
+        App::Ssehub { hub, gzip } => {
             // As the README's quick start: inputs checked first (400), then resume, then the body.
             let query = request.uri().query();
             let filter = match sse::categories::<C>(query) {
@@ -249,7 +287,22 @@ async fn route(app: &App, request: Request<Incoming>) -> Response<Body> {
                 Ok(events) => events,
                 Err(error) => return text(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
             };
-            StreamBody::new(SseStream::new(events).map(|chunk| Ok(Frame::data(chunk)))).boxed_unsync()
+            let body = SseStream::new(events);
+            #[cfg(feature = "gzip")]
+            if *gzip {
+                let accept_encoding =
+                    request.headers().get(hyper::header::ACCEPT_ENCODING).map(HeaderValue::as_bytes);
+                if ssehub::gzip::accepts_gzip(accept_encoding) {
+                    let body = ssehub::gzip::GzipStream::new(body).map(|chunk| Ok(Frame::data(chunk)));
+                    let mut response = sse_response(StreamBody::new(body).boxed_unsync());
+                    let encoding = HeaderValue::from_static(ssehub::gzip::CONTENT_ENCODING);
+                    response.headers_mut().insert(hyper::header::CONTENT_ENCODING, encoding);
+                    return response;
+                }
+            }
+            #[cfg(not(feature = "gzip"))]
+            let _ = gzip;
+            StreamBody::new(body.map(|chunk| Ok(Frame::data(chunk)))).boxed_unsync()
         }
         App::Floor(senders) => {
             // Unbounded: it allocates nothing until a frame waits, where a bounded one holds its
@@ -261,11 +314,24 @@ async fn route(app: &App, request: Request<Incoming>) -> Response<Body> {
             StreamBody::new(retry.chain(receiver).map(|chunk| Ok(Frame::data(chunk)))).boxed_unsync()
         }
     };
+    sse_response(body)
+}
+
+fn sse_response(body: Body) -> Response<Body> {
     let mut response = Response::new(body);
     for (name, value) in sse::RESPONSE_HEADERS {
         response.headers_mut().insert(name, HeaderValue::from_static(value));
     }
     response
+}
+
+/// The demo's generated event `seq`, to everyone, its publish instant first in its data.
+fn demo_event(seq: u64, sent_ns: u64) -> Result<Event<C>, ssehub::InvalidEvent> {
+    use ssehub::Category;
+    let demo = demo_server::generated_event(seq);
+    let category = C::from_name(demo.category().name()).unwrap_or(C::DataSync);
+    let data = format!("{{\"sent_ns\":{sent_ns},{}", demo.data().strip_prefix('{').unwrap_or("}"));
+    Event::new(Audience::Broadcast, demo.event_type(), category, data)
 }
 
 /// The `user=<n>` query parameter; 0 when absent.
@@ -285,7 +351,7 @@ fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
 }
 
 /// Publishes `events` broadcasts at `rate` a second (0: unpaced); returns the first and last publish instants.
-async fn publish(app: &App, events: u64, rate: u64) -> Result<(u64, u64), String> {
+async fn publish(app: &App, payload: Payload, events: u64, rate: u64) -> Result<(u64, u64), String> {
     let started = Instant::now();
     let (mut first, mut last) = (0, 0);
     for seq in 0..events {
@@ -300,10 +366,15 @@ async fn publish(app: &App, events: u64, rate: u64) -> Result<(u64, u64), String
             first = now;
         }
         last = now;
-        let event = Event::new(Audience::Broadcast, EVENT_TYPE, category_of(seq), data(seq, Some(now)))
-            .expect("the bench's event type is valid");
+        let event = match payload {
+            Payload::Bench => {
+                Event::new(Audience::Broadcast, EVENT_TYPE, category_of(seq), data(seq, Some(now)))
+            }
+            Payload::Demo => demo_event(seq, now),
+        }
+        .map_err(|e| format!("an invalid event: {e}"))?;
         match app {
-            App::Ssehub(hub) => hub.publish(event).await.map_err(|e| format!("publish: {e}"))?,
+            App::Ssehub { hub, .. } => hub.publish(event).await.map_err(|e| format!("publish: {e}"))?,
             App::Floor(senders) => {
                 let mut frame = String::new();
                 wire::encode_event(&event, &mut frame);

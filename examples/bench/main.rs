@@ -46,6 +46,7 @@ scenarios (defaults in brackets; --quick switches to the small sizes after the s
   latency   --rate R [5000/500] --seconds T [10/1] --subs N [1000/20] --rounds N [1/1]
   http      --connections N [1000/50] --events E [100/20] --rate R [10/0] --rounds N [1/1]
             --server-threads N [cores] --max-buf-size B [hyper's default] --count-heap 0|1 [0/1]
+            --gzip 0|1 [0] (needs --features gzip) --payload bench|demo [bench]
             (the server is a second process: this binary as `bench http-server`)
 
 --rounds runs ssehub and its baseline N times, interleaved, and reports each side's median round.

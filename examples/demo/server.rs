@@ -23,6 +23,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -137,6 +138,8 @@ pub struct Demo {
     options: DemoOptions,
     published: Mutex<PublishedLog>,
     streams: Mutex<Streams>,
+    /// Whether `/events` is gzip-compressed where the request accepts it: off unless asked.
+    gzip: AtomicBool,
 }
 
 #[derive(Default)]
@@ -168,7 +171,21 @@ impl Demo {
             options,
             published: Mutex::new(PublishedLog::default()),
             streams: Mutex::new(Streams::default()),
+            gzip: AtomicBool::new(false),
         })
+    }
+
+    /// Turns gzip-compressed `/events` streams on or off (needs the `gzip` feature to turn on).
+    ///
+    /// # Errors
+    ///
+    /// Turning it on in a build without the `gzip` feature.
+    pub fn compress_streams(&self, on: bool) -> Result<(), &'static str> {
+        if on && !cfg!(feature = "gzip") {
+            return Err("compressed streams need the `gzip` feature");
+        }
+        self.gzip.store(on, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The hub events are published to and streamed from.
@@ -414,9 +431,31 @@ async fn events(demo: Arc<Demo>, request: &Request<Incoming>) -> Response<Body> 
             "replayed_events": resumed.pending_replay(),
         }),
     );
+    let compressing = demo.gzip.load(Ordering::Relaxed);
     let body = SseStream::with_options(resumed, demo.options.sse).take_until(stopped);
-    let body = OpenStream { body, demo, connection }.map(|chunk| Ok(Frame::data(chunk)));
+    let body = OpenStream { body, demo, connection };
 
+    #[cfg(feature = "gzip")]
+    if compressing {
+        let accept_encoding = request.headers().get(header::ACCEPT_ENCODING).map(HeaderValue::as_bytes);
+        if ssehub::gzip::accepts_gzip(accept_encoding) {
+            let mut response = sse_response(ssehub::gzip::GzipStream::new(body));
+            let encoding = HeaderValue::from_static(ssehub::gzip::CONTENT_ENCODING);
+            response.headers_mut().insert(header::CONTENT_ENCODING, encoding);
+            response.headers_mut().insert(header::VARY, HeaderValue::from_static(ssehub::gzip::VARY));
+            return response;
+        }
+    }
+    let mut response = sse_response(body);
+    if compressing {
+        response.headers_mut().insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    response
+}
+
+/// The response carrying an SSE `body`, with the SSE headers.
+fn sse_response(body: impl Stream<Item = Bytes> + Send + 'static) -> Response<Body> {
+    let body = body.map(|chunk| Ok(Frame::data(chunk)));
     let mut response = Response::new(StreamBody::new(body).boxed_unsync());
     for (name, value) in sse::RESPONSE_HEADERS {
         response.headers_mut().insert(name, HeaderValue::from_static(value));
@@ -566,7 +605,7 @@ async fn generate(demo: Arc<Demo>, interval: Duration) {
 }
 
 /// The `n`th generated event. Audiences take turns; each one's categories rotate, so it sees them all.
-fn generated_event(n: u64) -> Event<Topic> {
+pub fn generated_event(n: u64) -> Event<Topic> {
     let audiences = USERS.len() as u64 + 1;
     let turn = n % audiences;
     let audience = match usize::try_from(turn).ok().and_then(|i| USERS.get(i)) {
