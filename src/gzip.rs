@@ -178,12 +178,16 @@ impl<S> GzipStream<S> {
         compressed.ok()?;
         self.crc.update(chunk);
         if self.history_limit > 0 {
-            if self.history.capacity() == 0 {
-                self.history.reserve_exact(self.history_limit);
-            }
             let keep_from_chunk = chunk.len().min(self.history_limit);
             let keep_from_history = (self.history_limit - keep_from_chunk).min(self.history.len());
             self.history.drain(..self.history.len() - keep_from_history);
+            // Grown in powers of two up to the limit, so an idle stream (a `retry:` frame sent)
+            // holds a few bytes, not the whole history.
+            let needed = keep_from_history + keep_from_chunk;
+            if needed > self.history.capacity() {
+                let capacity = needed.next_power_of_two().max(64).min(self.history_limit.max(needed));
+                self.history.reserve_exact(capacity - self.history.len());
+            }
             self.history.extend_from_slice(&chunk[chunk.len() - keep_from_chunk..]);
         }
         Some(Bytes::from(out))

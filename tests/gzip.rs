@@ -86,7 +86,7 @@ fn streams_polled_in_turn_on_one_thread_stay_apart() {
     let second: Vec<Bytes> =
         (0..60).map(|n| Bytes::from(format!(": comment {n}\n\ndata: [{n}]\n\n"))).collect();
     let mut a = GzipStream::new(stream::iter(first.clone()));
-    let mut b = GzipStream::with_settings(stream::iter(second.clone()), 1, 512);
+    let mut b = GzipStream::with_settings(stream::iter(second.clone()), 1, 40);
     let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
     loop {
         let (next_a, next_b) = (block_on(a.next()), block_on(b.next()));
