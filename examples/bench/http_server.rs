@@ -40,7 +40,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use smol::Executor;
 use smol::net::TcpListener;
-use smol_hyper::rt::{FuturesIo, SmolTimer};
+use smol_hyper::rt::SmolTimer;
 use ssehub::sse::{self, SseStream};
 use ssehub::{Audience, DynHub, Event, Publisher, UserId, resume, wire};
 
@@ -259,7 +259,7 @@ async fn accept(
                     builder.max_buf_size(size);
                 }
                 // Errors here are clients going away: nothing to do.
-                let _ = builder.serve_connection(FuturesIo::new(stream), service).await;
+                let _ = builder.serve_connection(demo_server::ReadyIo::new(stream), service).await;
             })
             .detach();
     }
