@@ -7,9 +7,10 @@
 //!
 //! # What a connection costs
 //!
-//! A deflate compressor holds a window and hash tables of well over 100 KiB;
-//! one per open connection would cost more than the connection itself
-//! (10,000 streams, gigabytes). Instead, one compressor per thread does the
+//! A deflate compressor holds a window and hash tables: zlib documents
+//! `(1 << (windowBits + 2)) + (1 << (memLevel + 9))` bytes, 256 KiB with its
+//! defaults. One per open connection would cost far more than the connection
+//! itself (10,000 streams: gigabytes). Instead, one compressor per thread does the
 //! work, and a stream keeps only the last
 //! [`DEFAULT_HISTORY`](GzipStream::DEFAULT_HISTORY) bytes it sent: before
 //! each chunk the compressor is reset and handed those bytes as its
