@@ -17,10 +17,11 @@
 //!
 //! `ssehub` serves `/events` the way the README's quick start does: the
 //! request's `Last-Event-ID` and categories, `resume`, and
-//! `SseStream` as a hyper `StreamBody`. `floor` is the least a server
-//! can do: each connection gets one bounded channel of pre-encoded frames,
+//! `SseStream` as a hyper `StreamBody` (with `--gzip 1`, wrapped in
+//! `GzipStream` where the request accepts gzip). `floor` is the least a
+//! server can do: each connection gets one channel of pre-encoded frames,
 //! and the publisher encodes each event once and sends the same `Bytes` to
-//! every channel.
+//! every channel. Both serve connections through the demo's `ReadyIo`.
 
 use std::convert::Infallible;
 use std::io::{BufRead, Write};
@@ -46,12 +47,12 @@ use ssehub::{Audience, DynHub, Event, Publisher, UserId, resume, wire};
 
 use crate::workload::{C, EVENT_TYPE, category_of, data};
 
-/// The demo server, for its generated events (`--payload demo`).
+/// The demo server: its hyper IO (`ReadyIo`) and its generated events (`--payload demo`).
 #[allow(dead_code)]
 #[path = "../demo/server.rs"]
 mod demo_server;
 
-/// The per-connection queue bound, of the hub and of the floor's channels.
+/// The per-connection queue bound of the hub (the floor's channels are unbounded: see `route`).
 const QUEUE_CAPACITY: usize = 1024;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -355,8 +356,9 @@ async fn publish(app: &App, payload: Payload, events: u64, rate: u64) -> Result<
     let started = Instant::now();
     let (mut first, mut last) = (0, 0);
     for seq in 0..events {
-        if rate > 0 {
-            let due = started + Duration::from_nanos(seq * 1_000_000_000 / rate);
+        // Rate 0: unpaced.
+        if let Some(offset) = (seq * 1_000_000_000).checked_div(rate) {
+            let due = started + Duration::from_nanos(offset);
             if due > Instant::now() {
                 smol::Timer::at(due).await;
             }

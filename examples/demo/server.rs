@@ -404,7 +404,7 @@ impl hyper::rt::Read for ReadyIo {
             }
             let mut chunk = [0u8; 2048];
             let len = chunk.len().min(buf.remaining());
-            match (&*self.stream.get_ref()).read(&mut chunk[..len]) {
+            match self.stream.get_ref().read(&mut chunk[..len]) {
                 Ok(read) => {
                     buf.put_slice(&chunk[..read]);
                     return Poll::Ready(Ok(()));
