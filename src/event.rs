@@ -233,7 +233,8 @@ struct EventInner<C> {
     occurred_at: DateTime<Utc>,
     /// The event's text/event-stream frame, encoded by the first stream that
     /// sends it and shared by every other: a broadcast to 10,000 connections
-    /// is encoded once, not 10,000 times.
+    /// is encoded once, not 10,000 times. `SseStream` fills it for broadcasts
+    /// only, so that retained user events do not keep a second copy.
     #[cfg(feature = "std")]
     frame: std::sync::OnceLock<bytes::Bytes>,
 }

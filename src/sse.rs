@@ -76,7 +76,7 @@ use bytes::Bytes;
 use futures_core::Stream;
 
 use crate::parse::{self, CategoryError, LastEventIdError};
-use crate::{Category, CategorySet, Error, Event, EventId, wire};
+use crate::{Audience, Category, CategorySet, Error, Event, EventId, wire};
 
 /// The `Content-Type` of an SSE response.
 pub const CONTENT_TYPE: &str = "text/event-stream";
@@ -210,9 +210,11 @@ impl Default for SseOptions {
 ///
 /// See the [module docs](self) for what it sends. Each item is one or more
 /// whole frames (events ready at the same time are sent in one chunk), so a
-/// client never sees half an event at a chunk boundary. An event's frame is
-/// encoded once and shared: a broadcast to 10,000 streams is encoded once,
-/// and a chunk of one event is that shared [`Bytes`], not a copy. It never fails: a
+/// client never sees half an event at a chunk boundary. A broadcast's frame
+/// is encoded once and shared: sent to 10,000 streams, it is encoded once, and
+/// a chunk of that one event is the shared [`Bytes`], not a copy. (The event
+/// keeps its frame while it lives, in the memory hub's retained broadcasts
+/// too; a user's event is encoded for each of its few streams instead.) It never fails: a
 /// failure of the event stream ends the body, which is how an SSE client
 /// learns to reconnect.
 ///
@@ -333,8 +335,13 @@ where
         while chunk.len() < MAX_CHUNK_BYTES {
             match Pin::new(&mut this.events).poll_next(cx) {
                 Poll::Ready(Some(Ok(event))) => {
-                    // Encoded once per event, whatever the number of streams sending it.
-                    chunk.push(event.frame());
+                    chunk.push(match event.audience() {
+                        // Encoded once and shared, whatever the number of streams sending it.
+                        Audience::Broadcast => event.frame(),
+                        // A user's event goes to that user's few streams: encoded for each, so
+                        // that the memory hub's retained user events do not keep a second copy.
+                        Audience::User(_) => wire::event_frame(&event),
+                    });
                     this.last_sent = Some(event.id());
                 }
                 Poll::Ready(Some(Err(Error::Gap { last_delivered }))) => {
