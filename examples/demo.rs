@@ -35,6 +35,7 @@ options:
   --generator-ms N    publish a demo event every N ms (default 700; 0 turns it off)
   --redis URL         share events with other demo processes through Redis
                       (needs the `fred` feature), e.g. redis://127.0.0.1:6379
+  --gzip              gzip /events where the browser accepts it (needs the `gzip` feature)
   --help              print this help
 ";
 
@@ -43,6 +44,7 @@ struct Args {
     addr: SocketAddr,
     options: server::DemoOptions,
     redis: Option<String>,
+    gzip: bool,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
@@ -50,6 +52,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
     let mut port = 8080u16;
     let mut options = server::DemoOptions::default();
     let mut redis = None;
+    let mut gzip = false;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
         match arg.as_str() {
@@ -75,10 +78,17 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
                 options.generator_interval = (millis > 0).then(|| Duration::from_millis(millis));
             }
             "--redis" => redis = Some(value("--redis")?),
+            "--gzip" if cfg!(feature = "gzip") => gzip = true,
+            "--gzip" => {
+                return Err(
+                    "--gzip needs the `gzip` feature: cargo run --example demo --features gzip -- --gzip"
+                        .to_owned(),
+                );
+            }
             other => return Err(format!("unknown option '{other}'")),
         }
     }
-    Ok(Some(Args { addr: SocketAddr::new(host, port), options, redis }))
+    Ok(Some(Args { addr: SocketAddr::new(host, port), options, redis, gzip }))
 }
 
 fn hub(redis: Option<&str>) -> Result<DynHub<server::Topic>, String> {
@@ -137,6 +147,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(message) = running.demo().compress_streams(args.gzip) {
+        eprintln!("error: {message}");
+        return ExitCode::FAILURE;
+    }
     // Tests starting the binary on port 0 read the address from the first line. A closed
     // stdout is no reason to stop serving, so write errors are ignored.
     let backend = if args.redis.is_some() { "redis" } else { "memory" };

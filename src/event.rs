@@ -231,6 +231,12 @@ struct EventInner<C> {
     category: C,
     data: Box<str>,
     occurred_at: DateTime<Utc>,
+    /// The event's text/event-stream frame, encoded by the first stream that
+    /// sends it and shared by every other: a broadcast to 10,000 connections
+    /// is encoded once, not 10,000 times. `SseStream` fills it for broadcasts
+    /// only, so that retained user events do not keep a second copy.
+    #[cfg(feature = "std")]
+    frame: std::sync::OnceLock<bytes::Bytes>,
 }
 
 impl<C: Category> Event<C> {
@@ -286,8 +292,17 @@ impl<C: Category> Event<C> {
                 category,
                 data,
                 occurred_at,
+                #[cfg(feature = "std")]
+                frame: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// The event's frame as [`wire::encode_event`](crate::wire::encode_event) writes it,
+    /// encoded at the first call and shared (not copied) by every later one.
+    #[cfg(feature = "std")]
+    pub(crate) fn frame(&self) -> bytes::Bytes {
+        self.inner.frame.get_or_init(|| crate::wire::event_frame(self)).clone()
     }
 
     /// The event's id.

@@ -19,6 +19,7 @@
 //! | `fred`         | no      | the Redis backend on the `fred` client (pub/sub for live delivery, Streams for replay) |
 //! | `conformance`  | no      | the backend conformance suite, for this crate's and third-party backends |
 //! | `serde`        | no      | `Serialize`/`Deserialize` on the core types |
+//! | `gzip`         | no      | [`gzip::GzipStream`]: `Content-Encoding: gzip` bodies flushed chunk by chunk, a few KiB per connection |
 //! | `browser-test` | no      | test-only, nothing in the library: runs the crate's browser test (Chromium, Node.js) |
 //!
 //! With `default-features = false` the crate builds for `no_std` targets that
@@ -59,6 +60,8 @@ pub mod fixture;
 #[cfg(feature = "fred")]
 #[path = "../backends/fred/mod.rs"]
 pub mod fred;
+#[cfg(feature = "gzip")]
+pub mod gzip;
 pub mod parse;
 mod retention;
 #[cfg(feature = "std")]

@@ -73,7 +73,7 @@ use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_io::Timer;
 use bytes::Bytes;
@@ -81,7 +81,7 @@ use futures_core::Stream;
 
 use crate::parse::{self, CategoryError, LastEventIdError};
 use crate::shutdown::{Shutdown, Triggered};
-use crate::{Category, CategorySet, Error, Event, EventId, wire};
+use crate::{Audience, Category, CategorySet, Error, Event, EventId, wire};
 
 /// The `Content-Type` of an SSE response.
 pub const CONTENT_TYPE: &str = "text/event-stream";
@@ -146,7 +146,7 @@ const MAX_CHUNK_BYTES: usize = 64 * 1024;
 /// # Examples
 ///
 /// ```
-/// use std::time::Duration;
+/// use std::time::{Duration, Instant};
 /// use ssehub::sse::SseOptions;
 ///
 /// let options = SseOptions::new().heartbeat(Duration::from_secs(30));
@@ -215,7 +215,11 @@ impl Default for SseOptions {
 ///
 /// See the [module docs](self) for what it sends. Each item is one or more
 /// whole frames (events ready at the same time are sent in one chunk), so a
-/// client never sees half an event at a chunk boundary. It never fails: a
+/// client never sees half an event at a chunk boundary. A broadcast's frame
+/// is encoded once and shared: sent to 10,000 streams, it is encoded once, and
+/// a chunk of that one event is the shared [`Bytes`], not a copy. (The event
+/// keeps its frame while it lives, in the memory hub's retained broadcasts
+/// too; a user's event is encoded for each of its few streams instead.) It never fails: a
 /// failure of the event stream ends the body, which is how an SSE client
 /// learns to reconnect.
 ///
@@ -229,7 +233,7 @@ impl Default for SseOptions {
 /// A lagging subscriber's stream ends after the events it did get:
 ///
 /// ```
-/// use std::time::Duration;
+/// use std::time::{Duration, Instant};
 /// use futures::{StreamExt, executor::block_on, stream};
 /// use ssehub::{sse, Audience, Error, Event, fixture::ExampleCategory as C};
 ///
@@ -252,7 +256,10 @@ impl Default for SseOptions {
 pub struct SseStream<S> {
     events: S,
     options: SseOptions,
+    /// Fires at the earliest instant a heartbeat may be due; moved only when it fires.
     heartbeat: Timer,
+    /// When the last chunk went out: a heartbeat is due `heartbeat` after it.
+    last_output: Instant,
     state: State,
     last_sent: Option<EventId>,
     /// Set by [`SseStream::with_shutdown`]: ends the stream when the server stops.
@@ -280,6 +287,7 @@ impl<S> SseStream<S> {
         Self {
             events,
             heartbeat: Timer::after(options.heartbeat),
+            last_output: Instant::now(),
             options,
             state: State::Starting,
             last_sent: None,
@@ -346,30 +354,42 @@ where
             return Poll::Ready(Some(closing));
         }
         let this = self.get_mut();
-        let mut out = String::new();
         match this.state {
             State::Finished => return Poll::Ready(None),
             // Alone and at once: the client sees the response open without waiting for an event.
             State::Starting => {
+                let mut out = String::new();
                 wire::write_retry(&mut out, this.options.retry_millis());
                 this.state = State::Streaming;
+                this.last_output = Instant::now();
                 return Poll::Ready(Some(Bytes::from(out)));
             }
             State::Streaming => {}
         }
 
         // Gather every event that is ready, so a burst (a replay) goes out in few chunks.
-        while out.len() < MAX_CHUNK_BYTES {
+        let mut chunk = Chunk::Empty;
+        while chunk.len() < MAX_CHUNK_BYTES {
             match Pin::new(&mut this.events).poll_next(cx) {
                 Poll::Ready(Some(Ok(event))) => {
-                    wire::encode_event(&event, &mut out);
+                    chunk.push(match event.audience() {
+                        // Encoded once and shared, whatever the number of streams sending it.
+                        Audience::Broadcast => event.frame(),
+                        // A user's event goes to that user's few streams: encoded for each, so
+                        // that the memory hub's retained user events do not keep a second copy.
+                        Audience::User(_) => wire::event_frame(&event),
+                    });
                     this.last_sent = Some(event.id());
                 }
                 Poll::Ready(Some(Err(Error::Gap { last_delivered }))) => {
+                    let mut out = String::new();
                     write_gap(&mut out, last_delivered);
+                    chunk.push(Bytes::from(out));
                 }
                 Poll::Ready(Some(Err(error))) => {
+                    let mut out = String::new();
                     wire::write_comment(&mut out, closing_reason(&error));
+                    chunk.push(Bytes::from(out));
                     this.state = State::Finished;
                     break;
                 }
@@ -381,20 +401,70 @@ where
             }
         }
 
-        if !out.is_empty() {
-            this.heartbeat.set_after(this.options.heartbeat);
-            return Poll::Ready(Some(Bytes::from(out)));
+        if let Some(bytes) = chunk.into_bytes() {
+            // No timer operation per chunk: the timer is moved when it fires (below).
+            this.last_output = Instant::now();
+            return Poll::Ready(Some(bytes));
         }
         if this.state == State::Finished {
             return Poll::Ready(None);
         }
-        match Pin::new(&mut this.heartbeat).poll(cx) {
-            Poll::Ready(_) => {
-                this.heartbeat.set_after(this.options.heartbeat);
-                wire::write_comment(&mut out, HEARTBEAT_COMMENT);
-                Poll::Ready(Some(Bytes::from(out)))
+        loop {
+            match Pin::new(&mut this.heartbeat).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(now) => {
+                    let due = this.last_output + this.options.heartbeat;
+                    if due > now {
+                        // Output went out since the timer was set: wait out the rest of the interval.
+                        this.heartbeat.set_at(due);
+                        continue;
+                    }
+                    this.heartbeat.set_at(now + this.options.heartbeat);
+                    this.last_output = now;
+                    let mut out = String::new();
+                    wire::write_comment(&mut out, HEARTBEAT_COMMENT);
+                    return Poll::Ready(Some(Bytes::from(out)));
+                }
             }
-            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The output of one `poll_next`: nothing, one frame (passed on as it is, shared with the
+/// other streams sending the same event), or several frames copied into one buffer.
+enum Chunk {
+    Empty,
+    One(Bytes),
+    Many(Vec<u8>),
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        match self {
+            Chunk::Empty => 0,
+            Chunk::One(bytes) => bytes.len(),
+            Chunk::Many(buffer) => buffer.len(),
+        }
+    }
+
+    fn push(&mut self, frame: Bytes) {
+        match self {
+            Chunk::Empty => *self = Chunk::One(frame),
+            Chunk::One(first) => {
+                let mut buffer = Vec::with_capacity(2 * (first.len() + frame.len()));
+                buffer.extend_from_slice(first);
+                buffer.extend_from_slice(&frame);
+                *self = Chunk::Many(buffer);
+            }
+            Chunk::Many(buffer) => buffer.extend_from_slice(&frame),
+        }
+    }
+
+    fn into_bytes(self) -> Option<Bytes> {
+        match self {
+            Chunk::Empty => None,
+            Chunk::One(bytes) => Some(bytes),
+            Chunk::Many(buffer) => Some(Bytes::from(buffer)),
         }
     }
 }

@@ -28,6 +28,16 @@ pub fn encode_event<C: Category>(event: &Event<C>, out: &mut alloc::string::Stri
     let _ = write_fields(out, Some(event.id()), Some(event.event_type()), event.data());
 }
 
+/// The frame of `event` in a buffer of exactly its length, so that it becomes `Bytes` without a copy.
+#[cfg(feature = "std")]
+pub(crate) fn event_frame<C: Category>(event: &Event<C>) -> bytes::Bytes {
+    // "id: " + 36 + "\n", "event: " + type + "\n", "data: " + line + "\n" per line, "\n".
+    let data_len: usize = Lines::new(event.data()).map(|line| 7 + line.len()).sum();
+    let mut out = alloc::string::String::with_capacity(41 + 8 + event.event_type().len() + data_len + 1);
+    encode_event(event, &mut out);
+    bytes::Bytes::from(out)
+}
+
 /// Writes one event frame to any [`fmt::Write`]: optional id and event type, then the data.
 ///
 /// Unlike [`encode_event`] this checks `event_type` first.

@@ -1,4 +1,4 @@
-//! The demo page in headless Chromium (driven by `tests/browser/demo.mjs`): reconnect with Last-Event-ID, every event once.
+//! The demo page in headless Chromium (driven by `tests/browser/*.mjs`): reconnect with Last-Event-ID, every event once; a gzip stream decoded event by event.
 //!
 //! Built and run only with the test-only feature `browser-test`, which
 //! `cargo test --all-features` (the full suite) turns on; a plain `cargo test`
@@ -80,11 +80,30 @@ fn browser_reconnects_with_last_event_id_and_logs_every_event_once_in_order() {
     };
     let _ = std::fs::remove_file(&screenshot);
 
+    let out = run_node(
+        &browser_dir,
+        "demo.mjs",
+        &[("DEMO_URL", running.url().into()), ("SCREENSHOT", screenshot.clone().into_os_string())],
+    );
+    assert!(out.contains("browser test passed"), "{out}");
+
+    // The server's own record agrees: two requests by the user, the second with the Last-Event-ID.
+    let bob = server::USERS[1].id.to_string();
+    let served: Vec<_> = running.demo().served_streams().into_iter().filter(|c| c["user"] == bob).collect();
+    assert_eq!(served.len(), 2, "{served:?}");
+    assert!(served[1]["last_event_id"].is_string(), "{served:?}");
+    assert!(served[1]["replayed_events"].as_u64().unwrap() >= 1, "{served:?}");
+
+    let png = std::fs::read(&screenshot).expect("the screenshot was written");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "a real PNG: {} bytes", png.len());
+}
+
+/// Runs `script` of `browser_dir` with Node.js (and `$CHROMIUM`); its stdout, once it has exited successfully.
+fn run_node(browser_dir: &Path, script: &str, env: &[(&str, std::ffi::OsString)]) -> String {
     let mut child = Command::new("node")
-        .arg(browser_dir.join("demo.mjs"))
-        .current_dir(&browser_dir)
-        .env("DEMO_URL", running.url())
-        .env("SCREENSHOT", &screenshot)
+        .arg(browser_dir.join(script))
+        .current_dir(browser_dir)
+        .envs(env.iter().map(|(name, value)| (name, value)))
         .env("CHROMIUM", chromium())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -120,17 +139,29 @@ fn browser_reconnects_with_last_event_id_and_logs_every_event_once_in_order() {
     let err = err_reader.join().unwrap();
     println!("{out}");
     eprintln!("{err}");
-    let status = status.unwrap_or_else(|| panic!("the browser run took longer than {NODE_TIMEOUT:?}"));
-    assert!(status.success(), "the browser run failed ({status}):\n{out}\n{err}");
-    assert!(out.contains("browser test passed"), "{out}");
+    let status = status.unwrap_or_else(|| panic!("{script} took longer than {NODE_TIMEOUT:?}"));
+    assert!(status.success(), "{script} failed ({status}):\n{out}\n{err}");
+    out
+}
 
-    // The server's own record agrees: two requests by the user, the second with the Last-Event-ID.
-    let bob = server::USERS[1].id.to_string();
-    let served: Vec<_> = running.demo().served_streams().into_iter().filter(|c| c["user"] == bob).collect();
-    assert_eq!(served.len(), 2, "{served:?}");
-    assert!(served[1]["last_event_id"].is_string(), "{served:?}");
-    assert!(served[1]["replayed_events"].as_u64().unwrap() >= 1, "{served:?}");
+#[test]
+fn browser_decodes_a_gzip_stream_event_by_event() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let browser_dir = root.join("tests/browser");
+    check_prerequisites(&browser_dir);
 
-    let png = std::fs::read(&screenshot).expect("the screenshot was written");
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "a real PNG: {} bytes", png.len());
+    // No generator: the script publishes each event and waits for the page to show it.
+    let options = server::DemoOptions {
+        sse: SseOptions::new().retry(Duration::from_millis(1000)).heartbeat(Duration::from_secs(5)),
+        generator_interval: None,
+    };
+    let running = server::start("127.0.0.1:0".parse().unwrap(), DynHub::new(MemoryHub::new()), options)
+        .expect("the demo server starts");
+    running.demo().compress_streams(true).expect("the browser-test feature brings gzip");
+
+    let out = run_node(&browser_dir, "gzip.mjs", &[("DEMO_URL", running.url().into())]);
+    assert!(out.contains("gzip browser test passed"), "{out}");
+    // One request: every event came through the one stream while it stayed open.
+    let served = running.demo().served_streams();
+    assert_eq!(served.len(), 1, "{served:?}");
 }

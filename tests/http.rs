@@ -282,3 +282,21 @@ fn demo_binary_serves_on_the_port_it_prints() {
     let frames = client.read_frames(2);
     assert!(frames[1].starts_with("id: "), "{frames:?}");
 }
+
+#[test]
+fn a_client_that_goes_away_from_an_idle_stream_is_forgotten_without_waiting_for_a_heartbeat() {
+    // hyper learns of the close from the read side (the demo's ReadyIo wakes it when the socket
+    // reports the end of input), not from a failed write: with a 60 s heartbeat, nothing is written.
+    let demo = quiet_demo(Duration::from_secs(60));
+    let mut client = Client::connect(demo.addr());
+    assert_eq!(client.send("GET", "/events", &[], "").status, 200);
+    assert_eq!(client.read_chunk().unwrap(), "retry: 1234\n\n");
+    assert_eq!(demo.demo().open_streams(), 1);
+    drop(client);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while demo.demo().open_streams() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the stream of a closed connection is still open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

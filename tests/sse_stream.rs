@@ -83,6 +83,49 @@ fn events_ready_together_go_out_in_one_chunk_after_the_retry_frame() {
 }
 
 #[test]
+fn streams_sending_the_same_event_share_one_encoding() {
+    // A broadcast reaches every connection as the same `Event`: its frame is encoded once and
+    // each body passes the same bytes on, where each used to encode (and allocate) its own.
+    let data = "{\n  \"pretty\": [1, 2]\r\n}";
+    let shared = event("portfolio.updated", C::Portfolio, data);
+    let bodies: Vec<_> = (0..3)
+        .map(|_| {
+            let mut body =
+                SseStream::new(stream::iter([Ok::<_, Error>(shared.clone())]).chain(stream::pending()));
+            assert_eq!(next_within(&mut body, Duration::from_secs(5)).unwrap(), "retry: 3000\n\n");
+            next_within(&mut body, Duration::from_secs(5)).unwrap()
+        })
+        .collect();
+    let mut expected = String::new();
+    ssehub::wire::encode_event(&shared, &mut expected);
+    for chunk in &bodies {
+        assert_eq!(text(chunk), expected);
+        assert_eq!(chunk.as_ptr(), bodies[0].as_ptr(), "each body copied the frame");
+    }
+}
+
+#[test]
+fn a_users_event_is_encoded_for_each_stream_and_not_kept() {
+    // Only broadcasts keep their frame: a user's event (retained by the memory hub per user)
+    // is encoded by each of the user's streams, the same bytes each time.
+    let user = ssehub::UserId::from_u64(7);
+    let event = Event::new(Audience::User(user), "ai.done", C::Ai, "{\"n\":1}").unwrap();
+    let chunks: Vec<_> = (0..2)
+        .map(|_| {
+            let mut body =
+                SseStream::new(stream::iter([Ok::<_, Error>(event.clone())]).chain(stream::pending()));
+            next_within(&mut body, Duration::from_secs(5)).unwrap();
+            next_within(&mut body, Duration::from_secs(5)).unwrap()
+        })
+        .collect();
+    let mut expected = String::new();
+    ssehub::wire::encode_event(&event, &mut expected);
+    assert_eq!(text(&chunks[0]), expected);
+    assert_eq!(chunks[0], chunks[1]);
+    assert_ne!(chunks[0].as_ptr(), chunks[1].as_ptr(), "a user's event is not cached");
+}
+
+#[test]
 fn heartbeat_comments_arrive_while_idle() {
     let (_sender, receiver) = mpsc::unbounded::<Item>();
     let mut body = SseStream::with_options(receiver, SseOptions::new().heartbeat(Duration::from_millis(50)));

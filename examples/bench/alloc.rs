@@ -1,7 +1,7 @@
 //! A counting global allocator: the heap bytes a set of idle subscriptions holds, whatever the allocator keeps resident.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
 
 /// The system allocator, counting the bytes currently allocated while counting is on.
 struct Counting;
@@ -19,12 +19,15 @@ fn count(bytes: isize) {
         PEAK.fetch_max(now, Ordering::Relaxed);
     }
 }
+/// Calls to `alloc`, `alloc_zeroed` and `realloc` while counting is on.
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
 // SAFETY: every call is forwarded to `System` with the same arguments.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if COUNTING.load(Ordering::Relaxed) {
             count(layout.size() as isize);
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
         unsafe { System.alloc(layout) }
     }
@@ -32,6 +35,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if COUNTING.load(Ordering::Relaxed) {
             count(layout.size() as isize);
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
         unsafe { System.alloc_zeroed(layout) }
     }
@@ -46,6 +50,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if COUNTING.load(Ordering::Relaxed) {
             count(new_size as isize - layout.size() as isize);
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -79,6 +84,11 @@ impl HeapCounter {
     /// Net heap bytes allocated since [`start`](Self::start).
     pub fn allocated(&self) -> i64 {
         (ALLOCATED.load(Ordering::SeqCst) - self.start) as i64
+    }
+
+    /// Allocation calls (`alloc`, `alloc_zeroed`, `realloc`) made while any counter was on, process-wide.
+    pub fn allocations() -> u64 {
+        ALLOCATIONS.load(Ordering::SeqCst)
     }
 }
 

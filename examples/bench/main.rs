@@ -1,7 +1,7 @@
-//! The ssehub benchmark harness: fanout, replay, idle, latency and capacity scenarios, each beside its baseline, one JSON line per run.
+//! The ssehub benchmark harness: fanout, replay, idle, latency, capacity and http scenarios, each beside its baseline, one JSON line per run.
 //!
 //! ```text
-//! cargo run --release --example bench -- <fanout|replay|idle|latency|capacity> [options]
+//! cargo run --release --example bench -- <fanout|replay|idle|latency|capacity|http> [options]
 //! cargo run --release --example bench --features fred -- fanout --backend fred
 //! ```
 //!
@@ -19,6 +19,8 @@
 mod alloc;
 mod capacity;
 mod fanout;
+mod http;
+mod http_server;
 mod idle;
 mod latency;
 #[cfg(feature = "fred")]
@@ -45,6 +47,10 @@ scenarios (defaults in brackets; --quick switches to the small sizes after the s
   latency   --rate R [5000/500] --seconds T [10/1] --subs N [1000/20] --rounds N [1/1]
   capacity  --users U [10000/200] --events-per-user R [100/5] --rounds N [1/1]  (--backend fred:
             hub heap per subscription and channel, resubscribe time, Redis memory and CPU per event)
+  http      --connections N [1000/50] --events E [100/20] --rate R [10/0] --rounds N [1/1]
+            --server-threads N [cores] --max-buf-size B [hyper's default] --count-heap 0|1 [0/1]
+            --gzip 0|1 [0] (needs --features gzip) --payload bench|demo [bench]
+            (the server is a second process: this binary as `bench http-server`)
 
 --rounds runs ssehub and its baseline N times, interleaved, and reports each side's median round.
 fanout --backend fred --publisher raw feeds the hub's subscriptions with plain PUBLISHes of
@@ -106,6 +112,7 @@ pub enum Scenario {
     Idle,
     Latency,
     Capacity,
+    Http,
 }
 
 impl Scenario {
@@ -116,6 +123,7 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::Latency => "latency",
             Scenario::Capacity => "capacity",
+            Scenario::Http => "http",
         }
     }
 }
@@ -229,6 +237,7 @@ fn parse_cli(args: Vec<String>) -> Result<Cli> {
         Some("idle") => Scenario::Idle,
         Some("latency") => Scenario::Latency,
         Some("capacity") => Scenario::Capacity,
+        Some("http") => Scenario::Http,
         Some("-h" | "--help") => return Err(BenchError::Usage(String::new())),
         Some(other) => return Err(BenchError::Usage(format!("unknown scenario {other:?}"))),
         None => return Err(BenchError::Usage("which scenario?".into())),
@@ -392,6 +401,7 @@ fn run(args: Vec<String>) -> Result<Report> {
         Scenario::Idle => idle::run(&mut bench, &mut report)?,
         Scenario::Latency => latency::run(&mut bench, &mut report)?,
         Scenario::Capacity => capacity::run(&mut bench, &mut report)?,
+        Scenario::Http => http::run(&mut bench, &mut report)?,
     }
     report.put("threads", bench.cli.threads as u64);
     report.put("cores", report::online_cores());
@@ -405,7 +415,12 @@ fn run(args: Vec<String>) -> Result<Report> {
 }
 
 fn main() -> ExitCode {
-    match run(std::env::args().skip(1).collect()) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // The http scenario's server process: this binary, started again by the scenario.
+    if args.first().is_some_and(|role| role == "http-server") {
+        return http_server::main(&args[1..]);
+    }
+    match run(args) {
         Ok(report) => {
             println!("{}", report.to_json());
             if report.ok() {

@@ -4,21 +4,22 @@
 #   examples/bench/quick.sh                  # memory and fred (fred starts a private redis-server)
 #   BENCH_BACKENDS=memory examples/bench/quick.sh
 #
-# Quick mode checks deliveries == expected (and the replay's returned count, and
-# that every idle subscription is live), not times, so a debug build is enough.
+# Quick mode checks deliveries == expected (and the replay's returned count, that
+# every idle subscription is live, and that the http client read every frame from
+# the server process), not times, so a debug build is enough.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 backends="${BENCH_BACKENDS:-memory fred}"
-features=memory
-case " $backends " in *" fred "*) features=memory,fred ;; esac
+features=memory,gzip
+case " $backends " in *" fred "*) features=memory,fred,gzip ;; esac
 
 cargo build --example bench --features "$features"
 bench=target/debug/examples/bench
 
 failed=0
 for backend in $backends; do
-  for scenario in fanout replay idle latency; do
+  for scenario in fanout replay idle latency http; do
     echo "==== bench $scenario --backend $backend --quick" >&2
     if line=$("$bench" "$scenario" --backend "$backend" --quick) && [[ $line == *'"ok":true'* ]]; then
       echo "$line"
@@ -40,4 +41,13 @@ case " $backends " in *" fred "*)
     failed=1
   fi ;;
 esac
+# The compressed stream: the client decodes gzip and must still count every frame.
+echo "==== bench http --quick --gzip 1 --payload demo" >&2
+if line=$("$bench" http --quick --gzip 1 --payload demo) && [[ $line == *'"ok":true'* && $line == *'"gzip_streams":50'* ]]; then
+  echo "$line"
+else
+  echo "$line"
+  echo "FAILED: bench http --quick --gzip 1 --payload demo" >&2
+  failed=1
+fi
 exit "$failed"

@@ -175,6 +175,11 @@ impl RedisTarget {
         reply.as_int().map(|n| n as u64).ok_or_else(|| failed(format!("XLEN replied {reply}")))
     }
 
+    /// The Redis URL, for a server process of its own.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// A hub builder for this Redis, running on the caller's runtime.
     pub fn hub_builder(&self) -> Result<RedisHubBuilder<C>> {
         Ok(RedisHub::<C>::builder(&self.url)?.key_layout(self.layout.clone()))
