@@ -1,8 +1,9 @@
-//! The ssehub benchmark harness: fanout, replay, idle and latency scenarios, each beside its baseline, one JSON line per run.
+//! The ssehub benchmark harness: fanout, replay, idle and latency scenarios, each beside its baseline, and the soak, one JSON line per run.
 //!
 //! ```text
 //! cargo run --release --example bench -- <fanout|replay|idle|latency> [options]
 //! cargo run --release --example bench --features fred -- fanout --backend fred
+//! cargo run --release --example bench --features fred -- soak --backend fred
 //! ```
 //!
 //! Every run measures ssehub and then its baseline in the same process (the
@@ -24,6 +25,8 @@ mod latency;
 mod redis;
 mod replay;
 mod report;
+#[cfg(feature = "fred")]
+mod soak;
 mod tally;
 mod workload;
 
@@ -42,6 +45,9 @@ scenarios (defaults in brackets; --quick switches to the small sizes after the s
   replay    --history L [10000/300] --tail K [10/10] --reps N [7/3]
   idle      --users U [10000/100] --subs S [10/5] --rounds N [1/1]
   latency   --rate R [5000/500] --seconds T [10/1] --subs N [1000/20] --rounds N [1/1]
+  soak      --seconds T [1200/4] --rate R [2000/400] --users U [100/5] --subs S [10/8]
+            --resume-percent P [5/50] --offline-ms M [500/100] --sample-every T [10/1] --warmup T [120/1]
+            (--backend fred only; no baseline: memory is read against its own samples after the warmup)
 
 --rounds runs ssehub and its baseline N times, interleaved, and reports each side's median round.
 fanout --backend fred --publisher raw feeds the hub's subscriptions with plain PUBLISHes of
@@ -96,6 +102,7 @@ pub enum Scenario {
     Replay,
     Idle,
     Latency,
+    Soak,
 }
 
 impl Scenario {
@@ -105,6 +112,7 @@ impl Scenario {
             Scenario::Replay => "replay",
             Scenario::Idle => "idle",
             Scenario::Latency => "latency",
+            Scenario::Soak => "soak",
         }
     }
 }
@@ -215,6 +223,7 @@ fn parse_cli(args: Vec<String>) -> Result<Cli> {
         Some("replay") => Scenario::Replay,
         Some("idle") => Scenario::Idle,
         Some("latency") => Scenario::Latency,
+        Some("soak") => Scenario::Soak,
         Some("-h" | "--help") => return Err(BenchError::Usage(String::new())),
         Some(other) => return Err(BenchError::Usage(format!("unknown scenario {other:?}"))),
         None => return Err(BenchError::Usage("which scenario?".into())),
@@ -267,6 +276,9 @@ fn parse_cli(args: Vec<String>) -> Result<Cli> {
         return Err(BenchError::Usage(
             "--backend fred needs the Redis backend: build with `--features fred`".into(),
         ));
+    }
+    if scenario == Scenario::Soak && backend != Backend::Fred {
+        return Err(BenchError::Usage("soak runs on the Redis backend: --backend fred".into()));
     }
     let redis_url = options.take("redis-url");
     if redis_url.is_some() && backend != Backend::Fred {
@@ -343,6 +355,10 @@ fn run(args: Vec<String>) -> Result<Report> {
         Scenario::Replay => replay::run(&mut bench, &mut report)?,
         Scenario::Idle => idle::run(&mut bench, &mut report)?,
         Scenario::Latency => latency::run(&mut bench, &mut report)?,
+        #[cfg(feature = "fred")]
+        Scenario::Soak => soak::run(&mut bench, &mut report)?,
+        #[cfg(not(feature = "fred"))]
+        Scenario::Soak => unreachable!("rejected when parsing the command line"),
     }
     report.put("threads", bench.cli.threads as u64);
     report.put("cores", report::online_cores());
