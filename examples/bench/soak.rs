@@ -1,6 +1,7 @@
 //! The soak scenario: minutes of mixed load on the Redis backend (paced publishes, many subscribers, a steady share of them reconnecting with Last-Event-ID through `ssehub::resume`), with the hub's RSS and Redis `used_memory` sampled as it runs.
 //!
-//! Events go round-robin over `--users` users at `--rate` per second; each
+//! Events go round-robin over `--users` users at `--rate` per second, each
+//! user's published in sequence (one publisher task per user); each
 //! user has `--subs` subscribers (even ones take every category, odd ones
 //! three). Every subscriber drops its stream once per reconnect period
 //! (`100 / --resume-percent` seconds, staggered so that the reconnects are
@@ -155,7 +156,9 @@ impl Counts {
         self.violations.fetch_add(1, Ordering::Relaxed);
         let mut failures = self.failures.lock().unwrap();
         if failures.len() < FAILURES_KEPT {
-            failures.push(what());
+            let what = what();
+            eprintln!("[bench soak] violation: {what}");
+            failures.push(what);
         }
     }
 }
@@ -330,9 +333,25 @@ fn soak(bench: &Bench, hub: &RedisHub<C>, plan: &Plan) -> Result<Figures> {
         Ok(())
     })?;
 
+    // One publisher task per user, as an application publishes a user's events: each after the
+    // previous one returned, so the user's events are stored and delivered in sequence order and
+    // the check can be strict about order. Different users' publishes run concurrently.
     let publish_failures = Arc::new(AtomicU64::new(0));
+    let user_publishers: Vec<_> = (0..plan.users)
+        .map(|_| {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let (hub, failures) = (hub.clone(), Arc::clone(&publish_failures));
+            bench.runtime.spawn(async move {
+                while let Some(event) = rx.recv().await {
+                    if hub.publish(event).await.is_err() {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+            tx
+        })
+        .collect();
     let publishing = AtomicBool::new(true);
-    let runtime = bench.runtime.handle().clone();
     let mut samples = Samples::default();
     let begun = Instant::now();
     *started.lock().unwrap() = Some(tokio::time::Instant::from_std(begun));
@@ -351,11 +370,20 @@ fn soak(bench: &Bench, hub: &RedisHub<C>, plan: &Plan) -> Result<Figures> {
                 let rss = rss_kib().unwrap_or(0);
                 let used = redis.used_memory()?;
                 let at = begun.elapsed().as_secs();
+                let stats = hub.stats();
                 bench.progress(format!(
-                    "t={at}s rss={rss} KiB redis used_memory={used} B deliveries={} resumes={} violations={}",
+                    "t={at}s rss={rss} KiB redis used_memory={used} B deliveries={} resumes={} replayed={} \
+                     lagged={} violations={} | hub: lagged={} gaps={} reconnects={} recovered={} overflows={}",
                     counts.deliveries.load(Ordering::Relaxed),
                     counts.resumes.load(Ordering::Relaxed),
+                    counts.replayed.load(Ordering::Relaxed),
+                    counts.lagged.load(Ordering::Relaxed),
                     counts.violations.load(Ordering::Relaxed),
+                    stats.lagged,
+                    stats.gaps,
+                    stats.reconnects,
+                    stats.recovered,
+                    stats.message_channel_overflows,
                 ));
                 samples.at_s.push(at);
                 samples.rss_kib.push(rss);
@@ -370,14 +398,9 @@ fn soak(bench: &Bench, hub: &RedisHub<C>, plan: &Plan) -> Result<Figures> {
                 if due > now {
                     thread::sleep(due - now);
                 }
-                let event = workload::event(users[seq as usize % plan.users], seq, None);
-                let hub = hub.clone();
-                let failures = Arc::clone(&publish_failures);
-                runtime.spawn(async move {
-                    if hub.publish(event).await.is_err() {
-                        failures.fetch_add(1, Ordering::Relaxed);
-                    }
-                });
+                let user = seq as usize % plan.users;
+                // A user's publisher task is gone only if the runtime is.
+                let _ = user_publishers[user].send(workload::event(users[user], seq, None));
             }
             let seconds = begun.elapsed().as_secs_f64();
             publishing.store(false, Ordering::Release);
