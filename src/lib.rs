@@ -19,6 +19,7 @@
 //! | `fred`         | no      | the Redis backend on the `fred` client (pub/sub for live delivery, Streams for replay) |
 //! | `conformance`  | no      | the backend conformance suite, for this crate's and third-party backends |
 //! | `serde`        | no      | `Serialize`/`Deserialize` on the core types |
+//! | `metrics`      | no      | operator metrics through the `metrics` facade: see [`metrics`] |
 //! | `browser-test` | no      | test-only, nothing in the library: runs the crate's browser test (Chromium, Node.js) |
 //!
 //! With `default-features = false` the crate builds for `no_std` targets that
@@ -68,6 +69,8 @@ pub mod wire;
 
 #[cfg(feature = "std")]
 pub mod backend;
+#[cfg(feature = "std")]
+pub mod metrics;
 #[cfg(feature = "std")]
 pub mod resume;
 #[cfg(feature = "std")]

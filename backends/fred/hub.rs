@@ -144,14 +144,15 @@ impl<C: Category> EventSource<C> for RedisHub<C> {
             }
             shared.streams.missed_events(user, last_event_id, filter).await
         });
-        async move { task.await? }
+        crate::metrics::observe_replay(crate::metrics::Backend::Redis, async move { task.await? })
     }
 }
 
 impl<C: Category> Publisher<C> for RedisHub<C> {
     fn publish(&self, event: Event<C>) -> impl Future<Output = Result<(), Error>> + Send {
         let inner = Arc::clone(&self.inner);
-        async move {
+        let audience = event.audience();
+        crate::metrics::observe_publish(crate::metrics::Backend::Redis, audience, async move {
             if inner.closed.load(Ordering::Acquire) {
                 return Err(Error::Closed);
             }
@@ -161,6 +162,6 @@ impl<C: Category> Publisher<C> for RedisHub<C> {
             }
             let shared = Arc::clone(&inner.shared);
             inner.runtime.spawn(async move { publish_one(&shared, event).await }).await?
-        }
+        })
     }
 }

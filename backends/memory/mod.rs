@@ -425,6 +425,7 @@ impl<C: Category> ShardState<C> {
         remove_from(&mut self.listeners, List::Shard, queue);
         shrink_when_mostly_empty(&mut self.listeners);
         shard.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        crate::metrics::subscriptions(crate::metrics::Backend::Memory, -1);
         true
     }
 
@@ -496,6 +497,7 @@ impl<C: Category> Shared<C> {
         state.listeners.push(registration);
         shard.subscriptions.fetch_add(1, Ordering::Relaxed);
         drop(guard);
+        crate::metrics::subscriptions(crate::metrics::Backend::Memory, 1);
         Ok(subscription)
     }
 
@@ -724,6 +726,7 @@ impl<C: Category> Shared<C> {
             drop(guard);
             wakeups.wake_all();
             shard.subscriptions.fetch_sub(unregistered, Ordering::Relaxed);
+            crate::metrics::subscriptions(crate::metrics::Backend::Memory, -(unregistered as i64));
             shard.users.fetch_sub(removed, Ordering::Relaxed);
         }
     }
@@ -754,6 +757,8 @@ impl<C: Category> Shard<C> {
         if counts.lagged > 0 {
             self.lagged.fetch_add(counts.lagged, Ordering::Relaxed);
         }
+        crate::metrics::delivered(crate::metrics::Backend::Memory, counts.queued);
+        crate::metrics::lagged(crate::metrics::Backend::Memory, counts.lagged);
     }
 }
 
@@ -875,7 +880,8 @@ impl<C: Category> EventSource<C> for MemoryHub<C> {
         last_event_id: EventId,
         filter: CategorySet<C>,
     ) -> Result<Replay<C>, Error> {
-        Ok(self.shared.replay(user, last_event_id, filter))
+        let replay = async { Ok(self.shared.replay(user, last_event_id, filter)) };
+        crate::metrics::observe_replay(crate::metrics::Backend::Memory, replay).await
     }
 }
 
@@ -883,6 +889,8 @@ impl<C: Category> Publisher<C> for MemoryHub<C> {
     /// Retains the event and queues it for every matching subscription before
     /// it resolves. Fails with [`Error::Closed`] after [`close`](MemoryHub::close).
     async fn publish(&self, event: Event<C>) -> Result<(), Error> {
-        self.shared.publish_now(&event)
+        let outcome = self.shared.publish_now(&event);
+        crate::metrics::published(crate::metrics::Backend::Memory, event.audience(), &outcome);
+        outcome
     }
 }
