@@ -1,14 +1,22 @@
-//! The demo's `GET /metrics` (Prometheus text) against what the test did: publishes, open streams, a lagged subscriber, replays, a refused publish.
+//! The demo's `GET /metrics` (Prometheus text) against what the test did: publishes, open streams, a lagged subscriber, replays, a refused publish; on Redis, a reconnect and its recovery.
 //!
-//! One test in this binary: the metrics recorder is global to the process, so
-//! every figure scraped is this test's own.
+//! The memory test runs the demo in this process; the metrics recorder is
+//! global to the process, and that test is the only one here recording with
+//! `backend="memory"`. The Redis test runs the demo binary as a child process
+//! on a private redis-server, so its figures are its own.
 
 #[allow(dead_code)]
 #[path = "../examples/demo/server.rs"]
 mod server;
 
+#[cfg(feature = "fred")]
+#[path = "support/demo_process.rs"]
+mod demo_process;
 #[path = "support/http_client.rs"]
 mod http_client;
+#[cfg(feature = "fred")]
+#[path = "support/redis_server.rs"]
+mod redis_server;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -69,8 +77,8 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64>
     found.first().copied()
 }
 
-fn scrape(demo: &server::RunningDemo) -> Vec<Sample> {
-    let (head, body) = call(demo.addr(), "GET", "/metrics", &[], "");
+fn scrape(addr: std::net::SocketAddr) -> Vec<Sample> {
+    let (head, body) = call(addr, "GET", "/metrics", &[], "");
     assert_eq!(head.status, 200, "{body}");
     assert!(head.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
     // Every metric is described: the exporter writes its HELP line.
@@ -78,14 +86,15 @@ fn scrape(demo: &server::RunningDemo) -> Vec<Sample> {
         assert!(body.contains(&format!("# HELP {name} ")), "no HELP for {name}:\n{body}");
     }
     // No label carries a user id.
-    let alice = server::USERS[0].id.to_string();
-    assert!(!body.contains(&alice), "a user id in the metrics:\n{body}");
+    for user in server::USERS {
+        assert!(!body.contains(&user.id.to_string()), "a user id in the metrics:\n{body}");
+    }
     parse(&body)
 }
 
 /// Opens `/events` for Alice (with a Last-Event-ID, if given) and reads up to the `retry` line.
-fn open_stream(demo: &server::RunningDemo, last_event_id: Option<&str>) -> Client {
-    let mut client = Client::connect(demo.addr());
+fn open_stream(addr: std::net::SocketAddr, last_event_id: Option<&str>) -> Client {
+    let mut client = Client::connect(addr);
     let headers: Vec<(&str, &str)> = last_event_id.map(|id| ("Last-Event-ID", id)).into_iter().collect();
     let target = format!("/events?user={}", server::USERS[0].id);
     assert_eq!(client.send("GET", &target, &headers, "").status, 200);
@@ -93,10 +102,10 @@ fn open_stream(demo: &server::RunningDemo, last_event_id: Option<&str>) -> Clien
     client
 }
 
-/// Publishes event `n` to Alice through `POST /publish`; returns its id.
-fn publish(demo: &server::RunningDemo, n: usize) -> (u16, String) {
+/// Publishes event `n` to Alice through `POST /publish`; returns the status and the event id (or the error).
+fn publish(addr: std::net::SocketAddr, n: usize) -> (u16, String) {
     let body = format!(r#"{{"user":"{}","category":"ai","data":{{"n":{n}}}}}"#, server::USERS[0].id);
-    let (head, response) = call(demo.addr(), "POST", "/publish", &[], &body);
+    let (head, response) = call(addr, "POST", "/publish", &[], &body);
     if head.status != 200 {
         return (head.status, response);
     }
@@ -113,20 +122,12 @@ fn metrics_count_what_the_demo_did() {
     };
     let demo = server::start("127.0.0.1:0".parse().unwrap(), DynHub::new(hub.clone()), options).unwrap();
 
-    let mut streams: Vec<Client> = (0..STREAMS).map(|_| open_stream(&demo, None)).collect();
+    let mut streams: Vec<Client> = (0..STREAMS).map(|_| open_stream(demo.addr(), None)).collect();
     // A subscription nobody reads: it lags at the event after QUEUE.
     let mut unread = block_on(hub.subscribe(server::USERS[0].id, CategorySet::all())).unwrap();
 
-    let mut ids = Vec::new();
-    for n in 0..PUBLISHES {
-        let (status, id) = publish(&demo, n);
-        assert_eq!(status, 200, "{id}");
-        ids.push(id);
-        // Each stream reads each event before the next is published, so none of them lags.
-        for stream in &mut streams {
-            assert!(stream.read_frames(1)[0].contains(&format!("\"n\":{n}")));
-        }
-    }
+    // Each stream reads each event before the next is published, so none of them lags.
+    let ids = publish_and_read(demo.addr(), 0..PUBLISHES, &mut streams);
     let unread_events = block_on(async {
         let mut events = 0;
         loop {
@@ -143,13 +144,13 @@ fn metrics_count_what_the_demo_did() {
     assert!(unread_events <= QUEUE + 1, "{unread_events} events queued past a queue of {QUEUE}");
 
     // Two reconnects: one that history covers, one with an id the hub never issued.
-    let mut replayed = open_stream(&demo, Some(&ids[PUBLISHES - 3]));
+    let mut replayed = open_stream(demo.addr(), Some(&ids[PUBLISHES - 3]));
     assert_eq!(replayed.read_frames(2).len(), 2);
     let unknown = EventId::new().to_string();
-    let mut gapped = open_stream(&demo, Some(&unknown));
+    let mut gapped = open_stream(demo.addr(), Some(&unknown));
     assert!(gapped.read_frames(1)[0].contains(ssehub::sse::GAP_EVENT));
 
-    let samples = scrape(&demo);
+    let samples = scrape(demo.addr());
     let memory = ("backend", "memory");
     assert_eq!(
         value(&samples, "ssehub_events_published_total", &[memory, ("audience", "user")]),
@@ -171,9 +172,9 @@ fn metrics_count_what_the_demo_did() {
 
     // A closed hub refuses the next publish, and every subscription closes.
     hub.close();
-    let (status, _) = publish(&demo, PUBLISHES);
+    let (status, _) = publish(demo.addr(), PUBLISHES);
     assert_eq!(status, 503);
-    let samples = scrape(&demo);
+    let samples = scrape(demo.addr());
     assert_eq!(value(&samples, "ssehub_publish_refused_total", &[memory, ("reason", "closed")]), Some(1.0));
     assert_eq!(
         value(&samples, "ssehub_events_published_total", &[memory, ("audience", "user")]),
@@ -181,4 +182,71 @@ fn metrics_count_what_the_demo_did() {
     );
     assert_eq!(value(&samples, "ssehub_subscriptions_open", &[memory]), Some(0.0));
     drop((streams, replayed, gapped));
+}
+
+/// Publishes events `range` and reads each on every stream before the next.
+fn publish_and_read(
+    addr: std::net::SocketAddr,
+    range: std::ops::Range<usize>,
+    streams: &mut [Client],
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for n in range {
+        let (status, id) = publish(addr, n);
+        assert_eq!(status, 200, "{id}");
+        ids.push(id);
+        for stream in streams.iter_mut() {
+            assert!(stream.read_frames(1)[0].contains(&format!("\"n\":{n}")));
+        }
+    }
+    ids
+}
+
+#[cfg(feature = "fred")]
+#[test]
+fn redis_metrics_count_a_reconnect_and_its_recovery() {
+    use demo_process::DemoProcess;
+    use redis_server::{RedisServer, wait_until};
+
+    let redis = RedisServer::start();
+    let demo = DemoProcess::start(&["--redis", &redis.url(), "--generator-ms", "0"]);
+    let mut streams: Vec<Client> = (0..STREAMS).map(|_| open_stream(demo.addr(), None)).collect();
+    let before = PUBLISHES / 2;
+    let ids = publish_and_read(demo.addr(), 0..before, &mut streams);
+
+    // Redis drops the hub's subscriber connection: fred reconnects, the hub recovers from the streams.
+    let killed = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert_eq!(killed.as_int(), Some(1), "{killed}");
+    let count = |samples: &[Sample], name: &str| value(samples, name, &[]).unwrap_or(0.0);
+    wait_until(std::time::Duration::from_secs(30), "the reconnect and its recovery", || {
+        let samples = scrape(demo.addr());
+        count(&samples, "ssehub_redis_reconnects_total") >= 1.0
+            && count(&samples, "ssehub_redis_recoveries_total") >= 1.0
+    });
+    publish_and_read(demo.addr(), before..PUBLISHES, &mut streams);
+    let mut replayed = open_stream(demo.addr(), Some(&ids[before - 2]));
+    assert!(replayed.read_frames(1)[0].contains(&ids[before - 1]));
+
+    let samples = scrape(demo.addr());
+    let redis_backend = ("backend", "redis");
+    assert_eq!(count(&samples, "ssehub_redis_reconnects_total"), 1.0);
+    assert_eq!(count(&samples, "ssehub_redis_recoveries_total"), 1.0);
+    // Nothing was published while the connection was down: the recovery found nothing to read back.
+    assert_eq!(count(&samples, "ssehub_redis_recovered_events_total"), 0.0);
+    assert_eq!(
+        value(&samples, "ssehub_events_published_total", &[redis_backend, ("audience", "user")]),
+        Some(PUBLISHES as f64)
+    );
+    assert_eq!(
+        value(&samples, "ssehub_events_delivered_total", &[redis_backend]),
+        Some((PUBLISHES * STREAMS) as f64)
+    );
+    assert_eq!(value(&samples, "ssehub_subscriptions_open", &[redis_backend]), Some((STREAMS + 1) as f64));
+    assert_eq!(
+        value(&samples, "ssehub_replay_duration_seconds_count", &[redis_backend, ("status", "complete")]),
+        Some(1.0)
+    );
+    assert_eq!(value(&samples, "ssehub_gaps_signalled_total", &[redis_backend, ("at", "live")]), None);
+    assert_eq!(value(&samples, "ssehub_subscribers_lagged_total", &[redis_backend]), None);
+    drop((streams, replayed));
 }
