@@ -121,14 +121,15 @@ impl<C: Category> EventSource<C> for RedisHub<C> {
     ) -> impl Future<Output = Result<Self::Subscription, Error>> + Send {
         let commands = self.inner.commands.clone();
         let closed = self.is_closed();
-        async move {
+        let span = tracing::debug_span!("ssehub.subscribe", %user);
+        in_span(span, async move {
             if closed {
                 return Err(Error::Closed);
             }
             let (reply, response) = oneshot::channel();
             commands.send(Command::Subscribe { user, filter, reply }).map_err(|_| Error::Closed)?;
             response.await.map_err(|_| Error::Closed)?
-        }
+        })
     }
 
     fn missed_events(
@@ -164,4 +165,9 @@ impl<C: Category> Publisher<C> for RedisHub<C> {
             inner.runtime.spawn(async move { publish_one(&shared, event).await }).await?
         })
     }
+}
+
+/// `future`, run inside `span` (a trace of the hub's calls, for whichever `tracing` subscriber is installed).
+fn in_span<F: Future>(span: tracing::Span, future: F) -> tracing::instrument::Instrumented<F> {
+    tracing::Instrument::instrument(future, span)
 }
