@@ -36,18 +36,34 @@
 //! # Example
 //!
 //! Exposing the metrics in Prometheus text, here with
-//! `metrics-exporter-prometheus` rendering into your own HTTP route:
+//! `metrics-exporter-prometheus` rendering into a route of your own:
 //!
-//! ```ignore
-//! let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+//! ```
+//! # #[cfg(all(feature = "metrics", feature = "memory"))]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+//! use ssehub::fixture::ExampleCategory as C;
+//! use ssehub::{Audience, Event, Publisher, memory::MemoryHub};
+//!
+//! let prometheus = PrometheusBuilder::new()
 //!     .set_buckets_for_metric(
-//!         metrics_exporter_prometheus::Matcher::Full(ssehub::metrics::REPLAY_DURATION.into()),
+//!         Matcher::Full(ssehub::metrics::REPLAY_DURATION.into()),
 //!         ssehub::metrics::REPLAY_BUCKETS_SECONDS,
 //!     )?
 //!     .install_recorder()?;
 //! ssehub::metrics::describe();
+//!
+//! let hub = MemoryHub::<C>::new();
+//! let event = Event::new(Audience::Broadcast, "notice", C::Security, "{}")?;
+//! futures::executor::block_on(hub.publish(event))?;
+//!
 //! // In the `/metrics` handler:
-//! let body: String = handle.render();
+//! let body: String = prometheus.render();
+//! assert!(body.contains(r#"ssehub_events_published_total{backend="memory",audience="broadcast"}"#));
+//! # Ok(())
+//! # }
+//! # #[cfg(not(all(feature = "metrics", feature = "memory")))]
+//! # fn main() {}
 //! ```
 //!
 //! The demo (`examples/demo`) serves them this way at `/metrics`.
