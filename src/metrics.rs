@@ -28,6 +28,9 @@
 //! - `status`: `complete`, `truncated`, `unknown_id`, `retention_disabled`,
 //!   or `error` when the replay itself failed.
 //!
+//! Install the recorder before building the hubs: the memory hub takes its
+//! metric handles when it is built, so that counting costs an atomic add.
+//!
 //! The histogram is recorded in seconds; exporters that need buckets (the
 //! Prometheus one renders summaries otherwise) can take
 //! [`REPLAY_BUCKETS_SECONDS`]. [`describe`] registers each metric's help text
@@ -231,6 +234,93 @@ pub(crate) fn replayed<E>(
     if status != "complete" && status != "error" {
         gaps(backend, GapAt::Replay, 1);
     }
+}
+
+/// Metric handles taken once, when a hub is built, so that recording is an atomic add instead of a
+/// registry lookup per call (the memory hub publishes millions of events a second).
+#[cfg(feature = "metrics")]
+#[derive(Clone)]
+pub(crate) struct Handles {
+    published_user: ::metrics::Counter,
+    published_broadcast: ::metrics::Counter,
+    delivered: ::metrics::Counter,
+    lagged: ::metrics::Counter,
+    subscriptions: ::metrics::Gauge,
+    backend: Backend,
+}
+
+#[cfg(feature = "metrics")]
+impl Handles {
+    /// Registers the handles with the recorder installed now (a later recorder sees nothing of them).
+    pub(crate) fn new(backend: Backend) -> Self {
+        let label = backend.label();
+        Self {
+            published_user: ::metrics::counter!(EVENTS_PUBLISHED, "backend" => label, "audience" => "user"),
+            published_broadcast: ::metrics::counter!(EVENTS_PUBLISHED, "backend" => label, "audience" => "broadcast"),
+            delivered: ::metrics::counter!(EVENTS_DELIVERED, "backend" => label),
+            lagged: ::metrics::counter!(SUBSCRIBERS_LAGGED, "backend" => label),
+            subscriptions: ::metrics::gauge!(SUBSCRIPTIONS_OPEN, "backend" => label),
+            backend,
+        }
+    }
+
+    /// Records a `publish` outcome (a refusal, rare, through the registry).
+    #[inline]
+    pub(crate) fn published(&self, audience: crate::Audience, outcome: &Result<(), crate::Error>) {
+        match (outcome, audience) {
+            (Ok(()), crate::Audience::User(_)) => self.published_user.increment(1),
+            (Ok(()), crate::Audience::Broadcast) => self.published_broadcast.increment(1),
+            (Err(_), _) => published(self.backend, audience, outcome),
+        }
+    }
+
+    /// Records `n` events put in subscribers' queues.
+    #[inline]
+    pub(crate) fn delivered(&self, n: u64) {
+        if n > 0 {
+            self.delivered.increment(n);
+        }
+    }
+
+    /// Records `n` subscriptions ended for lagging.
+    #[inline]
+    pub(crate) fn lagged(&self, n: u64) {
+        if n > 0 {
+            self.lagged.increment(n);
+        }
+    }
+
+    /// Records `delta` subscriptions opened (positive) or closed (negative).
+    #[inline]
+    pub(crate) fn subscriptions(&self, delta: i64) {
+        if delta != 0 {
+            self.subscriptions.increment(delta as f64);
+        }
+    }
+}
+
+/// Without the `metrics` feature: nothing held, nothing recorded.
+#[cfg(not(feature = "metrics"))]
+#[derive(Clone)]
+pub(crate) struct Handles;
+
+#[cfg(not(feature = "metrics"))]
+impl Handles {
+    pub(crate) fn new(_backend: Backend) -> Self {
+        Handles
+    }
+
+    #[inline]
+    pub(crate) fn published(&self, _audience: crate::Audience, _outcome: &Result<(), crate::Error>) {}
+
+    #[inline]
+    pub(crate) fn delivered(&self, _n: u64) {}
+
+    #[inline]
+    pub(crate) fn lagged(&self, _n: u64) {}
+
+    #[inline]
+    pub(crate) fn subscriptions(&self, _delta: i64) {}
 }
 
 /// Records `n` events put in subscribers' queues.

@@ -115,6 +115,8 @@ fn publish(addr: std::net::SocketAddr, n: usize) -> (u16, String) {
 
 #[test]
 fn metrics_count_what_the_demo_did() {
+    // The recorder before the hub: the hub takes its metric handles when it is built.
+    assert!(server::prometheus().is_some());
     let hub = MemoryHub::<C>::builder().queue_capacity(QUEUE).build();
     let options = server::DemoOptions {
         sse: SseOptions::new().heartbeat(Duration::from_secs(60)),

@@ -275,6 +275,8 @@ struct Shard<C: Category> {
     published: AtomicU64,
     delivered: AtomicU64,
     lagged: AtomicU64,
+    /// The operator metrics' handles, the same in every shard.
+    metrics: crate::metrics::Handles,
 }
 
 impl<C: Category> Default for Shard<C> {
@@ -292,6 +294,7 @@ impl<C: Category> Default for Shard<C> {
             published: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             lagged: AtomicU64::new(0),
+            metrics: crate::metrics::Handles::new(crate::metrics::Backend::Memory),
         }
     }
 }
@@ -425,7 +428,7 @@ impl<C: Category> ShardState<C> {
         remove_from(&mut self.listeners, List::Shard, queue);
         shrink_when_mostly_empty(&mut self.listeners);
         shard.subscriptions.fetch_sub(1, Ordering::Relaxed);
-        crate::metrics::subscriptions(crate::metrics::Backend::Memory, -1);
+        shard.metrics.subscriptions(-1);
         true
     }
 
@@ -497,7 +500,7 @@ impl<C: Category> Shared<C> {
         state.listeners.push(registration);
         shard.subscriptions.fetch_add(1, Ordering::Relaxed);
         drop(guard);
-        crate::metrics::subscriptions(crate::metrics::Backend::Memory, 1);
+        shard.metrics.subscriptions(1);
         Ok(subscription)
     }
 
@@ -726,7 +729,7 @@ impl<C: Category> Shared<C> {
             drop(guard);
             wakeups.wake_all();
             shard.subscriptions.fetch_sub(unregistered, Ordering::Relaxed);
-            crate::metrics::subscriptions(crate::metrics::Backend::Memory, -(unregistered as i64));
+            shard.metrics.subscriptions(-(unregistered as i64));
             shard.users.fetch_sub(removed, Ordering::Relaxed);
         }
     }
@@ -757,8 +760,8 @@ impl<C: Category> Shard<C> {
         if counts.lagged > 0 {
             self.lagged.fetch_add(counts.lagged, Ordering::Relaxed);
         }
-        crate::metrics::delivered(crate::metrics::Backend::Memory, counts.queued);
-        crate::metrics::lagged(crate::metrics::Backend::Memory, counts.lagged);
+        self.metrics.delivered(counts.queued);
+        self.metrics.lagged(counts.lagged);
     }
 }
 
@@ -890,7 +893,7 @@ impl<C: Category> Publisher<C> for MemoryHub<C> {
     /// it resolves. Fails with [`Error::Closed`] after [`close`](MemoryHub::close).
     async fn publish(&self, event: Event<C>) -> Result<(), Error> {
         let outcome = self.shared.publish_now(&event);
-        crate::metrics::published(crate::metrics::Backend::Memory, event.audience(), &outcome);
+        self.shared.shards[0].metrics.published(event.audience(), &outcome);
         outcome
     }
 }

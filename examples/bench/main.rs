@@ -63,6 +63,7 @@ options of every scenario:
   --threads N             tokio worker threads [available parallelism]
   --in-flight N           publishes (fanout) or subscribes (idle) kept in flight [64]
   --queue-capacity N      per-subscriber queue bound, for the hub and the baseline channels [1024]
+  --prometheus            record the hub's metrics into a Prometheus recorder (needs `--features metrics`)
 ";
 
 /// What went wrong, and so which exit status.
@@ -160,6 +161,8 @@ pub struct Cli {
     pub backend: Backend,
     pub sides: Sides,
     pub quick: bool,
+    /// Whether a Prometheus recorder receives the hub's metrics (`--prometheus`): their cost, measured.
+    pub prometheus: bool,
     pub threads: usize,
     pub in_flight: usize,
     pub queue_capacity: usize,
@@ -230,12 +233,14 @@ fn parse_cli(args: Vec<String>) -> Result<Cli> {
     };
     let mut values = BTreeMap::new();
     let (mut quick, mut baseline_only, mut no_baseline, mut baseline_first) = (false, false, false, false);
+    let mut prometheus = false;
     while let Some(arg) = args.next() {
         let Some(name) = arg.strip_prefix("--") else {
             return Err(BenchError::Usage(format!("unexpected argument {arg:?}")));
         };
         match name {
             "quick" => quick = true,
+            "prometheus" => prometheus = true,
             "baseline" => baseline_only = true,
             "no-baseline" => no_baseline = true,
             "baseline-first" => baseline_first = true,
@@ -284,11 +289,27 @@ fn parse_cli(args: Vec<String>) -> Result<Cli> {
     if redis_url.is_some() && backend != Backend::Fred {
         return Err(BenchError::Usage("--redis-url is for --backend fred".into()));
     }
+    if prometheus && !cfg!(feature = "metrics") {
+        return Err(BenchError::Usage(
+            "--prometheus needs the hub's metrics: build with `--features metrics`".into(),
+        ));
+    }
     let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
     let threads = positive(options.number("threads", parallelism as u64)?, "threads")?;
     let in_flight = positive(options.number("in-flight", 64)?, "in-flight")?;
     let queue_capacity = positive(options.number("queue-capacity", 1024)?, "queue-capacity")?;
-    Ok(Cli { scenario, backend, sides, quick, threads, in_flight, queue_capacity, redis_url, options })
+    Ok(Cli {
+        scenario,
+        backend,
+        sides,
+        quick,
+        prometheus,
+        threads,
+        in_flight,
+        queue_capacity,
+        redis_url,
+        options,
+    })
 }
 
 /// `value` as a `usize` of at least 1.
@@ -321,6 +342,12 @@ impl Bench {
 
 fn run(args: Vec<String>) -> Result<Report> {
     let cli = parse_cli(args)?;
+    #[cfg(feature = "metrics")]
+    if cli.prometheus {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .map_err(|e| failed(format!("cannot install the Prometheus recorder: {e}")))?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.threads)
         .enable_all()
@@ -349,6 +376,7 @@ fn run(args: Vec<String>) -> Result<Report> {
         },
     );
     report.put("quick", bench.cli.quick);
+    report.put("prometheus", bench.cli.prometheus);
     let load_before = report::load_average_1m();
     match bench.cli.scenario {
         Scenario::Fanout => fanout::run(&mut bench, &mut report)?,
