@@ -65,7 +65,8 @@ const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 /// The Prometheus recorder behind `/metrics`, installed on first use, once per process; `None` if
 /// another metrics recorder was installed first.
 ///
-/// Installing it before the hub is built counts everything from the start; [`start`] installs it too.
+/// Install it before building the hub: the memory hub takes its metric handles when it is built, and
+/// a recorder installed later sees none of its counts. [`start`] installs it too, for the Redis hub.
 #[cfg(feature = "metrics")]
 pub fn prometheus() -> Option<&'static metrics_exporter_prometheus::PrometheusHandle> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
