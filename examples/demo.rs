@@ -124,6 +124,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The recorder first, so that the hub's metrics count from its start (`GET /metrics`).
+    #[cfg(feature = "metrics")]
+    let _ = server::prometheus();
     let hub = match hub(args.redis.as_deref()) {
         Ok(hub) => hub,
         Err(message) => {

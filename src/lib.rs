@@ -20,6 +20,7 @@
 //! | `conformance`  | no      | the backend conformance suite, for this crate's and third-party backends |
 //! | `serde`        | no      | `Serialize`/`Deserialize` on the core types |
 //! | `gzip`         | no      | [`gzip::GzipStream`]: `Content-Encoding: gzip` bodies flushed chunk by chunk, a few KiB per connection |
+//! | `metrics`      | no      | operator metrics through the `metrics` facade: see [`metrics`] |
 //! | `browser-test` | no      | test-only, nothing in the library: runs the crate's browser test (Chromium, Node.js) |
 //!
 //! With `default-features = false` the crate builds for `no_std` targets that
@@ -73,6 +74,8 @@ pub mod wire;
 
 #[cfg(feature = "std")]
 pub mod backend;
+#[cfg(feature = "std")]
+pub mod metrics;
 #[cfg(feature = "std")]
 pub mod resume;
 #[cfg(feature = "std")]

@@ -157,6 +157,7 @@ async fn run<C: Category>(
 }
 
 /// Runs one batch and tells each of its publishers how its event went.
+#[tracing::instrument(level = "debug", name = "ssehub.publish_batch", skip_all, fields(events = batch.len()))]
 async fn publish_batch<C: Category>(
     shared: &Shared<C>,
     script: &Script,

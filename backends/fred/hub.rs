@@ -121,14 +121,15 @@ impl<C: Category> EventSource<C> for RedisHub<C> {
     ) -> impl Future<Output = Result<Self::Subscription, Error>> + Send {
         let commands = self.inner.commands.clone();
         let closed = self.is_closed();
-        async move {
+        let span = tracing::debug_span!("ssehub.subscribe", %user);
+        in_span(span, async move {
             if closed {
                 return Err(Error::Closed);
             }
             let (reply, response) = oneshot::channel();
             commands.send(Command::Subscribe { user, filter, reply }).map_err(|_| Error::Closed)?;
             response.await.map_err(|_| Error::Closed)?
-        }
+        })
     }
 
     fn missed_events(
@@ -144,14 +145,15 @@ impl<C: Category> EventSource<C> for RedisHub<C> {
             }
             shared.streams.missed_events(user, last_event_id, filter).await
         });
-        async move { task.await? }
+        crate::metrics::observe_replay(crate::metrics::Backend::Redis, async move { task.await? })
     }
 }
 
 impl<C: Category> Publisher<C> for RedisHub<C> {
     fn publish(&self, event: Event<C>) -> impl Future<Output = Result<(), Error>> + Send {
         let inner = Arc::clone(&self.inner);
-        async move {
+        let audience = event.audience();
+        crate::metrics::observe_publish(crate::metrics::Backend::Redis, audience, async move {
             if inner.closed.load(Ordering::Acquire) {
                 return Err(Error::Closed);
             }
@@ -161,6 +163,11 @@ impl<C: Category> Publisher<C> for RedisHub<C> {
             }
             let shared = Arc::clone(&inner.shared);
             inner.runtime.spawn(async move { publish_one(&shared, event).await }).await?
-        }
+        })
     }
+}
+
+/// `future`, run inside `span` (a trace of the hub's calls, for whichever `tracing` subscriber is installed).
+fn in_span<F: Future>(span: tracing::Span, future: F) -> tracing::instrument::Instrumented<F> {
+    tracing::Instrument::instrument(future, span)
 }

@@ -91,6 +91,7 @@ impl Recovery {
         }
     }
 
+    #[tracing::instrument(level = "info", name = "ssehub.recovery", skip_all)]
     async fn recover<C: Category>(
         &mut self,
         shared: &Shared<C>,

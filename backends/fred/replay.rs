@@ -24,6 +24,7 @@ use crate::{Audience, Category, CategorySet, Error, Event, EventId, Replay, Repl
 
 impl<C: Category> Streams<C> {
     /// The events `user` missed after `last_event_id`, as [`EventSource::missed_events`](crate::EventSource) says.
+    #[tracing::instrument(level = "debug", name = "ssehub.replay", skip_all, fields(%user, %last_event_id))]
     pub(crate) async fn missed_events(
         &self,
         user: UserId,

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::codec::Skip;
+use crate::metrics;
 
 /// A snapshot of a hub's counters, from [`RedisHub::stats`](super::RedisHub::stats).
 ///
@@ -31,26 +32,82 @@ pub struct HubStats {
     pub message_channel_overflows: u64,
 }
 
-#[derive(Default)]
+/// What a counter of the hub also feeds among the operator metrics (`crate::metrics`).
+#[derive(Clone, Copy)]
+enum Metric {
+    None,
+    OpenSubscriptions,
+    Delivered,
+    Lagged,
+    Gaps,
+    Reconnects,
+}
+
+/// One counter of the hub: its value for [`HubStats`], and the operator metric it feeds.
+pub(crate) struct Counter {
+    value: AtomicU64,
+    metric: Metric,
+}
+
+impl Counter {
+    const fn feeding(metric: Metric) -> Self {
+        Self { value: AtomicU64::new(0), metric }
+    }
+
+    fn load(&self) -> u64 {
+        self.value.load(Relaxed)
+    }
+}
+
 pub(crate) struct Counters {
-    pub(crate) open_subscriptions: AtomicU64,
-    pub(crate) redis_channels: AtomicU64,
-    pub(crate) delivered: AtomicU64,
-    pub(crate) lagged: AtomicU64,
-    pub(crate) skipped: AtomicU64,
-    pub(crate) recovered: AtomicU64,
-    pub(crate) gaps: AtomicU64,
-    pub(crate) reconnects: AtomicU64,
-    pub(crate) message_channel_overflows: AtomicU64,
+    pub(crate) open_subscriptions: Counter,
+    pub(crate) redis_channels: Counter,
+    pub(crate) delivered: Counter,
+    pub(crate) lagged: Counter,
+    pub(crate) skipped: Counter,
+    pub(crate) recovered: Counter,
+    pub(crate) gaps: Counter,
+    pub(crate) reconnects: Counter,
+    pub(crate) message_channel_overflows: Counter,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            open_subscriptions: Counter::feeding(Metric::OpenSubscriptions),
+            redis_channels: Counter::feeding(Metric::None),
+            delivered: Counter::feeding(Metric::Delivered),
+            lagged: Counter::feeding(Metric::Lagged),
+            skipped: Counter::feeding(Metric::None),
+            // Fed by `recovered_events`, which also counts the recovery.
+            recovered: Counter::feeding(Metric::None),
+            gaps: Counter::feeding(Metric::Gaps),
+            reconnects: Counter::feeding(Metric::Reconnects),
+            message_channel_overflows: Counter::feeding(Metric::None),
+        }
+    }
 }
 
 impl Counters {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Relaxed);
+    pub(crate) fn add(counter: &Counter, n: u64) {
+        counter.value.fetch_add(n, Relaxed);
+        let backend = metrics::Backend::Redis;
+        match counter.metric {
+            Metric::None => {}
+            Metric::OpenSubscriptions => metrics::subscriptions(backend, n as i64),
+            Metric::Delivered => metrics::delivered(backend, n),
+            Metric::Lagged => metrics::lagged(backend, n),
+            Metric::Gaps => metrics::gaps(backend, metrics::GapAt::Live, n),
+            Metric::Reconnects => metrics::redis_reconnects(n),
+        }
     }
 
-    pub(crate) fn sub(counter: &AtomicU64, n: u64) {
-        counter.fetch_sub(n, Relaxed);
+    /// Lowers a gauge (`open_subscriptions`, `redis_channels`).
+    pub(crate) fn sub(counter: &Counter, n: u64) {
+        counter.value.fetch_sub(n, Relaxed);
+        if let Metric::OpenSubscriptions = counter.metric {
+            metrics::subscriptions(metrics::Backend::Redis, -(n as i64));
+        }
     }
 
     /// Counts and logs a message or stream entry that could not be decoded.
@@ -62,6 +119,7 @@ impl Counters {
     /// Counts and logs events read back from the streams by a recovery.
     pub(crate) fn recovered_events(&self, events: u64) {
         Self::add(&self.recovered, events);
+        metrics::redis_recovery(events);
         if events > 0 {
             tracing::info!(
                 recovered = events,
@@ -72,15 +130,15 @@ impl Counters {
 
     pub(crate) fn snapshot(&self) -> HubStats {
         HubStats {
-            open_subscriptions: usize::try_from(self.open_subscriptions.load(Relaxed)).unwrap_or(usize::MAX),
-            redis_channels: self.redis_channels.load(Relaxed),
-            delivered: self.delivered.load(Relaxed),
-            lagged: self.lagged.load(Relaxed),
-            skipped: self.skipped.load(Relaxed),
-            recovered: self.recovered.load(Relaxed),
-            gaps: self.gaps.load(Relaxed),
-            reconnects: self.reconnects.load(Relaxed),
-            message_channel_overflows: self.message_channel_overflows.load(Relaxed),
+            open_subscriptions: usize::try_from(self.open_subscriptions.load()).unwrap_or(usize::MAX),
+            redis_channels: self.redis_channels.load(),
+            delivered: self.delivered.load(),
+            lagged: self.lagged.load(),
+            skipped: self.skipped.load(),
+            recovered: self.recovered.load(),
+            gaps: self.gaps.load(),
+            reconnects: self.reconnects.load(),
+            message_channel_overflows: self.message_channel_overflows.load(),
         }
     }
 }

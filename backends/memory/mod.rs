@@ -275,6 +275,8 @@ struct Shard<C: Category> {
     published: AtomicU64,
     delivered: AtomicU64,
     lagged: AtomicU64,
+    /// The operator metrics' handles, the same in every shard.
+    metrics: crate::metrics::Handles,
 }
 
 impl<C: Category> Default for Shard<C> {
@@ -292,6 +294,7 @@ impl<C: Category> Default for Shard<C> {
             published: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             lagged: AtomicU64::new(0),
+            metrics: crate::metrics::Handles::new(crate::metrics::Backend::Memory),
         }
     }
 }
@@ -425,6 +428,7 @@ impl<C: Category> ShardState<C> {
         remove_from(&mut self.listeners, List::Shard, queue);
         shrink_when_mostly_empty(&mut self.listeners);
         shard.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        shard.metrics.subscriptions(-1);
         true
     }
 
@@ -496,6 +500,7 @@ impl<C: Category> Shared<C> {
         state.listeners.push(registration);
         shard.subscriptions.fetch_add(1, Ordering::Relaxed);
         drop(guard);
+        shard.metrics.subscriptions(1);
         Ok(subscription)
     }
 
@@ -724,6 +729,7 @@ impl<C: Category> Shared<C> {
             drop(guard);
             wakeups.wake_all();
             shard.subscriptions.fetch_sub(unregistered, Ordering::Relaxed);
+            shard.metrics.subscriptions(-(unregistered as i64));
             shard.users.fetch_sub(removed, Ordering::Relaxed);
         }
     }
@@ -754,6 +760,8 @@ impl<C: Category> Shard<C> {
         if counts.lagged > 0 {
             self.lagged.fetch_add(counts.lagged, Ordering::Relaxed);
         }
+        self.metrics.delivered(counts.queued);
+        self.metrics.lagged(counts.lagged);
     }
 }
 
@@ -875,7 +883,8 @@ impl<C: Category> EventSource<C> for MemoryHub<C> {
         last_event_id: EventId,
         filter: CategorySet<C>,
     ) -> Result<Replay<C>, Error> {
-        Ok(self.shared.replay(user, last_event_id, filter))
+        let replay = async { Ok(self.shared.replay(user, last_event_id, filter)) };
+        crate::metrics::observe_replay(crate::metrics::Backend::Memory, replay).await
     }
 }
 
@@ -883,6 +892,8 @@ impl<C: Category> Publisher<C> for MemoryHub<C> {
     /// Retains the event and queues it for every matching subscription before
     /// it resolves. Fails with [`Error::Closed`] after [`close`](MemoryHub::close).
     async fn publish(&self, event: Event<C>) -> Result<(), Error> {
-        self.shared.publish_now(&event)
+        let outcome = self.shared.publish_now(&event);
+        self.shared.shards[0].metrics.published(event.audience(), &outcome);
+        outcome
     }
 }

@@ -1,8 +1,9 @@
-//! The ssehub benchmark harness: fanout, replay, idle, latency, capacity and http scenarios, each beside its baseline, one JSON line per run.
+//! The ssehub benchmark harness: fanout, replay, idle, latency, capacity and http scenarios, each beside its baseline, and the soak, one JSON line per run.
 //!
 //! ```text
 //! cargo run --release --example bench -- <fanout|replay|idle|latency|capacity|http> [options]
 //! cargo run --release --example bench --features fred -- fanout --backend fred
+//! cargo run --release --example bench --features fred -- soak --backend fred
 //! ```
 //!
 //! Every run measures ssehub and then its baseline in the same process (the
@@ -27,6 +28,8 @@ mod latency;
 mod redis;
 mod replay;
 mod report;
+#[cfg(feature = "fred")]
+mod soak;
 mod tally;
 mod workload;
 
@@ -51,6 +54,9 @@ scenarios (defaults in brackets; --quick switches to the small sizes after the s
             --server-threads N [cores] --max-buf-size B [hyper's default] --count-heap 0|1 [0/1]
             --gzip 0|1 [0] (needs --features gzip) --payload bench|demo [bench]
             (the server is a second process: this binary as `bench http-server`)
+  soak      --seconds T [1200/4] --rate R [2000/400] --users U [100/5] --subs S [10/8]
+            --resume-percent P [5/50] --offline-ms M [500/100] --sample-every T [10/1] --warmup T [120/1]
+            (--backend fred only; no baseline: memory is read against its own samples after the warmup)
 
 --rounds runs ssehub and its baseline N times, interleaved, and reports each side's median round.
 fanout --backend fred --publisher raw feeds the hub's subscriptions with plain PUBLISHes of
@@ -72,6 +78,7 @@ options of every scenario:
   --threads N             tokio worker threads [available parallelism]
   --in-flight N           publishes (fanout) or subscribes (idle) kept in flight [64]
   --queue-capacity N      per-subscriber queue bound, for the hub and the baseline channels [1024]
+  --prometheus            record the hub's metrics into a Prometheus recorder (needs `--features metrics`)
 ";
 
 /// What went wrong, and so which exit status.
@@ -113,6 +120,7 @@ pub enum Scenario {
     Latency,
     Capacity,
     Http,
+    Soak,
 }
 
 impl Scenario {
@@ -124,6 +132,7 @@ impl Scenario {
             Scenario::Latency => "latency",
             Scenario::Capacity => "capacity",
             Scenario::Http => "http",
+            Scenario::Soak => "soak",
         }
     }
 }
@@ -171,6 +180,8 @@ pub struct Cli {
     pub backend: Backend,
     pub sides: Sides,
     pub quick: bool,
+    /// Whether a Prometheus recorder receives the hub's metrics (`--prometheus`): their cost, measured.
+    pub prometheus: bool,
     pub threads: usize,
     pub in_flight: usize,
     pub queue_capacity: usize,
@@ -238,18 +249,21 @@ fn parse_cli(args: Vec<String>) -> Result<Cli> {
         Some("latency") => Scenario::Latency,
         Some("capacity") => Scenario::Capacity,
         Some("http") => Scenario::Http,
+        Some("soak") => Scenario::Soak,
         Some("-h" | "--help") => return Err(BenchError::Usage(String::new())),
         Some(other) => return Err(BenchError::Usage(format!("unknown scenario {other:?}"))),
         None => return Err(BenchError::Usage("which scenario?".into())),
     };
     let mut values = BTreeMap::new();
     let (mut quick, mut baseline_only, mut no_baseline, mut baseline_first) = (false, false, false, false);
+    let mut prometheus = false;
     while let Some(arg) = args.next() {
         let Some(name) = arg.strip_prefix("--") else {
             return Err(BenchError::Usage(format!("unexpected argument {arg:?}")));
         };
         match name {
             "quick" => quick = true,
+            "prometheus" => prometheus = true,
             "baseline" => baseline_only = true,
             "no-baseline" => no_baseline = true,
             "baseline-first" => baseline_first = true,
@@ -291,6 +305,9 @@ fn parse_cli(args: Vec<String>) -> Result<Cli> {
             "--backend fred needs the Redis backend: build with `--features fred`".into(),
         ));
     }
+    if scenario == Scenario::Soak && backend != Backend::Fred {
+        return Err(BenchError::Usage("soak runs on the Redis backend: --backend fred".into()));
+    }
     let redis_url = options.take("redis-url");
     if redis_url.is_some() && backend != Backend::Fred {
         return Err(BenchError::Usage("--redis-url is for --backend fred".into()));
@@ -315,6 +332,11 @@ fn parse_cli(args: Vec<String>) -> Result<Cli> {
             }
         },
     };
+    if prometheus && !cfg!(feature = "metrics") {
+        return Err(BenchError::Usage(
+            "--prometheus needs the hub's metrics: build with `--features metrics`".into(),
+        ));
+    }
     let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
     let threads = positive(options.number("threads", parallelism as u64)?, "threads")?;
     let in_flight = positive(options.number("in-flight", 64)?, "in-flight")?;
@@ -324,6 +346,7 @@ fn parse_cli(args: Vec<String>) -> Result<Cli> {
         backend,
         sides,
         quick,
+        prometheus,
         threads,
         in_flight,
         queue_capacity,
@@ -363,6 +386,12 @@ impl Bench {
 
 fn run(args: Vec<String>) -> Result<Report> {
     let cli = parse_cli(args)?;
+    #[cfg(feature = "metrics")]
+    if cli.prometheus {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .map_err(|e| failed(format!("cannot install the Prometheus recorder: {e}")))?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.threads)
         .enable_all()
@@ -394,6 +423,7 @@ fn run(args: Vec<String>) -> Result<Report> {
         },
     );
     report.put("quick", bench.cli.quick);
+    report.put("prometheus", bench.cli.prometheus);
     let load_before = report::load_average_1m();
     match bench.cli.scenario {
         Scenario::Fanout => fanout::run(&mut bench, &mut report)?,
@@ -402,6 +432,10 @@ fn run(args: Vec<String>) -> Result<Report> {
         Scenario::Latency => latency::run(&mut bench, &mut report)?,
         Scenario::Capacity => capacity::run(&mut bench, &mut report)?,
         Scenario::Http => http::run(&mut bench, &mut report)?,
+        #[cfg(feature = "fred")]
+        Scenario::Soak => soak::run(&mut bench, &mut report)?,
+        #[cfg(not(feature = "fred"))]
+        Scenario::Soak => unreachable!("rejected when parsing the command line"),
     }
     report.put("threads", bench.cli.threads as u64);
     report.put("cores", report::online_cores());

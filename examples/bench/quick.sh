@@ -50,4 +50,16 @@ else
   echo "FAILED: bench http --quick --gzip 1 --payload demo" >&2
   failed=1
 fi
+# The soak runs on the Redis backend only: a few seconds of its mixed load, every resume checked exactly once.
+case " $backends " in *" fred "*)
+  echo "==== bench soak --backend fred --quick" >&2
+  if line=$("$bench" soak --backend fred --quick) && [[ $line == *'"ok":true'* ]]; then
+    echo "$line"
+  else
+    echo "$line"
+    echo "FAILED: bench soak --backend fred --quick" >&2
+    failed=1
+  fi
+  ;;
+esac
 exit "$failed"

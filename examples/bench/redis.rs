@@ -169,6 +169,16 @@ impl RedisTarget {
         }
     }
 
+    /// The server's `used_memory` (`INFO memory`), in bytes.
+    pub fn used_memory(&self) -> Result<u64> {
+        let reply = self.command(&["INFO", "memory"])?;
+        reply
+            .as_str()
+            .and_then(|info| info.lines().find_map(|line| line.strip_prefix("used_memory:")))
+            .and_then(|value| value.trim().parse().ok())
+            .ok_or_else(|| failed(format!("INFO memory replied {reply}")))
+    }
+
     /// `XLEN key`.
     pub fn stream_len(&self, key: &str) -> Result<u64> {
         let reply = self.command(&["XLEN", key])?;

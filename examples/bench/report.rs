@@ -11,6 +11,14 @@ pub enum Value {
     Text(String),
     Bool(bool),
     Null,
+    /// A JSON array (the soak scenario's memory samples).
+    List(Vec<Value>),
+}
+
+impl From<Vec<u64>> for Value {
+    fn from(values: Vec<u64>) -> Self {
+        Value::List(values.into_iter().map(Value::Int).collect())
+    }
 }
 
 impl From<u64> for Value {
@@ -66,6 +74,16 @@ impl Value {
                 let _ = write!(out, "{b}");
             }
             Value::Null => out.push_str("null"),
+            Value::List(values) => {
+                out.push('[');
+                for (n, value) in values.iter().enumerate() {
+                    if n > 0 {
+                        out.push(',');
+                    }
+                    value.write_json(out);
+                }
+                out.push(']');
+            }
         }
     }
 }

@@ -11,6 +11,7 @@
 //! | `POST /drop?user=<uuid>` | ends that user's open streams server-side; browsers reconnect with `Last-Event-ID` |
 //! | `GET /debug/published?user=<uuid>&categories=..` | what this process published that the user's stream would carry, in order |
 //! | `GET /debug/connections` | every `/events` request served: user, Last-Event-ID, replay status and size |
+//! | `GET /metrics` | the hub's operator metrics in Prometheus text (see `ssehub::metrics`; needs the `metrics` feature) |
 //!
 //! The demo has no authentication: the user is whatever the query names (the
 //! page's user picker is a demo convenience). A real application takes it
@@ -70,6 +71,39 @@ const CONNECTION_LOG_LEN: usize = 1_000;
 /// responses (a client that stopped reading holds its connection) before it
 /// drops them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How often the Prometheus recorder's upkeep runs (it bounds the memory histograms hold between scrapes).
+#[cfg(feature = "metrics")]
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// The Prometheus recorder behind `/metrics`, installed on first use, once per process; `None` if
+/// another metrics recorder was installed first.
+///
+/// Install it before building the hub: the memory hub takes its metric handles when it is built, and
+/// a recorder installed later sees none of its counts. [`start`] installs it too, for the Redis hub.
+#[cfg(feature = "metrics")]
+pub fn prometheus() -> Option<&'static metrics_exporter_prometheus::PrometheusHandle> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+    static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let replay = Matcher::Full(ssehub::metrics::REPLAY_DURATION.to_owned());
+            let installed = PrometheusBuilder::new()
+                .set_buckets_for_metric(replay, ssehub::metrics::REPLAY_BUCKETS_SECONDS)
+                .and_then(PrometheusBuilder::install_recorder);
+            match installed {
+                Ok(handle) => {
+                    ssehub::metrics::describe();
+                    Some(handle)
+                }
+                Err(error) => {
+                    eprintln!("demo: /metrics is off: cannot install the Prometheus recorder: {error}");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
 
 ssehub::categories! {
     /// What the demo's events are about: the categories a client filters by (`?categories=ai,security`).
@@ -361,6 +395,17 @@ pub fn start(addr: SocketAddr, hub: DynHub<Topic>, options: DemoOptions) -> io::
                 if let Some(interval) = options.generator_interval {
                     executor.spawn(generate(Arc::clone(&demo), interval)).detach();
                 }
+                #[cfg(feature = "metrics")]
+                if let Some(prometheus) = prometheus() {
+                    executor
+                        .spawn(async move {
+                            loop {
+                                Timer::after(METRICS_UPKEEP).await;
+                                prometheus.run_upkeep();
+                            }
+                        })
+                        .detach();
+                }
                 let serving = serve(listener, Arc::clone(&demo), Arc::clone(&executor));
                 futures::future::select(Box::pin(serving), stopped).await;
             }));
@@ -530,12 +575,29 @@ async fn route(demo: Arc<Demo>, request: Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/debug/connections") => {
             json_response(StatusCode::OK, &json!({ "connections": demo.served_streams() }))
         }
+        (&Method::GET, "/metrics") => metrics_text(),
         (
             _,
-            "/" | "/config" | "/events" | "/publish" | "/drop" | "/debug/published" | "/debug/connections",
+            "/" | "/config" | "/events" | "/publish" | "/drop" | "/debug/published" | "/debug/connections"
+            | "/metrics",
         ) => plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => plain(StatusCode::NOT_FOUND, "not found"),
     }
+}
+
+/// `GET /metrics`: the operator metrics in Prometheus text exposition format.
+fn metrics_text() -> Response<Body> {
+    #[cfg(feature = "metrics")]
+    match prometheus() {
+        Some(prometheus) => {
+            whole(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", prometheus.render())
+        }
+        None => {
+            plain(StatusCode::SERVICE_UNAVAILABLE, "another metrics recorder is installed in this process")
+        }
+    }
+    #[cfg(not(feature = "metrics"))]
+    plain(StatusCode::NOT_FOUND, "metrics are off: build with the `metrics` feature")
 }
 
 fn config() -> Value {

@@ -21,6 +21,7 @@ pub fn demo_binary() -> PathBuf {
                 ("fred", cfg!(feature = "fred")),
                 ("conformance", cfg!(feature = "conformance")),
                 ("serde", cfg!(feature = "serde")),
+                ("metrics", cfg!(feature = "metrics")),
                 ("browser-test", cfg!(feature = "browser-test")),
             ]
             .into_iter()
