@@ -115,7 +115,7 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
     rounds.put_ratio(report, "frames_per_s / baseline_frames_per_s", of_medians);
     report.put(
         "baseline",
-        "the floor: bare hyper 1 on smol writing pre-encoded frames from one bounded channel per connection",
+        "the floor: bare hyper 1 on smol writing pre-encoded frames from one unbounded channel per connection",
     );
     report.add_sides(rounds.ssehub, rounds.baseline);
     Ok(())
