@@ -36,7 +36,7 @@ use ::fred::types::config::{Options, Server};
 
 use super::codec;
 use super::connection::is_redirect;
-use super::publish::{marker_windows, publish_sharded_parts, wait_for_replicas};
+use super::publish::{publish_sharded_parts, wait_for_replicas};
 use super::shared::Shared;
 use crate::Retention;
 use crate::{Audience, Category, Error, Event, EventId};
@@ -165,8 +165,8 @@ async fn publish_batch<C: Category>(
     batch: Vec<PendingPublish>,
 ) {
     let retention = settings.retention;
-    let mut keys = Vec::with_capacity(batch.len() + 3);
-    let mut event_ids = Vec::with_capacity(batch.len());
+    let mut keys = Vec::with_capacity(2 * batch.len() + 1);
+    let mut markers = Vec::with_capacity(batch.len());
     let mut args = Vec::with_capacity(4 + 3 * batch.len());
     args.push(retention.max_events().to_string());
     args.push(retention.max_age().as_millis().to_string());
@@ -174,15 +174,13 @@ async fn publish_batch<C: Category>(
     let mut waiting = Vec::with_capacity(batch.len());
     for publish in batch {
         keys.push(publish.stream);
-        event_ids.push(publish.event_id.to_string());
+        markers.push(shared.layout.publish_marker(publish.audience, publish.event_id));
         args.push(publish.channel);
         args.push(publish.envelope);
         waiting.push(publish.done);
     }
-    // The standalone layout has one marker hash per window for every audience.
-    keys.extend(marker_windows(shared, Audience::Broadcast));
+    keys.append(&mut markers);
     keys.push(settings.order_key.clone());
-    args.append(&mut event_ids);
     args.push(shared.dedupe_window.as_millis().to_string());
     let reply: Result<Vec<String>, _> = match shared.topology.command_client(&settings.order_key) {
         Ok(client) => script.evalsha_with_reload(&client, keys, args).await,
@@ -356,20 +354,17 @@ async fn run_cluster_script<C: Category>(
     batch: &[PendingPublish],
 ) -> Result<(Client, Vec<Stored>), Stored> {
     let first_stream = batch[0].stream.clone();
-    let mut args = Vec::with_capacity(5 + 6 * batch.len());
+    let mut args = Vec::with_capacity(5 + 4 * batch.len());
     args.push(retention.max_events().to_string());
     args.push(retention.max_age().as_millis().to_string());
     args.push((if retention.is_exact() { "=" } else { "~" }).to_string());
     args.push(shared.clock.floor().to_string());
     args.push(shared.dedupe_window.as_millis().to_string());
     for publish in batch {
-        let [current_markers, previous_markers] = marker_windows(shared, publish.audience);
         args.push(publish.stream.clone());
-        args.push(current_markers);
-        args.push(previous_markers);
+        args.push(shared.layout.publish_marker(publish.audience, publish.event_id));
         args.push(publish.channel.clone());
         args.push(publish.envelope.clone());
-        args.push(publish.event_id.to_string());
     }
     let client = shared.topology.command_client(&first_stream).map_err(|e| Stored::Failed(e.to_string()))?;
     // One attempt only: a call whose reply was lost with its connection may have run; the caller is

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::{Audience, UserId};
+use crate::{Audience, EventId, UserId};
 
 /// How a layout delivers live events: plain or sharded pub/sub.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -128,21 +128,20 @@ impl KeyLayout {
         }
     }
 
-    /// The hash of publish markers of `audience` for the marker window numbered `window`.
+    /// The marker a stored event leaves for a while, so that publishing it again stores nothing twice.
     ///
-    /// A publish with retention records each event it stores (event id ->
-    /// entry id) in the current window's hash, which lives two windows; a
-    /// later call for an event id found in the current or the previous window
-    /// (a retry after a lost reply) returns the recorded entry id instead of
-    /// adding the event again. The standalone shape has one hash per window
-    /// for every audience; in the cluster shape each audience has its own,
-    /// with its hash tag, in the slot of the stream it guards.
-    pub fn publish_markers(&self, audience: Audience, window: u64) -> String {
+    /// The publish scripts set it (holding the event's entry id, expiring after
+    /// [`publish_dedupe_window`](super::RedisHubBuilder::publish_dedupe_window))
+    /// when they store the event, and a later call for the same event id (a retry
+    /// after a lost reply) finds it and returns that entry id instead of adding
+    /// the event again. In the cluster shape it carries the audience's hash tag,
+    /// so it lives in the slot of the stream it guards.
+    pub fn publish_marker(&self, audience: Audience, event: EventId) -> String {
         let p = &self.prefix;
         match (self.shape, audience) {
-            (Shape::Standalone, _) => format!("{p}:published:{window}"),
-            (Shape::Cluster, Audience::User(user)) => format!("{p}:{{{user}}}:published:{window}"),
-            (Shape::Cluster, Audience::Broadcast) => format!("{p}:{{broadcast}}:published:{window}"),
+            (Shape::Standalone, _) => format!("{p}:published:{event}"),
+            (Shape::Cluster, Audience::User(user)) => format!("{p}:{{{user}}}:published:{event}"),
+            (Shape::Cluster, Audience::Broadcast) => format!("{p}:{{broadcast}}:published:{event}"),
         }
     }
 
@@ -257,13 +256,13 @@ mod tests {
 
     #[test]
     fn publish_markers_share_their_streams_hash_tag() {
-        let u = user();
+        let (u, e) = (user(), EventId::new());
         let l = KeyLayout::cluster();
-        assert_eq!(l.publish_markers(Audience::User(u), 7), format!("sse:{{{u}}}:published:7"));
-        assert_eq!(l.publish_markers(Audience::Broadcast, 7), "sse:{broadcast}:published:7");
+        assert_eq!(l.publish_marker(Audience::User(u), e), format!("sse:{{{u}}}:published:{e}"));
+        assert_eq!(l.publish_marker(Audience::Broadcast, e), format!("sse:{{broadcast}}:published:{e}"));
         let l = KeyLayout::standalone();
-        assert_eq!(l.publish_markers(Audience::User(u), 7), "sse:published:7");
-        assert_eq!(l.publish_markers(Audience::Broadcast, 7), "sse:published:7");
+        assert_eq!(l.publish_marker(Audience::User(u), e), format!("sse:published:{e}"));
+        assert_eq!(l.publish_marker(Audience::Broadcast, e), format!("sse:published:{e}"));
     }
 
     #[test]

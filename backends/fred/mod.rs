@@ -49,15 +49,15 @@
 //! the events per second one Redis core can store. Without retention, a
 //! publish is one `PUBLISH` and nothing can be replayed.
 //!
-//! Publishing with retention is idempotent by event id. The script records
-//! each event it stores (event id -> entry id) in a marker hash per time
-//! window ([`KeyLayout::publish_markers`]), and an event it finds there was
-//! stored by an earlier call: it returns that entry id and adds and publishes
-//! nothing. So a call whose reply was lost with its connection, which fred
-//! sends again after reconnecting, stores and delivers its events once, and a
-//! caller may publish an event again after any error. This holds for
+//! Publishing with retention is idempotent by event id. Each event the script
+//! stores leaves a marker key holding its entry id
+//! ([`KeyLayout::publish_marker`]), and an event whose marker exists was
+//! stored by an earlier call: the script returns that entry id and adds and
+//! publishes nothing. So a call whose reply was lost with its connection, which
+//! fred sends again after reconnecting, stores and delivers its events once, and
+//! a caller may publish an event again after any error. This holds for
 //! [`RedisHubBuilder::publish_dedupe_window`] (default 60 s) after the event
-//! was stored, and costs Redis about 120 bytes per event held.
+//! was stored, and costs Redis about 150 bytes per event held.
 //!
 //! # Replay
 //!

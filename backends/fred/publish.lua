@@ -1,7 +1,7 @@
 -- Publishes one event with retention, atomically (cluster layouts): XADD, trim, sliding expiry, SPUBLISH.
 -- (The standalone layouts publish through publish_batch.lua, with their order key.)
 -- KEYS[1]  the audience's stream
--- KEYS[2]  the audience's current window of publish markers, KEYS[3] its previous one (in the stream's slot)
+-- KEYS[2]  the event's publish marker (in the stream's slot)
 -- ARGV[1]  the audience's channel
 -- ARGV[2]  the JSON envelope without its closing brace
 -- ARGV[3]  the most entries to keep
@@ -9,16 +9,14 @@
 -- ARGV[5]  PUBLISH or SPUBLISH
 -- ARGV[6]  ~ (approximate trimming) or = (exact)
 -- ARGV[7]  the highest entry id the publishing hub has seen: the new id is above it
--- ARGV[8]  the event's id
--- ARGV[9]  the length of a marker window, in milliseconds
+-- ARGV[8]  how long the publish marker lives, in milliseconds
 -- Returns the entry's id. The channel message is the envelope with that id
 -- added as "stream_id", so subscribers know each live event's stream position.
 --
--- Publishing is idempotent by event id: a stored event's id goes into the
--- current window's marker hash (event id -> entry id), which lives two windows.
--- If the current or the previous window holds the event, an earlier call stored
--- it (a retry after a lost reply): the script returns that entry id, and adds
--- and publishes nothing.
+-- Publishing is idempotent by event id: a stored event leaves its marker key
+-- holding its entry id, for ARGV[8] ms. If the marker exists, an earlier call
+-- stored the event (a retry after a lost reply): the script returns that entry
+-- id, and adds and publishes nothing.
 --
 -- Redis numbers the entries of each stream on its own: two streams can both
 -- have an entry 1700000000000-0. A cluster has no key that shares a slot with
@@ -27,7 +25,7 @@
 -- hub knows it (a hybrid clock: Redis time, kept above every id the hub has
 -- given out or received).
 
-local stored = redis.call('HGET', KEYS[2], ARGV[8]) or redis.call('HGET', KEYS[3], ARGV[8])
+local stored = redis.call('GET', KEYS[2])
 if stored then return stored end
 
 local now = server_time_ms()
@@ -48,7 +46,6 @@ if max_age > 0 then
   redis.call('XTRIM', KEYS[1], 'MINID', ARGV[6], string.format('%.0f', ms - max_age))
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
 end
-redis.call('HSET', KEYS[2], ARGV[8], id)
-redis.call('PEXPIRE', KEYS[2], 2 * tonumber(ARGV[9]))
+redis.call('SET', KEYS[2], id, 'PX', ARGV[8])
 redis.call(ARGV[5], ARGV[1], ARGV[2] .. ',"stream_id":"' .. id .. '"}')
 return id

@@ -9,7 +9,7 @@ use ::fred::clients::Client;
 use ::fred::interfaces::{ClientLike, LuaInterface, PubsubInterface, ServerInterface};
 use ::fred::types::Value;
 use ::fred::types::config::Options;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::codec;
 use super::keys::PubSubKind;
@@ -34,20 +34,6 @@ pub(crate) async fn publish_one<C: Category>(shared: &Shared<C>, event: Event<C>
     let client = shared.topology.command_client(&channel)?;
     let _: Value = client.publish(channel, envelope).await.map_err(Error::backend)?;
     Ok(())
-}
-
-/// The marker hashes of `audience` a publish now writes to and looks in: the current window's and the previous one's.
-///
-/// Windows are numbered from this hub's clock (Unix time over the window
-/// length). An event stored in window `w` is found by any publish made in
-/// `w` or `w + 1`, so for at least one window length; the hash of `w` lives
-/// two window lengths from its last write.
-pub(crate) fn marker_windows<C: Category>(shared: &Shared<C>, audience: Audience) -> [String; 2] {
-    let window_ms = shared.dedupe_window.as_millis().max(1);
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis());
-    let current = u64::try_from(now_ms / window_ms).unwrap_or(u64::MAX);
-    let layout = &shared.layout;
-    [layout.publish_markers(audience, current), layout.publish_markers(audience, current.saturating_sub(1))]
 }
 
 /// Publishes with the cluster layout: the script with the hybrid clock's floor, then `WAIT` if configured.
@@ -84,8 +70,7 @@ pub(crate) async fn publish_sharded_parts<C: Category>(
     event_id: EventId,
 ) -> Result<(), Error> {
     let topology = &shared.topology;
-    let [current_markers, previous_markers] = marker_windows(shared, audience);
-    let keys = vec![stream.clone(), current_markers, previous_markers];
+    let keys = vec![stream.clone(), shared.layout.publish_marker(audience, event_id)];
     let args = vec![
         channel,
         envelope,
@@ -94,7 +79,6 @@ pub(crate) async fn publish_sharded_parts<C: Category>(
         "SPUBLISH".to_string(),
         (if retention.is_exact() { "=" } else { "~" }).to_string(),
         shared.clock.floor().to_string(),
-        event_id.to_string(),
         shared.dedupe_window.as_millis().to_string(),
     ];
     // One attempt per call: a script whose reply was lost with its connection may

@@ -10,22 +10,21 @@
 -- ARGV[2]  the longest age to keep, in milliseconds (0: no age limit, no expiry)
 -- ARGV[3]  ~ (approximate trimming) or = (exact)
 -- ARGV[4]  the highest entry id the publishing hub has seen: the first new id is above it
--- ARGV[5]  how long a publish marker window lasts, in milliseconds
--- ARGV[6i]..ARGV[5+6i]  event i's stream, its audience's current and previous publish marker hashes
---          (in the stream's slot), its channel, its JSON envelope without its closing brace, its event id
+-- ARGV[5]  how long a publish marker lives, in milliseconds
+-- ARGV[2+4i]..ARGV[5+4i]  event i's stream, its publish marker (in the stream's slot), its channel,
+--          and its JSON envelope without its closing brace
 -- Returns, per event in order, its entry id, or '!' and the error that kept it from being
 -- stored (such an event is not published either). An event stored by an earlier call (its marker
 -- holds it) is not stored again: its stored entry id is returned.
 
-local max_events, max_age, trim, window = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+local max_events, max_age, trim, marker_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 local floor = ARGV[4]
 local ids = {}
-for i = 1, (#ARGV - 5) / 6 do
-  local base = 6 * i
-  local stream, current, previous = ARGV[base], ARGV[base + 1], ARGV[base + 2]
-  local channel, envelope, event_id = ARGV[base + 3], ARGV[base + 4], ARGV[base + 5]
-  local ok, id = pcall(publish_one, { stream, current, previous },
-    { channel, envelope, max_events, max_age, 'SPUBLISH', trim, floor, event_id, window })
+for i = 1, (#ARGV - 5) / 4 do
+  local base = 2 + 4 * i
+  local stream, marker, channel, envelope = ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
+  local ok, id = pcall(publish_one, { stream, marker },
+    { channel, envelope, max_events, max_age, 'SPUBLISH', trim, floor, marker_ttl })
   if ok then
     ids[i] = id
     -- An id stored by an earlier call may lie below the floor: the floor only rises.

@@ -25,7 +25,7 @@ pub(crate) struct Shared<C> {
     /// The one-event publish script (cluster layouts).
     pub(crate) publish_script: Script,
     pub(crate) replica_acks: ReplicaAcks,
-    /// How long after storing an event a publish of the same event id stores nothing (see `publish::marker_windows`).
+    /// How long after storing an event a publish of the same event id stores nothing (how long its marker key lives).
     pub(crate) dedupe_window: Duration,
     /// The highest entry id this hub gave out or received: new entries get higher ids.
     pub(crate) clock: HybridClock,
