@@ -57,7 +57,7 @@
 //! fred sends again after reconnecting, stores and delivers its events once, and
 //! a caller may publish an event again after any error. This holds for
 //! [`RedisHubBuilder::publish_dedupe_window`] (default 60 s) after the event
-//! was stored, and costs Redis about 150 bytes per event held.
+//! was stored, and costs Redis about 200 bytes per event held.
 //!
 //! # Replay
 //!
