@@ -18,48 +18,32 @@ cargo build --example bench --features "$features"
 bench=target/debug/examples/bench
 
 failed=0
-for backend in $backends; do
-  for scenario in fanout replay idle latency http; do
-    echo "==== bench $scenario --backend $backend --quick" >&2
-    if line=$("$bench" "$scenario" --backend "$backend" --quick) && [[ $line == *'"ok":true'* ]]; then
-      echo "$line"
-    else
-      echo "$line"
-      echo "FAILED: bench $scenario --backend $backend --quick" >&2
-      failed=1
-    fi
-  done
-done
-# The capacity scenario is for the Redis backend only.
-case " $backends " in *" fred "*)
-  echo "==== bench capacity --backend fred --quick" >&2
-  if line=$("$bench" capacity --backend fred --quick) && [[ $line == *'"ok":true'* ]]; then
+# Runs `bench ARGS... --quick`; fails the script unless its line says "ok":true and holds EXPECT (if given).
+quick() {
+  local expect="" line
+  if [[ $1 == --expect ]]; then expect=$2; shift 2; fi
+  echo "==== bench $* --quick" >&2
+  if line=$("$bench" "$@" --quick) && [[ $line == *'"ok":true'* && $line == *"$expect"* ]]; then
     echo "$line"
   else
     echo "$line"
-    echo "FAILED: bench capacity --backend fred --quick" >&2
-    failed=1
-  fi ;;
-esac
-# The compressed stream: the client decodes gzip and must still count every frame.
-echo "==== bench http --quick --gzip 1 --payload demo" >&2
-if line=$("$bench" http --quick --gzip 1 --payload demo) && [[ $line == *'"ok":true'* && $line == *'"gzip_streams":50'* ]]; then
-  echo "$line"
-else
-  echo "$line"
-  echo "FAILED: bench http --quick --gzip 1 --payload demo" >&2
-  failed=1
-fi
-# The soak runs on the Redis backend only: a few seconds of its mixed load, every resume checked exactly once.
-case " $backends " in *" fred "*)
-  echo "==== bench soak --backend fred --quick" >&2
-  if line=$("$bench" soak --backend fred --quick) && [[ $line == *'"ok":true'* ]]; then
-    echo "$line"
-  else
-    echo "$line"
-    echo "FAILED: bench soak --backend fred --quick" >&2
+    echo "FAILED: bench $* --quick" >&2
     failed=1
   fi
+}
+
+for backend in $backends; do
+  for scenario in fanout replay idle latency http; do
+    quick "$scenario" --backend "$backend"
+  done
+done
+# The compressed stream: the client decodes gzip and must still count every frame.
+quick --expect '"gzip_streams":50' http --gzip 1 --payload demo
+# The capacity and soak scenarios are for the Redis backend only (the soak: a few seconds of its mixed
+# load, every resume checked exactly once).
+case " $backends " in *" fred "*)
+  quick capacity --backend fred
+  quick soak --backend fred
   ;;
 esac
 exit "$failed"
