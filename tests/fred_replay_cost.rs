@@ -7,7 +7,7 @@ mod redis_server;
 
 use std::time::{Duration, Instant};
 
-use fred_support::{C, builder, event, fresh_user, ids, within};
+use fred_support::{C, builder, event, fresh_user, ids, stream_entry_of, within};
 use redis_server::RedisServer;
 use ssehub::fred::{RedisHub, Retention};
 use ssehub::{Audience, CategorySet, Event, EventSource, Publisher, ReplayStatus};
@@ -41,19 +41,6 @@ fn command_calls(server: &RedisServer, command: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The stream entry ssehub writes for `event`, as the envelope publisher reads it.
-fn ssehub_envelope_of(event: &Event<C>) -> String {
-    let Audience::User(user) = event.audience() else { unreachable!("user events only") };
-    format!(
-        r#"{{"event_id":"{}","event_type":"{}","user_id":"{user}","category":"{}","data":{},"occurred_at":"{}"}}"#,
-        event.id(),
-        event.event_type(),
-        ssehub::Category::name(event.category()),
-        event.data(),
-        event.occurred_at().to_rfc3339(),
-    )
-}
-
 struct Measured {
     retained: u64,
     stream_commands: Vec<Vec<String>>,
@@ -70,7 +57,7 @@ async fn replay_after_tenth_from_last(server: &RedisServer, hub: &RedisHub<C>, h
     // The bulk of the history is written server-side, in ssehub's entry format, one event per
     // millisecond over the time before now (1,000 events a second, steadily), to keep the test
     // fast; the replay under test only needs it to be there. The last ten go through the hub.
-    let filler = ssehub_envelope_of(&event(Audience::User(user), 0));
+    let filler = stream_entry_of(&event(Audience::User(user), 0), user);
     let bulk = history - 10;
     let now_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;

@@ -7,22 +7,10 @@ mod redis_server;
 
 use std::time::Duration;
 
-use fred_support::{C, builder, event, fresh_user, ids, within};
+use fred_support::{C, builder, event, fresh_user, ids, stream_entry_of, within};
 use redis_server::RedisServer;
 use ssehub::fred::{RedisHub, Retention};
-use ssehub::{Audience, CategorySet, Event, EventId, EventSource, Publisher, ReplayStatus, UserId};
-
-/// The stream entry ssehub writes for `event`.
-fn envelope_of(event: &Event<C>, user: UserId) -> String {
-    format!(
-        r#"{{"event_id":"{}","event_type":"{}","user_id":"{user}","category":"{}","data":{},"occurred_at":"{}"}}"#,
-        event.id(),
-        event.event_type(),
-        ssehub::Category::name(event.category()),
-        event.data(),
-        event.occurred_at().to_rfc3339(),
-    )
-}
+use ssehub::{Audience, CategorySet, Event, EventId, EventSource, Publisher, ReplayStatus};
 
 async fn hub(server: &RedisServer, prefix: &str) -> RedisHub<C> {
     within(
@@ -74,7 +62,7 @@ fn an_id_behind_more_entries_of_its_millisecond_than_the_script_scans_is_still_f
         let ms = seen.id().timestamp_millis().expect("a UUIDv7");
         // 2,000 other events stored in the id's millisecond before it (as a busy publisher's
         // would be), then the id, then three more.
-        let filler = envelope_of(&event(Audience::User(user), 1), user);
+        let filler = stream_entry_of(&event(Audience::User(user), 1), user);
         let reply = server.command(&[
             "EVAL",
             "for i = 0, 1999 do redis.call('XADD', KEYS[1], ARGV[2] .. '-' .. i, 'event', ARGV[1]) end return 1",
@@ -84,7 +72,7 @@ fn an_id_behind_more_entries_of_its_millisecond_than_the_script_scans_is_still_f
             &ms.to_string(),
         ]);
         assert_eq!(reply.as_int(), Some(1), "{reply}");
-        server.command(&["XADD", &stream, &format!("{ms}-2000"), "event", &envelope_of(&seen, user)]);
+        server.command(&["XADD", &stream, &format!("{ms}-2000"), "event", &stream_entry_of(&seen, user)]);
         let after: Vec<Event<C>> = (2..5).map(|n| event(Audience::User(user), n)).collect();
         for e in &after {
             within("publish", hub.publish(e.clone())).await.expect("publish");

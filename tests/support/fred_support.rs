@@ -74,3 +74,16 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 pub fn ids(events: &[Event<C>]) -> Vec<EventId> {
     events.iter().map(Event::id).collect()
 }
+
+/// The stream entry ssehub writes for `event`, a user event of `user`: what tests write
+/// straight into a stream to stand in for events the hub stored.
+pub fn stream_entry_of(event: &Event<C>, user: UserId) -> String {
+    format!(
+        r#"{{"event_id":"{}","event_type":"{}","user_id":"{user}","category":"{}","data":{},"occurred_at":"{}"}}"#,
+        event.id(),
+        event.event_type(),
+        Category::name(event.category()),
+        event.data(),
+        event.occurred_at().to_rfc3339(),
+    )
+}
