@@ -37,8 +37,13 @@
 //! The layout runs on a single server as well.
 //!
 //! With [`Retention`] on (the default), a publish is one Lua script: `XADD`
-//! with trimming by count and age, an expiry that slides with every publish,
-//! and `PUBLISH`, atomically. In the standalone layout the script draws the
+//! with trimming by count and age, an expiry that slides with the publishes,
+//! and `PUBLISH`, atomically. With approximate trimming (the default) a hub
+//! trims each stream by age and renews its expiry at most once a second: an
+//! event may outlive `max_age` by that second (approximate trimming drops
+//! whole stream nodes, so some outlive it by more), and a stream's expiry is
+//! `max_age` plus that second, so it lives at least `max_age` after its last
+//! event. With exact trimming every publish trims by age. In the standalone layout the script draws the
 //! entry ids of every stream from one sequence (the layout's
 //! [`order_key`](KeyLayout::order_key)), so entry ids order a user's events
 //! and the broadcasts exactly as they were published, and the channel message
@@ -198,6 +203,7 @@
 //   pubsub, redirects                 channel changes and redirected commands for either topology
 //   codec, keys, order, slots, scripts, connection, retention, stats, bridge
 //                                     envelopes, names, entry id order, hash slots, Lua, client settings
+mod age_trims;
 mod batch;
 mod bridge;
 mod builder;

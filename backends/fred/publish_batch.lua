@@ -8,6 +8,10 @@
 -- ARGV[3]     ~ (approximate trimming) or = (exact)
 -- ARGV[2+2i], ARGV[3+2i]  event i's channel, and its JSON envelope without its closing brace
 -- ARGV[4+2n]  how long a publish marker lives, in milliseconds
+-- ARGV[5+2n]  the expiry each stream trimmed by age gets, in milliseconds
+-- ARGV[6+2n..] the positions (1..n) of the events whose stream is trimmed by age and gets that expiry:
+--             the hub picks them (every stream of the batch, or with approximate trimming each stream
+--             at most once a second; see age_trims.rs)
 -- Returns, per event in order, its entry id, or '!' and the error that kept it
 -- from being stored (such an event is not published either). The channel message
 -- is the envelope with the id added as "stream_id".
@@ -23,12 +27,12 @@
 -- Every stream's ids come from one sequence, the order key's, so ids order events
 -- across streams (a user's and the broadcasts) exactly as they were published.
 -- One script per batch instead of one per event: the script call's own cost, the
--- clock and the order key are paid once, and each stream is trimmed and expired once.
+-- clock and the order key are paid once, and each stream is trimmed and expired at most once.
 
 local n = (#KEYS - 1) / 2
 local order_key = KEYS[2 * n + 1]
 local max_events, max_age, trim = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local marker_ttl = ARGV[4 + 2 * n]
+local marker_ttl, expiry = ARGV[4 + 2 * n], ARGV[5 + 2 * n]
 local markers = {}
 for i = 1, n do markers[i] = KEYS[n + i] end
 
@@ -42,9 +46,13 @@ local last_ms, last_seq = -1, 0
 local last = redis.call('GET', order_key)
 if last then last_ms, last_seq = parse_id(last) end
 
+-- last_ms as text, formatted once per millisecond rather than once per event (%.0f is slow).
+local ms_text = nil
 local function next_id()
-  if now > last_ms then last_ms, last_seq = now, 0 else last_seq = last_seq + 1 end
-  return format_id(last_ms, last_seq)
+  if now > last_ms then last_ms, last_seq, ms_text = now, 0, nil else last_seq = last_seq + 1 end
+  ms_text = ms_text or string.format('%.0f', last_ms)
+  if last_seq < 9007199254740992 then return ms_text .. '-' .. string.format('%d', last_seq) end
+  return ms_text .. '-' .. string.format('%.0f', last_seq)
 end
 
 local function add(stream, entry)
@@ -53,13 +61,14 @@ local function add(stream, entry)
     -- Another publisher added an entry with an id of its own choosing, above ours: go above it.
     local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
     last_ms, last_seq = parse_id(top[1][1])
+    ms_text = nil
     added = redis.pcall('XADD', stream, 'MAXLEN', trim, max_events, next_id(), 'event', entry)
   end
   return added
 end
 
 local ids = {}
-local touched, touched_order = {}, {}
+local stored_any = false
 for i = 1, n do
   local stream, marker, channel, envelope = KEYS[i], markers[i], ARGV[2 + 2 * i], ARGV[3 + 2 * i]
   local stored = already[i] or stored_now[marker]
@@ -71,24 +80,25 @@ for i = 1, n do
   else
     ids[i] = added
     stored_now[marker] = added
+    stored_any = true
     redis.call('SET', marker, added, 'PX', marker_ttl)
-    if not touched[stream] then
-      touched[stream] = true
-      touched_order[#touched_order + 1] = stream
-    end
     redis.call('PUBLISH', channel, envelope .. ',"stream_id":"' .. added .. '"}')
   end
 end
 
-if #touched_order > 0 then
+if stored_any then
   redis.call('SET', order_key, format_id(last_ms, last_seq))
-  if max_age > 0 then
-    local oldest = string.format('%.0f', last_ms - max_age)
-    for _, stream in ipairs(touched_order) do
-      redis.call('XTRIM', stream, 'MINID', trim, oldest)
-      redis.call('PEXPIRE', stream, ARGV[2])
+  if max_age > 0 then redis.call('PEXPIRE', order_key, expiry) end
+end
+if max_age > 0 and #ARGV >= 6 + 2 * n then
+  local oldest = string.format('%.0f', now - max_age)
+  for j = 6 + 2 * n, #ARGV do
+    local i = tonumber(ARGV[j])
+    -- Not a stream whose XADD failed: it may not be a stream at all.
+    if string.byte(ids[i], 1) ~= 33 then
+      redis.call('XTRIM', KEYS[i], 'MINID', trim, oldest)
+      redis.call('PEXPIRE', KEYS[i], expiry)
     end
-    redis.call('PEXPIRE', order_key, ARGV[2])
   end
 end
 return ids
