@@ -93,7 +93,10 @@ impl<C: Category> Dispatcher<C> {
                     burst += 1;
                     match message {
                         Ok(message) => match self.shared.topology.live_order() {
-                            LiveOrder::AsArrived => self.on_message(message),
+                            LiveOrder::AsArrived => {
+                                self.on_message(message);
+                                burst = self.on_arrived_messages(burst).await;
+                            }
                             LiveOrder::ByEntryId => self.on_ordered_messages(message).await,
                         },
                         Err(RecvError::Lagged(dropped)) => {
@@ -166,6 +169,27 @@ impl<C: Category> Dispatcher<C> {
         for message in batch {
             self.on_message(message);
         }
+    }
+
+    /// Handles the messages already in the client's channel, in the same turn (no `select!` per
+    /// message), up to the burst limit or until a reconnect waits; returns the burst count so far.
+    async fn on_arrived_messages(&mut self, mut burst: u32) -> u32 {
+        while burst < MESSAGE_BURST && self.reconnects.is_empty() {
+            match self.messages.try_recv() {
+                Ok(message) => {
+                    burst += 1;
+                    self.on_message(message);
+                }
+                Err(broadcast::error::TryRecvError::Lagged(dropped)) => {
+                    self.overflowed(dropped);
+                    self.recovery.attempt(&self.shared, &mut self.fanout).await;
+                    break;
+                }
+                // Empty; or closed, which the run loop sees on its next receive.
+                Err(_) => break,
+            }
+        }
+        burst
     }
 
     /// Moves every message already in the client's channel into `batch`.
