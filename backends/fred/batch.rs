@@ -38,6 +38,7 @@ use ::fred::types::config::{Options, Server};
 use super::age_trims::AgeTrims;
 use super::codec;
 use super::connection::is_redirect;
+use super::keys::PublishMarker;
 use super::publish::{publish_sharded_parts, wait_for_replicas};
 use super::shared::Shared;
 use crate::Retention;
@@ -179,7 +180,7 @@ async fn publish_batch<C: Category>(
     let retention = settings.retention;
     let mut keys = Vec::with_capacity(2 * batch.len() + 1);
     let mut markers = Vec::with_capacity(batch.len());
-    let mut args = Vec::with_capacity(4 + 3 * batch.len());
+    let mut args = Vec::with_capacity(5 + 3 * batch.len());
     args.push(retention.max_events().to_string());
     args.push(retention.max_age().as_millis().to_string());
     args.push((if retention.is_exact() { "=" } else { "~" }).to_string());
@@ -187,9 +188,18 @@ async fn publish_batch<C: Category>(
     let audiences: Vec<Audience> = batch.iter().map(|publish| publish.audience).collect();
     for publish in batch {
         keys.push(publish.stream);
-        markers.push(shared.layout.publish_marker(publish.audience, publish.event_id));
         args.push(publish.channel);
         args.push(publish.envelope);
+        match shared.layout.publish_marker(publish.audience, publish.event_id) {
+            PublishMarker::Key(key) => {
+                markers.push(key);
+                args.push(String::new());
+            }
+            PublishMarker::Field { hash, field } => {
+                markers.push(hash);
+                args.push(field);
+            }
+        }
         waiting.push(publish.done);
     }
     keys.append(&mut markers);
@@ -386,7 +396,7 @@ async fn run_cluster_script<C: Category>(
     args.push(shared.dedupe_window.as_millis().to_string());
     for publish in batch {
         args.push(publish.stream.clone());
-        args.push(shared.layout.publish_marker(publish.audience, publish.event_id));
+        args.push(shared.layout.publish_marker_key(publish.audience, publish.event_id));
         args.push(publish.channel.clone());
         args.push(publish.envelope.clone());
     }

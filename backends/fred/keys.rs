@@ -60,6 +60,30 @@ enum Shape {
     Cluster,
 }
 
+/// Where the marker of a stored event lives (see [`KeyLayout::publish_marker`]).
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub enum PublishMarker {
+    /// A key of its own, holding the event's entry id and expiring on its own.
+    Key(String),
+    /// A field of a hash shared with other events' markers, named by the event id and holding its entry id.
+    Field {
+        /// The hash.
+        hash: String,
+        /// The field: the event id.
+        field: String,
+    },
+}
+
+impl PublishMarker {
+    /// The key the marker lives in: its own, or the hash.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Key(key) => key,
+            Self::Field { hash, .. } => hash,
+        }
+    }
+}
+
 /// The longest key prefix a [`KeyLayout`] accepts, in bytes.
 pub const MAX_PREFIX_BYTES: usize = 64;
 
@@ -128,15 +152,36 @@ impl KeyLayout {
         }
     }
 
-    /// The marker a stored event leaves for a while, so that publishing it again stores nothing twice.
+    /// Where a stored event leaves its marker for a while, so that publishing it again stores nothing twice.
     ///
-    /// The publish scripts set it (holding the event's entry id, expiring after
+    /// The publish scripts write it (the event's entry id, kept for
     /// [`publish_dedupe_window`](super::RedisHubBuilder::publish_dedupe_window))
     /// when they store the event, and a later call for the same event id (a retry
     /// after a lost reply) finds it and returns that entry id instead of adding
-    /// the event again. In the cluster shape it carries the audience's hash tag,
-    /// so it lives in the slot of the stream it guards.
-    pub fn publish_marker(&self, audience: Audience, event: EventId) -> String {
+    /// the event again.
+    ///
+    /// In the standalone layout the marker of a UUIDv7 event id is a field of
+    /// one hash per second of the ids' time (`sse:published:second:<unix
+    /// second>`, the field named by the event id): one `HMGET` and one `HSET`
+    /// per batch of events instead of a key per event, and the hash expires a
+    /// window after its last write, so marker memory stays level (within a
+    /// second's worth) under a steady load. Any other event id gets a key of
+    /// its own (`sse:published:<event id>`). In the cluster layout every
+    /// marker is a key of its own carrying the audience's hash tag, so it lives
+    /// in the slot of the stream it guards.
+    pub fn publish_marker(&self, audience: Audience, event: EventId) -> PublishMarker {
+        match (self.shape, event.timestamp_millis()) {
+            (Shape::Standalone, Some(millis)) => PublishMarker::Field {
+                hash: format!("{}:published:second:{}", self.prefix, millis / 1000),
+                field: event.to_string(),
+            },
+            _ => PublishMarker::Key(self.publish_marker_key(audience, event)),
+        }
+    }
+
+    /// The marker key of its own an event gets where its marker is not a hash field (and in every
+    /// cluster layout, whose scripts take markers as keys only).
+    pub(crate) fn publish_marker_key(&self, audience: Audience, event: EventId) -> String {
         let p = &self.prefix;
         match (self.shape, audience) {
             (Shape::Standalone, _) => format!("{p}:published:{event}"),
@@ -258,11 +303,38 @@ mod tests {
     fn publish_markers_share_their_streams_hash_tag() {
         let (u, e) = (user(), EventId::new());
         let l = KeyLayout::cluster();
-        assert_eq!(l.publish_marker(Audience::User(u), e), format!("sse:{{{u}}}:published:{e}"));
-        assert_eq!(l.publish_marker(Audience::Broadcast, e), format!("sse:{{broadcast}}:published:{e}"));
-        let l = KeyLayout::standalone();
-        assert_eq!(l.publish_marker(Audience::User(u), e), format!("sse:published:{e}"));
-        assert_eq!(l.publish_marker(Audience::Broadcast, e), format!("sse:published:{e}"));
+        assert_eq!(
+            l.publish_marker(Audience::User(u), e),
+            PublishMarker::Key(format!("sse:{{{u}}}:published:{e}"))
+        );
+        assert_eq!(
+            l.publish_marker(Audience::Broadcast, e),
+            PublishMarker::Key(format!("sse:{{broadcast}}:published:{e}"))
+        );
+    }
+
+    #[test]
+    fn standalone_markers_of_uuid_v7_ids_are_fields_of_one_hash_per_second() {
+        let (u, l) = (user(), KeyLayout::standalone());
+        // 2024-06-01T10:00:00.123Z, and the same second 0.8 s later.
+        let early =
+            EventId::from_uuid(uuid::Uuid::parse_str("018fd33d-e51b-7000-8000-000000000001").unwrap());
+        let late = EventId::from_uuid(uuid::Uuid::parse_str("018fd33d-e83b-7000-8000-000000000002").unwrap());
+        assert_eq!(early.timestamp_millis(), Some(1_717_236_000_027));
+        let hash = "sse:published:second:1717236000".to_string();
+        assert_eq!(
+            l.publish_marker(Audience::User(u), early),
+            PublishMarker::Field { hash: hash.clone(), field: early.to_string() }
+        );
+        assert_eq!(
+            l.publish_marker(Audience::Broadcast, late),
+            PublishMarker::Field { hash, field: late.to_string() }
+        );
+        let v4 = EventId::from_uuid(uuid::Uuid::parse_str("9f1c2f4e-5a8b-4c3d-9e2f-1a2b3c4d5e6f").unwrap());
+        assert_eq!(
+            l.publish_marker(Audience::User(u), v4),
+            PublishMarker::Key(format!("sse:published:{v4}"))
+        );
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub(crate) async fn publish_sharded_parts<C: Category>(
     event_id: EventId,
 ) -> Result<(), Error> {
     let topology = &shared.topology;
-    let keys = vec![stream.clone(), shared.layout.publish_marker(audience, event_id)];
+    let keys = vec![stream.clone(), shared.layout.publish_marker_key(audience, event_id)];
     let args = vec![
         channel,
         envelope,
