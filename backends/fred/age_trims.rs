@@ -1,4 +1,4 @@
-//! When a stream is trimmed by age and its expiry renewed: once per batch with exact trimming, else at most once a second.
+//! When a standalone batch trims a stream by age and renews its expiry: every batch with exact trimming, else at most once a second.
 //!
 //! Trimming by count rides on every `XADD` (`MAXLEN`). Trimming by age
 //! (`XTRIM MINID`) and the sliding expiry (`PEXPIRE`) are two more commands
@@ -10,6 +10,7 @@
 //! anyway, so some outlive it by more), and its expiry is set to `max_age`
 //! plus the interval, so a stream still lives `max_age` after its last event.
 //! With exact trimming every batch trims and renews each stream it touched.
+//! (Cluster layouts publish through `publish.lua`, which trims on every publish.)
 
 use std::collections::HashSet;
 use std::sync::Mutex;

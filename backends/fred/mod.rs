@@ -38,12 +38,13 @@
 //!
 //! With [`Retention`] on (the default), a publish is one Lua script: `XADD`
 //! with trimming by count and age, an expiry that slides with the publishes,
-//! and `PUBLISH`, atomically. With approximate trimming (the default) a hub
-//! trims each stream by age and renews its expiry at most once a second: an
-//! event may outlive `max_age` by that second (approximate trimming drops
-//! whole stream nodes, so some outlive it by more), and a stream's expiry is
-//! `max_age` plus that second, so it lives at least `max_age` after its last
-//! event. With exact trimming every publish trims by age. In the standalone layout the script draws the
+//! and `PUBLISH`, atomically. In the standalone layout with approximate
+//! trimming (the default) a hub trims each stream by age and renews its
+//! expiry at most once a second: an event may outlive `max_age` by that
+//! second (approximate trimming drops whole stream nodes, so some outlive it
+//! by more), and a stream's expiry is `max_age` plus that second, so it lives
+//! at least `max_age` after its last event. With exact trimming, and in the
+//! cluster layout, every publish trims by age and renews the expiry. In the standalone layout the script draws the
 //! entry ids of every stream from one sequence (the layout's
 //! [`order_key`](KeyLayout::order_key)), so entry ids order a user's events
 //! and the broadcasts exactly as they were published, and the channel message
