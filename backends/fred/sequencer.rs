@@ -30,11 +30,29 @@ pub(crate) struct Confirmed {
     pub(crate) result: Result<Option<StreamId>, String>,
 }
 
-/// Sends the dispatcher's channel changes in order and confirms new channels live.
+/// Sends the dispatcher's channel changes in order and confirms new channels live; ends with the
+/// dispatcher.
+///
+/// The dispatcher's end (the hub closed) is watched on its own: the hub's clients quit then, and a
+/// command sent on a client that quit never completes, so an `UNSUBSCRIBE` still in flight would
+/// otherwise keep this task, and through `shared` every client of the hub, alive for good.
 pub(crate) async fn run_sequencer<C: Category>(
     shared: Arc<Shared<C>>,
-    mut ops: UnboundedReceiver<PubSubOp>,
+    ops: UnboundedReceiver<PubSubOp>,
     confirms: UnboundedSender<Confirmed>,
+) {
+    tokio::select! {
+        biased;
+        () = confirms.closed() => tracing::debug!("the dispatcher stopped; the sequencer stops too"),
+        () = sequence(&shared, ops, &confirms) => {}
+    }
+}
+
+/// The sequencer's work: every change in order, until the dispatcher drops its end of `ops`.
+async fn sequence<C: Category>(
+    shared: &Shared<C>,
+    mut ops: UnboundedReceiver<PubSubOp>,
+    confirms: &UnboundedSender<Confirmed>,
 ) {
     while let Some(first) = ops.recv().await {
         let mut batch = vec![first];
@@ -52,24 +70,24 @@ pub(crate) async fn run_sequencer<C: Category>(
         for op in batch {
             match op {
                 PubSubOp::Subscribe { user, generation } => {
-                    flush(&shared, &mut unsubscribes, false, &mut failure).await;
+                    flush(shared, &mut unsubscribes, false, &mut failure).await;
                     subscribes.push(shared.layout.channel(Audience::User(user)));
                     to_confirm.push((user, generation));
                 }
                 PubSubOp::Unsubscribe { user } => {
-                    flush(&shared, &mut subscribes, true, &mut failure).await;
+                    flush(shared, &mut subscribes, true, &mut failure).await;
                     unsubscribes.push(shared.layout.channel(Audience::User(user)));
                 }
                 PubSubOp::Resubscribe { mut channels, done } => {
-                    flush(&shared, &mut unsubscribes, false, &mut failure).await;
-                    flush(&shared, &mut subscribes, true, &mut failure).await;
-                    flush(&shared, &mut channels, true, &mut failure).await;
+                    flush(shared, &mut unsubscribes, false, &mut failure).await;
+                    flush(shared, &mut subscribes, true, &mut failure).await;
+                    flush(shared, &mut channels, true, &mut failure).await;
                     resubscribed.push(done);
                 }
             }
         }
-        flush(&shared, &mut unsubscribes, false, &mut failure).await;
-        flush(&shared, &mut subscribes, true, &mut failure).await;
+        flush(shared, &mut unsubscribes, false, &mut failure).await;
+        flush(shared, &mut subscribes, true, &mut failure).await;
         if failure.is_none()
             && (!to_confirm.is_empty() || !resubscribed.is_empty())
             && let Err(e) = shared.topology.confirm_live().await
