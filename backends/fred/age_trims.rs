@@ -58,6 +58,10 @@ impl AgeTrims {
     /// trims: the first event of each audience that is due. Those audiences count as trimmed from now on.
     pub(crate) fn due(&self, audiences: &[Audience]) -> Vec<usize> {
         let mut due = Vec::new();
+        if self.expiry.is_zero() {
+            // No age limit: nothing to trim by age, no expiry to renew.
+            return due;
+        }
         if self.every_batch {
             let mut seen = HashSet::with_capacity(audiences.len());
             due.extend((0..audiences.len()).filter(|&i| seen.insert(audiences[i])));
@@ -121,6 +125,8 @@ mod tests {
         assert_eq!(trims.due(&[user(1), user(1), user(2)]), vec![0, 2]);
         assert_eq!(trims.due(&[user(1)]), vec![0]);
         assert_eq!(trims.expiry(), Duration::from_secs(60));
-        assert_eq!(AgeTrims::new(Retention::new(1, Duration::ZERO)).expiry(), Duration::ZERO);
+        let no_age_limit = AgeTrims::new(Retention::new(1, Duration::ZERO));
+        assert_eq!(no_age_limit.expiry(), Duration::ZERO);
+        assert!(no_age_limit.due(&[user(1), user(2)]).is_empty());
     }
 }
