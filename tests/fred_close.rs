@@ -12,8 +12,9 @@ use redis_server::{RedisCluster, RedisServer};
 use ssehub::fred::{KeyLayout, RedisHub};
 use ssehub::{Audience, CategorySet, EventSource, Publisher, UserId};
 
-/// How long a closed hub's tasks may take to end (its clients' `QUIT` is given 1 s per master).
-const ENDS_WITHIN: Duration = Duration::from_secs(10);
+/// How long a closed hub's tasks may take to end: its clients' `QUIT`s are given 1 s each (per master,
+/// all masters at once), and the command timeout (5 s) is not waited for.
+const ENDS_WITHIN: Duration = Duration::from_secs(4);
 
 /// Opens a hub on its own runtime with subscriptions on many channels, then drops the subscriptions
 /// and the hub at once, so that their unsubscribes are still in flight when the hub's clients quit;
