@@ -30,7 +30,9 @@ use std::task::{Context, Poll, Waker};
 use futures_core::Stream;
 use futures_core::stream::FusedStream;
 
-use crate::{Category, CategorySet, Error, Event, EventId, Replay, ReplayStatus, UserId};
+use crate::{
+    Category, CategorySet, Error, Event, EventId, Position, Replay, ReplayStatus, StreamRead, StreamReplay, UserId,
+};
 
 /// What a registry slot of a queue holds while it is in no list of the backend's.
 pub const NOT_REGISTERED: usize = usize::MAX;
@@ -402,7 +404,7 @@ impl<C: Category> Subscription<C> {
                 self.last_delivered = Some(event.id());
                 Ok(event)
             }
-            Item::Gap => Err(Error::Gap { last_delivered: self.last_delivered }),
+            Item::Gap => Err(Error::Gap { last_delivered: self.last_delivered, stream: None }),
         }))
     }
 }
@@ -577,4 +579,82 @@ where
         events.extend(next.map(|(_, event)| event.borrow().clone()));
     }
     Replay { events, status }
+}
+
+/// One stream's part of a replay after a cursor, as a backend read it.
+#[derive(Clone, Debug)]
+pub struct StreamSide<I> {
+    /// The stream's retained events after the position replayed from, in the
+    /// stream's order, each with its position in the stream (owned, or
+    /// borrowed from the backend's history). Filtering is left to
+    /// [`stream_replay`].
+    pub events: I,
+    /// How complete they are: see [`StreamReplay`].
+    pub status: ReplayStatus,
+    /// How far the stream was read: see [`StreamReplay`].
+    pub end: Option<Position>,
+}
+
+impl<E> StreamSide<std::iter::Empty<(Position, E)>> {
+    /// A stream the replay had no position for: nothing replayed, read up to `end`
+    /// (the stream's newest entry, [`Position::START`] when it has none).
+    pub fn not_replayed(end: Option<Position>) -> Self {
+        StreamSide { events: std::iter::empty(), status: ReplayStatus::Complete, end }
+    }
+}
+
+/// The replay step after a cursor: keeps each stream's events that pass
+/// `filter`, sets their positions, and puts the streams together.
+///
+/// Streams are not ordered against each other; where both streams' positions
+/// are entries they are merged by entry (on one Redis server or in the memory
+/// backend, publish order), else the user's stream comes first.
+///
+/// # Examples
+///
+/// ```
+/// use ssehub::backend::{stream_replay, StreamSide};
+/// use ssehub::{fixture::ExampleCategory as C, Audience, CategorySet, Event, Position, ReplayStatus, UserId};
+///
+/// let user = UserId::from_u64(7);
+/// let own = Event::new(Audience::User(user), "n", C::Ai, "1").unwrap();
+/// let broadcast = Event::new(Audience::Broadcast, "n", C::Import, "2").unwrap();
+/// let replayed = stream_replay(
+///     StreamSide { events: [(Position::entry(5, 0), own.clone())], status: ReplayStatus::Complete, end: Some(Position::entry(5, 0)) },
+///     StreamSide { events: [(Position::entry(3, 0), broadcast.clone())], status: ReplayStatus::Truncated, end: Some(Position::entry(4, 0)) },
+///     CategorySet::all(),
+/// );
+/// assert_eq!(replayed.events, vec![broadcast, own]);
+/// assert_eq!(replayed.events[1].position(), Some(Position::entry(5, 0)));
+/// assert_eq!(replayed.broadcast.status, ReplayStatus::Truncated);
+/// ```
+pub fn stream_replay<C, E, U, B>(own: StreamSide<U>, broadcast: StreamSide<B>, filter: CategorySet<C>) -> StreamReplay<C>
+where
+    C: Category,
+    E: Borrow<Event<C>>,
+    U: IntoIterator<Item = (Position, E)>,
+    B: IntoIterator<Item = (Position, E)>,
+{
+    let wanted = |(_, event): &(Position, E)| filter.contains(event.borrow().category());
+    let mut mine = own.events.into_iter().filter(wanted).peekable();
+    let mut theirs = broadcast.events.into_iter().filter(wanted).peekable();
+    let mut events = Vec::new();
+    loop {
+        let next = match (mine.peek(), theirs.peek()) {
+            (Some(a), Some(b)) if a.0.partial_cmp_entry(&b.0) == Some(std::cmp::Ordering::Greater) => theirs.next(),
+            (Some(_), _) => mine.next(),
+            (None, Some(_)) => theirs.next(),
+            (None, None) => break,
+        };
+        events.extend(next.map(|(position, event)| {
+            let event = event.borrow();
+            // Only the events kept are cloned; one a backend keeps placed already costs a reference count.
+            if event.position() == Some(position) { event.clone() } else { event.clone().with_position(position) }
+        }));
+    }
+    StreamReplay {
+        events,
+        own: StreamRead { status: own.status, end: own.end },
+        broadcast: StreamRead { status: broadcast.status, end: broadcast.end },
+    }
 }

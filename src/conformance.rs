@@ -806,14 +806,14 @@ pub async fn resume_after_truncated_history_signals_gap_first<F: HubFactory>(fac
     }
     let last_seen = published[0].id();
     let mut resumed =
-        within("resume", resume(&hub, user, Some(last_seen), CategorySet::all())).await.expect("resume");
+        within("resume", resume(&hub, user, Some(last_seen.into()), CategorySet::all())).await.expect("resume");
     assert_eq!(
         resumed.replay_status(),
         Some(ReplayStatus::Truncated),
         "rule: {RESUME_GAP}; the replay status after a trimmed id"
     );
     match next_item(&mut resumed, "the gap signal").await {
-        Some(Err(Error::Gap { last_delivered })) => assert_eq!(
+        Some(Err(Error::Gap { last_delivered, .. })) => assert_eq!(
             last_delivered,
             Some(last_seen),
             "rule: {RESUME_GAP}; the gap names the client's Last-Event-ID"
@@ -876,7 +876,7 @@ pub async fn resume_delivers_every_event_exactly_once_under_concurrent_publishin
             // backend that answers both at once.
             let source =
                 YieldBeforeReplay { hub: &hub, yields: rng_for_client(reconnects).below(4) as usize };
-            let mut stream = within("resume", resume(&source, user, Some(last_id), CategorySet::all()))
+            let mut stream = within("resume", resume(&source, user, Some(last_id.into()), CategorySet::all()))
                 .await
                 .unwrap_or_else(|e| panic!("rule: {EXACTLY_ONCE}; resume failed: {e}"));
             assert_eq!(
@@ -1740,7 +1740,7 @@ pub async fn resume_and_sse_stream_pass_mid_stream_gaps_and_backend_errors_on<F:
     let start = make_event(Audience::User(user), 0);
     publish(&hub, &start).await;
     let mut resumed =
-        within("resume", resume(&source, user, Some(start.id()), CategorySet::all())).await.expect("resume");
+        within("resume", resume(&source, user, Some(start.id().into()), CategorySet::all())).await.expect("resume");
     let live: Vec<Event<C>> = (1..=6).map(|n| make_event(Audience::User(user), n)).collect();
     for event in &live {
         publish(&hub, event).await;
@@ -1759,7 +1759,7 @@ pub async fn resume_and_sse_stream_pass_mid_stream_gaps_and_backend_errors_on<F:
         .iter()
         .map(|item| match item {
             Ok(event) => format!("event {}", event.id()),
-            Err(Error::Gap { last_delivered }) => format!("gap after {last_delivered:?}"),
+            Err(Error::Gap { last_delivered, .. }) => format!("gap after {last_delivered:?}"),
             Err(Error::Backend(_)) => "backend error".to_string(),
             Err(other) => format!("error {other}"),
         })
@@ -1785,7 +1785,7 @@ pub async fn resume_and_sse_stream_pass_mid_stream_gaps_and_backend_errors_on<F:
     let start = make_event(Audience::User(user), 0);
     publish(&hub, &start).await;
     let resumed =
-        within("resume", resume(&source, user, Some(start.id()), CategorySet::all())).await.expect("resume");
+        within("resume", resume(&source, user, Some(start.id().into()), CategorySet::all())).await.expect("resume");
     let live: Vec<Event<C>> = (1..=6).map(|n| make_event(Audience::User(user), n)).collect();
     for event in &live {
         publish(&hub, event).await;
@@ -1987,7 +1987,7 @@ where
         {
             this.own_events += 1;
             if this.own_events == this.gap_after {
-                this.pending = Some(Error::Gap { last_delivered: Some(event.id()) });
+                this.pending = Some(Error::Gap { last_delivered: Some(event.id()), stream: None });
             } else if this.own_events == this.error_after {
                 this.pending = Some(Error::backend(INJECTED_ERROR));
             }

@@ -4,6 +4,7 @@ use alloc::boxed::Box;
 use core::fmt;
 
 use crate::EventId;
+use crate::cursor::{CursorError, StreamKind};
 
 /// A backend's own error, carried by [`Error::Backend`].
 pub type BoxError = Box<dyn core::error::Error + Send + Sync + 'static>;
@@ -29,9 +30,14 @@ pub enum Error {
     Gap {
         /// The last event the subscriber received before the gap.
         last_delivered: Option<EventId>,
+        /// The stream that may have lost events, where the backend knows which.
+        stream: Option<StreamKind>,
     },
     /// The hub was shut down.
     Closed,
+    /// The cursor a client resumed with cannot be used: made for another
+    /// user, say. Nothing was subscribed; answer it as a bad request.
+    InvalidCursor(CursorError),
     /// The backend failed; the source is its own error.
     Backend(BoxError),
 }
@@ -62,12 +68,17 @@ impl fmt::Display for Error {
             Error::Lagged { last_delivered: None } => {
                 f.write_str("subscriber lagged behind before any event was delivered")
             }
-            Error::Gap { last_delivered: Some(id) } => {
-                write!(f, "events after {id} may have been lost and cannot be recovered")
+            Error::Gap { last_delivered, stream } => {
+                f.write_str("events")?;
+                if let Some(stream) = stream {
+                    write!(f, " of the {stream} stream")?;
+                }
+                if let Some(id) = last_delivered {
+                    write!(f, " after {id}")?;
+                }
+                f.write_str(" may have been lost and cannot be recovered")
             }
-            Error::Gap { last_delivered: None } => {
-                f.write_str("events may have been lost and cannot be recovered")
-            }
+            Error::InvalidCursor(error) => write!(f, "{error}"),
             Error::Closed => f.write_str("the hub was shut down"),
             Error::Backend(e) => write!(f, "backend error: {e}"),
         }

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::Category;
+use crate::cursor::Position;
 use crate::parse::{self, EventTypeError};
 
 /// The id of an event: a UUIDv7, so ids sort in publish order.
@@ -231,7 +232,10 @@ struct EventInner<C> {
     category: C,
     data: Box<str>,
     occurred_at: DateTime<Utc>,
-    /// The event's text/event-stream frame, encoded by the first stream that
+    /// Where the backend put the event in its stream, once it did.
+    position: Option<Position>,
+    /// The event's text/event-stream frame without its `id:` line (which is a
+    /// subscription's own cursor), encoded by the first stream that
     /// sends it and shared by every other: a broadcast to 10,000 connections
     /// is encoded once, not 10,000 times. `SseStream` fills it for broadcasts
     /// only, so that retained user events do not keep a second copy.
@@ -292,17 +296,60 @@ impl<C: Category> Event<C> {
                 category,
                 data,
                 occurred_at,
+                position: None,
                 #[cfg(feature = "std")]
                 frame: std::sync::OnceLock::new(),
             }),
         })
     }
 
-    /// The event's frame as [`wire::encode_event`](crate::wire::encode_event) writes it,
-    /// encoded at the first call and shared (not copied) by every later one.
+    /// The event's frame without its `id:` line (`event:`, `data:` lines and
+    /// the blank line), encoded at the first call and shared (not copied) by
+    /// every later one.
     #[cfg(feature = "std")]
-    pub(crate) fn frame(&self) -> bytes::Bytes {
-        self.inner.frame.get_or_init(|| crate::wire::event_frame(self)).clone()
+    pub(crate) fn frame_body(&self) -> bytes::Bytes {
+        self.inner.frame.get_or_init(|| crate::wire::event_frame_body(self)).clone()
+    }
+
+    /// Where the backend put the event in its stream: set on the events a
+    /// backend delivers and replays, `None` on an event as made.
+    ///
+    /// Ignored by `==`: an event is the same event wherever it is.
+    pub fn position(&self) -> Option<Position> {
+        self.inner.position
+    }
+
+    /// The event at `position` in its stream, as a backend delivers it.
+    ///
+    /// Shares the event's parts when this is its only handle; copies them otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ssehub::cursor::Position;
+    /// use ssehub::{Audience, Event, fixture::ExampleCategory as C};
+    ///
+    /// let event = Event::new(Audience::Broadcast, "note", C::Ai, "{}").unwrap();
+    /// let placed = event.clone().with_position(Position::entry(1_700_000_000_000, 1));
+    /// assert_eq!(placed.position(), Some(Position::entry(1_700_000_000_000, 1)));
+    /// assert_eq!(placed, event);
+    /// ```
+    pub fn with_position(mut self, position: Position) -> Self {
+        self.place(position);
+        self
+    }
+
+    /// Sets the position; copies nothing when this is the event's only handle.
+    pub(crate) fn place(&mut self, position: Position) {
+        Arc::make_mut(&mut self.inner).position = Some(position);
+    }
+
+    /// Makes this handle the event's only one (copying its parts if another
+    /// shares them), so that [`place`](Self::place) copies nothing: what a
+    /// backend does before it takes the lock it places the event under.
+    #[cfg_attr(not(feature = "memory"), allow(dead_code))]
+    pub(crate) fn make_unique(&mut self) {
+        Arc::make_mut(&mut self.inner);
     }
 
     /// The event's id.
@@ -333,6 +380,22 @@ impl<C: Category> Event<C> {
     /// When the event occurred, with microsecond precision or better.
     pub fn occurred_at(&self) -> DateTime<Utc> {
         self.inner.occurred_at
+    }
+}
+
+impl<C: Clone> Clone for EventInner<C> {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id,
+            audience: self.audience,
+            event_type: self.event_type.clone(),
+            category: self.category.clone(),
+            data: self.data.clone(),
+            occurred_at: self.occurred_at,
+            position: self.position,
+            #[cfg(feature = "std")]
+            frame: self.frame.clone(),
+        }
     }
 }
 

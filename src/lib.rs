@@ -55,6 +55,7 @@
 extern crate alloc;
 
 mod category;
+pub mod cursor;
 mod error;
 mod event;
 pub mod fixture;
@@ -92,7 +93,10 @@ pub use category::{Category, CategorySet, CategorySetIter};
 pub use error::{BoxError, Error};
 pub use event::{Audience, DataNotJson, Event, EventId, InvalidEvent, UserId};
 pub use retention::Retention;
-pub use source::{BoxFuture, DynHub, EventSource, EventStream, Publisher, Replay, ReplayStatus};
+pub use cursor::{Cursor, LastEventId, Position, Positions, StreamKind};
+pub use source::{
+    BoxFuture, DynHub, EventSource, EventStream, Publisher, Replay, ReplayStatus, StreamRead, StreamReplay,
+};
 
 /// The README's code blocks, compiled and run as doctests.
 #[cfg(doctest)]

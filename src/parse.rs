@@ -1,4 +1,4 @@
-//! Allocation-free parsers for client input: `?categories=` values, Last-Event-ID, event type names.
+//! Allocation-free parsers for client input: `?categories=` values, Last-Event-ID (a cursor or an event id), event type names.
 //!
 //! Every parser does work bounded by its caps whatever the input, never
 //! allocates, and never panics; each has a fuzz target in `fuzz/`.
@@ -8,6 +8,7 @@ use core::marker::PhantomData;
 
 use uuid::Uuid;
 
+use crate::cursor::{Cursor, CursorError, LastEventId};
 use crate::{Category, CategorySet, EventId};
 
 /// The most bytes all `?categories=` values may hold together (one more per value counted as separator).
@@ -107,6 +108,47 @@ pub fn last_event_id(value: &str) -> Result<Option<EventId>, LastEventIdError> {
         return Ok(None);
     }
     uuid(value).map(|uuid| Some(EventId::from_uuid(uuid)))
+}
+
+/// Parses a `Last-Event-ID` value as a client sends it back: a [`Cursor`]
+/// (what every frame's `id:` holds), or a plain event UUID (clients from
+/// before cursors, and other publishers' clients).
+///
+/// Surrounding ASCII whitespace is trimmed; a blank value is `Ok(None)`. A
+/// value holding `~` is read as a cursor, anything else as a UUID.
+///
+/// # Errors
+///
+/// A malformed cursor (the error names what is wrong), a value that is
+/// neither a cursor nor a UUID, or one longer than [`MAX_LAST_EVENT_ID_BYTES`].
+///
+/// # Examples
+///
+/// ```
+/// use ssehub::{parse, LastEventId};
+///
+/// let old = parse::resume_point("01936f3c-7d5e-7a10-8b2c-3d4e5f607182").unwrap().unwrap();
+/// assert!(matches!(old, LastEventId::Event(_)));
+/// let cursor = parse::resume_point("01936f3c-7d5e-7a10-8b2c-3d4e5f607182~1~9b1f02c4~ulx3k2p9s~b1.2").unwrap().unwrap();
+/// assert!(matches!(cursor, LastEventId::Cursor(_)));
+/// let error = parse::resume_point("01936f3c-7d5e-7a10-8b2c-3d4e5f607182~1~9b1f02c4~q1").unwrap_err();
+/// assert_eq!(error.to_string(), "invalid cursor: unknown stream kind");
+/// assert_eq!(parse::resume_point(" ").unwrap(), None);
+/// ```
+pub fn resume_point(value: &str) -> Result<Option<LastEventId>, LastEventIdError> {
+    if value.len() > MAX_LAST_EVENT_ID_BYTES {
+        return Err(LastEventIdError { kind: LastEventIdErrorKind::TooLong });
+    }
+    let value = value.trim_ascii();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.contains('~') {
+        return Cursor::parse(value)
+            .map(|cursor| Some(LastEventId::Cursor(cursor)))
+            .map_err(|error| LastEventIdError { kind: LastEventIdErrorKind::Cursor(error) });
+    }
+    uuid(value).map(|uuid| Some(LastEventId::Event(EventId::from_uuid(uuid))))
 }
 
 /// Parses a hyphenated UUID, surrounding ASCII whitespace allowed.
@@ -244,6 +286,7 @@ enum LastEventIdErrorKind {
     NotUuid,
     TooLong,
     Empty,
+    Cursor(CursorError),
 }
 
 /// A Last-Event-ID (or user id) that is not a hyphenated UUID.
@@ -256,11 +299,23 @@ impl LastEventIdError {
     pub(crate) const fn empty() -> Self {
         Self { kind: LastEventIdErrorKind::Empty }
     }
+
+    /// What is wrong with the cursor, when the value was one.
+    pub fn cursor_error(&self) -> Option<CursorError> {
+        match self.kind {
+            LastEventIdErrorKind::Cursor(error) => Some(error),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for LastEventIdError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let LastEventIdErrorKind::Cursor(error) = self.kind {
+            return fmt::Display::fmt(&error, f);
+        }
         f.write_str(match self.kind {
+            LastEventIdErrorKind::Cursor(_) => "",
             LastEventIdErrorKind::NotUuid => {
                 "invalid event id: expected a hyphenated UUID such as 01936f3c-7d5e-7a10-8b2c-3d4e5f607182"
             }

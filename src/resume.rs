@@ -1,11 +1,13 @@
 //! `resume`: the gapless hand-off from a client's Last-Event-ID to live events, for every backend.
 //!
-//! A reconnecting client sends the id of the last event it saw. [`resume`]
-//! subscribes first (so nothing published from then on can be missed), then
-//! asks the backend for the events missed since that id, and returns one
-//! stream: the missed events, then the live events that were not among them.
-//! When the backend's history covers the gap, the client gets every event
-//! exactly once, in publish order.
+//! A reconnecting client sends the [`Cursor`] of the last frame it saw: a
+//! position in each stream it reads. [`resume`] subscribes first (so nothing
+//! published from then on can be missed), then asks the backend for each
+//! stream's events after its own position, and returns one stream: the missed
+//! events, then the live events that were not among them. A live event is
+//! known to be covered by the replay by its position in its own stream, so
+//! the client gets every event exactly once, in each stream's order, however
+//! the backend interleaves the streams: by construction, not by timing.
 //!
 //! When it does not, the stream says so before anything else: see [`Resumed`].
 
@@ -16,18 +18,23 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 use futures_core::stream::FusedStream;
 
+use crate::cursor::{Cursor, LastEventId, Position, Positions, StreamKind};
 use crate::{Category, CategorySet, Error, Event, EventId, EventSource, ReplayStatus, UserId};
 
-/// Resumes `user`'s stream after `last_event_id`: the missed events, then live ones.
+/// Resumes `user`'s streams after `last_event_id`: the missed events, then live ones.
 ///
-/// With `last_event_id` `None` (a first connection) the stream is just the
-/// live subscription. Otherwise the subscription is made live first, then the
-/// backend's [`missed_events`](EventSource::missed_events) are fetched; live
-/// events already in the replay are skipped by id, so none is delivered twice.
+/// With `last_event_id` `None` (a first connection) the stream is the live
+/// subscription, starting from where each stream is when it is live. With a
+/// [`Cursor`], each stream resumes after its own position; with a plain
+/// event id (a client from before cursors), after that event as a merge by
+/// event id orders events ([`Positions::after_event`]). Live events that the
+/// replay covered are skipped by their position, so none is delivered twice.
 ///
 /// # Errors
 ///
-/// Whatever `subscribe` or `missed_events` fail with.
+/// [`Error::InvalidCursor`] for a cursor made for another user (before
+/// anything is subscribed); whatever `subscribe` or
+/// [`missed_since`](EventSource::missed_since) fail with.
 ///
 /// # Examples
 ///
@@ -42,16 +49,20 @@ use crate::{Category, CategorySet, Error, Event, EventId, EventSource, ReplaySta
 ///
 /// futures::executor::block_on(async {
 ///     let hub = MemoryHub::<C>::new();
-///     let user = UserId::from_uuid(uuid::Uuid::from_u128(42));
+///     let user = UserId::from_u64(42);
+///     let mut stream = resume(&hub, user, None, CategorySet::all()).await?;
 ///     let mut sent = Vec::new();
 ///     for n in 0..3 {
 ///         let event = Event::new(Audience::User(user), "sync", C::DataSync, format!("{{\"n\":{n}}}")).unwrap();
 ///         hub.publish(event.clone()).await?;
 ///         sent.push(event);
 ///     }
+///     assert_eq!(stream.next().await.unwrap()?, sent[0]);
+///     // The `id:` of that frame: the client's Last-Event-ID when it comes back.
+///     let cursor = stream.cursor().unwrap();
+///     drop(stream);
 ///
-///     // The client saw the first event, then reconnected.
-///     let mut stream = resume(&hub, user, Some(sent[0].id()), CategorySet::all()).await?;
+///     let mut stream = resume(&hub, user, Some(cursor.into()), CategorySet::all()).await?;
 ///     assert_eq!(stream.replay_status(), Some(ReplayStatus::Complete));
 ///     assert_eq!(stream.next().await.unwrap()?, sent[1]);
 ///     assert_eq!(stream.next().await.unwrap()?, sent[2]);
@@ -70,94 +81,174 @@ use crate::{Category, CategorySet, Error, Event, EventId, EventSource, ReplaySta
 pub async fn resume<C, S>(
     source: &S,
     user: UserId,
-    last_event_id: Option<EventId>,
+    last_event_id: Option<LastEventId>,
     filter: CategorySet<C>,
 ) -> Result<Resumed<C, S::Subscription>, Error>
 where
     C: Category,
     S: EventSource<C>,
 {
-    let live = source.subscribe(user, filter).await?;
-    let Some(last_event_id) = last_event_id else {
-        return Ok(Resumed {
-            live,
-            replay: Vec::new().into_iter(),
-            replayed_ids: HashSet::new(),
-            newest_replayed: None,
-            status: None,
-            gap: None,
-            last_delivered: None,
-            finished: false,
-        });
+    let from = match &last_event_id {
+        None => Positions::NONE,
+        Some(last) => last.positions_for(user).map_err(Error::InvalidCursor)?,
     };
-    let replay = source.missed_events(user, last_event_id, filter).await?;
-    // The Last-Event-ID itself is skipped too, should a backend's live
-    // stream still carry it.
-    let replayed_ids: HashSet<EventId> =
-        replay.events.iter().map(Event::id).chain(Some(last_event_id)).collect();
-    let newest_replayed = replay.events.last().map(Event::id);
-    let gap = (!replay.status.is_complete()).then_some(Error::Gap { last_delivered: Some(last_event_id) });
+    let live = source.subscribe(user, filter).await?;
+    let replay = source.missed_since(user, from, filter).await?;
+    let last_event = last_event_id.as_ref().map(LastEventId::event_id);
+    let mut streams = [StreamState::default(), StreamState::default()];
+    let mut gaps = Vec::new();
+    let mut status = ReplayStatus::Complete;
+    for (state, kind) in streams.iter_mut().zip(StreamKind::ALL) {
+        let read = replay.stream(kind);
+        let replayed = replay.events.iter().filter(|e| StreamKind::of(e.audience()) == kind);
+        state.replayed_ids = replayed.clone().map(Event::id).chain(last_event).collect();
+        state.replayed_any = replayed.clone().next().is_some();
+        state.covered_through = read.end.filter(|end| end.as_entry().is_some());
+        // Until an event of the stream is yielded, the cursor holds where the
+        // replay read up to (everything there passing the filter was replayed),
+        // else where it started.
+        state.position = if state.replayed_any { from.get(kind) } else { read.end.or(from.get(kind)) };
+        if from.get(kind).is_some() && !read.status.is_complete() {
+            gaps.push(Error::Gap { last_delivered: last_event, stream: Some(kind) });
+            if status.is_complete() {
+                status = read.status;
+            }
+        }
+    }
+    if gaps.len() == StreamKind::ALL.len() {
+        // Every stream: one signal, naming none.
+        gaps = vec![Error::Gap { last_delivered: last_event, stream: None }];
+    }
     Ok(Resumed {
         live,
+        user,
         replay: replay.events.into_iter(),
-        replayed_ids,
-        newest_replayed,
-        status: Some(replay.status),
-        gap,
-        last_delivered: Some(last_event_id),
+        streams,
+        status: last_event_id.is_some().then_some(status),
+        gaps: gaps.into_iter(),
+        last_delivered: last_event,
         finished: false,
     })
+}
+
+/// What [`Resumed`] knows of one stream.
+#[derive(Debug, Default)]
+struct StreamState {
+    /// The position reached: the last yielded event's, or where the stream was resumed from.
+    position: Option<Position>,
+    /// Live events at or before this entry were covered by the replay.
+    covered_through: Option<Position>,
+    /// Ids of replayed events (and the Last-Event-ID's) a live event without
+    /// an entry position may repeat; let go at the first live event not among them.
+    replayed_ids: HashSet<EventId>,
+    replayed_any: bool,
+}
+
+impl StreamState {
+    /// Whether a live event at `position` with `id` was covered by the replay.
+    fn covers(&mut self, position: Option<Position>, id: EventId) -> bool {
+        if let (Some(position), Some(end)) = (position, self.covered_through)
+            && let Some(order) = position.partial_cmp_entry(&end)
+        {
+            return order.is_le();
+        }
+        if self.replayed_ids.is_empty() {
+            return false;
+        }
+        if self.replayed_ids.contains(&id) {
+            return true;
+        }
+        // Live events of a stream come in its order, the covered ones first.
+        self.replayed_ids = HashSet::new();
+        false
+    }
 }
 
 /// The stream returned by [`resume`]: replayed events, then live events.
 ///
 /// It yields, in this order:
 ///
-/// 1. **The gap signal**, only when history did not cover the gap (replay
-///    status [`Truncated`](ReplayStatus::Truncated),
+/// 1. **The gap signals**, one per stream whose history did not cover its
+///    position (replay status [`Truncated`](ReplayStatus::Truncated),
 ///    [`UnknownId`](ReplayStatus::UnknownId) or
 ///    [`RetentionDisabled`](ReplayStatus::RetentionDisabled)):
-///    `Err(Error::Gap { last_delivered: Some(last_event_id) })`. This is THE
-///    signal that events may have been lost; the stream goes on after it. A
-///    server may pass it on (for instance as an event telling the client to
-///    reload its state) or end the response.
-/// 2. **The replayed events**, oldest first (what the backend still had).
+///    `Err(Error::Gap { last_delivered, stream: Some(kind) })`, or a single
+///    one with `stream: None` when that is every stream. This is THE signal
+///    that events of that stream may have been lost; the other streams replay
+///    exactly, and the stream goes on after it.
+/// 2. **The replayed events**, each stream's in its order.
 /// 3. **The live events** that were not replayed.
 ///
+/// After each event, [`cursor`](Resumed::cursor) is the `id:` of its frame.
 /// Errors of the live subscription are passed on with `last_delivered` set to
 /// the id of the last event *this* stream yielded (or the Last-Event-ID it
-/// started from), so reconnecting with it loses nothing: after
-/// [`Error::Lagged`] the stream ends.
+/// started from); after [`Error::Lagged`] the stream ends.
 #[must_use = "streams do nothing unless polled"]
 pub struct Resumed<C, L> {
     live: L,
+    user: UserId,
     replay: std::vec::IntoIter<Event<C>>,
-    /// Ids of replayed events a live duplicate may still arrive for; emptied
-    /// once the live stream has passed them.
-    replayed_ids: HashSet<EventId>,
-    /// The newest replayed id: once it arrives live, no later live event can be a duplicate.
-    newest_replayed: Option<EventId>,
+    /// Per stream, in [`StreamKind::ALL`] order.
+    streams: [StreamState; 2],
     status: Option<ReplayStatus>,
-    gap: Option<Error>,
+    gaps: std::vec::IntoIter<Error>,
     last_delivered: Option<EventId>,
     finished: bool,
 }
 
+fn index_of(kind: StreamKind) -> usize {
+    match kind {
+        StreamKind::Own => 0,
+        StreamKind::Broadcast => 1,
+    }
+}
+
 impl<C, L> Resumed<C, L> {
-    /// How complete the replay was, or `None` if there was no Last-Event-ID to replay from.
+    /// How complete the replay was (the first stream's status that was not
+    /// complete, if any), or `None` if there was no Last-Event-ID to replay from.
     pub fn replay_status(&self) -> Option<ReplayStatus> {
         self.status
     }
 
     /// The id of the last event this stream yielded, or the Last-Event-ID it
-    /// resumed from if it has yielded none yet: the id to reconnect with.
+    /// resumed from if it has yielded none yet.
     pub fn last_delivered(&self) -> Option<EventId> {
         self.last_delivered
+    }
+
+    /// The position reached in each stream so far.
+    pub fn positions(&self) -> Positions {
+        let mut positions = Positions::NONE;
+        for kind in StreamKind::ALL {
+            positions.set(kind, self.streams[index_of(kind)].position);
+        }
+        positions
+    }
+
+    /// The cursor to reconnect with: the last yielded event's id and the
+    /// positions reached. `None` before any event was yielded on a first
+    /// connection (there is nothing to resume after).
+    pub fn cursor(&self) -> Option<Cursor> {
+        Some(Cursor::new(self.last_delivered?, self.user, self.positions()))
+    }
+
+    /// The user whose streams these are.
+    pub fn user(&self) -> UserId {
+        self.user
     }
 
     /// The replayed events not yet yielded.
     pub fn pending_replay(&self) -> usize {
         self.replay.len()
+    }
+}
+
+impl<C: Category, L> Resumed<C, L> {
+    fn advance(&mut self, event: &Event<C>) {
+        self.last_delivered = Some(event.id());
+        if let Some(position) = event.position() {
+            self.streams[index_of(StreamKind::of(event.audience()))].position = Some(position);
+        }
     }
 }
 
@@ -173,11 +264,11 @@ where
         if this.finished {
             return Poll::Ready(None);
         }
-        if let Some(gap) = this.gap.take() {
+        if let Some(gap) = this.gaps.next() {
             return Poll::Ready(Some(Err(gap)));
         }
         if let Some(event) = this.replay.next() {
-            this.last_delivered = Some(event.id());
+            this.advance(&event);
             return Poll::Ready(Some(Ok(event)));
         }
         loop {
@@ -188,23 +279,11 @@ where
                     return Poll::Ready(None);
                 }
                 Poll::Ready(Some(Ok(event))) => {
-                    let id = event.id();
-                    if !this.replayed_ids.is_empty() {
-                        // Live events come in publish order, the same order
-                        // as the replay: the ones also replayed (published
-                        // between subscribing and replaying) come first. After
-                        // the newest replayed one, or the first one not
-                        // replayed, no duplicate can follow, and the ids are
-                        // let go.
-                        if this.replayed_ids.remove(&id) {
-                            if this.newest_replayed == Some(id) {
-                                this.replayed_ids = HashSet::new();
-                            }
-                            continue;
-                        }
-                        this.replayed_ids = HashSet::new();
+                    let stream = &mut this.streams[index_of(StreamKind::of(event.audience()))];
+                    if stream.covers(event.position(), event.id()) {
+                        continue;
                     }
-                    this.last_delivered = Some(id);
+                    this.advance(&event);
                     return Poll::Ready(Some(Ok(event)));
                 }
                 Poll::Ready(Some(Err(error))) => {
@@ -213,7 +292,7 @@ where
                             this.finished = true;
                             Error::Lagged { last_delivered: this.last_delivered }
                         }
-                        Error::Gap { .. } => Error::Gap { last_delivered: this.last_delivered },
+                        Error::Gap { stream, .. } => Error::Gap { last_delivered: this.last_delivered, stream },
                         other => other,
                     };
                     return Poll::Ready(Some(Err(error)));
@@ -223,7 +302,7 @@ where
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let pending = self.replay.len() + usize::from(self.gap.is_some());
+        let pending = self.replay.len() + self.gaps.len();
         (pending, if self.finished { Some(0) } else { None })
     }
 }
@@ -244,6 +323,7 @@ impl<C, L> core::fmt::Debug for Resumed<C, L> {
             .field("replay_status", &self.status)
             .field("pending_replay", &self.replay.len())
             .field("last_delivered", &self.last_delivered)
+            .field("positions", &self.positions())
             .field("finished", &self.finished)
             .finish_non_exhaustive()
     }

@@ -9,6 +9,7 @@ use core::pin::Pin;
 
 use futures_core::Stream;
 
+use crate::cursor::{Position, Positions, StreamKind};
 use crate::{Category, CategorySet, Error, Event, EventId, UserId};
 
 /// A boxed, `Send` future, as returned through [`DynHub`].
@@ -194,6 +195,20 @@ pub trait EventSource<C: Category>: Send + Sync {
         last_event_id: EventId,
         filter: CategorySet<C>,
     ) -> impl Future<Output = Result<Replay<C>, Error>> + Send;
+
+    /// The retained events of each of `user`'s streams published after its
+    /// position in `from` that pass `filter`, each stream read on its own.
+    ///
+    /// Called by [`resume`](crate::resume) once the subscription is live. See
+    /// [`StreamReplay`] for what each stream's part must hold, and
+    /// [`backend::stream_replay`](crate::backend::stream_replay) for the step
+    /// that builds it from what a backend read.
+    fn missed_since(
+        &self,
+        user: UserId,
+        from: Positions,
+        filter: CategorySet<C>,
+    ) -> impl Future<Output = Result<StreamReplay<C>, Error>> + Send;
 }
 
 /// Where events are published: to one user, or to everyone, by the event's audience.
@@ -233,6 +248,61 @@ impl<C: Category> Replay<C> {
     pub fn retention_disabled() -> Self {
         Self { events: Vec::new(), status: ReplayStatus::RetentionDisabled }
     }
+}
+
+/// What a replay after a [`Positions`] found: events and, per stream, how complete they are and where it read up to.
+///
+/// Each stream is read on its own, strictly after its own position:
+/// - `events`: the stream's retained events after its position that pass the
+///   filter, in the stream's order, each with its
+///   [`position`](Event::position) set. Events of different streams may be
+///   interleaved in any way: nothing orders streams against each other.
+/// - [`StreamRead::status`]: [`Complete`](ReplayStatus::Complete) when no
+///   event of the stream after the position can have been dropped;
+///   [`Truncated`](ReplayStatus::Truncated) when one may have (then the
+///   retained events after the position); [`UnknownId`](ReplayStatus::UnknownId)
+///   for an [`AfterEvent`](Position::AfterEvent) position whose event this
+///   history never held, or an entry from another history (then every
+///   retained event of the stream); [`RetentionDisabled`](ReplayStatus::RetentionDisabled)
+///   without history. A stream with no position (`None`) is `Complete` with no events.
+/// - [`StreamRead::end`]: how far the stream was read, an entry position at
+///   or after the last event replayed from it: the stream's newest entry when
+///   it was read (its position when no entry, [`Position::START`] for an empty
+///   stream), so that a live event at or before it is known to be covered.
+///   `None` without history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamReplay<C: Category> {
+    /// The missed events, each stream's in its order.
+    pub events: Vec<Event<C>>,
+    /// The user's own stream.
+    pub own: StreamRead,
+    /// The broadcast stream.
+    pub broadcast: StreamRead,
+}
+
+impl<C: Category> StreamReplay<C> {
+    /// The part of stream `kind`.
+    pub fn stream(&self, kind: StreamKind) -> &StreamRead {
+        match kind {
+            StreamKind::Own => &self.own,
+            StreamKind::Broadcast => &self.broadcast,
+        }
+    }
+
+    /// An empty replay from a backend that keeps no history.
+    pub fn retention_disabled() -> Self {
+        let read = StreamRead { status: ReplayStatus::RetentionDisabled, end: None };
+        Self { events: Vec::new(), own: read, broadcast: read }
+    }
+}
+
+/// How one stream's part of a [`StreamReplay`] went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamRead {
+    /// Whether the stream's part is everything that was missed.
+    pub status: ReplayStatus,
+    /// How far the stream was read: see [`StreamReplay`].
+    pub end: Option<Position>,
 }
 
 /// How complete a [`Replay`] is.
@@ -319,6 +389,15 @@ impl<C: Category> EventSource<C> for DynHub<C> {
     ) -> impl Future<Output = Result<Replay<C>, Error>> + Send {
         self.hub.missed_events_boxed(user, last_event_id, filter)
     }
+
+    fn missed_since(
+        &self,
+        user: UserId,
+        from: Positions,
+        filter: CategorySet<C>,
+    ) -> impl Future<Output = Result<StreamReplay<C>, Error>> + Send {
+        self.hub.missed_since_boxed(user, from, filter)
+    }
 }
 
 impl<C: Category> Publisher<C> for DynHub<C> {
@@ -340,6 +419,12 @@ trait ErasedHub<C: Category>: Send + Sync {
         last_event_id: EventId,
         filter: CategorySet<C>,
     ) -> BoxFuture<'_, Result<Replay<C>, Error>>;
+    fn missed_since_boxed(
+        &self,
+        user: UserId,
+        from: Positions,
+        filter: CategorySet<C>,
+    ) -> BoxFuture<'_, Result<StreamReplay<C>, Error>>;
     fn publish_boxed(&self, event: Event<C>) -> BoxFuture<'_, Result<(), Error>>;
 }
 
@@ -366,6 +451,15 @@ where
         filter: CategorySet<C>,
     ) -> BoxFuture<'_, Result<Replay<C>, Error>> {
         Box::pin(self.missed_events(user, last_event_id, filter))
+    }
+
+    fn missed_since_boxed(
+        &self,
+        user: UserId,
+        from: Positions,
+        filter: CategorySet<C>,
+    ) -> BoxFuture<'_, Result<StreamReplay<C>, Error>> {
+        Box::pin(self.missed_since(user, from, filter))
     }
 
     fn publish_boxed(&self, event: Event<C>) -> BoxFuture<'_, Result<(), Error>> {

@@ -81,7 +81,9 @@ use futures_core::Stream;
 
 use crate::parse::{self, CategoryError, LastEventIdError};
 use crate::shutdown::{Shutdown, Triggered};
-use crate::{Audience, Category, CategorySet, Error, Event, EventId, wire};
+use crate::cursor::{Cursor, LastEventId, Positions, StreamKind};
+use crate::resume::Resumed;
+use crate::{Audience, Category, CategorySet, Error, Event, EventId, UserId, wire};
 
 /// The `Content-Type` of an SSE response.
 pub const CONTENT_TYPE: &str = "text/event-stream";
@@ -123,12 +125,14 @@ pub const CATEGORIES_PARAM: &str = "categories";
 /// Sent in place of [`Error::Gap`]: events after the last one delivered may
 /// have been lost and cannot be replayed, so a client should reload whatever
 /// state it builds from events. Its data is a JSON object whose
-/// `last_event_id` is the id of the last event delivered before the gap
-/// (a string), or `null` when none was:
+/// `last_event_id` is the `id:` of the last event delivered before the gap
+/// (a string: a cursor, or an event id), or `null` when none was, and whose
+/// `stream` names the stream that may have lost events (`"own"` or
+/// `"broadcast"`), where it is known; the other streams lost nothing:
 ///
 /// ```text
 /// event: gap
-/// data: {"last_event_id":"01936f3c-7d5e-7a10-8b2c-3d4e5f607182"}
+/// data: {"last_event_id":"01936f3c-7d5e-7a10-8b2c-3d4e5f607182~1~9b1f02c4~ulx3k2p9s~blx3k2p1a","stream":"broadcast"}
 /// ```
 ///
 /// It carries no `id:` field, so the client's last event id stays that of the
@@ -262,6 +266,9 @@ pub struct SseStream<S> {
     last_output: Instant,
     state: State,
     last_sent: Option<EventId>,
+    /// Set by [`SseStream::with_cursor`]: each frame's `id:` is a cursor of
+    /// this user's streams, advanced by the event it carries.
+    cursor: Option<(UserId, Positions)>,
     /// Set by [`SseStream::with_shutdown`]: ends the stream when the server stops.
     shutdown: Option<Triggered>,
 }
@@ -291,8 +298,21 @@ impl<S> SseStream<S> {
             options,
             state: State::Starting,
             last_sent: None,
+            cursor: None,
             shutdown: None,
         }
+    }
+
+    /// Writes each frame's `id:` as a [`Cursor`] of `user`'s streams, starting
+    /// at `start` and advanced by each event's [`position`](Event::position),
+    /// instead of the event's own id.
+    ///
+    /// [`Resumed::into_sse`] sets it from where [`resume`](crate::resume())
+    /// started; that is the way to build the body of a resumed stream.
+    #[must_use]
+    pub fn with_cursor(mut self, user: UserId, start: Positions) -> Self {
+        self.cursor = Some((user, start));
+        self
     }
 
     /// Binds the stream to `shutdown`: once it is triggered, the stream's next
@@ -321,9 +341,19 @@ impl<S> SseStream<S> {
         Some(closing)
     }
 
-    /// The id of the last event written so far: what a browser would send back as `Last-Event-ID`.
+    /// The id of the last event written so far.
     pub fn last_sent_id(&self) -> Option<EventId> {
         self.last_sent
+    }
+
+    /// What a browser would send back as `Last-Event-ID` now: the `id:` of
+    /// the last frame written (a cursor, or the event id without one).
+    pub fn last_sent(&self) -> Option<LastEventId> {
+        let id = self.last_sent?;
+        Some(match self.cursor {
+            Some((user, positions)) => LastEventId::Cursor(Cursor::new(id, user, positions)),
+            None => LastEventId::Event(id),
+        })
     }
 
     /// The options this body runs with.
@@ -372,18 +402,33 @@ where
         while chunk.len() < MAX_CHUNK_BYTES {
             match Pin::new(&mut this.events).poll_next(cx) {
                 Poll::Ready(Some(Ok(event))) => {
+                    let mut id_line = String::with_capacity(96);
+                    match &mut this.cursor {
+                        Some((user, positions)) => {
+                            if let Some(position) = event.position() {
+                                positions.set(StreamKind::of(event.audience()), Some(position));
+                            }
+                            wire::write_id_line(&mut id_line, &Cursor::new(event.id(), *user, *positions));
+                        }
+                        None => wire::write_id_line(&mut id_line, &event.id()),
+                    }
+                    chunk.push(Bytes::from(id_line));
                     chunk.push(match event.audience() {
                         // Encoded once and shared, whatever the number of streams sending it.
-                        Audience::Broadcast => event.frame(),
+                        Audience::Broadcast => event.frame_body(),
                         // A user's event goes to that user's few streams: encoded for each, so
                         // that the memory hub's retained user events do not keep a second copy.
-                        Audience::User(_) => wire::event_frame(&event),
+                        Audience::User(_) => wire::event_frame_body(&event),
                     });
                     this.last_sent = Some(event.id());
                 }
-                Poll::Ready(Some(Err(Error::Gap { last_delivered }))) => {
+                Poll::Ready(Some(Err(Error::Gap { last_delivered, stream }))) => {
+                    let last = match this.last_sent() {
+                        Some(last) => Some(last),
+                        None => last_delivered.map(LastEventId::Event),
+                    };
                     let mut out = String::new();
-                    write_gap(&mut out, last_delivered);
+                    write_gap(&mut out, last, stream);
                     chunk.push(Bytes::from(out));
                 }
                 Poll::Ready(Some(Err(error))) => {
@@ -430,6 +475,38 @@ where
     }
 }
 
+impl<C: Category, L> Resumed<C, L> {
+    /// The response body of this stream, each frame's `id:` a cursor
+    /// ([`SseStream::with_cursor`] from where it resumed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "memory")] {
+    /// use futures::StreamExt;
+    /// use ssehub::fixture::ExampleCategory as C;
+    /// use ssehub::{memory::MemoryHub, resume, sse::SseOptions, Audience, CategorySet, Event, Publisher, UserId};
+    ///
+    /// futures::executor::block_on(async {
+    ///     let hub = MemoryHub::<C>::new();
+    ///     let user = UserId::from_u64(1);
+    ///     let resumed = resume(&hub, user, None, CategorySet::all()).await.unwrap();
+    ///     let mut body = resumed.into_sse(SseOptions::new());
+    ///     assert_eq!(body.next().await.unwrap(), "retry: 3000\n\n");
+    ///     let event = Event::new(Audience::User(user), "n", C::Ai, "1").unwrap();
+    ///     hub.publish(event.clone()).await.unwrap();
+    ///     let frame = body.next().await.unwrap();
+    ///     let id = format!("id: {}~1~", event.id());
+    ///     assert!(frame.starts_with(id.as_bytes()));
+    /// });
+    /// # }
+    /// ```
+    pub fn into_sse(self, options: SseOptions) -> SseStream<Self> {
+        let (user, start) = (self.user(), self.positions());
+        SseStream::with_options(self, options).with_cursor(user, start)
+    }
+}
+
 /// The output of one `poll_next`: nothing, one frame (passed on as it is, shared with the
 /// other streams sending the same event), or several frames copied into one buffer.
 enum Chunk {
@@ -470,15 +547,19 @@ impl Chunk {
 }
 
 /// Writes the [`GAP_EVENT`] frame.
-fn write_gap(out: &mut String, last_delivered: Option<EventId>) {
-    let mut data = String::with_capacity(56);
+fn write_gap(out: &mut String, last_delivered: Option<LastEventId>, stream: Option<StreamKind>) {
+    let mut data = String::with_capacity(128);
     match last_delivered {
-        // An id's Display form is hex digits and hyphens: nothing to escape in JSON.
+        // A cursor's or an id's text is letters, digits, `-`, `~`, `.` and `@`: nothing to escape in JSON.
         Some(id) => {
-            let _ = write!(data, "{{\"last_event_id\":\"{id}\"}}");
+            let _ = write!(data, "{{\"last_event_id\":\"{id}\"");
         }
-        None => data.push_str("{\"last_event_id\":null}"),
+        None => data.push_str("{\"last_event_id\":null"),
     }
+    if let Some(stream) = stream {
+        let _ = write!(data, ",\"stream\":\"{stream}\"");
+    }
+    data.push('}');
     // GAP_EVENT is a valid event type and a String never refuses a write.
     let _ = wire::write_event(out, None, Some(GAP_EVENT), &data);
 }
@@ -498,12 +579,13 @@ fn closing_reason(error: &Error) -> &'static str {
 /// `header` is the raw header value, if the request has one; `query` is the
 /// raw query string (without `?`), if any. A header with a non-blank value
 /// wins over the query parameter; a blank one counts as absent. Values are
-/// parsed by [`parse::last_event_id`]. No id anywhere is `Ok(None)`.
+/// parsed by [`parse::resume_point`]: a cursor, or a plain event id. No id
+/// anywhere is `Ok(None)`.
 ///
 /// # Errors
 ///
-/// The chosen value is not a hyphenated UUID (or is too long); the message
-/// is fit for a 400 response.
+/// The chosen value is neither a valid cursor nor a hyphenated UUID (or is
+/// too long); the message is fit for a 400 response.
 ///
 /// # Examples
 ///
@@ -525,13 +607,13 @@ fn closing_reason(error: &Error) -> &'static str {
 pub fn last_event_id(
     header: Option<&[u8]>,
     query: Option<&str>,
-) -> Result<Option<EventId>, LastEventIdError> {
+) -> Result<Option<LastEventId>, LastEventIdError> {
     if let Some(header) = header.filter(|h| !h.trim_ascii().is_empty()) {
-        // Non-UTF-8 bytes become U+FFFD, which no UUID contains: the parser rejects them.
-        return parse::last_event_id(&String::from_utf8_lossy(header));
+        // Non-UTF-8 bytes become U+FFFD, which no cursor or UUID contains: the parser rejects them.
+        return parse::resume_point(&String::from_utf8_lossy(header));
     }
     match query_values(query, LAST_EVENT_ID_PARAM).next() {
-        Some(value) => parse::last_event_id(&value),
+        Some(value) => parse::resume_point(&value),
         None => Ok(None),
     }
 }

@@ -28,14 +28,29 @@ pub fn encode_event<C: Category>(event: &Event<C>, out: &mut alloc::string::Stri
     let _ = write_fields(out, Some(event.id()), Some(event.event_type()), event.data());
 }
 
-/// The frame of `event` in a buffer of exactly its length, so that it becomes `Bytes` without a copy.
+/// The frame of `event` without an `id:` line, in a buffer of exactly its
+/// length, so that it becomes `Bytes` without a copy.
 #[cfg(feature = "std")]
-pub(crate) fn event_frame<C: Category>(event: &Event<C>) -> bytes::Bytes {
-    // "id: " + 36 + "\n", "event: " + type + "\n", "data: " + line + "\n" per line, "\n".
+pub(crate) fn event_frame_body<C: Category>(event: &Event<C>) -> bytes::Bytes {
+    // "event: " + type + "\n", "data: " + line + "\n" per line, "\n".
     let data_len: usize = Lines::new(event.data()).map(|line| 7 + line.len()).sum();
-    let mut out = alloc::string::String::with_capacity(41 + 8 + event.event_type().len() + data_len + 1);
-    encode_event(event, &mut out);
+    let mut out = alloc::string::String::with_capacity(8 + event.event_type().len() + data_len + 1);
+    let _ = write_fields(&mut out, None, Some(event.event_type()), event.data());
     bytes::Bytes::from(out)
+}
+
+/// Appends an `id:` line holding `id` (a [`Cursor`](crate::cursor::Cursor), say):
+/// the line an event's frame starts with.
+///
+/// # Examples
+///
+/// ```
+/// let mut out = String::new();
+/// ssehub::wire::write_id_line(&mut out, &"0193a6f4-5b1c-7d2e-8f30-4a5b6c7d8e9f~1~9b1f02c4~u1");
+/// assert_eq!(out, "id: 0193a6f4-5b1c-7d2e-8f30-4a5b6c7d8e9f~1~9b1f02c4~u1\n");
+/// ```
+pub fn write_id_line(out: &mut alloc::string::String, id: &dyn fmt::Display) {
+    let _ = writeln!(out, "id: {id}");
 }
 
 /// Writes one event frame to any [`fmt::Write`]: optional id and event type, then the data.

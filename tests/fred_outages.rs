@@ -156,12 +156,12 @@ fn a_server_restarted_empty_gives_every_subscriber_a_gap_then_live_events() {
         for (user, subscription) in &mut subscriptions {
             let last_before = *expected_for(*user, &before).last().unwrap();
             match next_item(subscription, "the gap signal").await {
-                Some(Err(Error::Gap { last_delivered })) => assert_eq!(last_delivered, Some(last_before)),
+                Some(Err(Error::Gap { last_delivered, .. })) => assert_eq!(last_delivered, Some(last_before)),
                 other => panic!("expected Error::Gap after the restart, got {other:?}"),
             }
         }
         match next_item(&mut quiet_subscription, "the gap signal").await {
-            Some(Err(Error::Gap { last_delivered })) => assert_eq!(last_delivered, Some(quiet_last)),
+            Some(Err(Error::Gap { last_delivered, .. })) => assert_eq!(last_delivered, Some(quiet_last)),
             other => panic!("expected Error::Gap after the restart, got {other:?}"),
         }
 
@@ -200,7 +200,7 @@ fn without_retention_an_outage_gives_a_gap_then_live_events() {
 
         server.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
         match next_item(&mut subscription, "the gap signal").await {
-            Some(Err(Error::Gap { last_delivered })) => assert_eq!(last_delivered, Some(first.id())),
+            Some(Err(Error::Gap { last_delivered, .. })) => assert_eq!(last_delivered, Some(first.id())),
             other => panic!("expected Error::Gap, got {other:?}"),
         }
         let second = event(Audience::User(user), 1);

@@ -7,7 +7,8 @@ use futures::executor::block_on;
 use futures::{StreamExt, stream};
 use ssehub::fixture::ExampleCategory as C;
 use ssehub::{
-    Audience, CategorySet, Error, Event, EventId, EventSource, Replay, ReplayStatus, UserId, resume,
+    Audience, CategorySet, Error, Event, EventId, EventSource, Positions, Replay, ReplayStatus, StreamRead,
+    StreamReplay, UserId, resume,
 };
 use uuid::Uuid;
 
@@ -65,6 +66,24 @@ impl EventSource<C> for Scripted {
         self.calls.lock().unwrap().push("missed_events");
         self.replay.lock().unwrap().take().expect("one replay")
     }
+
+    /// The scripted replay as the user's stream's part, its events without
+    /// positions (so `resume` tells live repeats by id); broadcasts complete.
+    async fn missed_since(
+        &self,
+        _user: UserId,
+        _from: Positions,
+        _filter: CategorySet<C>,
+    ) -> Result<StreamReplay<C>, Error> {
+        self.calls.lock().unwrap().push("missed_since");
+        let replay = self.replay.lock().unwrap().take().expect("one replay")?;
+        let complete = StreamRead { status: ReplayStatus::Complete, end: None };
+        Ok(StreamReplay {
+            events: replay.events,
+            own: StreamRead { status: replay.status, end: None },
+            broadcast: complete,
+        })
+    }
 }
 
 fn user() -> UserId {
@@ -86,9 +105,9 @@ fn subscribes_before_replaying_and_skips_live_events_that_were_replayed() {
     let e = events(6);
     let live = vec![Ok(e[2].clone()), Ok(e[3].clone()), Ok(e[4].clone()), Ok(e[5].clone())];
     let source = Scripted::new(live, Ok(Replay::complete(vec![e[1].clone(), e[2].clone(), e[3].clone()])));
-    let resumed = block_on(resume(&source, user(), Some(e[0].id()), CategorySet::all())).unwrap();
+    let resumed = block_on(resume(&source, user(), Some(e[0].id().into()), CategorySet::all())).unwrap();
     assert_eq!(resumed.replay_status(), Some(ReplayStatus::Complete));
-    assert_eq!(*source.calls.lock().unwrap(), ["subscribe", "missed_events"]);
+    assert_eq!(*source.calls.lock().unwrap(), ["subscribe", "missed_since"]);
     let items: Vec<Item> = block_on(resumed.collect());
     assert_eq!(ok_ids(&items), vec![e[1].id(), e[2].id(), e[3].id(), e[4].id(), e[5].id()]);
 }
@@ -98,7 +117,7 @@ fn the_last_event_id_itself_is_skipped_if_the_live_stream_carries_it() {
     let e = events(3);
     let live = vec![Ok(e[0].clone()), Ok(e[2].clone())];
     let source = Scripted::new(live, Ok(Replay::complete(vec![e[1].clone()])));
-    let resumed = block_on(resume(&source, user(), Some(e[0].id()), CategorySet::all())).unwrap();
+    let resumed = block_on(resume(&source, user(), Some(e[0].id().into()), CategorySet::all())).unwrap();
     let items: Vec<Item> = block_on(resumed.collect());
     assert_eq!(ok_ids(&items), vec![e[1].id(), e[2].id()]);
 }
@@ -121,11 +140,11 @@ fn an_incomplete_replay_starts_with_the_gap_signal_then_replays_then_goes_live()
         let replayed = if status == ReplayStatus::RetentionDisabled { vec![] } else { vec![e[2].clone()] };
         let expected: Vec<EventId> = replayed.iter().map(Event::id).chain([e[3].id()]).collect();
         let source = Scripted::new(vec![Ok(e[3].clone())], Ok(Replay { events: replayed, status }));
-        let resumed = block_on(resume(&source, user(), Some(e[0].id()), CategorySet::all())).unwrap();
+        let resumed = block_on(resume(&source, user(), Some(e[0].id().into()), CategorySet::all())).unwrap();
         assert_eq!(resumed.replay_status(), Some(status));
         let mut items: Vec<Item> = block_on(resumed.collect());
         match items.remove(0) {
-            Err(Error::Gap { last_delivered }) => assert_eq!(last_delivered, Some(e[0].id()), "{status}"),
+            Err(Error::Gap { last_delivered, .. }) => assert_eq!(last_delivered, Some(e[0].id()), "{status}"),
             other => panic!("{status}: the first item must be Error::Gap, got {other:?}"),
         }
         assert_eq!(ok_ids(&items), expected, "{status}");
@@ -138,7 +157,7 @@ fn lagged_names_the_last_event_the_resumed_stream_yielded_and_ends_it() {
     // The backend's Lagged knows only what *it* delivered (here nothing).
     let live = vec![Ok(e[2].clone()), Err(Error::Lagged { last_delivered: None }), Ok(e[2].clone())];
     let source = Scripted::new(live, Ok(Replay::complete(vec![e[1].clone(), e[2].clone()])));
-    let resumed = block_on(resume(&source, user(), Some(e[0].id()), CategorySet::all())).unwrap();
+    let resumed = block_on(resume(&source, user(), Some(e[0].id().into()), CategorySet::all())).unwrap();
     let items: Vec<Item> = block_on(resumed.collect());
     assert_eq!(ok_ids(&items[..2]), vec![e[1].id(), e[2].id()]);
     assert!(matches!(items[2], Err(Error::Lagged { last_delivered: Some(id) }) if id == e[2].id()));
@@ -150,7 +169,7 @@ fn lagging_before_yielding_anything_names_the_id_the_client_resumed_from() {
     let e = events(1);
     let source =
         Scripted::new(vec![Err(Error::Lagged { last_delivered: None })], Ok(Replay::complete(vec![])));
-    let resumed = block_on(resume(&source, user(), Some(e[0].id()), CategorySet::all())).unwrap();
+    let resumed = block_on(resume(&source, user(), Some(e[0].id().into()), CategorySet::all())).unwrap();
     let items: Vec<Item> = block_on(resumed.collect());
     assert!(matches!(items[..], [Err(Error::Lagged { last_delivered: Some(id) })] if id == e[0].id()));
 }
@@ -158,24 +177,24 @@ fn lagging_before_yielding_anything_names_the_id_the_client_resumed_from() {
 #[test]
 fn a_gap_in_the_live_stream_is_passed_on_with_the_last_yielded_id_and_the_stream_goes_on() {
     let e = events(3);
-    let live = vec![Ok(e[1].clone()), Err(Error::Gap { last_delivered: None }), Ok(e[2].clone())];
+    let live = vec![Ok(e[1].clone()), Err(Error::Gap { last_delivered: None, stream: None }), Ok(e[2].clone())];
     let source = Scripted::new(live, Ok(Replay::complete(vec![])));
-    let resumed = block_on(resume(&source, user(), Some(e[0].id()), CategorySet::all())).unwrap();
+    let resumed = block_on(resume(&source, user(), Some(e[0].id().into()), CategorySet::all())).unwrap();
     let items: Vec<Item> = block_on(resumed.collect());
     assert_eq!(items.len(), 3);
-    assert!(matches!(items[1], Err(Error::Gap { last_delivered: Some(id) }) if id == e[1].id()));
+    assert!(matches!(items[1], Err(Error::Gap { last_delivered: Some(id), .. }) if id == e[1].id()));
     assert_eq!(items[2].as_ref().unwrap().id(), e[2].id());
 }
 
 #[test]
 fn errors_of_subscribe_and_replay_are_returned() {
     let source = Scripted::new(vec![], Err(Error::backend("replay store down")));
-    let error = block_on(resume(&source, user(), Some(events(1)[0].id()), CategorySet::all())).unwrap_err();
+    let error = block_on(resume(&source, user(), Some(events(1)[0].id().into()), CategorySet::all())).unwrap_err();
     assert_eq!(error.to_string(), "backend error: replay store down");
-    assert_eq!(*source.calls.lock().unwrap(), ["subscribe", "missed_events"]);
+    assert_eq!(*source.calls.lock().unwrap(), ["subscribe", "missed_since"]);
 
     let source = Scripted::failing_subscribe(Error::backend("pub/sub down"));
-    let error = block_on(resume(&source, user(), Some(events(1)[0].id()), CategorySet::all())).unwrap_err();
+    let error = block_on(resume(&source, user(), Some(events(1)[0].id().into()), CategorySet::all())).unwrap_err();
     assert_eq!(error.to_string(), "backend error: pub/sub down");
     assert_eq!(*source.calls.lock().unwrap(), ["subscribe"], "no replay without a live subscription");
 

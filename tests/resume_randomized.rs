@@ -117,7 +117,7 @@ fn run(seed: u64) -> (u64, u64) {
         .collect();
 
     // The client is connected before any publisher starts.
-    let mut stream = within("connect", resume(&hub, user, Some(start.id()), filter)).expect("connect");
+    let mut stream = within("connect", resume(&hub, user, Some(start.id().into()), filter)).expect("connect");
     assert_eq!(stream.replay_status(), Some(ReplayStatus::Complete));
 
     let go = Arc::new(AtomicBool::new(false));
@@ -151,8 +151,8 @@ fn run(seed: u64) -> (u64, u64) {
                 assert!(visible(&event), "seed {seed}: an event the client must not see: {event:?}");
                 received.push(event.id());
                 if rng.chance(25) {
-                    // Disconnect, then come back with the last id received.
-                    let last = stream.last_delivered();
+                    // Disconnect, then come back with the cursor of the last frame received.
+                    let last = stream.cursor().map(Into::into);
                     drop(stream);
                     reconnects += 1;
                     stream = within("reconnect", resume(&hub, user, last, filter)).expect("reconnect");
@@ -165,7 +165,8 @@ fn run(seed: u64) -> (u64, u64) {
             Some(Err(Error::Lagged { last_delivered })) => {
                 lags += 1;
                 assert_eq!(last_delivered, received.last().copied().or(Some(start.id())), "seed {seed}");
-                stream = within("reconnect", resume(&hub, user, last_delivered, filter)).expect("reconnect");
+                let last = stream.cursor().map(Into::into);
+                stream = within("reconnect", resume(&hub, user, last, filter)).expect("reconnect");
                 assert_eq!(stream.replay_status(), Some(ReplayStatus::Complete), "seed {seed}");
             }
             other => panic!("seed {seed}: unexpected {other:?} after {} events", received.len()),

@@ -9,7 +9,7 @@ use ssehub::fixture::ExampleCategory as C;
 use ssehub::memory::MemoryHub;
 use ssehub::shutdown::{SHUTDOWN_COMMENT, Shutdown};
 use ssehub::sse::{SseOptions, SseStream};
-use ssehub::{Audience, CategorySet, Event, EventId, Publisher, UserId, resume};
+use ssehub::{Audience, CategorySet, Event, EventId, LastEventId, Publisher, UserId, resume};
 
 /// `future`'s output, or a panic after 30 s: a missed wake-up fails instead of hanging.
 ///
@@ -110,11 +110,19 @@ fn events_queued_at_the_trigger_are_left_to_the_replay_after_reconnecting() {
         let alice = user(2);
         let shutdown = fixed_delay(100);
         let events = resume(&hub, alice, None, CategorySet::all()).await.unwrap();
-        let mut body = SseStream::new(events).with_shutdown(&shutdown);
+        let mut body = events.into_sse(SseOptions::new()).with_shutdown(&shutdown);
         assert_eq!(body.next().await.unwrap(), "retry: 3000\n\n");
         let first = note(alice, 0);
         hub.publish(first.clone()).await.unwrap();
-        assert_eq!(body.next().await.unwrap(), frame_of(&first));
+        let frame = body.next().await.unwrap();
+        // The frame's id is a cursor whose head is the event's id.
+        let cursor = match body.last_sent() {
+            Some(LastEventId::Cursor(cursor)) => cursor,
+            other => panic!("a cursor was sent, not {other:?}"),
+        };
+        assert_eq!(cursor.event_id(), first.id());
+        let without_id = frame_of(&first).replacen(&format!("id: {}\n", first.id()), "", 1);
+        assert_eq!(frame, format!("id: {cursor}\n{without_id}"));
 
         let queued: Vec<Event<C>> = (1..=3).map(|n| note(alice, n)).collect();
         for event in &queued {
@@ -125,8 +133,8 @@ fn events_queued_at_the_trigger_are_left_to_the_replay_after_reconnecting() {
         assert_eq!(body.next().await, None);
 
         // The browser reconnects with the last id it received.
-        let last_event_id = body.last_sent_id();
-        assert_eq!(last_event_id, Some(first.id()));
+        let last_event_id = body.last_sent();
+        assert_eq!(last_event_id, Some(LastEventId::Cursor(cursor)));
         let mut replayed = resume(&hub, alice, last_event_id, CategorySet::all()).await.unwrap();
         let mut ids = Vec::new();
         for _ in 0..queued.len() {

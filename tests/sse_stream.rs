@@ -166,7 +166,7 @@ fn gap_becomes_a_gap_event_naming_the_last_id_and_the_stream_goes_on() {
     let after = event("data_sync.completed", C::DataSync, "{}");
     let events = stream::iter([
         Ok(before.clone()),
-        Err(Error::Gap { last_delivered: Some(before.id()) }),
+        Err(Error::Gap { last_delivered: Some(before.id()), stream: None }),
         Ok(after.clone()),
     ]);
     let chunks: Vec<Bytes> = block_on(SseStream::new(events).collect());
@@ -187,7 +187,7 @@ fn gap_becomes_a_gap_event_naming_the_last_id_and_the_stream_goes_on() {
 
 #[test]
 fn gap_before_any_event_names_no_id() {
-    let events = stream::iter([Err::<Event<C>, _>(Error::Gap { last_delivered: None })]);
+    let events = stream::iter([Err::<Event<C>, _>(Error::Gap { last_delivered: None, stream: None })]);
     let chunks: Vec<Bytes> = block_on(SseStream::new(events).collect());
     assert_eq!(chunks[1], "event: gap\ndata: {\"last_event_id\":null}\n\n");
 }

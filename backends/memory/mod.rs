@@ -80,11 +80,12 @@ pub use crate::backend::Subscription;
 use history::{History, Retained};
 
 use crate::backend::{
-    self, NOT_REGISTERED, Push, Registry, ReplaySide, SubscriberQueue, Wakeups, subscriber_queue,
+    self, NOT_REGISTERED, Push, Registry, ReplaySide, StreamSide, SubscriberQueue, Wakeups, subscriber_queue,
 };
 
 use crate::{
-    Audience, Category, CategorySet, Error, Event, EventId, EventSource, Publisher, Replay, Retention, UserId,
+    Audience, Category, CategorySet, Error, Event, EventId, EventSource, Position, Positions, Publisher, Replay,
+    ReplayStatus, Retention, StreamReplay, UserId,
 };
 
 /// The default of [`MemoryHubBuilder::queue_capacity`].
@@ -181,6 +182,9 @@ impl<C: Category> MemoryHubBuilder<C> {
             shared: Arc::new(Shared {
                 config,
                 epoch: Instant::now(),
+                epoch_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX).max(1)),
                 next_seq: AtomicU64::new(1),
                 handles: AtomicUsize::new(1),
                 closed: AtomicBool::new(false),
@@ -253,6 +257,10 @@ pub struct HubStats {
 struct Shared<C: Category> {
     config: Config,
     epoch: Instant,
+    /// The Unix time in milliseconds the hub was made at: the `ms` of every
+    /// position it gives out, so a cursor of an earlier hub (a restarted
+    /// process) is told apart from one of this hub.
+    epoch_ms: u64,
     /// The next hub-wide publish sequence number; taken under the lock(s) of
     /// every shard the event is delivered in, so it is the delivery order too.
     next_seq: AtomicU64,
@@ -286,6 +294,7 @@ impl<C: Category> Default for Shard<C> {
                 users: HashMap::new(),
                 listeners: Vec::new(),
                 removed_until_ms: 0,
+                removed_through_seq: 0,
                 last_sweep_ms: 0,
             }),
             subscriptions: AtomicUsize::new(0),
@@ -307,6 +316,8 @@ struct ShardState<C: Category> {
     /// The newest UUIDv7 timestamp of the events of users removed from this
     /// shard: a Last-Event-ID at or before it may have been dropped.
     removed_until_ms: u64,
+    /// The newest sequence number dropped from the history of a user no longer in `users`.
+    removed_through_seq: u64,
     last_sweep_ms: u64,
 }
 
@@ -436,12 +447,17 @@ impl<C: Category> ShardState<C> {
     fn remove_user(&mut self, shard: &Shard<C>, user: UserId) {
         if let Some(removed) = self.users.remove(&user) {
             self.removed_until_ms = self.removed_until_ms.max(removed.history.dropped_until_ms());
+            self.removed_through_seq = self.removed_through_seq.max(removed.history.last_dropped_seq());
             shard.users.fetch_sub(1, Ordering::Relaxed);
             if is_mostly_empty(self.users.len(), self.users.capacity()) {
                 self.users.shrink_to(self.users.len() * 2);
             }
         }
     }
+}
+
+fn truncated_if(truncated: bool) -> ReplayStatus {
+    if truncated { ReplayStatus::Truncated } else { ReplayStatus::Complete }
 }
 
 /// Whether a table or list should give memory back: when it is empty, or
@@ -504,10 +520,12 @@ impl<C: Category> Shared<C> {
         Ok(subscription)
     }
 
-    fn publish_now(&self, event: &Event<C>) -> Result<(), Error> {
+    fn publish_now(&self, mut event: Event<C>) -> Result<(), Error> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
+        // A handle of its own, so that placing it under the lock copies nothing.
+        event.make_unique();
         match event.audience() {
             Audience::User(user) => self.publish_to_user(user, event),
             Audience::Broadcast => self.publish_to_everyone(event),
@@ -515,7 +533,12 @@ impl<C: Category> Shared<C> {
         Ok(())
     }
 
-    fn publish_to_user(&self, user: UserId, event: &Event<C>) {
+    /// The position of the event numbered `seq`.
+    fn position(&self, seq: u64) -> Position {
+        Position::entry(self.epoch_ms, seq)
+    }
+
+    fn publish_to_user(&self, user: UserId, mut event: Event<C>) {
         let retention = self.config.limits;
         let category_bit = CategorySet::only(event.category()).bits();
         let shard = self.shard(user);
@@ -525,6 +548,8 @@ impl<C: Category> Shared<C> {
         let mut guard = lock(&shard.state);
         let state = &mut *guard;
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        event.place(self.position(seq));
+        let event = &event;
         match retention {
             Some(retention) => {
                 let now_ms = self.now_ms();
@@ -558,7 +583,7 @@ impl<C: Category> Shared<C> {
         shard.record(1, &counts);
     }
 
-    fn publish_to_everyone(&self, event: &Event<C>) {
+    fn publish_to_everyone(&self, mut event: Event<C>) {
         let category_bit = CategorySet::only(event.category()).bits();
         let mut wakeups = Wakeups::new();
         let mut ended = Vec::new();
@@ -571,19 +596,20 @@ impl<C: Category> Shared<C> {
         {
             let mut broadcast = lock(&self.broadcast);
             let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+            event.place(self.position(seq));
             if let Some(retention) = self.config.limits {
                 let now_ms = self.now_ms();
                 if let Some(cutoff) = retention.cutoff_ms(now_ms) {
                     broadcast.drop_retained_until(cutoff);
                 }
-                broadcast.push(seq, now_ms, event, retention.max_len);
+                broadcast.push(seq, now_ms, &event, retention.max_len);
                 self.broadcast_retained.store(broadcast.len(), Ordering::Relaxed);
             }
         }
         for (index, mut state) in guards.drain(..).enumerate() {
             let shard = &self.shards[index];
             let mut counts = Delivered::default();
-            deliver(&state.listeners, event, category_bit, &mut counts, &mut wakeups, &mut ended);
+            deliver(&state.listeners, &event, category_bit, &mut counts, &mut wakeups, &mut ended);
             for queue in ended.drain(..) {
                 state.unregister(shard, &queue);
             }
@@ -601,16 +627,19 @@ impl<C: Category> Shared<C> {
         let mut dropped = 0;
         let mut removed = 0;
         let mut removed_until_ms = state.removed_until_ms;
+        let mut removed_through_seq = state.removed_through_seq;
         state.users.retain(|_, entry| {
             dropped += entry.history.drop_retained_until(cutoff);
             let keep = !entry.is_unused();
             if !keep {
                 removed += 1;
                 removed_until_ms = removed_until_ms.max(entry.history.dropped_until_ms());
+                removed_through_seq = removed_through_seq.max(entry.history.last_dropped_seq());
             }
             keep
         });
         state.removed_until_ms = removed_until_ms;
+        state.removed_through_seq = removed_through_seq;
         if is_mostly_empty(state.users.len(), state.users.capacity()) {
             state.users.shrink_to(state.users.len() * 2);
         }
@@ -700,6 +729,74 @@ impl<C: Category> Shared<C> {
         replay
     }
 
+    fn replay_since(&self, user: UserId, from: Positions, filter: CategorySet<C>) -> StreamReplay<C> {
+        let Some(retention) = self.config.limits else { return StreamReplay::retention_disabled() };
+        let shard = self.shard(user);
+        // The locks publishes of this user's streams take (shard, then
+        // broadcasts): no event of either stream is numbered while they are held.
+        let mut state = lock(&shard.state);
+        let mut broadcast = lock(&self.broadcast);
+        let now_ms = self.now_ms();
+        let cutoff = retention.cutoff_ms(now_ms);
+        if let Some(cutoff) = cutoff {
+            broadcast.drop_retained_until(cutoff);
+            self.broadcast_retained.store(broadcast.len(), Ordering::Relaxed);
+        }
+        let state = &mut *state;
+        let mut entry = state.users.get_mut(&user);
+        if let (Some(entry), Some(cutoff)) = (entry.as_mut(), cutoff) {
+            let dropped = entry.history.drop_retained_until(cutoff);
+            shard.retained_events.fetch_sub(dropped, Ordering::Relaxed);
+        }
+        let no_history = History::new();
+        let own = entry.as_ref().map_or(&no_history, |entry| &entry.history);
+        // Every event of these streams numbered so far is at or before it.
+        let end = Some(self.position(self.next_seq.load(Ordering::Relaxed) - 1));
+        let own_dropped_through = match entry {
+            Some(_) => own.last_dropped_seq(),
+            // A user forgotten since: as far as any forgotten user's history was dropped.
+            None => state.removed_through_seq,
+        };
+        let dropped_until_ms = own.dropped_until_ms().max(broadcast.dropped_until_ms()).max(state.removed_until_ms);
+        let streams = [(own, own_dropped_through, from.own), (&*broadcast, broadcast.last_dropped_seq(), from.broadcast)];
+        let [own_side, broadcast_side] = streams.map(|(history, dropped_through, from)| {
+            // Where to start, how complete, and (after an id gone from history) which ids come after it.
+            let (start, status, after_id) = match from {
+                None => (history.len(), ReplayStatus::Complete, None),
+                Some(Position::Entry { ms, seq }) if ms == self.epoch_ms => {
+                    (history.first_after_seq(seq), truncated_if(dropped_through > seq), None)
+                }
+                // Numbered by an earlier hub: what came after it here is all retained, but its own history is gone.
+                Some(Position::Entry { ms, .. }) if ms < self.epoch_ms => (0, ReplayStatus::Truncated, None),
+                // Not a position this hub, or one before it, gave out.
+                Some(Position::Entry { .. }) => (0, ReplayStatus::UnknownId, None),
+                Some(Position::AfterEvent(id)) => match own.find(id).or_else(|| broadcast.find(id)) {
+                    Some((_, seq)) => (history.first_after_seq(seq), truncated_if(dropped_through > seq), None),
+                    // Gone from history: what followed it is told by id order (ids made by
+                    // `EventId::new` ascend in publish order).
+                    None if id.timestamp_millis().is_some_and(|ms| ms <= dropped_until_ms) => {
+                        (0, ReplayStatus::Truncated, Some(id))
+                    }
+                    None => (0, ReplayStatus::UnknownId, None),
+                },
+            };
+            StreamSide {
+                events: history
+                    .starting_at(start)
+                    .filter(move |retained| after_id.is_none_or(|id| retained.event.id() > id))
+                    .map(|retained| (self.position(retained.seq), &retained.event)),
+                status,
+                end,
+            }
+        });
+        let replay = backend::stream_replay(own_side, broadcast_side, filter);
+        drop(broadcast);
+        if entry.is_some_and(|entry| entry.is_unused()) {
+            state.remove_user(shard, user);
+        }
+        replay
+    }
+
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
         for shard in self.shards.iter() {
@@ -714,16 +811,19 @@ impl<C: Category> Shared<C> {
             }
             let mut removed = 0;
             let mut removed_until_ms = state.removed_until_ms;
+            let mut removed_through_seq = state.removed_through_seq;
             state.users.retain(|_, entry| {
                 entry.subscribers.clear();
                 let keep = !entry.is_unused();
                 if !keep {
                     removed += 1;
                     removed_until_ms = removed_until_ms.max(entry.history.dropped_until_ms());
+                    removed_through_seq = removed_through_seq.max(entry.history.last_dropped_seq());
                 }
                 keep
             });
             state.removed_until_ms = removed_until_ms;
+            state.removed_through_seq = removed_through_seq;
             state.users.shrink_to(state.users.len() * 2);
             state.listeners = Vec::new();
             drop(guard);
@@ -886,14 +986,31 @@ impl<C: Category> EventSource<C> for MemoryHub<C> {
         let replay = async { Ok(self.shared.replay(user, last_event_id, filter)) };
         crate::metrics::observe_replay(crate::metrics::Backend::Memory, replay).await
     }
+
+    /// Never fails; without retention each stream is
+    /// [`RetentionDisabled`](crate::ReplayStatus::RetentionDisabled).
+    ///
+    /// Positions are `ms`-`seq` with `ms` the time the hub was made: a
+    /// position of an earlier hub (the process restarted) gets every retained
+    /// event of its stream, as [`Truncated`](crate::ReplayStatus::Truncated).
+    async fn missed_since(
+        &self,
+        user: UserId,
+        from: Positions,
+        filter: CategorySet<C>,
+    ) -> Result<StreamReplay<C>, Error> {
+        let replay = async { Ok(self.shared.replay_since(user, from, filter)) };
+        crate::metrics::observe_replay(crate::metrics::Backend::Memory, replay).await
+    }
 }
 
 impl<C: Category> Publisher<C> for MemoryHub<C> {
     /// Retains the event and queues it for every matching subscription before
     /// it resolves. Fails with [`Error::Closed`] after [`close`](MemoryHub::close).
     async fn publish(&self, event: Event<C>) -> Result<(), Error> {
-        let outcome = self.shared.publish_now(&event);
-        self.shared.shards[0].metrics.published(event.audience(), &outcome);
+        let audience = event.audience();
+        let outcome = self.shared.publish_now(event);
+        self.shared.shards[0].metrics.published(audience, &outcome);
         outcome
     }
 }

@@ -236,7 +236,7 @@ async fn subscriber(
                     counts.lagged.fetch_add(1, Ordering::Relaxed);
                     reconnect = true;
                 }
-                Some(Err(Error::Gap { last_delivered })) => {
+                Some(Err(Error::Gap { last_delivered, .. })) => {
                     counts.gaps.fetch_add(1, Ordering::Relaxed);
                     counts.violation(|| format!("subscriber {index}: gap signalled after {last_delivered:?}"));
                 }

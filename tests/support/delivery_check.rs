@@ -71,7 +71,7 @@ pub async fn record_until_end_markers(mut subscription: Subscription<C>, log: Re
                 Received::Marker(event.id())
             }
             Some(Ok(event)) => Received::Event(event.id(), event.audience()),
-            Some(Err(Error::Gap { last_delivered })) => Received::Gap(last_delivered),
+            Some(Err(Error::Gap { last_delivered, .. })) => Received::Gap(last_delivered),
             Some(Err(error)) => Received::Ended(error.to_string()),
             None => Received::Ended("end of stream".into()),
         };

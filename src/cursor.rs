@@ -1,0 +1,572 @@
+//! The SSE id as a cursor: a position in each stream a subscription reads, and its text form.
+//!
+//! Every audience is a stream of its own: the user's own events and the
+//! broadcasts (and more kinds later). Order is kept within a stream, never
+//! across streams, so what a client has seen is a [`Position`] per stream, a
+//! [`Positions`]. The `id:` of every frame is a [`Cursor`]: the id of the
+//! event the frame carries, then the positions reached with it. A reconnecting
+//! browser sends it back as `Last-Event-ID`, and replay reads each stream
+//! strictly after its own position: exactly once by construction, whatever
+//! order the backend delivered the streams in.
+//!
+//! # The text form (version 1)
+//!
+//! ```text
+//! 0193a6f4-5b1c-7d2e-8f30-4a5b6c7d8e9f~1~9b1f02c4~u<position>~b<position>
+//! └──────────── the event's id ──────┘ │ └owner─┘ └ own ────┘ └ broadcasts
+//!                                      └ version
+//! ```
+//!
+//! - the event's own id first (hyphenated, 36 characters), so an application
+//!   finds it as `lastEventId.slice(0, 36)`;
+//! - `~1`: the format version;
+//! - `~` and 8 lowercase hex digits: a fingerprint of the user the cursor was
+//!   made for; a cursor presented by another user is refused;
+//! - one `~`-separated item per stream with a known position, in a fixed
+//!   order: `u` (the user's own stream), `b` (the broadcasts); new kinds of
+//!   stream are new letters, so the format grows without a new version;
+//! - a position is a stream entry: its millisecond in base 36, then `.` and
+//!   its sequence number in base 36 unless that is 0 (`lx3k2p9s`,
+//!   `lx3k2p9s.2`); or `@` and the 32 hex digits of an event id, for "after
+//!   this event" where the backend knew no entry (see [`Position::AfterEvent`]).
+//!
+//! Every part has one canonical spelling (lowercase, no leading zeros); the
+//! parser accepts only that, so a cursor round-trips byte for byte. With both
+//! streams at entry positions of today's milliseconds (8 base-36 digits until
+//! the year 2059), a cursor is 67 bytes when both sequence numbers are 0 (the
+//! common case) and at most 73 while they are below 1,296.
+//!
+//! # Examples
+//!
+//! ```
+//! use ssehub::cursor::{Cursor, Position, Positions};
+//! use ssehub::{EventId, UserId};
+//!
+//! let user = UserId::from_u64(7);
+//! let event: EventId = "0193a6f4-5b1c-7d2e-8f30-4a5b6c7d8e9f".parse().unwrap();
+//! let positions = Positions { own: Some(Position::entry(1_733_590_000_123, 0)), broadcast: Some(Position::entry(1_733_590_000_100, 2)) };
+//! let cursor = Cursor::new(event, user, positions);
+//! let text = cursor.to_string();
+//! assert!(text.starts_with("0193a6f4-5b1c-7d2e-8f30-4a5b6c7d8e9f~1~"));
+//! assert!(text.len() <= 80);
+//!
+//! let back: Cursor = text.parse().unwrap();
+//! assert_eq!(back, cursor);
+//! assert_eq!(back.positions_for(user), Ok(positions));
+//! assert!(back.positions_for(UserId::from_u64(8)).is_err());
+//! ```
+
+use core::cmp::Ordering;
+use core::fmt;
+use core::str::FromStr;
+
+use uuid::Uuid;
+
+use crate::{Audience, EventId, UserId};
+
+/// The longest cursor text the parser reads, in bytes.
+pub const MAX_CURSOR_BYTES: usize = 256;
+
+/// The format version this crate writes and reads.
+pub const CURSOR_VERSION: u8 = 1;
+
+/// A kind of stream a subscription reads: one position each in a [`Cursor`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum StreamKind {
+    /// The user's own events.
+    Own,
+    /// The broadcasts.
+    Broadcast,
+}
+
+impl StreamKind {
+    /// Every kind, in the order a cursor lists them.
+    pub const ALL: [StreamKind; 2] = [StreamKind::Own, StreamKind::Broadcast];
+
+    /// The stream an event of `audience` is in.
+    pub fn of(audience: Audience) -> Self {
+        match audience {
+            Audience::User(_) => StreamKind::Own,
+            Audience::Broadcast => StreamKind::Broadcast,
+        }
+    }
+
+    /// The name the gap event gives it: `own` or `broadcast`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamKind::Own => "own",
+            StreamKind::Broadcast => "broadcast",
+        }
+    }
+
+    fn tag(self) -> u8 {
+        match self {
+            StreamKind::Own => b'u',
+            StreamKind::Broadcast => b'b',
+        }
+    }
+}
+
+impl fmt::Display for StreamKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How far a subscription has read one stream.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Position {
+    /// At the stream entry `ms`-`seq` (a Redis stream entry id; the memory
+    /// backend's own numbering): replay resumes with the first entry after it.
+    /// [`Position::START`] is before every entry.
+    Entry {
+        /// The entry's millisecond (or the backend's epoch).
+        ms: u64,
+        /// The entry's sequence number within `ms`.
+        seq: u64,
+    },
+    /// Just after the event with this id, as a merge by event id orders events:
+    /// for an event delivered without its entry (one published by another
+    /// writer, which told no entry id), and for a plain event UUID sent as
+    /// `Last-Event-ID` by a client from before cursors. The backend finds the
+    /// event in this stream or another one it reads and goes on from there:
+    /// exact where one sequence numbers every stream (one Redis server, the
+    /// memory backend), by time otherwise.
+    AfterEvent(EventId),
+}
+
+impl Position {
+    /// Before every entry: the position of a stream with nothing in it yet.
+    pub const START: Position = Position::Entry { ms: 0, seq: 0 };
+
+    /// The position at entry `ms`-`seq`.
+    pub const fn entry(ms: u64, seq: u64) -> Self {
+        Position::Entry { ms, seq }
+    }
+
+    /// The entry, if this is an entry position.
+    pub const fn as_entry(&self) -> Option<(u64, u64)> {
+        match *self {
+            Position::Entry { ms, seq } => Some((ms, seq)),
+            Position::AfterEvent(_) => None,
+        }
+    }
+
+    /// Whether `self` is at or after `other` in the same stream; `None` when
+    /// either is an [`AfterEvent`](Position::AfterEvent), which orders only
+    /// through the backend's history.
+    pub fn partial_cmp_entry(&self, other: &Position) -> Option<Ordering> {
+        Some(self.as_entry()?.cmp(&other.as_entry()?))
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Position::Entry { ms, seq } => {
+                write_base36(f, ms)?;
+                if seq != 0 {
+                    f.write_str(".")?;
+                    write_base36(f, seq)?;
+                }
+                Ok(())
+            }
+            Position::AfterEvent(id) => write!(f, "@{}", id.as_uuid().simple()),
+        }
+    }
+}
+
+/// A position in each stream a subscription reads; `None` where it has none yet.
+///
+/// What [`EventSource::missed_since`](crate::EventSource::missed_since) replays after.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct Positions {
+    /// In the user's own stream.
+    pub own: Option<Position>,
+    /// In the broadcast stream.
+    pub broadcast: Option<Position>,
+}
+
+impl Positions {
+    /// No position in any stream: a first connection.
+    pub const NONE: Positions = Positions { own: None, broadcast: None };
+
+    /// Every stream after the event `id`, as a merge by event id orders
+    /// events: what a plain event UUID as `Last-Event-ID` asks for.
+    pub const fn after_event(id: EventId) -> Self {
+        Positions { own: Some(Position::AfterEvent(id)), broadcast: Some(Position::AfterEvent(id)) }
+    }
+
+    /// The position in stream `kind`.
+    pub fn get(&self, kind: StreamKind) -> Option<Position> {
+        match kind {
+            StreamKind::Own => self.own,
+            StreamKind::Broadcast => self.broadcast,
+        }
+    }
+
+    /// Sets the position in stream `kind`.
+    pub fn set(&mut self, kind: StreamKind, position: Option<Position>) {
+        match kind {
+            StreamKind::Own => self.own = position,
+            StreamKind::Broadcast => self.broadcast = position,
+        }
+    }
+}
+
+/// The `id:` of a frame: the event's id, and the position reached in each stream with it.
+///
+/// See [the module docs](self) for the text form. `Display` writes it,
+/// [`FromStr`] (or [`Cursor::parse`]) reads it back, canonical form only.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Cursor {
+    event: EventId,
+    owner: u32,
+    positions: Positions,
+}
+
+impl Cursor {
+    /// The cursor of `user`'s frame carrying `event`, with `positions` reached.
+    pub fn new(event: EventId, user: UserId, positions: Positions) -> Self {
+        Self { event, owner: owner_tag(user), positions }
+    }
+
+    /// Parses the text form (surrounding ASCII whitespace allowed).
+    ///
+    /// # Errors
+    ///
+    /// A [`CursorError`] naming what is wrong. Bounded work, no allocation,
+    /// never a panic, whatever the input.
+    pub fn parse(text: &str) -> Result<Self, CursorError> {
+        if text.len() > MAX_CURSOR_BYTES {
+            return Err(CursorError(CursorErrorKind::TooLong));
+        }
+        let text = text.trim_ascii();
+        let mut parts = text.split('~');
+        let head = parts.next().unwrap_or_default();
+        if head.len() != 36 {
+            return Err(CursorError(CursorErrorKind::EventId));
+        }
+        let event = Uuid::try_parse(head).map_err(|_| CursorError(CursorErrorKind::EventId))?;
+        if head.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(CursorError(CursorErrorKind::NotCanonical));
+        }
+        match parts.next() {
+            Some("1") => {}
+            Some(_) => return Err(CursorError(CursorErrorKind::Version)),
+            None => return Err(CursorError(CursorErrorKind::Missing)),
+        }
+        let owner = parts.next().ok_or(CursorError(CursorErrorKind::Missing))?;
+        if owner.len() != 8 || !owner.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(CursorError(CursorErrorKind::Owner));
+        }
+        let owner = u32::from_str_radix(owner, 16).map_err(|_| CursorError(CursorErrorKind::Owner))?;
+        let mut positions = Positions::NONE;
+        // The next kind allowed: kinds appear at most once, in `StreamKind::ALL` order.
+        let mut next_kind = 0;
+        for item in parts {
+            let tag = *item.as_bytes().first().ok_or(CursorError(CursorErrorKind::StreamKind))?;
+            let index = StreamKind::ALL
+                .iter()
+                .position(|kind| kind.tag() == tag)
+                .ok_or(CursorError(CursorErrorKind::StreamKind))?;
+            if index < next_kind {
+                return Err(CursorError(CursorErrorKind::StreamOrder));
+            }
+            next_kind = index + 1;
+            // The tag is one ASCII byte: `item[1..]` starts on a char boundary.
+            let position = parse_position(&item[1..]).map_err(CursorError)?;
+            positions.set(StreamKind::ALL[index], Some(position));
+        }
+        Ok(Self { event: EventId::from_uuid(event), owner, positions })
+    }
+
+    /// The id of the event whose frame carried this cursor.
+    pub fn event_id(&self) -> EventId {
+        self.event
+    }
+
+    /// The positions, if the cursor was made for `user`.
+    ///
+    /// # Errors
+    ///
+    /// [`CursorErrorKind::ForeignOwner`] when it was made for another user.
+    pub fn positions_for(&self, user: UserId) -> Result<Positions, CursorError> {
+        if self.owner == owner_tag(user) {
+            Ok(self.positions)
+        } else {
+            Err(CursorError(CursorErrorKind::ForeignOwner))
+        }
+    }
+
+    /// The positions, whoever the cursor was made for.
+    pub fn positions(&self) -> Positions {
+        self.positions
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}~{}~{:08x}", self.event, CURSOR_VERSION, self.owner)?;
+        for kind in StreamKind::ALL {
+            if let Some(position) = self.positions.get(kind) {
+                write!(f, "~{}{position}", char::from(kind.tag()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for Cursor {
+    type Err = CursorError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// The fingerprint of `user` a cursor carries: FNV-1a of its 16 bytes, folded to 32 bits.
+fn owner_tag(user: UserId) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in user.as_uuid().as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash ^ (hash >> 32)) as u32
+}
+
+fn parse_position(text: &str) -> Result<Position, CursorErrorKind> {
+    if let Some(hex) = text.strip_prefix('@') {
+        if hex.len() != 32 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(CursorErrorKind::Position);
+        }
+        let uuid = Uuid::try_parse(hex).map_err(|_| CursorErrorKind::Position)?;
+        return Ok(Position::AfterEvent(EventId::from_uuid(uuid)));
+    }
+    let (ms, seq) = match text.split_once('.') {
+        Some((ms, seq)) => {
+            let seq = parse_base36(seq)?;
+            if seq == 0 {
+                // Sequence 0 is written by leaving it out.
+                return Err(CursorErrorKind::NotCanonical);
+            }
+            (parse_base36(ms)?, seq)
+        }
+        None => (parse_base36(text)?, 0),
+    };
+    Ok(Position::Entry { ms, seq })
+}
+
+/// A base-36 number, lowercase, no leading zero (but `0` itself), at most `u64::MAX`.
+fn parse_base36(text: &str) -> Result<u64, CursorErrorKind> {
+    let bytes = text.as_bytes();
+    match bytes {
+        [] => return Err(CursorErrorKind::Position),
+        [b'0', _, ..] => return Err(CursorErrorKind::NotCanonical),
+        _ => {}
+    }
+    let mut value: u64 = 0;
+    for &b in bytes {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'z' => b - b'a' + 10,
+            b'A'..=b'Z' => return Err(CursorErrorKind::NotCanonical),
+            _ => return Err(CursorErrorKind::Position),
+        };
+        value = value
+            .checked_mul(36)
+            .and_then(|v| v.checked_add(u64::from(digit)))
+            .ok_or(CursorErrorKind::Position)?;
+    }
+    Ok(value)
+}
+
+fn write_base36(f: &mut fmt::Formatter<'_>, mut value: u64) -> fmt::Result {
+    // u64::MAX has 13 base-36 digits.
+    let mut digits = [0u8; 13];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        let digit = (value % 36) as u8;
+        digits[start] = if digit < 10 { b'0' + digit } else { b'a' + digit - 10 };
+        value /= 36;
+        if value == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits and letters were written.
+    f.write_str(core::str::from_utf8(&digits[start..]).map_err(|_| fmt::Error)?)
+}
+
+/// Why a cursor was refused.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct CursorError(CursorErrorKind);
+
+impl CursorError {
+    /// What is wrong.
+    pub fn kind(&self) -> CursorErrorKind {
+        self.0
+    }
+}
+
+/// What is wrong with a cursor.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum CursorErrorKind {
+    /// Longer than [`MAX_CURSOR_BYTES`].
+    TooLong,
+    /// It does not start with a hyphenated event id.
+    EventId,
+    /// A version this crate does not read.
+    Version,
+    /// The version or the owner is missing.
+    Missing,
+    /// The owner is not 8 lowercase hex digits.
+    Owner,
+    /// It was made for another user.
+    ForeignOwner,
+    /// A stream item with an unknown kind letter, or empty.
+    StreamKind,
+    /// Stream items repeated or out of order.
+    StreamOrder,
+    /// A position that is not an entry or an event id.
+    Position,
+    /// A spelling other than the canonical one (uppercase, a leading zero, `.0`).
+    NotCanonical,
+}
+
+impl fmt::Display for CursorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            CursorErrorKind::TooLong => "invalid cursor: too long",
+            CursorErrorKind::EventId => "invalid cursor: it must start with a hyphenated event id",
+            CursorErrorKind::Version => "invalid cursor: unknown version",
+            CursorErrorKind::Missing => "invalid cursor: version or owner missing",
+            CursorErrorKind::Owner => "invalid cursor: bad owner fingerprint",
+            CursorErrorKind::ForeignOwner => "invalid cursor: it belongs to another user",
+            CursorErrorKind::StreamKind => "invalid cursor: unknown stream kind",
+            CursorErrorKind::StreamOrder => "invalid cursor: streams repeated or out of order",
+            CursorErrorKind::Position => "invalid cursor: bad stream position",
+            CursorErrorKind::NotCanonical => "invalid cursor: not in canonical form",
+        })
+    }
+}
+
+impl core::error::Error for CursorError {}
+
+/// What a client sent as `Last-Event-ID`: a cursor, or a plain event id from before cursors.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum LastEventId {
+    /// A cursor, as every frame's `id:` carries.
+    Cursor(Cursor),
+    /// A plain event UUID: resumed after that event as a merge by event id
+    /// orders events ([`Positions::after_event`]), exact on one Redis server
+    /// and in the memory backend, best effort across a Redis Cluster.
+    Event(EventId),
+}
+
+impl LastEventId {
+    /// The id of the event the client saw last.
+    pub fn event_id(&self) -> EventId {
+        match self {
+            LastEventId::Cursor(cursor) => cursor.event_id(),
+            LastEventId::Event(id) => *id,
+        }
+    }
+
+    /// Where to resume `user`'s streams.
+    ///
+    /// # Errors
+    ///
+    /// [`CursorErrorKind::ForeignOwner`] for a cursor made for another user.
+    pub fn positions_for(&self, user: UserId) -> Result<Positions, CursorError> {
+        match self {
+            LastEventId::Cursor(cursor) => cursor.positions_for(user),
+            LastEventId::Event(id) => Ok(Positions::after_event(*id)),
+        }
+    }
+}
+
+impl From<EventId> for LastEventId {
+    fn from(id: EventId) -> Self {
+        LastEventId::Event(id)
+    }
+}
+
+impl From<Cursor> for LastEventId {
+    fn from(cursor: Cursor) -> Self {
+        LastEventId::Cursor(cursor)
+    }
+}
+
+impl FromStr for LastEventId {
+    type Err = crate::parse::LastEventIdError;
+
+    /// Parses a cursor or a plain event id, as [`parse::resume_point`](crate::parse::resume_point) does.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        crate::parse::resume_point(s)?.ok_or(crate::parse::LastEventIdError::empty())
+    }
+}
+
+impl fmt::Display for LastEventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LastEventId::Cursor(cursor) => cursor.fmt(f),
+            LastEventId::Event(id) => id.fmt(f),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::string::ToString;
+
+    use super::*;
+
+    fn event() -> EventId {
+        EventId::from_uuid(Uuid::from_u128(0x0193_a6f4_5b1c_7d2e_8f30_4a5b_6c7d_8e9f))
+    }
+
+    #[test]
+    fn user_and_broadcast_cursors_fit_in_80_bytes() {
+        let big = Position::entry(36u64.pow(8) - 1, 36 * 36 - 1);
+        let cursor = Cursor::new(event(), UserId::from_u64(1), Positions { own: Some(big), broadcast: Some(big) });
+        assert_eq!(cursor.to_string().len(), 73, "{cursor}");
+        let today = Position::entry(1_765_000_000_000, 0);
+        let cursor = Cursor::new(event(), UserId::from_u64(1), Positions { own: Some(today), broadcast: Some(today) });
+        assert_eq!(cursor.to_string().len(), 67, "{cursor}");
+    }
+
+    #[test]
+    fn canonical_spellings_only() {
+        let good = Cursor::new(event(), UserId::from_u64(1), Positions { own: Some(Position::entry(35, 1)), broadcast: None });
+        let text = good.to_string();
+        assert!(text.ends_with("~uz.1"), "{text}");
+        assert_eq!(Cursor::parse(&text), Ok(good));
+        for (bad, kind) in [
+            (text.replace("~uz.1", "~u0z.1"), CursorErrorKind::NotCanonical),
+            (text.replace("~uz.1", "~uz.0"), CursorErrorKind::NotCanonical),
+            (text.replace("~uz.1", "~uZ.1"), CursorErrorKind::NotCanonical),
+            (text.replace("~uz.1", "~b1~u1"), CursorErrorKind::StreamOrder),
+            (text.replace("~uz.1", "~u1~u1"), CursorErrorKind::StreamOrder),
+            (text.replace("~uz.1", "~x1"), CursorErrorKind::StreamKind),
+            (text.replace("~uz.1", "~u"), CursorErrorKind::Position),
+            (text.replace("~uz.1", "~u-1"), CursorErrorKind::Position),
+            (text.replace("~1~", "~2~"), CursorErrorKind::Version),
+            (text[..38].to_string(), CursorErrorKind::Missing),
+            (text.to_uppercase(), CursorErrorKind::NotCanonical),
+            ("zzzzzzzzzzzzzzz".repeat(20), CursorErrorKind::TooLong),
+            (alloc::format!("{}~1~00000000~u{}", event(), "z".repeat(14)), CursorErrorKind::Position),
+        ] {
+            assert_eq!(Cursor::parse(&bad).map_err(|e| e.kind()), Err(kind), "{bad}");
+        }
+    }
+
+    #[test]
+    fn after_event_positions_round_trip() {
+        let positions = Positions::after_event(event());
+        let cursor = Cursor::new(event(), UserId::from_u64(3), positions);
+        assert_eq!(cursor.to_string().parse::<Cursor>().unwrap().positions_for(UserId::from_u64(3)), Ok(positions));
+    }
+}
