@@ -31,7 +31,8 @@ use futures_core::Stream;
 use futures_core::stream::FusedStream;
 
 use crate::{
-    Category, CategorySet, Error, Event, EventId, Position, Replay, ReplayStatus, StreamRead, StreamReplay, UserId,
+    Category, CategorySet, Error, Event, EventId, Position, Replay, ReplayStatus, StreamRead, StreamReplay,
+    UserId,
 };
 
 /// What a registry slot of a queue holds while it is in no list of the backend's.
@@ -628,7 +629,11 @@ impl<E> StreamSide<std::iter::Empty<(Position, E)>> {
 /// assert_eq!(replayed.events[1].position(), Some(Position::entry(5, 0)));
 /// assert_eq!(replayed.broadcast.status, ReplayStatus::Truncated);
 /// ```
-pub fn stream_replay<C, E, U, B>(own: StreamSide<U>, broadcast: StreamSide<B>, filter: CategorySet<C>) -> StreamReplay<C>
+pub fn stream_replay<C, E, U, B>(
+    own: StreamSide<U>,
+    broadcast: StreamSide<B>,
+    filter: CategorySet<C>,
+) -> StreamReplay<C>
 where
     C: Category,
     E: Borrow<Event<C>>,
@@ -641,7 +646,9 @@ where
     let mut events = Vec::new();
     loop {
         let next = match (mine.peek(), theirs.peek()) {
-            (Some(a), Some(b)) if a.0.partial_cmp_entry(&b.0) == Some(std::cmp::Ordering::Greater) => theirs.next(),
+            (Some(a), Some(b)) if a.0.partial_cmp_entry(&b.0) == Some(std::cmp::Ordering::Greater) => {
+                theirs.next()
+            }
             (Some(_), _) => mine.next(),
             (None, Some(_)) => theirs.next(),
             (None, None) => break,
@@ -649,7 +656,11 @@ where
         events.extend(next.map(|(position, event)| {
             let event = event.borrow();
             // Only the events kept are cloned; one a backend keeps placed already costs a reference count.
-            if event.position() == Some(position) { event.clone() } else { event.clone().with_position(position) }
+            if event.position() == Some(position) {
+                event.clone()
+            } else {
+                event.clone().with_position(position)
+            }
         }));
     }
     StreamReplay {

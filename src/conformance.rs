@@ -85,8 +85,8 @@ use futures_lite::future;
 use crate::fixture::ExampleCategory;
 use crate::sse::{GAP_EVENT, SseStream};
 use crate::{
-    Audience, Category, CategorySet, Error, Event, EventId, EventSource, Publisher, Replay, ReplayStatus,
-    UserId, resume,
+    Audience, Category, CategorySet, Error, Event, EventId, EventSource, Positions, Publisher, Replay,
+    ReplayStatus, StreamReplay, UserId, resume,
 };
 
 /// How long a check waits for one thing (an event, a count) before it fails.
@@ -178,6 +178,10 @@ macro_rules! __conformance_each_check {
             resume_without_last_event_id_is_live_only,
             resume_after_truncated_history_signals_gap_first,
             resume_delivers_every_event_exactly_once_under_concurrent_publishing,
+            resume_is_exactly_once_whatever_the_interleaving_of_streams,
+            every_frames_cursor_resumes_exactly_after_that_frame,
+            a_stale_position_in_one_stream_signals_a_gap_for_that_stream_only,
+            a_cursor_made_for_another_user_is_refused,
             lagged_subscriber_is_isolated_and_others_receive_everything,
             dropping_a_subscription_unregisters_it,
             closing_a_hub_ends_every_subscription_with_closed,
@@ -237,6 +241,15 @@ pub async fn run_all<F: HubFactory>(factory: &F) {
 }
 
 type C = ExampleCategory;
+
+mod cursors;
+pub use cursors::{
+    a_cursor_made_for_another_user_is_refused,
+    a_stale_position_in_one_stream_signals_a_gap_for_that_stream_only,
+    every_frames_cursor_resumes_exactly_after_that_frame,
+    resume_delivers_every_event_exactly_once_under_concurrent_publishing,
+    resume_is_exactly_once_whatever_the_interleaving_of_streams,
+};
 
 /// A user no other check or test uses: the bits of a fresh UUIDv7.
 fn fresh_user() -> UserId {
@@ -492,7 +505,6 @@ const REPLAY_DISABLED: &str =
     "without retention, replay reports retention disabled and holds nothing; live delivery works";
 const RESUME_LIVE: &str = "resume without a Last-Event-ID replays nothing and yields live events";
 const RESUME_GAP: &str = "resume over history that does not cover the gap yields Error::Gap first, then the retained events, then live ones";
-const EXACTLY_ONCE: &str = "reconnecting with the last id received delivers every event exactly once, in order, while events are published";
 const LAGGED: &str = "a lagging subscriber gets Error::Lagged naming the last event it received, then its stream ends; \
                       the others and the publisher do not wait for it; resuming from that id recovers the rest";
 
@@ -805,8 +817,9 @@ pub async fn resume_after_truncated_history_signals_gap_first<F: HubFactory>(fac
         publish(&hub, event).await;
     }
     let last_seen = published[0].id();
-    let mut resumed =
-        within("resume", resume(&hub, user, Some(last_seen.into()), CategorySet::all())).await.expect("resume");
+    let mut resumed = within("resume", resume(&hub, user, Some(last_seen.into()), CategorySet::all()))
+        .await
+        .expect("resume");
     assert_eq!(
         resumed.replay_status(),
         Some(ReplayStatus::Truncated),
@@ -827,111 +840,6 @@ pub async fn resume_after_truncated_history_signals_gap_first<F: HubFactory>(fac
     let mut expected = published[published.len() - KEPT..].to_vec();
     expected.push(live);
     assert_events(RESUME_GAP, "after the gap: the retained events, then live ones", &got, &expected);
-}
-
-/// Disconnecting at arbitrary points and resuming with the last id received
-/// while events are being published yields every event exactly once, in order.
-pub async fn resume_delivers_every_event_exactly_once_under_concurrent_publishing<F: HubFactory>(
-    factory: &F,
-) {
-    const EVENTS: usize = 300;
-    let hub = factory.create(HubOptions::default().with_history_len(2 * EVENTS)).await;
-    let (user, other) = (fresh_user(), fresh_user());
-    let first = make_event(Audience::User(user), 0);
-    publish(&hub, &first).await;
-
-    // The plan is fixed before anything runs, so both sides know it.
-    let mut rng = Lcg(0x5eed_cafe);
-    let published: Vec<Event<C>> = (1..=EVENTS)
-        .map(|n| {
-            let audience = match rng.below(5) {
-                0 => Audience::Broadcast,
-                1 => Audience::User(other),
-                _ => Audience::User(user),
-            };
-            make_event(audience, n)
-        })
-        .collect();
-    let last = make_event(Audience::User(user), EVENTS + 1);
-    let expected: Vec<Event<C>> =
-        published.iter().chain([&last]).filter(|e| e.audience().includes(user)).cloned().collect();
-    let ours: HashSet<EventId> = published.iter().chain([&first, &last]).map(Event::id).collect();
-
-    let publisher = async {
-        for event in published.iter().chain([&last]) {
-            publish(&hub, event).await;
-            future::yield_now().await;
-        }
-    };
-    let client = async {
-        let mut received: Vec<Event<C>> = Vec::new();
-        // The last event of ours received, and the last of any (a foreign
-        // broadcast may come after ours): Lagged must name the latter.
-        let mut last_id = first.id();
-        let mut last_any = first.id();
-        let mut reconnects = 0;
-        'connection: loop {
-            // Let the publisher run between subscribing and replaying, so
-            // the overlap of live and replayed events is exercised even on a
-            // backend that answers both at once.
-            let source =
-                YieldBeforeReplay { hub: &hub, yields: rng_for_client(reconnects).below(4) as usize };
-            let mut stream = within("resume", resume(&source, user, Some(last_id.into()), CategorySet::all()))
-                .await
-                .unwrap_or_else(|e| panic!("rule: {EXACTLY_ONCE}; resume failed: {e}"));
-            assert_eq!(
-                stream.replay_status(),
-                Some(ReplayStatus::Complete),
-                "rule: {EXACTLY_ONCE}; history covers every gap here"
-            );
-            let stay_for = 1 + rng_for_client(reconnects).below(40);
-            let mut taken = 0;
-            loop {
-                match next_item(&mut stream, "the next event of a resumed stream").await {
-                    Some(Ok(event)) => {
-                        let id = event.id();
-                        last_any = id;
-                        if !ours.contains(&id) {
-                            assert_eq!(
-                                event.audience(),
-                                Audience::Broadcast,
-                                "rule: {EXACTLY_ONCE}; a foreign event: {event:?}"
-                            );
-                            continue;
-                        }
-                        assert!(
-                            event.audience().includes(user),
-                            "rule: {OWN_ONLY}; another user's event: {event:?}"
-                        );
-                        received.push(event);
-                        last_id = id;
-                        if id == last.id() {
-                            return (received, reconnects);
-                        }
-                        taken += 1;
-                        if taken == stay_for {
-                            reconnects += 1;
-                            continue 'connection;
-                        }
-                    }
-                    Some(Err(Error::Lagged { last_delivered })) => {
-                        assert_eq!(
-                            last_delivered,
-                            Some(last_any),
-                            "rule: {EXACTLY_ONCE}; Lagged names the last event received"
-                        );
-                        reconnects += 1;
-                        continue 'connection;
-                    }
-                    Some(Err(error)) => panic!("rule: {EXACTLY_ONCE}; resumed stream failed: {error}"),
-                    None => panic!("rule: {EXACTLY_ONCE}; resumed stream ended"),
-                }
-            }
-        }
-    };
-    let ((), (received, reconnects)) = future::zip(publisher, client).await;
-    assert!(reconnects > 0, "the client reconnected");
-    assert_events(EXACTLY_ONCE, &format!("after {reconnects} reconnects"), &received, &expected);
 }
 
 /// A subscriber that stops reading gets `Error::Lagged` with the last id it
@@ -1026,7 +934,7 @@ pub async fn lagged_subscriber_is_isolated_and_others_receive_everything<F: HubF
     drop(stalled);
 
     // The lagged client reconnects with the id Lagged named and loses nothing.
-    let mut resumed = within("resume", resume(&hub, user, lagged_at, CategorySet::all()))
+    let mut resumed = within("resume", resume(&hub, user, lagged_at.map(Into::into), CategorySet::all()))
         .await
         .expect("resume after lagging");
     assert_eq!(
@@ -1136,7 +1044,7 @@ async fn check_close_rule<F: HubFactory>(factory: &F, by: CloseBy) {
         assert_events(CLOSE, &format!("{who} before the close"), &got, &expected);
     }
 
-    match by {
+    let hub_handle = match by {
         CloseBy::Explicit => {
             within("close", factory.close(&hub)).await;
             let late = make_event(Audience::User(alice), 7);
@@ -1150,10 +1058,13 @@ async fn check_close_rule<F: HubFactory>(factory: &F, by: CloseBy) {
                 Ok(_) => panic!("rule: {CLOSED_REFUSES}; subscribe succeeded after the hub was closed"),
                 Err(error) => panic!("rule: {CLOSED_REFUSES}; subscribe after close failed with {error}"),
             }
-            drop(hub);
+            Some(hub)
         }
-        CloseBy::DroppingEveryHandle => drop(hub),
-    }
+        CloseBy::DroppingEveryHandle => {
+            drop(hub);
+            None
+        }
+    };
 
     let how = match by {
         CloseBy::Explicit => "after close",
@@ -1169,6 +1080,8 @@ async fn check_close_rule<F: HubFactory>(factory: &F, by: CloseBy) {
             .collect();
         expect_closed_end(subscription, &queued, &ours, &format!("unread subscription #{index} {how}")).await;
     }
+    // Closed explicitly, the hub was still held up to here: `close` alone must end the subscriptions.
+    drop(hub_handle);
 }
 
 /// Reads a closed hub's subscription to its end: `queued`, `Err(Closed)` once, then `None` twice.
@@ -1739,8 +1652,9 @@ pub async fn resume_and_sse_stream_pass_mid_stream_gaps_and_backend_errors_on<F:
     let source = InjectFaults { hub: &hub, gap_after: 2, error_after: 4 };
     let start = make_event(Audience::User(user), 0);
     publish(&hub, &start).await;
-    let mut resumed =
-        within("resume", resume(&source, user, Some(start.id().into()), CategorySet::all())).await.expect("resume");
+    let mut resumed = within("resume", resume(&source, user, Some(start.id().into()), CategorySet::all()))
+        .await
+        .expect("resume");
     let live: Vec<Event<C>> = (1..=6).map(|n| make_event(Audience::User(user), n)).collect();
     for event in &live {
         publish(&hub, event).await;
@@ -1784,8 +1698,9 @@ pub async fn resume_and_sse_stream_pass_mid_stream_gaps_and_backend_errors_on<F:
     let user = fresh_user();
     let start = make_event(Audience::User(user), 0);
     publish(&hub, &start).await;
-    let resumed =
-        within("resume", resume(&source, user, Some(start.id().into()), CategorySet::all())).await.expect("resume");
+    let resumed = within("resume", resume(&source, user, Some(start.id().into()), CategorySet::all()))
+        .await
+        .expect("resume");
     let live: Vec<Event<C>> = (1..=6).map(|n| make_event(Audience::User(user), n)).collect();
     for event in &live {
         publish(&hub, event).await;
@@ -1897,36 +1812,6 @@ fn rng_for_client(reconnects: u64) -> Lcg {
     rng
 }
 
-/// A hub whose `missed_events` first lets other futures run a few turns.
-struct YieldBeforeReplay<'a, H> {
-    hub: &'a H,
-    yields: usize,
-}
-
-impl<H: EventSource<C>> EventSource<C> for YieldBeforeReplay<'_, H> {
-    type Subscription = H::Subscription;
-
-    fn subscribe(
-        &self,
-        user: UserId,
-        filter: CategorySet<C>,
-    ) -> impl Future<Output = Result<Self::Subscription, Error>> + Send {
-        self.hub.subscribe(user, filter)
-    }
-
-    async fn missed_events(
-        &self,
-        user: UserId,
-        last_event_id: EventId,
-        filter: CategorySet<C>,
-    ) -> Result<Replay<C>, Error> {
-        for _ in 0..self.yields {
-            future::yield_now().await;
-        }
-        self.hub.missed_events(user, last_event_id, filter).await
-    }
-}
-
 /// A hub whose subscriptions yield `Err(Error::Gap)` after the user's
 /// `gap_after`th event and `Err(Error::Backend)` after the `error_after`th.
 struct InjectFaults<'a, H> {
@@ -1957,6 +1842,15 @@ impl<H: EventSource<C>> EventSource<C> for InjectFaults<'_, H> {
         filter: CategorySet<C>,
     ) -> impl Future<Output = Result<Replay<C>, Error>> + Send {
         self.hub.missed_events(user, last_event_id, filter)
+    }
+
+    fn missed_since(
+        &self,
+        user: UserId,
+        from: Positions,
+        filter: CategorySet<C>,
+    ) -> impl Future<Output = Result<StreamReplay<C>, Error>> + Send {
+        self.hub.missed_since(user, from, filter)
     }
 }
 

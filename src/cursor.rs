@@ -531,16 +531,22 @@ mod tests {
     #[test]
     fn user_and_broadcast_cursors_fit_in_80_bytes() {
         let big = Position::entry(36u64.pow(8) - 1, 36 * 36 - 1);
-        let cursor = Cursor::new(event(), UserId::from_u64(1), Positions { own: Some(big), broadcast: Some(big) });
+        let cursor =
+            Cursor::new(event(), UserId::from_u64(1), Positions { own: Some(big), broadcast: Some(big) });
         assert_eq!(cursor.to_string().len(), 73, "{cursor}");
         let today = Position::entry(1_765_000_000_000, 0);
-        let cursor = Cursor::new(event(), UserId::from_u64(1), Positions { own: Some(today), broadcast: Some(today) });
+        let cursor =
+            Cursor::new(event(), UserId::from_u64(1), Positions { own: Some(today), broadcast: Some(today) });
         assert_eq!(cursor.to_string().len(), 67, "{cursor}");
     }
 
     #[test]
     fn canonical_spellings_only() {
-        let good = Cursor::new(event(), UserId::from_u64(1), Positions { own: Some(Position::entry(35, 1)), broadcast: None });
+        let good = Cursor::new(
+            event(),
+            UserId::from_u64(1),
+            Positions { own: Some(Position::entry(35, 1)), broadcast: None },
+        );
         let text = good.to_string();
         assert!(text.ends_with("~uz.1"), "{text}");
         assert_eq!(Cursor::parse(&text), Ok(good));
@@ -567,6 +573,9 @@ mod tests {
     fn after_event_positions_round_trip() {
         let positions = Positions::after_event(event());
         let cursor = Cursor::new(event(), UserId::from_u64(3), positions);
-        assert_eq!(cursor.to_string().parse::<Cursor>().unwrap().positions_for(UserId::from_u64(3)), Ok(positions));
+        assert_eq!(
+            cursor.to_string().parse::<Cursor>().unwrap().positions_for(UserId::from_u64(3)),
+            Ok(positions)
+        );
     }
 }

@@ -90,10 +90,10 @@ pub mod conformance;
 pub mod memory;
 
 pub use category::{Category, CategorySet, CategorySetIter};
+pub use cursor::{Cursor, LastEventId, Position, Positions, StreamKind};
 pub use error::{BoxError, Error};
 pub use event::{Audience, DataNotJson, Event, EventId, InvalidEvent, UserId};
 pub use retention::Retention;
-pub use cursor::{Cursor, LastEventId, Position, Positions, StreamKind};
 pub use source::{
     BoxFuture, DynHub, EventSource, EventStream, Publisher, Replay, ReplayStatus, StreamRead, StreamReplay,
 };

@@ -292,7 +292,9 @@ where
                             this.finished = true;
                             Error::Lagged { last_delivered: this.last_delivered }
                         }
-                        Error::Gap { stream, .. } => Error::Gap { last_delivered: this.last_delivered, stream },
+                        Error::Gap { stream, .. } => {
+                            Error::Gap { last_delivered: this.last_delivered, stream }
+                        }
                         other => other,
                     };
                     return Poll::Ready(Some(Err(error)));

@@ -79,10 +79,10 @@ use async_io::Timer;
 use bytes::Bytes;
 use futures_core::Stream;
 
-use crate::parse::{self, CategoryError, LastEventIdError};
-use crate::shutdown::{Shutdown, Triggered};
 use crate::cursor::{Cursor, LastEventId, Positions, StreamKind};
+use crate::parse::{self, CategoryError, LastEventIdError};
 use crate::resume::Resumed;
+use crate::shutdown::{Shutdown, Triggered};
 use crate::{Audience, Category, CategorySet, Error, Event, EventId, UserId, wire};
 
 /// The `Content-Type` of an SSE response.

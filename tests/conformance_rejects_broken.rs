@@ -5,6 +5,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -14,7 +15,8 @@ use ssehub::conformance::{self, HubFactory, HubOptions};
 use ssehub::fixture::ExampleCategory as C;
 use ssehub::memory::{MemoryHub, Subscription};
 use ssehub::{
-    Audience, CategorySet, Error, Event, EventId, EventSource, Publisher, Replay, ReplayStatus, UserId,
+    Audience, CategorySet, Error, Event, EventId, EventSource, Position, Positions, Publisher, Replay,
+    ReplayStatus, StreamKind, StreamReplay, UserId,
 };
 
 /// The one rule a toy backend breaks.
@@ -32,6 +34,18 @@ enum Fault {
     RepeatsOneLiveEvent,
     /// Ends a subscription with `None` on close, without `Err(Closed)`.
     EndsWithoutClosed,
+    /// Replays both streams after the later of the two positions: one order
+    /// for every stream, as if the streams were delivered in publish order.
+    ReplaysByOneOrder,
+    /// Replays each stream from just before its position: the event at the
+    /// position comes again.
+    ReplaysThePosition,
+    /// Reports every stream truncated when one is.
+    GapsEveryStream,
+    /// Adds other users' events to a replay after positions.
+    ReplaysOtherUsers,
+    /// `close` refuses new work but leaves open subscriptions open (until the last handle goes).
+    CloseLeavesSubscriptionsOpen,
 }
 
 #[derive(Clone)]
@@ -40,6 +54,7 @@ struct Broken {
     fault: Fault,
     history_len: usize,
     published: Arc<Mutex<Vec<Event<C>>>>,
+    closed: Arc<AtomicBool>,
 }
 
 fn corrupt(event: Event<C>) -> Event<C> {
@@ -75,6 +90,9 @@ impl EventSource<C> for Broken {
     type Subscription = BrokenStream;
 
     async fn subscribe(&self, user: UserId, filter: CategorySet<C>) -> Result<BrokenStream, Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
         let inner = self.hub.subscribe(user, filter).await?;
         Ok(BrokenStream { inner, fault: self.fault, seen: 0, repeat: None, ended: false })
     }
@@ -112,10 +130,59 @@ impl EventSource<C> for Broken {
         }
         Ok(replay)
     }
+
+    async fn missed_since(
+        &self,
+        user: UserId,
+        mut from: Positions,
+        filter: CategorySet<C>,
+    ) -> Result<StreamReplay<C>, Error> {
+        match self.fault {
+            Fault::ReplaysByOneOrder => {
+                if let (Some(own), Some(broadcast)) = (from.own, from.broadcast)
+                    && let (Some(a), Some(b)) = (own.as_entry(), broadcast.as_entry())
+                {
+                    let later = Position::entry(a.0.max(b.0), a.1.max(b.1));
+                    from = Positions { own: Some(later), broadcast: Some(later) };
+                }
+            }
+            Fault::ReplaysThePosition => {
+                for kind in StreamKind::ALL {
+                    if let Some(Position::Entry { ms, seq }) = from.get(kind) {
+                        from.set(kind, Some(Position::entry(ms, seq.saturating_sub(1))));
+                    }
+                }
+            }
+            _ => {}
+        }
+        let mut replay = self.hub.missed_since(user, from, filter).await?;
+        match self.fault {
+            Fault::GapsEveryStream
+                if !replay.own.status.is_complete() || !replay.broadcast.status.is_complete() =>
+            {
+                replay.own.status = ReplayStatus::Truncated;
+                replay.broadcast.status = ReplayStatus::Truncated;
+            }
+            Fault::ReplaysOtherUsers => {
+                let published = self.published.lock().unwrap().clone();
+                replay.events.extend(
+                    published
+                        .into_iter()
+                        .filter(|e| e.audience() != Audience::Broadcast && !e.audience().includes(user)),
+                );
+            }
+            Fault::CorruptsData => replay.events = replay.events.into_iter().map(corrupt).collect(),
+            _ => {}
+        }
+        Ok(replay)
+    }
 }
 
 impl Publisher<C> for Broken {
     async fn publish(&self, event: Event<C>) -> Result<(), Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
         self.hub.publish(event.clone()).await?;
         self.published.lock().unwrap().push(event);
         Ok(())
@@ -183,11 +250,20 @@ impl HubFactory for BrokenFactory {
                     .then(|| ssehub::Retention::default().with_max_events(options.history_len as u64)),
             )
             .build();
-        Broken { hub, fault: self.0, history_len: options.history_len, published: Arc::default() }
+        Broken {
+            hub,
+            fault: self.0,
+            history_len: options.history_len,
+            published: Arc::default(),
+            closed: Arc::default(),
+        }
     }
 
     async fn close(&self, hub: &Broken) {
-        hub.hub.close();
+        hub.closed.store(true, Ordering::Release);
+        if self.0 != Fault::CloseLeavesSubscriptionsOpen {
+            hub.hub.close();
+        }
     }
 
     async fn active_subscriptions(&self, hub: &Broken) -> usize {
@@ -310,6 +386,62 @@ fn ending_without_closed_is_rejected_by_both_close_checks() {
 }
 
 #[test]
+fn replaying_every_stream_after_one_position_is_rejected_by_the_interleaving_check_only() {
+    let message = rejection(
+        Fault::ReplaysByOneOrder,
+        conformance::resume_is_exactly_once_whatever_the_interleaving_of_streams,
+    );
+    assert_names(
+        &message,
+        &["rule: exactly once holds whatever the interleaving of the streams", "missing ["],
+    );
+    // Delivered in publish order, the old design's replay loses nothing: only the interleaving shows it.
+    block_on(conformance::resume_delivers_every_event_exactly_once_under_concurrent_publishing(
+        &BrokenFactory(Fault::ReplaysByOneOrder),
+    ));
+}
+
+#[test]
+fn replaying_the_event_at_the_position_is_rejected_by_the_frame_cursor_check() {
+    let message = rejection(
+        Fault::ReplaysThePosition,
+        conformance::every_frames_cursor_resumes_exactly_after_that_frame,
+    );
+    assert_names(&message, &["rule: every frame's id is a cursor", "unexpected ["]);
+}
+
+#[test]
+fn a_gap_for_every_stream_when_one_is_stale_is_rejected_by_the_stream_gap_check() {
+    let message = rejection(
+        Fault::GapsEveryStream,
+        conformance::a_stale_position_in_one_stream_signals_a_gap_for_that_stream_only,
+    );
+    assert_names(
+        &message,
+        &["rule: a position a stream's history no longer covers gives a gap for that stream only"],
+    );
+}
+
+#[test]
+fn other_users_events_in_a_replay_are_rejected_by_the_foreign_cursor_check() {
+    let message = rejection(Fault::ReplaysOtherUsers, conformance::a_cursor_made_for_another_user_is_refused);
+    assert_names(&message, &["rule: a cursor made for another user is refused", "another user's event"]);
+}
+
+#[test]
+fn a_close_that_leaves_subscriptions_open_is_rejected_by_the_explicit_close_check() {
+    let message = rejection(
+        Fault::CloseLeavesSubscriptionsOpen,
+        conformance::closing_a_hub_ends_every_subscription_with_closed,
+    );
+    assert_names(&message, &["timed out"]);
+    // Dropping the last handle still closes it: only the explicit close is broken.
+    block_on(conformance::dropping_every_hub_handle_ends_every_subscription_with_closed(&BrokenFactory(
+        Fault::CloseLeavesSubscriptionsOpen,
+    )));
+}
+
+#[test]
 fn the_toys_pass_checks_their_fault_does_not_touch() {
     // A rejection must come from the fault, not from a toy that breaks everything.
     for fault in
@@ -319,5 +451,14 @@ fn the_toys_pass_checks_their_fault_does_not_touch() {
     }
     for fault in [Fault::DropsOneLiveEvent, Fault::RepeatsOneLiveEvent] {
         block_on(conformance::replay_after_retained_id_is_complete(&BrokenFactory(fault)));
+    }
+    for fault in [
+        Fault::ReplaysThePosition,
+        Fault::GapsEveryStream,
+        Fault::ReplaysOtherUsers,
+        Fault::CloseLeavesSubscriptionsOpen,
+    ] {
+        block_on(conformance::subscriber_receives_own_events_only(&BrokenFactory(fault)));
+        block_on(conformance::resume_after_truncated_history_signals_gap_first(&BrokenFactory(fault)));
     }
 }

@@ -84,8 +84,8 @@ use crate::backend::{
 };
 
 use crate::{
-    Audience, Category, CategorySet, Error, Event, EventId, EventSource, Position, Positions, Publisher, Replay,
-    ReplayStatus, Retention, StreamReplay, UserId,
+    Audience, Category, CategorySet, Error, Event, EventId, EventSource, Position, Positions, Publisher,
+    Replay, ReplayStatus, Retention, StreamReplay, UserId,
 };
 
 /// The default of [`MemoryHubBuilder::queue_capacity`].
@@ -757,8 +757,12 @@ impl<C: Category> Shared<C> {
             // A user forgotten since: as far as any forgotten user's history was dropped.
             None => state.removed_through_seq,
         };
-        let dropped_until_ms = own.dropped_until_ms().max(broadcast.dropped_until_ms()).max(state.removed_until_ms);
-        let streams = [(own, own_dropped_through, from.own), (&*broadcast, broadcast.last_dropped_seq(), from.broadcast)];
+        let dropped_until_ms =
+            own.dropped_until_ms().max(broadcast.dropped_until_ms()).max(state.removed_until_ms);
+        let streams = [
+            (own, own_dropped_through, from.own),
+            (&*broadcast, broadcast.last_dropped_seq(), from.broadcast),
+        ];
         let [own_side, broadcast_side] = streams.map(|(history, dropped_through, from)| {
             // Where to start, how complete, and (after an id gone from history) which ids come after it.
             let (start, status, after_id) = match from {
@@ -771,7 +775,9 @@ impl<C: Category> Shared<C> {
                 // Not a position this hub, or one before it, gave out.
                 Some(Position::Entry { .. }) => (0, ReplayStatus::UnknownId, None),
                 Some(Position::AfterEvent(id)) => match own.find(id).or_else(|| broadcast.find(id)) {
-                    Some((_, seq)) => (history.first_after_seq(seq), truncated_if(dropped_through > seq), None),
+                    Some((_, seq)) => {
+                        (history.first_after_seq(seq), truncated_if(dropped_through > seq), None)
+                    }
                     // Gone from history: what followed it is told by id order (ids made by
                     // `EventId::new` ascend in publish order).
                     None if id.timestamp_millis().is_some_and(|ms| ms <= dropped_until_ms) => {
