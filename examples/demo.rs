@@ -34,7 +34,13 @@ options:
   --heartbeat-secs N  seconds of silence before a heartbeat comment (default 15)
   --generator-ms N    publish a demo event every N ms (default 700; 0 turns it off)
   --redis URL         share events with other demo processes through Redis
-                      (needs the `fred` feature), e.g. redis://127.0.0.1:6379
+                      (needs the `fred` feature), e.g. redis://127.0.0.1:6379;
+                      a redis-cluster:// URL (redis-cluster://127.0.0.1:7000)
+                      runs on a Redis Cluster with the cluster key layout
+  --layout NAME       the Redis key layout: standalone (the Python service's
+                      names) or cluster (a hash tag per stream, sharded
+                      pub/sub); default: cluster for redis-cluster:// URLs,
+                      standalone otherwise
   --gzip              gzip /events where the browser accepts it (needs the `gzip` feature)
   --help              print this help
 ";
@@ -44,6 +50,8 @@ struct Args {
     addr: SocketAddr,
     options: server::DemoOptions,
     redis: Option<String>,
+    /// `--layout`: `Some(true)` for the cluster layout; `None` picks it from the URL.
+    cluster_layout: Option<bool>,
     gzip: bool,
 }
 
@@ -52,6 +60,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
     let mut port = 8080u16;
     let mut options = server::DemoOptions::default();
     let mut redis = None;
+    let mut cluster_layout = None;
     let mut gzip = false;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
@@ -78,6 +87,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
                 options.generator_interval = (millis > 0).then(|| Duration::from_millis(millis));
             }
             "--redis" => redis = Some(value("--redis")?),
+            "--layout" => {
+                cluster_layout = match value("--layout")?.as_str() {
+                    "cluster" => Some(true),
+                    "standalone" => Some(false),
+                    other => return Err(format!("--layout takes standalone or cluster, not '{other}'")),
+                }
+            }
             "--gzip" if cfg!(feature = "gzip") => gzip = true,
             "--gzip" => {
                 return Err(
@@ -88,26 +104,30 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
             other => return Err(format!("unknown option '{other}'")),
         }
     }
-    Ok(Some(Args { addr: SocketAddr::new(host, port), options, redis, gzip }))
+    Ok(Some(Args { addr: SocketAddr::new(host, port), options, redis, cluster_layout, gzip }))
 }
 
-fn hub(redis: Option<&str>) -> Result<DynHub<server::Topic>, String> {
+fn hub(redis: Option<&str>, cluster_layout: Option<bool>) -> Result<DynHub<server::Topic>, String> {
     match redis {
         None => Ok(DynHub::new(ssehub::memory::MemoryHub::new())),
-        Some(url) => redis_hub(url),
+        Some(url) => redis_hub(url, cluster_layout.unwrap_or(url.starts_with("redis-cluster://"))),
     }
 }
 
 #[cfg(feature = "fred")]
-fn redis_hub(url: &str) -> Result<DynHub<server::Topic>, String> {
+fn redis_hub(url: &str, cluster_layout: bool) -> Result<DynHub<server::Topic>, String> {
+    use ssehub::fred::{KeyLayout, RedisHub};
+    let layout = if cluster_layout { KeyLayout::cluster() } else { KeyLayout::standalone() };
+    let builder =
+        RedisHub::<server::Topic>::builder(url).map_err(|error| format!("bad Redis URL {url}: {error}"))?;
     // Outside tokio: the hub runs its Redis client on a small runtime of its own.
-    let hub = futures::executor::block_on(ssehub::fred::RedisHub::<server::Topic>::connect(url))
+    let hub = futures::executor::block_on(builder.key_layout(layout).connect())
         .map_err(|error| format!("cannot connect to Redis at {url}: {error}"))?;
     Ok(DynHub::new(hub))
 }
 
 #[cfg(not(feature = "fred"))]
-fn redis_hub(_url: &str) -> Result<DynHub<server::Topic>, String> {
+fn redis_hub(_url: &str, _cluster_layout: bool) -> Result<DynHub<server::Topic>, String> {
     Err("--redis needs the `fred` feature: cargo run --example demo --features fred -- --redis URL"
         .to_owned())
 }
@@ -127,7 +147,7 @@ fn main() -> ExitCode {
     // The recorder first, so that the hub's metrics count from its start (`GET /metrics`).
     #[cfg(feature = "metrics")]
     let _ = server::prometheus();
-    let hub = match hub(args.redis.as_deref()) {
+    let hub = match hub(args.redis.as_deref(), args.cluster_layout) {
         Ok(hub) => hub,
         Err(message) => {
             eprintln!("error: {message}");

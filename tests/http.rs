@@ -48,6 +48,23 @@ fn frame_of(event: &Event<C>) -> String {
     frame
 }
 
+/// `chunk` with each `id:` cursor checked (it parses, and its head is an
+/// event id) and replaced by that event id, so it compares with [`frame_of`].
+fn ids_of(chunk: String) -> String {
+    chunk
+        .split_inclusive('\n')
+        .map(|line| match line.strip_prefix("id: ") {
+            Some(id) => {
+                let cursor: ssehub::Cursor =
+                    id.trim_end().parse().unwrap_or_else(|e| panic!("id {id:?}: {e}"));
+                assert!(id.starts_with(&cursor.event_id().to_string()), "{id:?}");
+                format!("id: {}\n", cursor.event_id())
+            }
+            None => line.to_owned(),
+        })
+        .collect()
+}
+
 #[test]
 fn events_response_has_the_sse_headers_and_starts_with_retry() {
     let demo = quiet_demo(Duration::from_secs(30));
@@ -61,7 +78,7 @@ fn events_response_has_the_sse_headers_and_starts_with_retry() {
     assert_eq!(client.read_chunk().unwrap(), "retry: 1234\n\n");
 
     let event = publish(&demo, Audience::User(user(ALICE)), C::Ai, 1);
-    assert_eq!(client.read_chunk().unwrap(), frame_of(&event));
+    assert_eq!(ids_of(client.read_chunk().unwrap()), frame_of(&event));
 }
 
 #[test]
@@ -113,6 +130,44 @@ fn bad_last_event_id_query_parameter_gets_400_with_the_parser_message() {
 }
 
 #[test]
+fn malformed_cursors_get_400_naming_the_problem() {
+    let demo = quiet_demo(Duration::from_secs(30));
+    let head = "0193a6f4-5b1c-7d2e-8f30-4a5b6c7d8e9f";
+    for (cursor, message) in [
+        (format!("{head}~2~00000000~u1"), "invalid cursor: unknown version"),
+        (format!("{head}~1~00000000~q1"), "invalid cursor: unknown stream kind"),
+        (format!("{head}~1~00000000~b1~u1"), "invalid cursor: streams repeated or out of order"),
+        (format!("{head}~1~00000000~u01"), "invalid cursor: not in canonical form"),
+        (format!("{head}~1~00000000~u{}", "z".repeat(14)), "invalid cursor: bad stream position"),
+        ("nonsense~1".to_owned(), "invalid cursor: it must start with a hyphenated event id"),
+    ] {
+        let (status, body) = call(demo.addr(), "GET", "/events", &[("Last-Event-ID", &cursor)], "");
+        assert_eq!((status.status, body.as_str()), (400, message), "{cursor}");
+    }
+    assert!(demo.demo().served_streams().is_empty(), "no stream started");
+}
+
+#[test]
+fn another_users_cursor_gets_400_and_no_stream() {
+    let demo = quiet_demo(Duration::from_secs(30));
+    let event = publish(&demo, Audience::User(user(ALICE)), C::Ai, 1);
+    let mut alice = Client::connect(demo.addr());
+    let target = format!("/events?user={}", user(ALICE));
+    assert_eq!(alice.send("GET", &target, &[("Last-Event-ID", &event.id().to_string())], "").status, 200);
+    let frames = alice.read_frames(1);
+    assert_eq!(frames[0], "retry: 1234\n\n");
+    let live = publish(&demo, Audience::User(user(ALICE)), C::Ai, 2);
+    let frame = alice.read_chunk().unwrap();
+    let cursor = frame.lines().next().unwrap().strip_prefix("id: ").unwrap().to_owned();
+    assert!(cursor.starts_with(&live.id().to_string()), "{frame}");
+
+    let target = format!("/events?user={}", user(BOB));
+    let (head, body) = call(demo.addr(), "GET", &target, &[("Last-Event-ID", &cursor)], "");
+    assert_eq!((head.status, body.as_str()), (400, "invalid cursor: it belongs to another user"));
+    assert_eq!(demo.demo().served_streams().len(), 1, "only alice's stream started");
+}
+
+#[test]
 fn bad_user_gets_400() {
     let demo = quiet_demo(Duration::from_secs(30));
     let (head, body) = call(demo.addr(), "GET", "/events?user=bob", &[], "");
@@ -138,13 +193,13 @@ fn reconnect_with_last_event_id_header_replays_the_missed_events_then_goes_live(
     let target = format!("/events?user={}&categories=portfolio,security,import", user(BOB));
     let head = client.send("GET", &target, &[("Last-Event-ID", &seen.id().to_string())], "");
     assert_eq!(head.status, 200);
-    let frames = client.read_frames(1 + missed.len());
+    let frames: Vec<String> = client.read_frames(1 + missed.len()).into_iter().map(ids_of).collect();
     let expected: Vec<String> =
         std::iter::once("retry: 1234\n\n".to_owned()).chain(missed.iter().map(frame_of)).collect();
     assert_eq!(frames, expected);
 
     let live = publish(&demo, bob, C::Import, 7);
-    assert_eq!(client.read_chunk().unwrap(), frame_of(&live));
+    assert_eq!(ids_of(client.read_chunk().unwrap()), frame_of(&live));
 
     let served = demo.demo().served_streams();
     assert_eq!(served[0]["last_event_id"], seen.id().to_string());
@@ -161,7 +216,10 @@ fn reconnect_with_last_event_id_query_parameter_replays_too() {
 
     let mut client = Client::connect(demo.addr());
     assert_eq!(client.send("GET", &format!("/events?lastEventId={}", seen.id()), &[], "").status, 200);
-    assert_eq!(client.read_frames(2), ["retry: 1234\n\n".to_owned(), frame_of(&missed)]);
+    assert_eq!(
+        client.read_frames(2).into_iter().map(ids_of).collect::<Vec<_>>(),
+        ["retry: 1234\n\n".to_owned(), frame_of(&missed)]
+    );
 }
 
 #[test]
@@ -175,7 +233,7 @@ fn unknown_last_event_id_sends_the_gap_event_first() {
     let frames = client.read_frames(3);
     assert_eq!(frames[1], format!("event: gap\ndata: {{\"last_event_id\":\"{unknown}\"}}\n\n"));
     // Unknown id: everything retained is replayed after the signal.
-    assert_eq!(frames[2], frame_of(&retained));
+    assert_eq!(ids_of(frames[2].clone()), frame_of(&retained));
     assert_eq!(demo.demo().served_streams()[0]["replay_status"], "unknown id");
 }
 
@@ -197,7 +255,7 @@ fn drop_ends_the_users_streams_cleanly_and_no_one_elses() {
     assert_eq!(alice.read_chunk(), None);
 
     let event = publish(&demo, Audience::Broadcast, C::Security, 1);
-    assert_eq!(bob.read_chunk().unwrap(), frame_of(&event));
+    assert_eq!(ids_of(bob.read_chunk().unwrap()), frame_of(&event));
 }
 
 #[test]
@@ -216,7 +274,7 @@ fn publish_endpoint_publishes_to_a_user_or_everyone() {
     let id: serde_json::Value = serde_json::from_str(&response).unwrap();
     let id = id["id"].as_str().unwrap();
     assert_eq!(
-        carol.read_chunk().unwrap(),
+        ids_of(carol.read_chunk().unwrap()),
         format!("id: {id}\nevent: ai.insight\ndata: {{\"x\":[1,2]}}\n\n")
     );
 

@@ -52,7 +52,7 @@ use smol::net::TcpListener;
 use smol::{Executor, Timer};
 use smol_hyper::rt::SmolTimer;
 use ssehub::shutdown::Shutdown;
-use ssehub::sse::{self, SseOptions, SseStream};
+use ssehub::sse::{self, SseOptions};
 use ssehub::{Audience, Category, CategorySet, DynHub, Event, Publisher, UserId, resume};
 
 /// The page, served at `/`.
@@ -627,6 +627,10 @@ async fn events(demo: Arc<Demo>, request: &Request<Incoming>) -> Response<Body> 
 
     let resumed = match resume(demo.hub(), user, last_event_id, filter).await {
         Ok(resumed) => resumed,
+        // Another user's cursor: refused before anything was subscribed.
+        Err(error @ ssehub::Error::InvalidCursor(_)) => {
+            return plain(StatusCode::BAD_REQUEST, error.to_string());
+        }
         Err(error) => return plain(StatusCode::SERVICE_UNAVAILABLE, format!("cannot subscribe: {error}")),
     };
     let (connection, stopped) = demo.open_stream(
@@ -640,8 +644,8 @@ async fn events(demo: Arc<Demo>, request: &Request<Incoming>) -> Response<Body> 
         }),
     );
     let compressing = demo.gzip.load(Ordering::Relaxed);
-    let body =
-        SseStream::with_options(resumed, demo.options.sse).with_shutdown(&demo.shutdown).take_until(stopped);
+    // Each frame's id is a cursor: the event's id, then a position in each of the user's streams.
+    let body = resumed.into_sse(demo.options.sse).with_shutdown(&demo.shutdown).take_until(stopped);
     let body = OpenStream { body, demo, connection };
 
     #[cfg(feature = "gzip")]

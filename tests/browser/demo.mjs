@@ -84,7 +84,8 @@ try {
   // One reconnect, by the browser, carrying the id of the last event the first stream delivered.
   assert.equal(opens, 2, "exactly one reconnect");
   assert.equal(connections.length, 2, JSON.stringify(connections));
-  const lastBeforeDrop = received.filter((r) => r.connection === 1).at(-1).id;
+  const lastBeforeDrop = received.filter((r) => r.connection === 1).at(-1).cursor;
+  assert.ok(lastBeforeDrop.startsWith(received.filter((r) => r.connection === 1).at(-1).id + "~1~"), "the id is a cursor headed by the event id");
   assert.equal(connections[0].last_event_id, null, "the first request has no Last-Event-ID");
   assert.equal(connections[1].last_event_id, lastBeforeDrop, "the browser reconnected with Last-Event-ID");
   assert.equal(connections[1].replay_status, "complete");
