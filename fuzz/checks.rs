@@ -13,6 +13,7 @@
 use std::convert::Infallible;
 use std::fmt::Write as _;
 
+use ssehub::cursor::{Cursor, CursorErrorKind, LastEventId, MAX_CURSOR_BYTES, Position, Positions};
 use ssehub::fixture::ExampleCategory;
 use ssehub::parse::{
     self, CategoryErrorKind, MAX_CATEGORIES_BYTES, MAX_CATEGORIES_ITEMS, MAX_EVENT_TYPE_BYTES,
@@ -528,4 +529,156 @@ pub fn check_event_among_other_frames(
 pub fn check_category_set_round_trip(set: CategorySet<ExampleCategory>) {
     let printed = set.to_string();
     assert_eq!(parse::categories([printed.as_str()]), Ok(set), "{printed:?}");
+}
+
+// ---------------------------------------------------------------------------
+// parse_cursor
+
+/// Fuzz entry for `Cursor::parse` (and `parse::resume_point`): the input as a
+/// `Last-Event-ID` value against a reference model of the documented grammar,
+/// and (from its bytes) a cursor built field by field, printed and read back.
+pub fn parse_cursor(input: &[u8]) {
+    check_cursor(&String::from_utf8_lossy(input));
+    if let Some((head, rest)) = input.split_first_chunk::<21>() {
+        let (uuid, rest_of_head) = head.split_at(16);
+        let owner_seed = rest_of_head[0];
+        let number =
+            |bytes: &[u8]| bytes.iter().fold(0u64, |n, b| n.wrapping_mul(251).wrapping_add(u64::from(*b)));
+        let position = |selector: u8, bytes: &[u8]| match selector % 4 {
+            0 => None,
+            1 => Some(Position::entry(number(bytes), 0)),
+            2 => Some(Position::entry(number(bytes) >> 16, number(&bytes[bytes.len() / 2..]) % 5000)),
+            _ => Some(Position::AfterEvent(EventId::from_uuid(uuid::Uuid::from_u64_pair(
+                number(bytes),
+                !number(bytes),
+            )))),
+        };
+        let (own_bytes, broadcast_bytes) = rest.split_at(rest.len() / 2);
+        let positions = Positions {
+            own: position(rest_of_head[1], own_bytes),
+            broadcast: position(rest_of_head[2], broadcast_bytes),
+        };
+        let event = EventId::from_uuid(uuid::Uuid::from_bytes(uuid.try_into().expect("16 bytes")));
+        let user = UserId::from_u64(
+            u64::from(owner_seed) | u64::from(rest_of_head[3]) << 8 | u64::from(rest_of_head[4]) << 16,
+        );
+        let cursor = Cursor::new(event, user, positions);
+        let text = cursor.to_string();
+        assert!(text.bytes().all(|b| b.is_ascii_graphic()), "{text:?} is printable ASCII without spaces");
+        assert!(text.starts_with(&event.to_string()), "{text:?} starts with the event id");
+        let back = Cursor::parse(&text).unwrap_or_else(|e| panic!("{text:?} refused: {e}"));
+        assert_eq!(back, cursor, "{text:?} read back as another cursor");
+        assert_eq!(back.positions_for(user), Ok(positions));
+        assert_eq!(back.to_string(), text, "printing is canonical");
+        match parse::resume_point(&text) {
+            Ok(Some(LastEventId::Cursor(read))) => assert_eq!(read, cursor),
+            other => panic!("resume_point({text:?}) gave {other:?}"),
+        }
+    }
+}
+
+/// `Cursor::parse` agrees with [`reference_cursor`] on acceptance and on the
+/// refusal reason; an accepted cursor prints back as its trimmed text.
+pub fn check_cursor(value: &str) {
+    let parsed = Cursor::parse(value);
+    let expected = reference_cursor(value);
+    match (&parsed, &expected) {
+        (Ok(cursor), Ok(())) => {
+            assert_eq!(
+                cursor.to_string(),
+                value.trim_matches(is_trimmed_whitespace),
+                "{value:?} is canonical"
+            );
+        }
+        (Err(error), Err(kind)) => assert_eq!(error.kind(), *kind, "{value:?}: {error}"),
+        _ => panic!("Cursor::parse({value:?}) gave {parsed:?}, the grammar says {expected:?}"),
+    }
+    // A `Last-Event-ID` holding `~` is read as a cursor, with the same verdict.
+    let trimmed = value.trim_matches(is_trimmed_whitespace);
+    if value.len() <= MAX_LAST_EVENT_ID_BYTES && trimmed.contains('~') {
+        match (parse::resume_point(value), parsed) {
+            (Ok(Some(LastEventId::Cursor(a))), Ok(b)) => assert_eq!(a, b),
+            (Err(error), Err(kind)) => assert_eq!(error.cursor_error(), Some(kind), "{value:?}"),
+            (got, parsed) => panic!("resume_point({value:?}) gave {got:?}, Cursor::parse {parsed:?}"),
+        }
+    }
+}
+
+/// The cursor grammar of `ssehub::cursor`, written from its documentation:
+/// `Ok(())` for a valid cursor, else the first rule it breaks.
+pub fn reference_cursor(value: &str) -> Result<(), CursorErrorKind> {
+    if value.len() > MAX_CURSOR_BYTES {
+        return Err(CursorErrorKind::TooLong);
+    }
+    let text = value.trim_matches(is_trimmed_whitespace);
+    let mut parts = text.split('~');
+    let head = parts.next().unwrap_or("");
+    if !is_hyphenated_uuid(head) {
+        return Err(CursorErrorKind::EventId);
+    }
+    if head.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(CursorErrorKind::NotCanonical);
+    }
+    match parts.next() {
+        None => return Err(CursorErrorKind::Missing),
+        Some("1") => {}
+        Some(_) => return Err(CursorErrorKind::Version),
+    }
+    let owner = parts.next().ok_or(CursorErrorKind::Missing)?;
+    if owner.len() != 8 || !owner.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(CursorErrorKind::Owner);
+    }
+    let mut next_kind = 0;
+    for item in parts {
+        let kind = match item.bytes().next() {
+            Some(b'u') => 0,
+            Some(b'b') => 1,
+            _ => return Err(CursorErrorKind::StreamKind),
+        };
+        if kind < next_kind {
+            return Err(CursorErrorKind::StreamOrder);
+        }
+        next_kind = kind + 1;
+        reference_position(&item[1..])?;
+    }
+    Ok(())
+}
+
+fn reference_position(text: &str) -> Result<(), CursorErrorKind> {
+    if let Some(hex) = text.strip_prefix('@') {
+        let lower_hex =
+            hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        return if lower_hex { Ok(()) } else { Err(CursorErrorKind::Position) };
+    }
+    match text.split_once('.') {
+        Some((ms, seq)) => {
+            if reference_base36(seq)? == 0 {
+                return Err(CursorErrorKind::NotCanonical);
+            }
+            reference_base36(ms).map(drop)
+        }
+        None => reference_base36(text).map(drop),
+    }
+}
+
+fn reference_base36(text: &str) -> Result<u128, CursorErrorKind> {
+    if text.is_empty() {
+        return Err(CursorErrorKind::Position);
+    }
+    if text.len() > 1 && text.starts_with('0') {
+        return Err(CursorErrorKind::NotCanonical);
+    }
+    let mut value: u128 = 0;
+    for c in text.chars() {
+        let digit = match c {
+            '0'..='9' | 'a'..='z' => c.to_digit(36).expect("a base-36 digit"),
+            'A'..='Z' => return Err(CursorErrorKind::NotCanonical),
+            _ => return Err(CursorErrorKind::Position),
+        };
+        value = value * 36 + u128::from(digit);
+        if value > u128::from(u64::MAX) {
+            return Err(CursorErrorKind::Position);
+        }
+    }
+    Ok(value)
 }

@@ -18,6 +18,7 @@ type Check = fn(&[u8]);
 const TARGETS: &[(&str, Check)] = &[
     ("parse_categories", checks::parse_categories),
     ("parse_last_event_id", checks::parse_last_event_id),
+    ("parse_cursor", checks::parse_cursor),
     ("event_type", checks::event_type),
     ("encoder_roundtrip", checks::encoder_roundtrip),
     #[cfg(feature = "fred")]
@@ -66,6 +67,11 @@ fn parse_categories_seeds_hold() {
 #[test]
 fn parse_last_event_id_seeds_hold() {
     run_seeds("parse_last_event_id");
+}
+
+#[test]
+fn parse_cursor_seeds_hold() {
+    run_seeds("parse_cursor");
 }
 
 #[test]
