@@ -46,7 +46,20 @@ pub type EventStream<C> = Pin<Box<dyn Stream<Item = Result<Event<C>, Error>> + S
 ///   subscription yields what was queued for it, then [`Error::Closed`] once,
 ///   then ends (`None` for ever); later `subscribe` and `publish` calls fail
 ///   with [`Error::Closed`]. Dropping a subscription unsubscribes it.
-/// - **Replay.** [`missed_events`](EventSource::missed_events) returns the
+/// - **Positions.** Every event a subscription yields and every replayed event
+///   carries its [`position`](Event::position) in its own stream (the user's,
+///   or the broadcasts): strictly increasing within the stream, in publish
+///   order, never reused (a restarted backend's positions are above its old
+///   ones, or refused as unknown). Without retention a backend may give none.
+///   Nothing orders streams against each other: a backend may deliver them
+///   in any interleaving.
+/// - **Replay after positions.** [`missed_since`](EventSource::missed_since)
+///   reads each stream strictly after its own position, as [`StreamReplay`]
+///   states; `resume` builds the SSE id (a [`Cursor`](crate::Cursor)) from
+///   these positions, so a client gets every event exactly once whatever the
+///   interleaving, and a stream whose history no longer covers its position
+///   gets a gap of its own.
+/// - **Replay after an event id.** [`missed_events`](EventSource::missed_events) returns the
 ///   retained events (the user's and the broadcasts, merged in publish order,
 ///   passing the filter) published after the id, never the id itself or an
 ///   earlier event, with a [`ReplayStatus`]:
@@ -71,13 +84,14 @@ pub type EventStream<C> = Pin<Box<dyn Stream<Item = Result<Event<C>, Error>> + S
 /// ```
 /// use std::sync::{Arc, Mutex};
 /// use futures::StreamExt;
-/// use ssehub::backend::{self, Registry, ReplaySide, SubscriberQueue, Subscription, Wakeups};
+/// use ssehub::backend::{self, Registry, ReplaySide, StreamSide, SubscriberQueue, Subscription, Wakeups};
 /// use ssehub::{Audience, Category, CategorySet, Error, Event, EventId, EventSource, Publisher, Replay, UserId};
+/// use ssehub::{Position, Positions, ReplayStatus, StreamReplay};
 ///
 /// struct Inner<C> {
 ///     /// Live subscriptions and their filters.
 ///     subscribers: Vec<(Arc<SubscriberQueue<C>>, CategorySet<C>)>,
-///     /// Every event, with its place in publish order.
+///     /// Every event, with its place in publish order (from 1).
 ///     history: Vec<(u64, Event<C>)>,
 /// }
 ///
@@ -120,14 +134,38 @@ pub type EventStream<C> = Pin<Box<dyn Stream<Item = Result<Event<C>, Error>> + S
 ///         let (own, broadcasts) = (side(false), side(true));
 ///         Ok(backend::replay(last, own, broadcasts, filter))
 ///     }
+///
+///     async fn missed_since(&self, user: UserId, from: Positions, filter: CategorySet<C>) -> Result<StreamReplay<C>, Error> {
+///         let inner = self.0 .0.lock().unwrap();
+///         // An event's position in its stream is (0, its place in publish order): one numbering
+///         // serves every stream here. Everything up to `end` is read; nothing is ever dropped.
+///         let end = Some(Position::entry(0, inner.history.len() as u64));
+///         let side = |broadcasts: bool, from: Option<Position>| {
+///             let (after, status) = match from {
+///                 None => (inner.history.len() as u64, ReplayStatus::Complete),
+///                 Some(Position::Entry { seq, .. }) => (seq, ReplayStatus::Complete),
+///                 // A plain event id as Last-Event-ID: after that event, or everything if unknown.
+///                 Some(Position::AfterEvent(id)) => match inner.history.iter().find(|(_, e)| e.id() == id) {
+///                     Some((place, _)) => (*place, ReplayStatus::Complete),
+///                     None => (0, ReplayStatus::UnknownId),
+///                 },
+///             };
+///             let ours = move |a: Audience| if broadcasts { a == Audience::Broadcast } else { a == Audience::User(user) };
+///             let events = inner.history.iter().filter(move |(place, e)| *place > after && ours(e.audience()));
+///             StreamSide { events: events.map(|(place, e)| (Position::entry(0, *place), e)), status, end }
+///         };
+///         Ok(backend::stream_replay(side(false, from.own), side(true, from.broadcast), filter))
+///     }
 /// }
 ///
 /// impl<C: Category> Publisher<C> for VecHub<C> {
 ///     async fn publish(&self, event: Event<C>) -> Result<(), Error> {
 ///         let mut wakeups = Wakeups::new();
 ///         let mut inner = self.0 .0.lock().unwrap();
-///         let seq = inner.history.len() as u64;
-///         inner.history.push((seq, event.clone()));
+///         let place = inner.history.len() as u64 + 1;
+///         // Live events carry their position, as replayed ones do.
+///         let event = event.with_position(Position::entry(0, place));
+///         inner.history.push((place, event.clone()));
 ///         inner.subscribers.retain(|(queue, filter)| {
 ///             if !event.audience().includes(queue.user()) || !filter.contains(event.category()) {
 ///                 return true;
@@ -153,7 +191,12 @@ pub type EventStream<C> = Pin<Box<dyn Stream<Item = Result<Event<C>, Error>> + S
 ///     assert_eq!(live.next().await.unwrap()?, first);
 ///     assert_eq!(live.next().await.unwrap()?, second);
 ///     let replay = hub.missed_events(alice, first.id(), CategorySet::all()).await?;
-///     assert_eq!(replay, Replay::complete(vec![second]));
+///     assert_eq!(replay, Replay::complete(vec![second.clone()]));
+///     // `resume` reads each stream after the position a client's cursor holds.
+///     let own_at_first = Positions { own: Some(Position::entry(0, 1)), broadcast: Some(Position::START) };
+///     let since = hub.missed_since(alice, own_at_first, CategorySet::all()).await?;
+///     assert_eq!(since.events, vec![second]);
+///     assert_eq!(since.broadcast.status, ReplayStatus::Complete);
 ///     // ...and a `DynHub` picks a backend at run time.
 ///     let dynamic = ssehub::DynHub::new(hub.clone());
 ///     assert!(dynamic.subscribe(alice, CategorySet::all()).await.is_ok());
