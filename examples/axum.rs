@@ -41,7 +41,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, erro
 use serde::{Deserialize, Serialize};
 use ssehub::fred::RedisHub;
 use ssehub::shutdown::Shutdown;
-use ssehub::sse::{self, SseStream};
+use ssehub::sse::{self, SseOptions};
 use ssehub::{Audience, Category, Event, Publisher, UserId, resume};
 
 ssehub::categories! {
@@ -214,10 +214,13 @@ async fn events(
         sse::last_event_id(headers.get(sse::LAST_EVENT_ID_HEADER).map(|v| v.as_bytes()), query)
             .map_err(bad_request)?;
 
-    let events = resume(&state.hub, user, last_event_id, filter)
-        .await
-        .map_err(|error| (StatusCode::SERVICE_UNAVAILABLE, format!("cannot subscribe: {error}")))?;
-    let body = SseStream::new(events).with_shutdown(&state.shutdown);
+    let events = resume(&state.hub, user, last_event_id, filter).await.map_err(|error| match error {
+        // Another user's cursor: refused before anything is subscribed.
+        ssehub::Error::InvalidCursor(_) => (StatusCode::BAD_REQUEST, error.to_string()),
+        error => (StatusCode::SERVICE_UNAVAILABLE, format!("cannot subscribe: {error}")),
+    })?;
+    // Each frame's id is a cursor: what the browser sends back as Last-Event-ID.
+    let body = events.into_sse(SseOptions::new()).with_shutdown(&state.shutdown);
     Ok((sse::RESPONSE_HEADERS, Body::from_stream(body.map(Ok::<_, Infallible>))).into_response())
 }
 

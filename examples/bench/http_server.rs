@@ -42,7 +42,7 @@ use hyper::{Request, Response, StatusCode};
 use smol::Executor;
 use smol::net::TcpListener;
 use smol_hyper::rt::SmolTimer;
-use ssehub::sse::{self, SseStream};
+use ssehub::sse::{self, SseOptions};
 use ssehub::{Audience, DynHub, Event, Publisher, UserId, resume, wire};
 
 use crate::workload::{C, EVENT_TYPE, category_of, data};
@@ -288,7 +288,7 @@ async fn route(app: &App, request: Request<Incoming>) -> Response<Body> {
                 Ok(events) => events,
                 Err(error) => return text(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
             };
-            let body = SseStream::new(events);
+            let body = events.into_sse(SseOptions::new());
             #[cfg(feature = "gzip")]
             if *gzip {
                 let accept_encoding =
