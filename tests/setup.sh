@@ -5,7 +5,8 @@
 #
 # - redis-server and redis-cli (the Redis tests start private servers and clusters of their own),
 # - Chromium at $CHROMIUM or /usr/bin/chromium, Node.js and npm (tests/browser.rs),
-# - the browser script's npm packages (`npm ci --prefix tests/browser`, from package-lock.json).
+# - the browser script's npm packages (`npm ci --prefix tests/browser`, from package-lock.json),
+# - stress-ng, the CPU hog the suites are run beside to show they hold on a busy machine.
 #
 # System packages come from apt (Debian/Ubuntu), as root or through sudo. Run it again any
 # time: what is present is left alone, so a second run installs nothing and needs no network.
@@ -46,6 +47,9 @@ if [ ! -x "$chromium" ]; then
   apt_install chromium
   [ -x "$chromium" ] || fail "chromium was installed but $chromium is still missing: unset CHROMIUM or point it at the browser"
 fi
+
+# stress-ng: a CPU hog to run the suites beside (the tests must hold on a busy machine).
+command -v stress-ng >/dev/null || apt_install stress-ng
 
 # Node.js and npm. Only what is missing: NodeSource's nodejs carries its own npm and
 # conflicts with Debian's npm package.
