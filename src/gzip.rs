@@ -74,8 +74,10 @@ const FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
 
 /// Whether an `Accept-Encoding` header value accepts gzip.
 ///
-/// True when it lists `gzip` (or `x-gzip`, or `*`) without `q=0`. No header
-/// at all is false: a client that did not ask gets plain text.
+/// As RFC 9110 (12.5.3) reads it: `gzip` (or `x-gzip`) named with a weight
+/// above 0 accepts it, named with `q=0` refuses it, whatever `*` says; not
+/// named, `*` with a weight above 0 accepts it. No header at all is false: a
+/// client that did not ask gets plain text.
 ///
 /// # Examples
 ///
@@ -85,17 +87,20 @@ const FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
 /// assert!(accepts_gzip(Some(b"gzip, deflate, br, zstd")));
 /// assert!(accepts_gzip(Some(b"br;q=1.0, GZIP;q=0.5")));
 /// assert!(!accepts_gzip(Some(b"gzip;q=0, br")));
+/// assert!(!accepts_gzip(Some(b"gzip;q=0, *")));
+/// assert!(accepts_gzip(Some(b"br, *;q=0.1")));
+/// assert!(!accepts_gzip(Some(b"br, *;q=0")));
 /// assert!(!accepts_gzip(Some(b"identity")));
 /// assert!(!accepts_gzip(None));
 /// ```
 pub fn accepts_gzip(accept_encoding: Option<&[u8]>) -> bool {
     let Some(value) = accept_encoding else { return false };
     let Ok(value) = std::str::from_utf8(value) else { return false };
-    value.split(',').any(|entry| {
+    // The weight of gzip where named, and of `*`: the named one wins.
+    let (mut named, mut any) = (None::<bool>, None::<bool>);
+    for entry in value.split(',') {
         let mut parts = entry.split(';');
         let coding = parts.next().unwrap_or("").trim();
-        let named =
-            coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") || coding == "*";
         let refused = parts.any(|parameter| {
             let parameter = parameter.trim();
             parameter
@@ -104,8 +109,14 @@ pub fn accepts_gzip(accept_encoding: Option<&[u8]>) -> bool {
                 .and_then(|q| q.trim().parse::<f32>().ok())
                 .is_some_and(|q| q <= 0.0)
         });
-        named && !refused
-    })
+        if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+            // Named twice: accepted if either names it acceptably.
+            named = Some(named.unwrap_or(false) || !refused);
+        } else if coding == "*" {
+            any = Some(any.unwrap_or(false) || !refused);
+        }
+    }
+    named.or(any).unwrap_or(false)
 }
 
 thread_local! {
