@@ -31,8 +31,8 @@ use futures_core::Stream;
 use futures_core::stream::FusedStream;
 
 use crate::{
-    Category, CategorySet, Error, Event, EventId, Position, Replay, ReplayStatus, StreamRead, StreamReplay,
-    UserId,
+    Category, CategorySet, Error, Event, EventId, Position, Replay, ReplayStatus, StreamKind, StreamRead,
+    StreamReplay, UserId,
 };
 
 /// What a registry slot of a queue holds while it is in no list of the backend's.
@@ -147,7 +147,8 @@ struct QueueState<C> {
 
 enum Item<C> {
     Event(Event<C>),
-    Gap,
+    /// Events of this stream (of every stream: `None`) may have been lost here.
+    Gap(Option<StreamKind>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,7 +223,13 @@ impl<C: Category> SubscriberQueue<C> {
     /// last event it delivered, then goes on. It counts against the capacity
     /// like an event.
     pub fn push_gap(&self, wakeups: &mut Wakeups) -> Push {
-        self.offer(Item::Gap, wakeups)
+        self.offer(Item::Gap(None), wakeups)
+    }
+
+    /// Queues a gap signal for one stream: as [`push_gap`](Self::push_gap),
+    /// the [`Error::Gap`] naming the stream that may have lost events.
+    pub fn push_stream_gap(&self, stream: StreamKind, wakeups: &mut Wakeups) -> Push {
+        self.offer(Item::Gap(Some(stream)), wakeups)
     }
 
     fn offer(&self, item: Item<C>, wakeups: &mut Wakeups) -> Push {
@@ -405,7 +412,7 @@ impl<C: Category> Subscription<C> {
                 self.last_delivered = Some(event.id());
                 Ok(event)
             }
-            Item::Gap => Err(Error::Gap { last_delivered: self.last_delivered, stream: None }),
+            Item::Gap(stream) => Err(Error::Gap { last_delivered: self.last_delivered, stream }),
         }))
     }
 }

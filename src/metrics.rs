@@ -214,6 +214,43 @@ pub(crate) fn observe_replay<F>(_backend: Backend, replay: F) -> F {
     replay
 }
 
+/// Runs a backend's `missed_since` future, recording its duration and
+/// outcome as a replay: the first stream with a position whose status is not
+/// complete gives it, else complete. A first connection (no position at all)
+/// only reads where each stream is: it is not a replay, and is not recorded.
+#[cfg(feature = "metrics")]
+pub(crate) async fn observe_stream_replay<C: crate::Category, F>(
+    backend: Backend,
+    from: crate::Positions,
+    replay: F,
+) -> F::Output
+where
+    F: core::future::Future<Output = Result<crate::StreamReplay<C>, crate::Error>>,
+{
+    if from == crate::Positions::NONE {
+        return replay.await;
+    }
+    let started = std::time::Instant::now();
+    let outcome = replay.await;
+    let status = outcome.as_ref().map(|replay| {
+        crate::StreamKind::ALL
+            .into_iter()
+            .filter(|kind| from.get(*kind).is_some())
+            .map(|kind| replay.stream(kind).status)
+            .find(|status| !status.is_complete())
+            .unwrap_or(crate::ReplayStatus::Complete)
+    });
+    replayed(backend, started, status);
+    outcome
+}
+
+/// Without the `metrics` feature: `missed_since` itself.
+#[cfg(not(feature = "metrics"))]
+#[inline]
+pub(crate) fn observe_stream_replay<F>(_backend: Backend, _from: crate::Positions, replay: F) -> F {
+    replay
+}
+
 /// Records a replay that began at `started` and ended with `status` (or an error).
 #[cfg(feature = "metrics")]
 pub(crate) fn replayed<E>(

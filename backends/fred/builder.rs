@@ -371,6 +371,7 @@ async fn start<C: Category>(
         foreign_id_scan_limit: settings.foreign_id_scan_limit,
         clock_script: scripts::horizon(),
         replay_script: scripts::replay(),
+        read_after_script: scripts::read_after(),
     };
     let shared = Arc::new(Shared {
         layout: settings.layout,

@@ -9,9 +9,9 @@
 //!
 //! What differs from one server, and is kept here, below the seam:
 //!
-//! - **Order across masters.** Live messages of two masters are put in
-//!   entry id order after a round trip on the other masters' subscriber
-//!   connections, which brings in any message they sent before.
+//! - **No order across masters.** Each master's messages come in the order it
+//!   sent them, so each stream's order is kept; nothing waits for another
+//!   master, so a slow one delays only its own streams.
 //! - **Outages are per shard.** A reconnect to one master resubscribes and
 //!   recovers only the channels of that master's slots.
 //! - **Slots move.** A failover or a resharding gives slots a new owner.
@@ -22,17 +22,15 @@
 //!   replaced, its subscribers get a gap signal, unless publishes wait for
 //!   replica acknowledgements.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use ::fred::types::Message;
 use ::fred::types::config::Server;
 use tokio::sync::mpsc::WeakUnboundedSender;
 
 use super::owners::{OwnerChange, SlotOwners, owner_change, read_slot_owners};
 use super::shards::Shards;
-use super::slots::{Scope, moved_slots, slot_of};
+use super::slots::{Scope, moved_slots};
 use crate::Error;
 
 /// A hub's view of a Redis Cluster: its per-master clients and whose data each slot holds.
@@ -71,30 +69,6 @@ impl ClusterTopology {
     /// The channels a reconnect of `server` affects: those of the slots it serves.
     pub(crate) fn scope_of(&self, server: &Server) -> Scope {
         Scope::Slots(self.shards.slots_of(server))
-    }
-
-    /// The masters whose subscriber connections may still carry messages that
-    /// were published before some message of `batch`, from the nodes the batch came from.
-    ///
-    /// A subscriber sees its user's channel and the broadcast channel. Messages
-    /// of a user channel need the broadcast channel's node drained; broadcasts
-    /// need every other master's.
-    pub(crate) fn barrier_servers(&self, broadcast_channel: &str, batch: &[Message]) -> Vec<Server> {
-        let Some(broadcast_server) = self.shards.server_of(slot_of(broadcast_channel)) else {
-            return Vec::new();
-        };
-        let mut servers: HashSet<Server> = HashSet::new();
-        for message in batch {
-            if *message.channel == *broadcast_channel {
-                // Earlier messages of user channels may be on any other master.
-                servers.extend(
-                    self.shards.masters().into_iter().map(|(s, _)| s).filter(|s| *s != broadcast_server),
-                );
-            } else if message.server != broadcast_server {
-                servers.insert(broadcast_server.clone());
-            }
-        }
-        servers.into_iter().collect()
     }
 
     /// Starts reading the slot map every check interval; `listener` gets `resync(moved slots)` when slots

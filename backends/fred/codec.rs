@@ -14,7 +14,7 @@ use chrono::{DateTime, Datelike as _, NaiveDateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::{Audience, Category, Event, EventId, UserId};
+use crate::{Audience, Category, Event, EventId, Position, UserId};
 
 /// The field of an ssehub stream entry that holds the whole envelope.
 pub(crate) const ENTRY_FIELD: &str = "event";
@@ -38,6 +38,16 @@ impl StreamId {
     /// The `(id` form: every entry after this one.
     pub(crate) fn exclusive(self) -> String {
         format!("({self}")
+    }
+
+    /// The entry's position, as a cursor carries it.
+    pub(crate) fn position(self) -> Position {
+        Position::entry(self.ms, self.seq)
+    }
+
+    /// The entry a position is at, if it is an entry position.
+    pub(crate) fn of_position(position: Position) -> Option<Self> {
+        position.as_entry().map(|(ms, seq)| StreamId { ms, seq })
     }
 }
 

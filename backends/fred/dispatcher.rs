@@ -6,9 +6,15 @@
 //! so what was missed is delivered first, in order. Channel changes go to the
 //! sequencer task (see `sequencer`), which confirms new channels live.
 //!
+//! Live messages are handled as they arrive. Each stream's messages come
+//! over one connection (its master's, on a cluster), in the order they were
+//! published, so each stream's order is kept; streams are not ordered against
+//! each other (a client's cursor holds a position per stream), so a slow
+//! master delays its own streams only. Every delivered event carries its
+//! position in its stream: its entry, where the message names it.
+//!
 //! The dispatcher does not know whether it runs on one server or a cluster:
-//! the topology says how live messages are put in order and which channels a
-//! reconnect touched.
+//! the topology says which channels a reconnect touched.
 
 use std::sync::Arc;
 
@@ -17,24 +23,19 @@ use ::fred::types::config::Server;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 
-use super::codec::Skip;
+use super::codec::{Decoded, Skip};
 use super::fanout::Fanout;
-use super::order::order_by_entry_id;
 use super::recovery::Recovery;
 use super::sequencer::Confirmed;
 use super::shared::Shared;
 use super::slots::Scope;
 use super::stats::Counters;
 use super::subscription::Command;
-use super::topology::{Incoming, LiveOrder};
-use crate::{Audience, Category};
+use super::topology::Incoming;
+use crate::{Audience, Category, Position};
 
 /// Messages handled in a row before pending commands get a turn.
 const MESSAGE_BURST: u32 = 256;
-
-/// Delivery barriers run for one batch of live messages at most (cluster): each brings in what other
-/// masters sent before the messages drained since the last one.
-const BARRIER_ROUNDS: usize = 4;
 
 pub(crate) struct Dispatcher<C: Category> {
     shared: Arc<Shared<C>>,
@@ -92,13 +93,10 @@ impl<C: Category> Dispatcher<C> {
                 message = self.messages.recv(), if !recovering => {
                     burst += 1;
                     match message {
-                        Ok(message) => match self.shared.topology.live_order() {
-                            LiveOrder::AsArrived => {
-                                self.on_message(message);
-                                burst = self.on_arrived_messages(burst).await;
-                            }
-                            LiveOrder::ByEntryId => self.on_ordered_messages(message).await,
-                        },
+                        Ok(message) => {
+                            self.on_message(message);
+                            burst = self.on_arrived_messages(burst).await;
+                        }
                         Err(RecvError::Lagged(dropped)) => {
                             self.overflowed(dropped);
                             self.recovery.attempt(&self.shared, &mut self.fanout).await;
@@ -144,33 +142,6 @@ impl<C: Category> Dispatcher<C> {
         self.recovery.note(Scope::All, false, false);
     }
 
-    /// Messages that may come over several connections (a user's channel and the broadcast channel on
-    /// two cluster masters) and can arrive in either order. The topology brings in what other
-    /// connections still carry from before; the batch is then handled in entry id order.
-    async fn on_ordered_messages(&mut self, first: Message) {
-        let mut batch = vec![first];
-        self.drain_messages(&mut batch);
-        let broadcast_channel = self.shared.layout.channel(Audience::Broadcast);
-        // Messages drained after a barrier need one of their own: what was published before them may
-        // still be on another connection. A few rounds at most, so a flood cannot stall delivery.
-        let mut covered = 0;
-        for _ in 0..BARRIER_ROUNDS {
-            let uncovered = &batch[covered..];
-            covered = batch.len();
-            if !self.shared.topology.bring_in_earlier(&broadcast_channel, uncovered).await {
-                break;
-            }
-            self.drain_messages(&mut batch);
-            if batch.len() == covered {
-                break;
-            }
-        }
-        order_by_entry_id(&mut batch);
-        for message in batch {
-            self.on_message(message);
-        }
-    }
-
     /// Handles the messages already in the client's channel, in the same turn (no `select!` per
     /// message), up to the burst limit or until a reconnect waits; returns the burst count so far.
     async fn on_arrived_messages(&mut self, mut burst: u32) -> u32 {
@@ -192,22 +163,6 @@ impl<C: Category> Dispatcher<C> {
         burst
     }
 
-    /// Moves every message already in the client's channel into `batch`.
-    fn drain_messages(&mut self, batch: &mut Vec<Message>) {
-        loop {
-            match self.messages.try_recv() {
-                Ok(message) => batch.push(message),
-                Err(broadcast::error::TryRecvError::Lagged(dropped)) => {
-                    self.overflowed(dropped);
-                    self.recovery.retry_now();
-                    return;
-                }
-                // Closed: the run loop sees it on its next receive.
-                Err(_) => return,
-            }
-        }
-    }
-
     /// Decodes one live message and hands it to the fan-out.
     fn on_message(&mut self, message: Message) {
         let shared = Arc::clone(&self.shared);
@@ -226,18 +181,28 @@ impl<C: Category> Dispatcher<C> {
             shared.counters.skipped(channel, &Skip::NotUtf8);
             return;
         };
-        let decoded = match shared.decoder.envelope(audience, bytes) {
+        let Decoded { event, stream_id } = match shared.decoder.envelope(audience, bytes) {
             Ok(decoded) => decoded,
             Err(reason) => {
                 shared.counters.skipped(channel, &reason);
                 return;
             }
         };
-        if let Some(position) = decoded.stream_id {
-            // Whatever this hub publishes next gets a later id, in every stream.
-            shared.clock.observe(position);
-        }
-        self.fanout.deliver(audience, &decoded);
+        let event = match (stream_id, shared.retention) {
+            (Some(entry), _) => {
+                // Whatever this hub publishes next gets a later id, in every stream.
+                shared.clock.observe(entry);
+                event.with_position(entry.position())
+            }
+            // Published by another writer, which names no entry: a replay finds the event by its id.
+            (None, Some(_)) => {
+                let id = event.id();
+                event.with_position(Position::AfterEvent(id))
+            }
+            // Nothing is retained: there is no place to resume from.
+            (None, None) => event,
+        };
+        self.fanout.deliver(audience, &Decoded { event, stream_id });
     }
 
     /// A connection of the subscriber client (re)connected; `None` if which one is unknown.

@@ -16,7 +16,8 @@ use super::shared::Shared;
 use super::stats::HubStats;
 use super::subscription::{Command, Subscription};
 use crate::{
-    Category, CategorySet, Error, Event, EventId, EventSource, Publisher, Replay, Retention, UserId,
+    Category, CategorySet, Error, Event, EventId, EventSource, Positions, Publisher, Replay, Retention,
+    StreamReplay, UserId,
 };
 
 /// A Redis-backed hub: an [`EventSource`] and a [`Publisher`]; cheap to clone.
@@ -146,6 +147,26 @@ impl<C: Category> EventSource<C> for RedisHub<C> {
             shared.streams.missed_events(user, last_event_id, filter).await
         });
         crate::metrics::observe_replay(crate::metrics::Backend::Redis, async move { task.await? })
+    }
+
+    fn missed_since(
+        &self,
+        user: UserId,
+        from: Positions,
+        filter: CategorySet<C>,
+    ) -> impl Future<Output = Result<StreamReplay<C>, Error>> + Send {
+        let shared = Arc::clone(&self.inner.shared);
+        let task = self.inner.runtime.spawn(async move {
+            if shared.retention.is_none() {
+                return Ok(StreamReplay::retention_disabled());
+            }
+            shared.streams.missed_since(user, from, filter).await
+        });
+        crate::metrics::observe_stream_replay(
+            crate::metrics::Backend::Redis,
+            from,
+            async move { task.await? },
+        )
     }
 }
 

@@ -70,26 +70,53 @@
 //!
 //! # Replay
 //!
-//! [`missed_events`](crate::EventSource::missed_events) finds the last event id in
-//! the user's stream or the broadcast stream, then reads both after it, up to
-//! one consistent cut, merged in entry id order. No command reads a stream
-//! from its start: an event id is a UUIDv7, so its millisecond says where to
-//! look (within [`RedisHubBuilder::clock_skew`] of it), and the work depends
-//! on the events returned and the events published around that millisecond,
-//! never on how many are retained. An id of another UUID version carries no
-//! time; it is looked for among the newest
+//! The SSE id is a per-stream [`Cursor`](crate::Cursor): a position in the
+//! user's stream and one in the broadcast stream, each a stream entry id.
+//! Every event the hub delivers live or replays carries its position
+//! ([`Event::position`](crate::Event::position)): its entry, taken from the
+//! channel message (which the publish script gives the entry id, as
+//! `stream_id`) or from the stream it was read from. A message another writer
+//! published names no entry; its event is "after this event"
+//! ([`Position::AfterEvent`](crate::Position::AfterEvent)) and is found by its
+//! id when a client resumes from it.
+//!
+//! [`missed_since`](crate::EventSource::missed_since) reads each stream after
+//! its own position, on its own: one script call reads the entries after the
+//! position, whether the position's entry is still held, and the stream's
+//! newest entry (how far the replay read it). On one server both streams go
+//! into one call; on a cluster, where they live on different masters, each
+//! master gets its own call, both sent at once: one round trip either way,
+//! more only for a stream with more than a page (512) of events to replay. No
+//! read depends on how much history is retained. A stream's part is complete
+//! while the entry at its position is held (trimming removes the oldest
+//! entries first); once it is gone (trimmed, expired, or a cursor from
+//! another server) the part is truncated, with the retained events after the
+//! position. Exactly-once delivery therefore holds by construction, stream by
+//! stream, whatever order the streams' events arrived in.
+//!
+//! A plain event UUID as Last-Event-ID (a client from before cursors, or one
+//! of the JSON-envelope publishers' clients) still resumes through the merge
+//! by id: [`missed_events`](crate::EventSource::missed_events), and a position
+//! "after this event", find the id in the user's stream or the broadcast
+//! stream, then read both after it, merged in entry id order. On one server
+//! the entry ids of both streams are one sequence, so this is exact; on a
+//! cluster they come from a hybrid clock, so the stream that does not hold the
+//! id is read from the id's entry id on: best effort. No command reads a
+//! stream from its start: an event id is a UUIDv7, so its millisecond says
+//! where to look (within [`RedisHubBuilder::clock_skew`] of it), and the work
+//! depends on the events returned and the events published around that
+//! millisecond, never on how many are retained. An id of another UUID version
+//! carries no time; it is looked for among the newest
 //! [`foreign_id_scan_limit`](RedisHubBuilder::foreign_id_scan_limit) entries
 //! of each stream only, and reads as unknown beyond them. An id no longer
 //! held where entries were trimmed reads as truncated (with the retained
 //! events from its time on); otherwise as unknown (with every retained event).
 //!
-//! The locating and reading is one Lua script, one round trip: on one server
-//! one call for both streams (one atomic step, so a consistent cut of both);
-//! on a cluster, where the two streams live on different masters, one call
-//! per stream, both sent at once. Its work is bounded: it scans at most 1,024
-//! entries to find the id (past that, the hub locates it step by step) and
-//! reads at most 512 entries per stream; a longer replay reads the rest
-//! page by page, up to the cut the script took.
+//! That locating and reading is one Lua script too, one round trip (on a
+//! cluster one call per stream, both sent at once). Its work is bounded: it
+//! scans at most 1,024 entries to find the id (past that, the hub locates it
+//! step by step) and reads at most 512 entries per stream; a longer replay
+//! reads the rest page by page, up to the cut the script took.
 //!
 //! # Outages
 //!
@@ -131,18 +158,19 @@
 //!   it reconnects to one; per-master clients keep an outage to its shard.)
 //! - **Order.** Each audience's events (a user's own, the broadcasts) are
 //!   delivered and replayed in publish order: one stream, one master. A
-//!   user's events and the broadcasts live on two masters, and no key can be
-//!   shared by every stream's publish, so there is no cluster-wide sequence:
-//!   entry ids come from a hybrid clock instead, the master's time kept above
-//!   the highest entry id the publishing hub has given out or received.
-//!   Events published one after another through one hub, or by hubs whose
-//!   masters' clocks agree to within the time between the two publishes, get
-//!   ids in publish order. Replay merges the two streams by entry id; live,
-//!   before delivering a message the dispatcher makes a round trip on its
-//!   connections to the other masters involved, which brings in any message
-//!   published before it, and delivers in entry id order: live and replay
-//!   agree. Events of different audiences published at the same time through
-//!   different hubs may come in either order (each exactly once).
+//!   user's events and the broadcasts live on two masters, and are not
+//!   ordered against each other: live, each master's messages are delivered
+//!   as they arrive, so a slow or paused master delays its own streams only,
+//!   never another master's. A client's cursor holds a position per stream,
+//!   so a resume is exact whatever order the streams came in. Entry ids come
+//!   from a hybrid clock (there is no key every stream's publish could share
+//!   for one sequence): the master's time kept above the highest entry id the
+//!   publishing hub has given out or received. Events published one after
+//!   another through one hub, or by hubs whose masters' clocks agree to
+//!   within the time between the two publishes, get ids in publish order, and
+//!   a replay merges the two streams by them; a plain event UUID as
+//!   Last-Event-ID resumes through that merge, best effort across the two
+//!   masters.
 //! - **Failover.** When a master is lost, its shard's subscribers wait for a
 //!   replica to take over (the cluster's node timeout plus the client's
 //!   reconnect backoff: about 7 s with a 2 s node timeout), while the other
@@ -198,8 +226,9 @@
 //   hub, builder                      the public handle and its construction
 //   dispatcher                        the run loop: decode once, fan out, recover
 //   recovery, fanout, sequencer       recovery policy; local subscribers; channel changes in order
-//   replay, publish, batch            reading what was missed; publishing one event or a batch
-//   replay_reads                      a replay's reads in one script call per server
+//   replay_since, replay              reading what was missed after a cursor, after an event id
+//   publish, batch                    publishing one event or a batch
+//   replay_reads                      a replay's reads after an event id in one script call per server
 //   shared, subscription              what the tasks share; a subscriber's queue and requests
 //   streams                           reading the streams
 //   topology                          the seam: one server or a cluster, chosen at connect
@@ -226,6 +255,7 @@ mod recovery;
 mod redirects;
 mod replay;
 mod replay_reads;
+mod replay_since;
 mod scripts;
 mod sequencer;
 mod shards;

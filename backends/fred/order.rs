@@ -1,17 +1,16 @@
-//! How entry ids order events across streams: one sequence (the order key) or the hybrid clock; merging and sorting by them.
+//! How entry ids order events across streams: one sequence (the order key) or the hybrid clock; merging by them.
 //!
 //! Redis numbers each stream's entries on its own. ssehub's publish scripts
 //! number them so that ids order a user's events and the broadcasts as they
 //! were published: from the order key's one sequence on one server, or (the
 //! cluster layout, where no key shares a slot with every stream) from a
 //! hybrid clock, the server's time kept above the highest id the publishing
-//! hub has given out or received. Replay merges two streams by these ids;
-//! live delivery sorts messages of several connections by them.
+//! hub has given out or received. Replay and recovery merge two streams by
+//! these ids; nothing depends on that order for exactly-once delivery, which
+//! the per-stream positions of a cursor give.
 
 use std::cmp::Ordering;
 use std::sync::{Mutex, PoisonError};
-
-use ::fred::types::Message;
 
 use super::codec::StreamId;
 use super::keys::{KeyLayout, PubSubKind};
@@ -57,38 +56,6 @@ impl HybridClock {
     pub(crate) fn floor(&self) -> StreamId {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// Sorts `batch` by stream entry id when every message carries one (ssehub's
-/// publish script adds it); otherwise leaves the arrival order.
-///
-/// Entry ids come from the hybrid clock, so this is publish order for
-/// publishes made one after another; messages of one channel keep their order.
-pub(crate) fn order_by_entry_id(batch: &mut [Message]) {
-    if batch.len() < 2 {
-        return;
-    }
-    let ids: Option<Vec<StreamId>> = batch.iter().map(entry_id_of).collect();
-    let Some(ids) = ids else { return };
-    if ids.windows(2).all(|w| w[0] <= w[1]) {
-        return;
-    }
-    let mut keyed: Vec<(StreamId, Message)> = ids.into_iter().zip(batch.iter().cloned()).collect();
-    keyed.sort_by_key(|(id, _)| *id);
-    for (slot, (_, message)) in batch.iter_mut().zip(keyed) {
-        *slot = message;
-    }
-}
-
-/// The `"stream_id"` the publish script appends to a channel message, read from its end.
-fn entry_id_of(message: &Message) -> Option<StreamId> {
-    const FIELD: &[u8] = b"\"stream_id\":\"";
-    let bytes = message.value.as_bytes()?;
-    let tail = &bytes[bytes.len().saturating_sub(FIELD.len() + 48)..];
-    let start = tail.windows(FIELD.len()).rposition(|w| w == FIELD)? + FIELD.len();
-    let rest = &tail[start..];
-    let end = rest.iter().position(|b| *b == b'"')?;
-    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
 /// Two streams' entries in publish order.

@@ -20,7 +20,7 @@ use super::shared::Shared;
 use super::slots::Scope;
 use super::streams::{Start, Streams};
 use super::subscription::Delivery;
-use crate::{Audience, Category, Error, Event, UserId};
+use crate::{Audience, Category, Error, Event, StreamKind, UserId};
 
 /// How long to wait before retrying a failed resubscribe or recovery.
 const RECOVERY_RETRY: Duration = Duration::from_millis(500);
@@ -124,7 +124,7 @@ impl Recovery {
             for (user, feed) in &mut fanout.users {
                 if broadcast_in_scope || user_in_scope(user) {
                     gapped += feed.subscribers.len() as u64;
-                    offer_all(&shared.counters, &mut feed.subscribers, || Delivery::Gap, None);
+                    offer_all(&shared.counters, &mut feed.subscribers, || Delivery::Gap(None), None);
                 }
             }
             fanout.gapped(gapped, "retention is off");
@@ -179,20 +179,26 @@ impl Recovery {
             if own.is_none() && !broadcast_gap && broadcast_events.is_empty() {
                 continue;
             }
-            let mut gap = broadcast_gap;
+            let mut own_gap = false;
             let own_events = match own {
                 Some(own) => {
                     recovered += own.events.len() as u64;
                     feed.feed.cursor = own.cursor;
                     feed.feed.recovered = own.events.iter().map(|(_, e)| e.id()).collect();
-                    gap |= own.gap || continuity.lost_writes(&layout.channel(Audience::User(*user)));
+                    own_gap = own.gap || continuity.lost_writes(&layout.channel(Audience::User(*user)));
                     own.events
                 }
                 None => Vec::new(),
             };
-            if gap {
+            let gap = match (own_gap, broadcast_gap) {
+                (false, false) => None,
+                (true, false) => Some(Some(StreamKind::Own)),
+                (false, true) => Some(Some(StreamKind::Broadcast)),
+                (true, true) => Some(None),
+            };
+            if let Some(stream) = gap {
                 gapped += feed.subscribers.len() as u64;
-                offer_all(&shared.counters, &mut feed.subscribers, || Delivery::Gap, None);
+                offer_all(&shared.counters, &mut feed.subscribers, || Delivery::Gap(stream), None);
             }
             for event in merge(own_events, broadcast_events.clone(), one_sequence) {
                 let delivery = || Delivery::Event(event.clone());

@@ -10,7 +10,7 @@
 -- ARGV[8]     the most entries to scan per stream when locating; ARGV[9] the most entries to read per stream
 -- Returns 'undecided' when a search ran out of its budget (the caller locates step by step instead), else
 -- 'ok' and per stream in KEYS order: { the id's entry id or false, the start read from ('(id', 'id', '-') or
--- false, { length, entries-added, first entry id, last generated id } or false for a missing stream,
+-- false, what the stream says of its entries (`trim_info`, trim_info.lua) or false for a missing stream,
 -- the entries read (as XRANGE returns them) }.
 --
 -- The work is bounded by the budgets, whatever the streams hold: the entries around the id's time (or the
@@ -78,25 +78,6 @@ local function locate(key)
   if found ~= false or ARGV[5] == '' then return found end
   -- Backward: the Redis clock may lag the publisher's.
   return scan(key, 'XREVRANGE', ARGV[5], ARGV[6], math.huge, left)
-end
-
--- What XINFO STREAM says of removed entries; false for a missing stream.
-local function trim_info(key)
-  local reply = redis.pcall('XINFO', 'STREAM', key)
-  if type(reply) == 'table' and reply.err then
-    if string.find(reply.err, 'no such key', 1, true) then return false end
-    error(reply)
-  end
-  local info = { false, false, false, false }
-  for i = 1, #reply, 2 do
-    local name, value = reply[i], reply[i + 1]
-    if name == 'length' then info[1] = value
-    elseif name == 'entries-added' then info[2] = value
-    elseif name == 'first-entry' then info[3] = type(value) == 'table' and value[1] or false
-    elseif name == 'last-generated-id' then info[4] = value
-    end
-  end
-  return info
 end
 
 local positions, holder = {}, nil

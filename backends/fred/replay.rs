@@ -1,4 +1,4 @@
-//! Replay: the events a user missed after an event id, from the user's stream and the broadcast stream, through the shared replay step.
+//! Replay after an event id: the events a user missed after it, from the user's stream and the broadcast stream, through the shared replay step.
 //!
 //! The id is located in either stream; both are then read after it up to one
 //! consistent cut, and `ssehub::backend::replay` merges them in publish
@@ -12,6 +12,10 @@
 //! none from before the id (Redis does not say which entries trimming
 //! removed, so this is the cautious answer). An id in neither stream reads as
 //! truncated where entries were trimmed from its time on, else as unknown.
+//!
+//! A replay after a cursor (`replay_since`) uses the same reads for a stream
+//! whose position is "after this event": [`Missed::into_sides`] splits them
+//! into each stream's part.
 
 use std::cmp::Ordering;
 
@@ -19,8 +23,11 @@ use super::codec::StreamId;
 use super::order::entry_ids_are_one_sequence;
 use super::replay_reads::StreamRead;
 use super::streams::{Start, Streams, TrimInfo};
-use crate::backend::{self, ReplaySide};
-use crate::{Audience, Category, CategorySet, Error, Event, EventId, Replay, ReplayStatus, UserId};
+use crate::backend::{self, ReplaySide, StreamSide};
+use crate::{Audience, Category, CategorySet, Error, Event, EventId, Position, Replay, ReplayStatus, UserId};
+
+/// One stream's part of a replay after a cursor, as `backend::stream_replay` takes it.
+pub(crate) type Side<C> = StreamSide<Vec<(Position, Event<C>)>>;
 
 impl<C: Category> Streams<C> {
     /// The events `user` missed after `last_event_id`, as [`EventSource::missed_events`](crate::EventSource) says.
@@ -32,17 +39,8 @@ impl<C: Category> Streams<C> {
         filter: CategorySet<C>,
     ) -> Result<Replay<C>, Error> {
         let own = Audience::User(user);
-        let (user_key, broadcast_key) = (self.layout.stream(own), self.layout.stream(Audience::Broadcast));
-        let missed = match self.read_around([&user_key, &broadcast_key], last_event_id).await? {
-            Some([user_read, broadcast_read]) => {
-                self.missed_from_reads(own, user_read, broadcast_read, last_event_id).await?
-            }
-            None => {
-                tracing::debug!(%last_event_id, "more entries around the id than the replay script scans: locating step by step");
-                self.missed_in_steps(own, &user_key, &broadcast_key, last_event_id).await?
-            }
-        };
-        let Missed { own_events, broadcast_events, found, other_trimmed } = missed;
+        let missed = self.missed_after_event(user, last_event_id, [true, true]).await?;
+        let Missed { own_events, broadcast_events, found, other_trimmed, .. } = missed;
         let one_sequence = entry_ids_are_one_sequence(&self.layout);
         let in_order = |(entry, event): (StreamId, Event<C>)| {
             (PublishOrder { entry, event: event.id(), one_sequence }, event)
@@ -72,6 +70,28 @@ impl<C: Category> Streams<C> {
         Ok(replay)
     }
 
+    /// What `user`'s streams hold after the event `id`, located in either of them. Only the streams
+    /// `wanted` (`[own, broadcast]`) are read on beyond what the first script call returns; the others'
+    /// events are left out.
+    pub(crate) async fn missed_after_event(
+        &self,
+        user: UserId,
+        id: EventId,
+        wanted: [bool; 2],
+    ) -> Result<Missed<C>, Error> {
+        let own = Audience::User(user);
+        let (user_key, broadcast_key) = (self.layout.stream(own), self.layout.stream(Audience::Broadcast));
+        match self.read_around([&user_key, &broadcast_key], id).await? {
+            Some([user_read, broadcast_read]) => {
+                self.missed_from_reads(own, user_read, broadcast_read, id, wanted).await
+            }
+            None => {
+                tracing::debug!(%id, "more entries around the id than the replay script scans: locating step by step");
+                self.missed_in_steps(own, &user_key, &broadcast_key, id, wanted).await
+            }
+        }
+    }
+
     /// What was missed, from the replay script's reads; a stream the script read from too late
     /// (or not at all), or beyond one page, is read on up to its cut.
     async fn missed_from_reads(
@@ -80,6 +100,7 @@ impl<C: Category> Streams<C> {
         user: StreamRead,
         broadcast: StreamRead,
         id: EventId,
+        wanted: [bool; 2],
     ) -> Result<Missed<C>, Error> {
         let (own_start, broadcast_start, found) = match located(own, user.position, broadcast.position) {
             Some(located) => located,
@@ -95,12 +116,26 @@ impl<C: Category> Streams<C> {
             }
             Found::Neither(_) => false,
         };
+        let newest_of =
+            |read: &StreamRead| read.info.as_ref().and_then(|info| info.last).unwrap_or(StreamId::ZERO);
+        let newest = [newest_of(&user), newest_of(&broadcast)];
         let (own_events, broadcast_events) = futures_util::future::try_join(
-            self.events_from(own, user, own_start),
-            self.events_from(Audience::Broadcast, broadcast, broadcast_start),
+            self.events_from_if(wanted[0], own, user, own_start),
+            self.events_from_if(wanted[1], Audience::Broadcast, broadcast, broadcast_start),
         )
         .await?;
-        Ok(Missed { own_events, broadcast_events, found, other_trimmed })
+        Ok(Missed { own_events, broadcast_events, found, other_trimmed, newest })
+    }
+
+    /// [`events_from`](Self::events_from) if the stream is `wanted`, else nothing.
+    async fn events_from_if(
+        &self,
+        wanted: bool,
+        audience: Audience,
+        read: StreamRead,
+        start: Start,
+    ) -> Result<Vec<(StreamId, Event<C>)>, Error> {
+        if wanted { self.events_from(audience, read, start).await } else { Ok(Vec::new()) }
     }
 
     /// `audience`'s events from `start` on, up to the cut of `read`: what the script read, and the rest.
@@ -134,10 +169,17 @@ impl<C: Category> Streams<C> {
         user_key: &str,
         broadcast_key: &str,
         last_event_id: EventId,
+        wanted: [bool; 2],
     ) -> Result<Missed<C>, Error> {
-        let (in_user, in_broadcast) = futures_util::future::try_join(
+        // The newest entries before any read: everything up to them is read (they are below the horizon).
+        let newest_if = |wanted: bool, key| async move {
+            if wanted { self.last_stream_id(key).await } else { Ok(StreamId::ZERO) }
+        };
+        let (in_user, in_broadcast, own_newest, broadcast_newest) = futures_util::future::try_join4(
             self.locate(user_key, last_event_id),
             self.locate(broadcast_key, last_event_id),
+            newest_if(wanted[0], user_key),
+            newest_if(wanted[1], broadcast_key),
         )
         .await?;
         let (own_start, broadcast_start, found) = match located(own, in_user, in_broadcast) {
@@ -163,13 +205,22 @@ impl<C: Category> Streams<C> {
             let other = if holder == own { broadcast_key } else { user_key };
             Ok(self.trim_info(other).await?.is_some_and(|info| info.may_have_removed_from(position)))
         };
+        let read_if = |wanted: bool, audience: Audience, start: Start| async move {
+            if wanted { self.read_from(audience, start, horizon).await } else { Ok(Vec::new()) }
+        };
         let (own_events, broadcast_events, other_trimmed) = futures_util::future::try_join3(
-            self.read_from(own, own_start, horizon),
-            self.read_from(Audience::Broadcast, broadcast_start, horizon),
+            read_if(wanted[0], own, own_start),
+            read_if(wanted[1], Audience::Broadcast, broadcast_start),
             other_trimmed,
         )
         .await?;
-        Ok(Missed { own_events, broadcast_events, found, other_trimmed })
+        Ok(Missed {
+            own_events,
+            broadcast_events,
+            found,
+            other_trimmed,
+            newest: [own_newest, broadcast_newest],
+        })
     }
 
     /// Where a replay starts when the id is in neither stream (whose trim records are `infos`):
@@ -206,13 +257,48 @@ fn located(
     }
 }
 
-/// What the streams say was missed, before the replay step.
-struct Missed<C> {
+/// What the streams say was missed after an event id, before the replay step.
+pub(crate) struct Missed<C> {
     own_events: Vec<(StreamId, Event<C>)>,
     broadcast_events: Vec<(StreamId, Event<C>)>,
     found: Found,
     /// Whether the stream not holding the id may have been trimmed past it.
     other_trimmed: bool,
+    /// Each stream's newest entry before it was read (`[own, broadcast]`; [`StreamId::ZERO`] for none),
+    /// for the streams read.
+    newest: [StreamId; 2],
+}
+
+impl<C: Category> Missed<C> {
+    /// Each stream's part (`[own, broadcast]`) of a replay after event `id` in that stream.
+    ///
+    /// The stream holding the id is complete after it; the other is read from
+    /// the id's entry on (publish order on one server, the hybrid clock's order
+    /// on a cluster) and truncated where it may have dropped entries from there
+    /// on. An id in neither stream leaves both truncated (read from its time
+    /// on) or unknown (every retained event), as the merge by id says; events
+    /// the merge by id leaves out are left out here too. A stream's end is its
+    /// newest entry when it was read, or the last event read from it if later.
+    pub(crate) fn into_sides(self, id: EventId) -> [Side<C>; 2] {
+        let Missed { own_events, broadcast_events, found, other_trimmed, newest } = self;
+        let cut_by_id = matches!(found, Found::Neither(ReplayStatus::Truncated));
+        let status = |broadcast: bool| match found {
+            Found::In(holder, _) if (holder == Audience::Broadcast) == broadcast => ReplayStatus::Complete,
+            Found::In(..) if other_trimmed => ReplayStatus::Truncated,
+            Found::In(..) => ReplayStatus::Complete,
+            Found::Neither(status) => status,
+        };
+        let side = |events: Vec<(StreamId, Event<C>)>, broadcast: bool, newest: StreamId| {
+            let end = events.last().map_or(newest, |(last, _)| newest.max(*last));
+            let events = events
+                .into_iter()
+                .filter(|(_, event)| event.id() != id && (!cut_by_id || event.id() > id))
+                .map(|(entry, event)| (entry.position(), event))
+                .collect();
+            StreamSide { events, status: status(broadcast), end: Some(end.position()) }
+        };
+        [side(own_events, false, newest[0]), side(broadcast_events, true, newest[1])]
+    }
 }
 
 /// Where a Last-Event-ID was found.

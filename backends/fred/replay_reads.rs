@@ -140,24 +140,35 @@ fn stream_read(read: Value) -> Option<StreamRead> {
     let Value::Array(parts) = read else { return None };
     let [position, start, info, entries] = <[Value; 4]>::try_from(parts).ok()?;
     let id = |v: &Value| v.as_str().and_then(|s| s.parse::<StreamId>().ok());
-    // Lua's false comes back as a null (RESP2) or as false (RESP3).
-    let absent = |v: &Value| matches!(v, Value::Null | Value::Boolean(false));
     let position = if absent(&position) { None } else { Some(id(&position)?) };
     let start = if absent(&start) { None } else { Some(parse_start(&start.as_str()?)?) };
-    let info = match info {
-        ref v if absent(v) => None,
+    let info = script_trim_info(info)?;
+    Some(StreamRead { position, start, info, entries: parse_entries(entries) })
+}
+
+/// What `trim_info.lua` says of a stream: `Some(None)` for a missing stream, `None` for a reply that
+/// cannot be read.
+pub(crate) fn script_trim_info(info: Value) -> Option<Option<TrimInfo>> {
+    let id = |v: &Value| v.as_str().and_then(|s| s.parse::<StreamId>().ok());
+    match info {
+        ref v if absent(v) => Some(None),
         Value::Array(fields) => {
-            let [length, entries_added, first, last_generated] = <[Value; 4]>::try_from(fields).ok()?;
-            Some(TrimInfo {
+            let [length, entries_added, first, last_generated, last] = <[Value; 5]>::try_from(fields).ok()?;
+            Some(Some(TrimInfo {
                 length: if absent(&length) { None } else { length.as_u64() },
                 entries_added: if absent(&entries_added) { None } else { entries_added.as_u64() },
                 first: id(&first),
                 last_generated: id(&last_generated),
-            })
+                last: id(&last),
+            }))
         }
-        _ => return None,
-    };
-    Some(StreamRead { position, start, info, entries: parse_entries(entries) })
+        _ => None,
+    }
+}
+
+/// Whether a script's reply is Lua's false: a null (RESP2) or false (RESP3).
+pub(crate) fn absent(value: &Value) -> bool {
+    matches!(value, Value::Null | Value::Boolean(false))
 }
 
 /// A start as the script gives it back: `(id` after an entry, `id` from it, `-` from the oldest.

@@ -26,7 +26,12 @@ const PUBLISH_CLUSTER_BATCH: &str = concat!(
 const HORIZON: &str = concat!(include_str!("prelude.lua"), include_str!("horizon.lua"));
 
 /// A replay's reads: locates an event id in one or two streams, reads what followed it, says what each dropped.
-const REPLAY: &str = concat!(include_str!("prelude.lua"), include_str!("replay.lua"));
+const REPLAY: &str =
+    concat!(include_str!("prelude.lua"), include_str!("trim_info.lua"), include_str!("replay.lua"));
+
+/// A replay's reads after a cursor: each stream after its own position, and what each holds.
+const READ_AFTER: &str =
+    concat!(include_str!("prelude.lua"), include_str!("trim_info.lua"), include_str!("read_after.lua"));
 
 /// The one-event publish script.
 pub(crate) fn publish() -> Script {
@@ -51,4 +56,9 @@ pub(crate) fn horizon() -> Script {
 /// The replay script.
 pub(crate) fn replay() -> Script {
     Script::from_lua(REPLAY)
+}
+
+/// The script of a replay after a cursor.
+pub(crate) fn read_after() -> Script {
+    Script::from_lua(READ_AFTER)
 }

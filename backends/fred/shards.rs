@@ -9,9 +9,8 @@
 //!
 //! Each master's subscriber client has a pump task that forwards its messages
 //! and reconnects into one channel each, which the dispatcher reads as it
-//! would a single client's. The pump also serves delivery barriers: a round
-//! trip on the subscriber connection, after which every message that master
-//! sent before is in the merged channel.
+//! would a single client's: each master's messages in the order it sent
+//! them, and no master waiting for another.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -23,15 +22,12 @@ use ::fred::interfaces::{ClientLike, ClusterInterface, EventInterface};
 use ::fred::types::cluster::ClusterRouting;
 use ::fred::types::config::{Options, ReconnectPolicy, Server};
 use ::fred::types::{Message, Value};
-use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::connection::ClientSettings;
 use super::slots::{SlotMap, SlotSet, master_of, moved_slots};
 use crate::Error;
 
-/// How long a barrier waits for a master's round trip.
-const BARRIER_TIMEOUT: Duration = Duration::from_millis(1000);
 /// How long reading the slot map from one master may take.
 const SLOT_MAP_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -39,7 +35,6 @@ const SLOT_MAP_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) struct Shard {
     subscriber: Client,
     commands: Pool,
-    barriers: mpsc::UnboundedSender<oneshot::Sender<()>>,
 }
 
 #[derive(Default)]
@@ -145,25 +140,6 @@ impl Shards {
             }
         }
         slots
-    }
-
-    /// Makes sure every message `servers` sent so far is in the merged message channel.
-    pub(crate) async fn barrier(&self, servers: Vec<Server>) {
-        let waits: Vec<oneshot::Receiver<()>> = {
-            let state = self.read();
-            servers
-                .iter()
-                .filter_map(|server| state.shards.get(server))
-                // A master that is not connected has nothing in flight to wait for.
-                .filter(|shard| shard.subscriber.is_connected())
-                .filter_map(|shard| {
-                    let (done, wait) = oneshot::channel();
-                    shard.barriers.send(done).ok().map(|()| wait)
-                })
-                .collect()
-        };
-        let all = futures_util::future::join_all(waits);
-        let _ = tokio::time::timeout(BARRIER_TIMEOUT * 2, all).await;
     }
 
     /// Reads the slot map again, connects to new masters and lets go of masters that serve no slot.
@@ -275,9 +251,8 @@ impl Shards {
             let _ = subscriber.quit().await;
             return Err(Error::backend(format!("connecting to cluster master {server}: {e}")));
         }
-        let (barriers, barrier_requests) = mpsc::unbounded_channel();
-        let shard = Arc::new(Shard { subscriber: subscriber.clone(), commands, barriers });
-        Ok((shard, Pump { subscriber, messages, reconnects, barrier_requests }))
+        let shard = Arc::new(Shard { subscriber, commands });
+        Ok((shard, Pump { messages, reconnects }))
     }
 
     /// Resolves once [`quit`](Self::quit) has been called.
@@ -306,12 +281,10 @@ fn quit_in_background(shard: &Arc<Shard>) {
     });
 }
 
-/// Forwards one master's subscriber messages and reconnects, and serves barriers on its connection.
+/// Forwards one master's subscriber messages and reconnects.
 struct Pump {
-    subscriber: Client,
     messages: broadcast::Receiver<Message>,
     reconnects: broadcast::Receiver<Server>,
-    barrier_requests: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
 }
 
 impl Pump {
@@ -327,31 +300,6 @@ impl Pump {
         loop {
             tokio::select! {
                 biased;
-                request = self.barrier_requests.recv() => {
-                    let Some(done) = request else { return };
-                    let options = Options {
-                        timeout: Some(BARRIER_TIMEOUT),
-                        fail_fast: true,
-                        max_attempts: Some(1),
-                        ..Options::default()
-                    };
-                    // In RESP2 subscribe mode PING answers ["pong", ""]: read it as a Value.
-                    let pong: Result<Value, _> = self.subscriber.with_options(&options).ping(None).await;
-                    if let Err(error) = pong {
-                        tracing::debug!(%server, %error, "no round trip to order messages across cluster masters");
-                    }
-                    // Messages read before the reply are in the client's channel now: pass them on first.
-                    loop {
-                        match self.messages.try_recv() {
-                            Ok(message) => {
-                                let _ = messages.send(message);
-                            }
-                            Err(TryRecvError::Lagged(dropped)) => self.lost(&server, dropped, &reconnects),
-                            Err(_) => break,
-                        }
-                    }
-                    let _ = done.send(());
-                }
                 message = self.messages.recv() => match message {
                     Ok(message) => {
                         let _ = messages.send(message);

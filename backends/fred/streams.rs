@@ -86,6 +86,8 @@ pub(crate) struct Streams<C> {
     pub(crate) clock_script: Script,
     /// The script that does a replay's reads in one round trip (see `replay_reads`).
     pub(crate) replay_script: Script,
+    /// The script that does a replay's reads after a cursor in one round trip (see `replay_since`).
+    pub(crate) read_after_script: Script,
 }
 
 impl<C: Category> Streams<C> {
@@ -233,8 +235,8 @@ impl<C: Category> Streams<C> {
         Ok((last_given, now))
     }
 
-    /// The decoded entries of `audience`'s stream from `start` on, up to `until` (included) if given,
-    /// oldest first; bad entries skipped and counted.
+    /// The decoded entries of `audience`'s stream from `start` on, up to `until` (included),
+    /// oldest first, each event placed at its entry; bad entries skipped and counted.
     pub(crate) async fn read_from(
         &self,
         audience: Audience,
@@ -261,7 +263,7 @@ impl<C: Category> Streams<C> {
         }
     }
 
-    /// The events of `audience`'s stream `entries`; bad entries skipped and counted.
+    /// The events of `audience`'s stream `entries`, each placed at its entry; bad entries skipped and counted.
     pub(crate) fn decode(
         &self,
         audience: Audience,
@@ -270,7 +272,8 @@ impl<C: Category> Streams<C> {
         let mut out = Vec::new();
         for entry in entries {
             match self.decoder.entry(audience, &entry.fields()) {
-                Ok(event) => out.push((entry.id, event)),
+                // Every event read from a stream carries its place in it.
+                Ok(event) => out.push((entry.id, event.with_position(entry.id.position()))),
                 Err(reason) => self.counters.skipped(&self.layout.stream(audience), &reason),
             }
         }
@@ -304,6 +307,9 @@ impl<C: Category> Streams<C> {
                 Some("last-generated-id") => info.last_generated = v.as_str().and_then(|s| s.parse().ok()),
                 Some("first-entry") => {
                     info.first = parse_entries(Value::Array(vec![v])).first().map(|e| e.id);
+                }
+                Some("last-entry") => {
+                    info.last = parse_entries(Value::Array(vec![v])).first().map(|e| e.id);
                 }
                 _ => {}
             }
@@ -353,6 +359,8 @@ pub(crate) struct TrimInfo {
     pub(crate) entries_added: Option<u64>,
     /// The oldest entry held.
     pub(crate) first: Option<StreamId>,
+    /// The newest entry held.
+    pub(crate) last: Option<StreamId>,
     /// The newest id ever given out.
     pub(crate) last_generated: Option<StreamId>,
 }

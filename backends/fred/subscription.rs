@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use super::slots::Scope;
 pub use crate::backend::Subscription;
 use crate::backend::{Push, Registry, SubscriberQueue, Wakeups, subscriber_queue};
-use crate::{Category, CategorySet, Error, Event, UserId};
+use crate::{Category, CategorySet, Error, Event, StreamKind, UserId};
 
 /// A request to the dispatcher from the hub or a subscription.
 ///
@@ -34,8 +34,9 @@ pub(crate) enum Command<C: Category> {
 /// What the dispatcher puts in a subscriber's queue.
 pub(crate) enum Delivery<C> {
     Event(Event<C>),
-    /// Events may have been lost here; the stream fills in the last id it delivered.
-    Gap,
+    /// Events may have been lost here (of this stream, or of every one: `None`);
+    /// the stream fills in the last id it delivered.
+    Gap(Option<StreamKind>),
 }
 
 /// The registry slot of a queue that holds its subscriber id.
@@ -81,7 +82,8 @@ impl<C: Category> Subscriber<C> {
     pub(crate) fn offer(&self, delivery: Delivery<C>, wakeups: &mut Wakeups) -> Push {
         match delivery {
             Delivery::Event(event) => self.queue.push(&event, wakeups),
-            Delivery::Gap => self.queue.push_gap(wakeups),
+            Delivery::Gap(Some(stream)) => self.queue.push_stream_gap(stream, wakeups),
+            Delivery::Gap(None) => self.queue.push_gap(wakeups),
         }
     }
 }

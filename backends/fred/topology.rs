@@ -2,10 +2,9 @@
 //!
 //! Everything above it (publishing, the dispatcher, recovery, replay) asks
 //! the topology for what it needs: the command client for a key, a change of
-//! the subscriber connection's channels, proof that they are live, how live
-//! messages are put in order, which channels a reconnect touched, and whether
-//! the data behind a channel may be another server's than before. None of it
-//! asks which topology it has.
+//! the subscriber connection's channels, proof that they are live, which
+//! channels a reconnect touched, and whether the data behind a channel may be
+//! another server's than before. None of it asks which topology it has.
 
 use std::future::Future;
 use std::sync::{Mutex, PoisonError};
@@ -44,15 +43,6 @@ pub(crate) struct SingleServer {
     pubsub: PubSubKind,
     /// The server process's identity when last checked: another one means its data may be gone.
     run_id: Mutex<Option<String>>,
-}
-
-/// How live messages are put in publish order.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum LiveOrder {
-    /// Every channel comes over one connection of plain pub/sub, in the order the server published.
-    AsArrived,
-    /// Messages are gathered, earlier ones brought in from other connections, and sorted by entry id.
-    ByEntryId,
 }
 
 /// The messages and reconnects of the subscriber connection(s), taken before connecting so none is missed.
@@ -248,27 +238,6 @@ impl Topology {
             // SSUBSCRIBE itself waits for the server's confirmation.
             _ => Ok(()),
         }
-    }
-
-    /// How live messages are put in publish order.
-    pub(crate) fn live_order(&self) -> LiveOrder {
-        match self {
-            Topology::Single(single) if single.pubsub == PubSubKind::Plain => LiveOrder::AsArrived,
-            _ => LiveOrder::ByEntryId,
-        }
-    }
-
-    /// Brings into the message channel every message that other connections received before some
-    /// message of `batch`. Returns whether it waited for any.
-    pub(crate) async fn bring_in_earlier(&self, broadcast_channel: &str, batch: &[Message]) -> bool {
-        let Topology::Cluster(cluster) = self else { return false };
-        let servers = cluster.barrier_servers(broadcast_channel, batch);
-        if servers.is_empty() {
-            return false;
-        }
-        // A master that does not answer in time only costs the ordering.
-        cluster.shards.barrier(servers).await;
-        true
     }
 
     /// The channels a reconnect of `server` (`None`: unknown) may have lost.

@@ -1006,7 +1006,7 @@ impl<C: Category> EventSource<C> for MemoryHub<C> {
         filter: CategorySet<C>,
     ) -> Result<StreamReplay<C>, Error> {
         let replay = async { Ok(self.shared.replay_since(user, from, filter)) };
-        crate::metrics::observe_replay(crate::metrics::Backend::Memory, replay).await
+        crate::metrics::observe_stream_replay(crate::metrics::Backend::Memory, from, replay).await
     }
 }
 

@@ -386,6 +386,15 @@ mod fred_side {
         ) -> std::result::Result<ssehub::Replay<C>, ssehub::Error> {
             self.hub.missed_events(user, last_event_id, filter).await
         }
+
+        async fn missed_since(
+            &self,
+            user: UserId,
+            from: ssehub::Positions,
+            filter: ssehub::CategorySet<C>,
+        ) -> std::result::Result<ssehub::StreamReplay<C>, ssehub::Error> {
+            self.hub.missed_since(user, from, filter).await
+        }
     }
 
     impl ssehub::Publisher<C> for RawPublishing {

@@ -259,7 +259,8 @@ async fn subscriber(
             }
         }
         if reconnect {
-            let last_event_id = stream.last_delivered();
+            // The cursor of the last frame, as a browser sends it back.
+            let last_event_id = stream.cursor().map(Into::into);
             drop(stream);
             tokio::time::sleep(plan.offline).await;
             stream = loop {
