@@ -9,7 +9,7 @@ mod fred_support;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -98,12 +98,14 @@ struct Client {
     filter: CategorySet<C>,
     first: Option<Resumed<C, Subscription<C>>>,
     log: Log,
+    /// When each event arrived.
+    arrivals: Arc<Mutex<HashMap<ssehub::EventId, chrono::DateTime<chrono::Utc>>>>,
 }
 
 impl Client {
     async fn connect(hub: &RedisHub<C>, user: UserId, filter: CategorySet<C>) -> Self {
         let first = within("the first connection", resume(hub, user, None, filter)).await.expect("resume");
-        Client { user, filter, first: Some(first), log: Log::default() }
+        Client { user, filter, first: Some(first), log: Log::default(), arrivals: Arc::default() }
     }
 
     fn received(&self) -> Vec<Event<C>> {
@@ -137,6 +139,7 @@ impl Client {
                         Audience::Broadcast => broadcast_end = true,
                     }
                 }
+                self.arrivals.lock().unwrap().insert(event.id(), chrono::Utc::now());
                 self.log.lock().unwrap().push(event);
                 if own_end && broadcast_end {
                     return count;
@@ -377,7 +380,7 @@ impl Drop for Stopped {
 #[test]
 fn a_stopped_broadcast_master_delays_only_the_broadcasts_on_a_cluster() {
     const PAUSE: Duration = Duration::from_secs(3);
-    const DURING: usize = 3;
+    const DURING: usize = 25;
     let _turn = turn();
     let cluster = RedisCluster::start(3, 0);
     // The other masters keep serving their slots while one is marked failed.
@@ -428,10 +431,20 @@ fn a_stopped_broadcast_master_delays_only_the_broadcasts_on_a_cluster() {
             eventually("every client has the events of before the pause", || before.iter().all(all_have))
                 .await;
             published.extend(before);
+            // As many user events as during the pause, the same way: their latency is the usual one.
+            // Each made just before it is published: its `occurred_at` is its publish instant.
+            let mut calm: Vec<Event<C>> = Vec::new();
+            for user in (0..DURING).flat_map(|_| users.clone()) {
+                let e = next(Audience::User(user));
+                publish_all(&publisher, std::slice::from_ref(&e)).await;
+                eventually("a user event delivered with every master up", || all_have(&e)).await;
+                calm.push(e);
+            }
+            published.extend(calm.iter().cloned());
 
             let paused_broadcast = next(Audience::Broadcast);
-            let during: Vec<Event<C>> =
-                (0..DURING).flat_map(|_| users.clone()).map(|u| next(Audience::User(u))).collect();
+            let during_users: Vec<UserId> = (0..DURING).flat_map(|_| users.clone()).collect();
+            let mut during: Vec<Event<C>> = Vec::new();
             let stopped = Stopped::stop(cluster.node(broadcast_master));
             // The fault lasts PAUSE; the thread ends it.
             let resume_later = std::thread::spawn(move || {
@@ -441,12 +454,14 @@ fn a_stopped_broadcast_master_delays_only_the_broadcasts_on_a_cluster() {
             let broadcast_publish = publisher.publish(paused_broadcast.clone());
             let user_events = async {
                 // One at a time, each waited for: a delivery held behind the stopped master would show.
-                for e in &during {
-                    publish_all(&publisher, std::slice::from_ref(e)).await;
+                for user in &during_users {
+                    let e = next(Audience::User(*user));
+                    publish_all(&publisher, std::slice::from_ref(&e)).await;
                     eventually("a user event delivered while the broadcast master is stopped", || {
-                        all_have(e)
+                        all_have(&e)
                     })
                     .await;
+                    during.push(e);
                 }
             };
             let (stored, ()) = futures::future::join(broadcast_publish, user_events).await;
@@ -463,11 +478,43 @@ fn a_stopped_broadcast_master_delays_only_the_broadcasts_on_a_cluster() {
                 .collect();
             publish_all(&publisher, &after).await;
             published.extend(after);
-            (paused_broadcast, during)
+            (paused_broadcast, during, calm)
         };
         let readers =
             futures::future::join_all(clients.iter_mut().map(|client| client.run(&subscriber, None)));
-        let ((paused_broadcast, during), _) = futures::future::join(driver, readers).await;
+        let ((paused_broadcast, during, calm), _) = futures::future::join(driver, readers).await;
+
+        // Publish-to-client latency of the user events, every master up and with the broadcast
+        // master stopped: printed for the record (the assertion is the order, below).
+        let latencies = |events: &[Event<C>]| -> Vec<f64> {
+            let mut micros: Vec<f64> = clients
+                .iter()
+                .flat_map(|client| {
+                    let arrivals = client.arrivals.lock().unwrap().clone();
+                    events
+                        .iter()
+                        .filter(|e| e.audience().includes(client.user))
+                        .map(move |e| {
+                            (arrivals[&e.id()] - e.occurred_at()).num_microseconds().unwrap() as f64
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            micros.sort_by(f64::total_cmp);
+            micros
+        };
+        let quantile = |sorted: &[f64], q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+        let (calm, paused) = (latencies(&calm), latencies(&during));
+        println!(
+            "{{\"deliveries\":{},\"calm_p50_us\":{:.0},\"calm_p99_us\":{:.0},\"calm_max_us\":{:.0},\"paused_p50_us\":{:.0},\"paused_p99_us\":{:.0},\"paused_max_us\":{:.0}}}",
+            paused.len(),
+            quantile(&calm, 0.5),
+            quantile(&calm, 0.99),
+            calm[calm.len() - 1],
+            quantile(&paused, 0.5),
+            quantile(&paused, 0.99),
+            paused[paused.len() - 1],
+        );
 
         for client in &clients {
             let who = format!("the client of {}", client.user);
