@@ -5,10 +5,18 @@
 //! `Last-Event-ID` is replayed what it missed, and told plainly when history no
 //! longer reaches back that far.
 //!
+//! Every audience is a stream of its own, ordered within itself; the SSE `id:`
+//! of each frame is a [`Cursor`]: the position the connection has reached in
+//! each stream. [`resume`] replays each stream strictly after its own
+//! position, so a reconnecting client gets every event exactly once, whatever
+//! order the backend delivered the streams in (on a Redis Cluster they live
+//! on different masters).
+//!
 //! The crate is one backend-agnostic pair of traits, [`EventSource`] and
 //! [`Publisher`], with backends chosen by Cargo features. The core (event and
-//! id types, [`Category`] and [`CategorySet`], the parsers in [`parse`] and the
-//! text/event-stream encoder in [`wire`]) is `no_std` + `alloc`.
+//! id types, [`Category`] and [`CategorySet`], the cursor in [`cursor`], the
+//! parsers in [`parse`] and the text/event-stream encoder in [`wire`]) is
+//! `no_std` + `alloc`.
 //!
 //! # Features
 //!

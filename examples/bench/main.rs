@@ -45,7 +45,8 @@ usage: bench <scenario> [options]
 
 scenarios (defaults in brackets; --quick switches to the small sizes after the slash):
   fanout    --users U [100/10] --subs S [10/4] --events E [20000/600] --rounds N [15/1]
-  replay    --history L [10000/300] --tail K [10/10] --reps N [7/3]
+  replay    --history L [10000/300] --tail K [10/10] --reps N [7/3] --via id|cursor [id]
+            (--via cursor: missed_since after a cursor's positions, what resume does with a cursor)
   idle      --users U [10000/100] --subs S [10/5] --rounds N [1/1]
   latency   --rate R [5000/500] --seconds T [10/1] --subs N [1000/20] --rounds N [1/1]
   capacity  --users U [10000/200] --events-per-user R [100/5] --rounds N [1/1]  (--backend fred:

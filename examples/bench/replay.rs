@@ -9,7 +9,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use ssehub::{CategorySet, Event, EventId, ReplayStatus, UserId};
+use ssehub::{CategorySet, Event, EventId, Positions, ReplayStatus, UserId};
 
 use crate::report::{Figures, Report, median, ratio};
 use crate::workload::{self, C, Hub};
@@ -21,6 +21,8 @@ const PYTHON_REFERENCE_MS: [(usize, f64); 3] = [(1_000, 53.0), (10_000, 1_171.0)
 struct Plan {
     history: usize,
     tail: usize,
+    /// Replay after a cursor's positions (what `resume` does with a cursor) instead of after an event id.
+    via_cursor: bool,
     reps: usize,
 }
 
@@ -35,11 +37,17 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
     let history = positive(bench.cli.number("history", 10_000, 300)?, "history")?;
     let tail = bench.cli.number("tail", 10, 10)? as usize;
     let reps = positive(bench.cli.number("reps", 7, 3)?, "reps")?;
+    let via_cursor = match bench.cli.text("via").as_deref() {
+        None | Some("id") => false,
+        Some("cursor") => true,
+        Some(other) => return Err(BenchError::Usage(format!("--via takes id or cursor, not '{other}'"))),
+    };
     bench.cli.finish()?;
     if tail >= history {
         return Err(BenchError::Usage(format!("--tail {tail} must be below --history {history}")));
     }
-    let plan = Plan { history, tail, reps };
+    let plan = Plan { history, tail, reps, via_cursor };
+    report.put("via", if via_cursor { "cursor" } else { "id" });
     report.put("history", history as u64);
     report.put("tail", tail as u64);
     report.put("reps", reps as u64);
@@ -132,9 +140,26 @@ async fn hub_side<H: Hub>(hub: &H, user: UserId, plan: &Plan, events: &[Event<C>
     let mut figures = Figures::default();
     let (mut times_ms, mut returned) = (Vec::new(), Vec::new());
     let mut first_ms = 0.0;
+    // A cursor's positions at the last event seen, read back once, untimed.
+    let cursor = if plan.via_cursor {
+        let before = events[plan.history - plan.tail - 2].id();
+        let read = hub.missed_since(user, Positions::after_event(before), CategorySet::all()).await?;
+        let own = read.events.first().and_then(Event::position);
+        Some(Positions { own, broadcast: read.broadcast.end })
+    } else {
+        None
+    };
     for rep in 0..=plan.reps {
         let started = Instant::now();
-        let replay = hub.missed_events(user, last_seen, CategorySet::all()).await?;
+        let replay = match cursor {
+            Some(positions) => {
+                let read = hub.missed_since(user, positions, CategorySet::all()).await?;
+                let status =
+                    if read.own.status.is_complete() { read.broadcast.status } else { read.own.status };
+                ssehub::Replay { events: read.events, status }
+            }
+            None => hub.missed_events(user, last_seen, CategorySet::all()).await?,
+        };
         let ms = started.elapsed().as_secs_f64() * 1e3;
         let ids: Vec<EventId> = replay.events.iter().map(Event::id).collect();
         figures.check(replay.status == ReplayStatus::Complete, || format!("replay status {}", replay.status));

@@ -9,8 +9,8 @@ use futures_lite::StreamExt;
 use futures_lite::future;
 
 use super::{
-    C, HubFactory, HubOptions, Lcg, OWN_ONLY, assert_events, expect_subscriptions, fresh_user, make_event,
-    next_item, parse_frames, publish, read_until, rng_for_client, within,
+    C, HubFactory, HubOptions, Lcg, OWN_ONLY, assert_each_stream, expect_subscriptions, fresh_user, lasts,
+    make_event, next_item, parse_frames, publish, read_until, rng_for_client, within,
 };
 use crate::cursor::{Cursor, CursorErrorKind, LastEventId, Position, Positions, StreamKind};
 use crate::sse::SseOptions;
@@ -28,16 +28,6 @@ const STREAM_GAP: &str = "a position a stream's history no longer covers gives a
                           streams replay exactly";
 const FOREIGN_CURSOR: &str = "a cursor made for another user is refused before anything is subscribed, and a replay \
                               after any positions holds only the user's own stream and the broadcasts";
-
-/// Panics naming `rule` unless `got` and `expected` hold the same events stream by stream, each in order.
-fn assert_each_stream(rule: &str, context: &str, got: &[Event<C>], expected: &[Event<C>]) {
-    for kind in StreamKind::ALL {
-        let of_kind = |events: &[Event<C>]| -> Vec<Event<C>> {
-            events.iter().filter(|e| StreamKind::of(e.audience()) == kind).cloned().collect()
-        };
-        assert_events(rule, &format!("{context}, the {kind} stream"), &of_kind(got), &of_kind(expected));
-    }
-}
 
 /// Disconnecting at arbitrary points and resuming with the cursor of the last
 /// frame received, while events are published, yields every event exactly
@@ -167,7 +157,7 @@ pub async fn every_frames_cursor_resumes_exactly_after_that_frame<F: HubFactory>
     let (user, other) = (fresh_user(), fresh_user());
     let resumed = within("resume", resume(&hub, user, None, CategorySet::all())).await.expect("resume");
     let mut body = resumed.into_sse(SseOptions::new().heartbeat(Duration::from_secs(3600)));
-    let mut rng = Lcg(0xf4a3_e5);
+    let mut rng = Lcg(0x00f4_a3e5);
     let plan: Vec<Event<C>> = (0..16)
         .map(|n| {
             let audience = match rng.below(4) {
@@ -257,12 +247,7 @@ pub async fn a_stale_position_in_one_stream_signals_a_gap_for_that_stream_only<F
         publish(&hub, event).await;
     }
     let ours: HashSet<EventId> = seen.iter().map(Event::id).collect();
-    let mut got = Vec::new();
-    while got.len() < seen.len() {
-        let pending =
-            seen.iter().find(|e| !got.iter().any(|g: &Event<C>| g.id() == e.id())).expect("one pending");
-        got.extend(read_until(&mut stream, pending.id(), &ours, "the first connection", STREAM_GAP).await);
-    }
+    read_until(&mut stream, &lasts(&seen), &ours, "the first connection", STREAM_GAP).await;
     let cursor = stream.cursor().expect("a cursor after two events");
     drop(stream);
 
@@ -313,7 +298,7 @@ pub async fn a_cursor_made_for_another_user_is_refused<F: HubFactory>(factory: &
     let mut stream = within("resume", resume(&hub, alice, None, CategorySet::all())).await.expect("resume");
     let secret = make_event(Audience::User(alice), 0);
     publish(&hub, &secret).await;
-    read_until(&mut stream, secret.id(), &HashSet::from([secret.id()]), "alice", FOREIGN_CURSOR).await;
+    read_until(&mut stream, &[secret.id()], &HashSet::from([secret.id()]), "alice", FOREIGN_CURSOR).await;
     let alices = stream.cursor().expect("a cursor after an event");
     expect_subscriptions(factory, &hub, 1, "alice connected").await;
 
