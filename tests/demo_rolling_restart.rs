@@ -81,7 +81,7 @@ struct ClientSpec {
 /// What a client saw, updated as it goes.
 #[derive(Default)]
 struct ClientLog {
-    /// `(id, seq)` of every event received, in order (the end marker not included).
+    /// `(event id, seq)` of every event received, in order (the end marker not included).
     received: Vec<(String, u64)>,
     end_marker: bool,
     /// The server its stream is open on, once the response head came.
@@ -187,7 +187,10 @@ async fn run_client(spec: ClientSpec, servers: Arc<Servers>, log: Arc<Mutex<Clie
             }
             let data: serde_json::Value = serde_json::from_str(&event.data).expect("JSON data");
             let seq = data["seq"].as_u64().expect("a seq");
-            lock(&log).received.push((event.id.clone(), seq));
+            // The id is a cursor, headed by the event's own id.
+            let cursor: ssehub::Cursor =
+                event.id.parse().unwrap_or_else(|e| panic!("id {:?}: {e}", event.id));
+            lock(&log).received.push((cursor.event_id().to_string(), seq));
             last_event_id = Some(event.id);
         }
         let mut log = lock(&log);

@@ -11,7 +11,7 @@ mod http_client;
 
 use std::time::Duration;
 
-use http_client::{Client, call};
+use http_client::{Client, call, ids_of};
 
 use futures::executor::block_on;
 use server::Topic as C;
@@ -46,23 +46,6 @@ fn frame_of(event: &Event<C>) -> String {
     let mut frame = String::new();
     ssehub::wire::encode_event(event, &mut frame);
     frame
-}
-
-/// `chunk` with each `id:` cursor checked (it parses, and its head is an
-/// event id) and replaced by that event id, so it compares with [`frame_of`].
-fn ids_of(chunk: String) -> String {
-    chunk
-        .split_inclusive('\n')
-        .map(|line| match line.strip_prefix("id: ") {
-            Some(id) => {
-                let cursor: ssehub::Cursor =
-                    id.trim_end().parse().unwrap_or_else(|e| panic!("id {id:?}: {e}"));
-                assert!(id.starts_with(&cursor.event_id().to_string()), "{id:?}");
-                format!("id: {}\n", cursor.event_id())
-            }
-            None => line.to_owned(),
-        })
-        .collect()
 }
 
 #[test]

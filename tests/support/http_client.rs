@@ -109,3 +109,20 @@ pub fn call(
     let body = client.read_sized_body(&head);
     (head, body)
 }
+
+/// `chunk` with each `id:` cursor checked (it parses, and its head is an
+/// event id) and replaced by that event id, so it compares with a frame `ssehub::wire::encode_event` writes.
+pub fn ids_of(chunk: String) -> String {
+    chunk
+        .split_inclusive('\n')
+        .map(|line| match line.strip_prefix("id: ") {
+            Some(id) => {
+                let cursor: ssehub::Cursor =
+                    id.trim_end().parse().unwrap_or_else(|e| panic!("id {id:?}: {e}"));
+                assert!(id.starts_with(&cursor.event_id().to_string()), "{id:?}");
+                format!("id: {}\n", cursor.event_id())
+            }
+            None => line.to_owned(),
+        })
+        .collect()
+}
