@@ -108,6 +108,7 @@ pub fn subscriber_queue<C: Category>(
             capacity: u32::try_from(capacity.max(1)).unwrap_or(u32::MAX),
             waker: None,
             end: None,
+            gap_streams: VecDeque::new(),
         }),
         user,
         slots: [AtomicUsize::new(NOT_REGISTERED), AtomicUsize::new(NOT_REGISTERED)],
@@ -143,12 +144,17 @@ struct QueueState<C> {
     waker: Option<Waker>,
     /// Why no more items will come, once they won't.
     end: Option<End>,
+    /// The stream of each gap signal queued (`None`: every stream), oldest
+    /// first: beside the items, so that an item stays one pointer wide.
+    gap_streams: VecDeque<Option<StreamKind>>,
 }
 
+/// One pointer wide (the gap needs no word of its own), so that taking items
+/// from the queue moves as little as it can.
 enum Item<C> {
     Event(Event<C>),
-    /// Events of this stream (of every stream: `None`) may have been lost here.
-    Gap(Option<StreamKind>),
+    /// Events may have been lost here; which stream's is in `gap_streams`.
+    Gap,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,23 +222,28 @@ impl<C: Category> SubscriberQueue<C> {
     /// queue ends as lagged. The waker of a waiting subscription goes to
     /// `wakeups`: wake them once the backend's own locks are released.
     pub fn push(&self, event: &Event<C>, wakeups: &mut Wakeups) -> Push {
-        self.offer(Item::Event(event.clone()), wakeups)
+        self.offer(Item::Event(event.clone()), None, wakeups)
     }
 
     /// Queues a gap signal: the subscription yields [`Error::Gap`] with the
     /// last event it delivered, then goes on. It counts against the capacity
     /// like an event.
     pub fn push_gap(&self, wakeups: &mut Wakeups) -> Push {
-        self.offer(Item::Gap(None), wakeups)
+        self.offer_gap(None, wakeups)
     }
 
     /// Queues a gap signal for one stream: as [`push_gap`](Self::push_gap),
     /// the [`Error::Gap`] naming the stream that may have lost events.
     pub fn push_stream_gap(&self, stream: StreamKind, wakeups: &mut Wakeups) -> Push {
-        self.offer(Item::Gap(Some(stream)), wakeups)
+        self.offer_gap(Some(stream), wakeups)
     }
 
-    fn offer(&self, item: Item<C>, wakeups: &mut Wakeups) -> Push {
+    fn offer_gap(&self, stream: Option<StreamKind>, wakeups: &mut Wakeups) -> Push {
+        self.offer(Item::Gap, stream, wakeups)
+    }
+
+    /// Queues `item` (with `gap_stream`, the stream of a gap item).
+    fn offer(&self, item: Item<C>, gap_stream: Option<StreamKind>, wakeups: &mut Wakeups) -> Push {
         let mut state = lock(&self.state);
         let push = if state.end.is_some() {
             // Ended already: nothing may follow the gap a lag leaves.
@@ -241,6 +252,9 @@ impl<C: Category> SubscriberQueue<C> {
             state.end = Some(End::Lagged);
             Push::Lagged
         } else {
+            if matches!(item, Item::Gap) {
+                state.gap_streams.push_back(gap_stream);
+            }
             state.items.push_back(item);
             Push::Queued
         };
@@ -406,14 +420,22 @@ impl<C: Category> Subscription<C> {
         self.last_delivered
     }
 
+    #[inline]
     fn deliver(&mut self, item: Item<C>) -> Poll<Option<Result<Event<C>, Error>>> {
         Poll::Ready(Some(match item {
             Item::Event(event) => {
                 self.last_delivered = Some(event.id());
                 Ok(event)
             }
-            Item::Gap(stream) => Err(Error::Gap { last_delivered: self.last_delivered, stream }),
+            Item::Gap => Err(self.gap()),
         }))
+    }
+
+    /// The gap signal to yield: its stream waits beside the items, in the same order.
+    #[cold]
+    fn gap(&self) -> Error {
+        let stream = lock(&self.queue.state).gap_streams.pop_front().flatten();
+        Error::Gap { last_delivered: self.last_delivered, stream }
     }
 }
 
