@@ -67,6 +67,10 @@ use crate::{Audience, EventId, UserId};
 /// The longest cursor text the parser reads, in bytes.
 pub const MAX_CURSOR_BYTES: usize = 256;
 
+/// The longest text form of a cursor, in bytes: an event id (36), the version
+/// and owner (11), and two streams after an event id (35 each).
+pub const MAX_CURSOR_TEXT: usize = 36 + 11 + 2 * 35;
+
 /// The format version this crate writes and reads.
 pub const CURSOR_VERSION: u8 = 1;
 
@@ -306,15 +310,57 @@ impl Cursor {
     }
 }
 
-impl fmt::Display for Cursor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}~{}~{:08x}", self.event, CURSOR_VERSION, self.owner)?;
+impl Cursor {
+    /// Writes the text form into `buf`, without allocating; returns it. What
+    /// `Display` writes, at the cost of a few stores per byte: the serving
+    /// layer writes one for every frame.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ssehub::cursor::{Cursor, MAX_CURSOR_TEXT, Position, Positions};
+    /// use ssehub::{EventId, UserId};
+    ///
+    /// let cursor = Cursor::new(EventId::new(), UserId::from_u64(1), Positions { own: Some(Position::entry(7, 0)), broadcast: None });
+    /// let mut buf = [0; MAX_CURSOR_TEXT];
+    /// assert_eq!(cursor.encode(&mut buf), cursor.to_string());
+    /// ```
+    pub fn encode<'a>(&self, buf: &'a mut [u8; MAX_CURSOR_TEXT]) -> &'a str {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.event.as_uuid().hyphenated().encode_lower(&mut buf[..36]);
+        buf[36..39].copy_from_slice(b"~1~");
+        for (i, byte) in buf[39..47].iter_mut().enumerate() {
+            *byte = HEX[((self.owner >> (28 - 4 * i)) & 0xf) as usize];
+        }
+        let mut at = 47;
         for kind in StreamKind::ALL {
-            if let Some(position) = self.positions.get(kind) {
-                write!(f, "~{}{position}", char::from(kind.tag()))?;
+            let Some(position) = self.positions.get(kind) else { continue };
+            buf[at] = b'~';
+            buf[at + 1] = kind.tag();
+            at += 2;
+            match position {
+                Position::Entry { ms, seq } => {
+                    at += put_base36(&mut buf[at..], ms);
+                    if seq != 0 {
+                        buf[at] = b'.';
+                        at += 1 + put_base36(&mut buf[at + 1..], seq);
+                    }
+                }
+                Position::AfterEvent(id) => {
+                    buf[at] = b'@';
+                    id.as_uuid().simple().encode_lower(&mut buf[at + 1..at + 33]);
+                    at += 33;
+                }
             }
         }
-        Ok(())
+        // Only ASCII was written.
+        core::str::from_utf8(&buf[..at]).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.encode(&mut [0; MAX_CURSOR_TEXT]))
     }
 }
 
@@ -382,8 +428,8 @@ fn parse_base36(text: &str) -> Result<u64, CursorErrorKind> {
     Ok(value)
 }
 
-fn write_base36(f: &mut fmt::Formatter<'_>, mut value: u64) -> fmt::Result {
-    // u64::MAX has 13 base-36 digits.
+/// The base-36 digits of `value` (at most 13: `u64::MAX` has 13), least significant last.
+fn base36_digits(mut value: u64) -> ([u8; 13], usize) {
     let mut digits = [0u8; 13];
     let mut start = digits.len();
     loop {
@@ -395,6 +441,19 @@ fn write_base36(f: &mut fmt::Formatter<'_>, mut value: u64) -> fmt::Result {
             break;
         }
     }
+    (digits, start)
+}
+
+/// Writes `value` in base 36 at the start of `out`; returns how many bytes.
+fn put_base36(out: &mut [u8], value: u64) -> usize {
+    let (digits, start) = base36_digits(value);
+    let len = digits.len() - start;
+    out[..len].copy_from_slice(&digits[start..]);
+    len
+}
+
+fn write_base36(f: &mut fmt::Formatter<'_>, value: u64) -> fmt::Result {
+    let (digits, start) = base36_digits(value);
     // Only ASCII digits and letters were written.
     f.write_str(core::str::from_utf8(&digits[start..]).map_err(|_| fmt::Error)?)
 }

@@ -79,7 +79,7 @@ use async_io::Timer;
 use bytes::Bytes;
 use futures_core::Stream;
 
-use crate::cursor::{Cursor, LastEventId, Positions, StreamKind};
+use crate::cursor::{Cursor, LastEventId, MAX_CURSOR_TEXT, Positions, StreamKind};
 use crate::parse::{self, CategoryError, LastEventIdError};
 use crate::resume::Resumed;
 use crate::shutdown::{Shutdown, Triggered};
@@ -402,24 +402,24 @@ where
         while chunk.len() < MAX_CHUNK_BYTES {
             match Pin::new(&mut this.events).poll_next(cx) {
                 Poll::Ready(Some(Ok(event))) => {
-                    let mut id_line = String::with_capacity(96);
-                    match &mut this.cursor {
+                    let mut id = [0; MAX_CURSOR_TEXT];
+                    let id = match &mut this.cursor {
                         Some((user, positions)) => {
                             if let Some(position) = event.position() {
                                 positions.set(StreamKind::of(event.audience()), Some(position));
                             }
-                            wire::write_id_line(&mut id_line, &Cursor::new(event.id(), *user, *positions));
+                            Cursor::new(event.id(), *user, *positions).encode(&mut id)
                         }
-                        None => wire::write_id_line(&mut id_line, &event.id()),
-                    }
-                    chunk.push(Bytes::from(id_line));
-                    chunk.push(match event.audience() {
+                        None => event.id().as_uuid().hyphenated().encode_lower(&mut id[..36]),
+                    };
+                    let body = match event.audience() {
                         // Encoded once and shared, whatever the number of streams sending it.
                         Audience::Broadcast => event.frame_body(),
                         // A user's event goes to that user's few streams: encoded for each, so
                         // that the memory hub's retained user events do not keep a second copy.
                         Audience::User(_) => wire::event_frame_body(&event),
-                    });
+                    };
+                    chunk.push_event(id, &body);
                     this.last_sent = Some(event.id());
                 }
                 Poll::Ready(Some(Err(Error::Gap { last_delivered, stream }))) => {
@@ -521,6 +521,24 @@ impl Chunk {
             Chunk::Empty => 0,
             Chunk::One(bytes) => bytes.len(),
             Chunk::Many(buffer) => buffer.len(),
+        }
+    }
+
+    /// Appends an event's frame: its `id:` line, then `body` (its other fields and the blank line).
+    fn push_event(&mut self, id: &str, body: &[u8]) {
+        let len = 5 + id.len() + body.len();
+        if !matches!(self, Chunk::Many(_)) {
+            let mut buffer = Vec::with_capacity(self.len() + len);
+            if let Chunk::One(first) = self {
+                buffer.extend_from_slice(first);
+            }
+            *self = Chunk::Many(buffer);
+        }
+        if let Chunk::Many(buffer) = self {
+            buffer.extend_from_slice(b"id: ");
+            buffer.extend_from_slice(id.as_bytes());
+            buffer.push(b'\n');
+            buffer.extend_from_slice(body);
         }
     }
 
