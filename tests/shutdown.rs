@@ -62,15 +62,14 @@ async fn idle_stream_ends_with_the_retry_hint_when_triggered_elsewhere() {
     hub.publish(sent.clone()).await.unwrap();
     assert_eq!(within("the event", body.next()).await.unwrap(), frame_of(&sent));
 
-    // The body is polled (and waits) before the trigger comes, from a plain thread.
+    // The body is polled and waits (registering its waker) before the trigger comes, from a plain thread.
+    let mut next = body.next();
+    assert!(future::poll_once(&mut next).await.is_none(), "nothing to send before the trigger");
     let trigger = {
         let shutdown = shutdown.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            shutdown.trigger();
-        })
+        std::thread::spawn(move || shutdown.trigger())
     };
-    assert_eq!(within("the closing chunk", body.next()).await.unwrap(), closing_chunk(200));
+    assert_eq!(within("the closing chunk", next).await.unwrap(), closing_chunk(200));
     assert_eq!(within("the end of the body", body.next()).await, None);
     assert_eq!(body.last_sent_id(), Some(sent.id()));
     within("the triggered future", shutdown.triggered()).await;
