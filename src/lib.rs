@@ -7,7 +7,7 @@
 //!
 //! Every audience is a stream of its own, ordered within itself; the SSE `id:`
 //! of each frame is a [`Cursor`]: the position the connection has reached in
-//! each stream. [`resume`] replays each stream strictly after its own
+//! each stream. [`resume()`] replays each stream strictly after its own
 //! position, so a reconnecting client gets every event exactly once, whatever
 //! order the backend delivered the streams in (on a Redis Cluster they live
 //! on different masters).

@@ -242,7 +242,7 @@ pub trait EventSource<C: Category>: Send + Sync {
     /// The retained events of each of `user`'s streams published after its
     /// position in `from` that pass `filter`, each stream read on its own.
     ///
-    /// Called by [`resume`](crate::resume) once the subscription is live. See
+    /// Called by [`resume`](crate::resume()) once the subscription is live. See
     /// [`StreamReplay`] for what each stream's part must hold, and
     /// [`backend::stream_replay`](crate::backend::stream_replay) for the step
     /// that builds it from what a backend read.
