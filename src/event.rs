@@ -304,11 +304,12 @@ impl<C: Category> Event<C> {
     }
 
     /// The event's frame without its `id:` line (`event:`, `data:` lines and
-    /// the blank line), encoded at the first call and shared (not copied) by
-    /// every later one.
+    /// the blank line): `encode`d at the first call (by the serving layer,
+    /// which knows the wire format; the event only keeps it) and shared, not
+    /// copied, by every later one.
     #[cfg(feature = "std")]
-    pub(crate) fn frame_body(&self) -> bytes::Bytes {
-        self.inner.frame.get_or_init(|| crate::wire::event_frame_body(self)).clone()
+    pub(crate) fn cached_frame_body(&self, encode: impl FnOnce(&Self) -> bytes::Bytes) -> bytes::Bytes {
+        self.inner.frame.get_or_init(|| encode(self)).clone()
     }
 
     /// Where the backend put the event in its stream: set on the events a

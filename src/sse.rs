@@ -414,7 +414,7 @@ where
                     };
                     let body = match event.audience() {
                         // Encoded once and shared, whatever the number of streams sending it.
-                        Audience::Broadcast => event.frame_body(),
+                        Audience::Broadcast => event.cached_frame_body(wire::event_frame_body),
                         // A user's event goes to that user's few streams: encoded for each, so
                         // that the memory hub's retained user events do not keep a second copy.
                         Audience::User(_) => wire::event_frame_body(&event),

@@ -227,15 +227,17 @@
 //   dispatcher                        the run loop: decode once, fan out, recover
 //   recovery, fanout, sequencer       recovery policy; local subscribers; channel changes in order
 //   replay_since, replay              reading what was missed after a cursor, after an event id
-//   publish, batch                    publishing one event or a batch
+//   publish, batch, age_trims         publishing one event or a batch; trimming streams by age
 //   replay_reads                      a replay's reads after an event id in one script call per server
 //   shared, subscription              what the tasks share; a subscriber's queue and requests
 //   streams                           reading the streams
 //   topology                          the seam: one server or a cluster, chosen at connect
 //   cluster, owners, shards,          a cluster's masters, slot owners and slot map;
 //   pubsub, redirects                 channel changes and redirected commands for either topology
-//   codec, keys, order, slots, scripts, connection, retention, stats, bridge
-//                                     envelopes, names, entry id order, hash slots, Lua, client settings
+//   codec, keys, order, slots, scripts, connection, stats, bridge
+//                                     envelopes, names, entry id order, hash slots, Lua, client settings,
+//                                     counters, the tokio bridge
+//   fuzz_api                          the decoders, for the fuzz targets (hidden from the docs)
 mod age_trims;
 mod batch;
 mod bridge;
