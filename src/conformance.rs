@@ -26,6 +26,10 @@
 //!
 //! Checks use [`ExampleCategory`] as their category type.
 //!
+//! This module's API is not semver-stable: checks are added (and made
+//! stricter) as the contract grows, in minor versions too. Pin the version a
+//! backend was checked against.
+//!
 //! # Examples
 //!
 //! A backend in a test of its own crate (here the memory backend, standing in

@@ -18,6 +18,28 @@
 //! parsers in [`parse`] and the text/event-stream encoder in [`wire`]) is
 //! `no_std` + `alloc`.
 //!
+//! # The path of one event
+//!
+//! 1. [`Publisher::publish`] hands an [`Event`] to a backend
+//!    ([`memory::MemoryHub`], or `fred::RedisHub` with the `fred` feature),
+//!    which appends it to its audience's stream (retained for replay) and
+//!    queues it for every live subscription it concerns, through the
+//!    [`backend`] building blocks.
+//! 2. [`resume`](resume()) turns a request into a stream: it subscribes
+//!    ([`EventSource::subscribe`]), then reads what the client missed after
+//!    its [`Cursor`] ([`EventSource::missed_since`]), and yields a
+//!    [`Resumed`]: the missed events, then the live ones not among them.
+//! 3. [`Resumed::into_sse`] makes it an [`sse::SseStream`]: text/event-stream
+//!    frames ([`wire`]) whose `id:` is the cursor, a `retry:` hint,
+//!    heartbeats, the gap signal, an end bound to a [`shutdown::Shutdown`].
+//! 4. The response: [`sse::RESPONSE_HEADERS`] and that body, in hyper, axum
+//!    or any framework that takes a stream of bytes (compressed with
+//!    `gzip::GzipStream` if asked for).
+//!
+//! The request side ([`sse::last_event_id`], [`sse::categories`]) reads the
+//! client's `Last-Event-ID` and `?categories=` with the allocation-free
+//! parsers of [`parse`], refusing bad input with a message fit for a 400.
+//!
 //! # Features
 //!
 //! | feature        | default | what it adds |
@@ -62,40 +84,46 @@
 
 extern crate alloc;
 
+// The no_std core (+ alloc): events and ids, categories, cursors, the parsers of
+// client input, the wire format, the backend traits. Nothing here needs an OS.
 mod category;
 pub mod cursor;
 mod error;
 mod event;
 pub mod fixture;
-#[cfg(feature = "fred")]
-#[path = "../backends/fred/mod.rs"]
-pub mod fred;
-#[cfg(feature = "gzip")]
-pub mod gzip;
 pub mod parse;
 mod retention;
-#[cfg(feature = "std")]
-pub mod shutdown;
 mod source;
-#[cfg(feature = "std")]
-pub mod sse;
 pub mod wire;
 
+// The std layer: the building blocks backends share, `resume`, the SSE body and
+// its shutdown, compression, metrics.
 #[cfg(feature = "std")]
 pub mod backend;
+#[cfg(feature = "gzip")]
+pub mod gzip;
 #[cfg(feature = "std")]
 pub mod metrics;
 #[cfg(feature = "std")]
 pub mod resume;
 #[cfg(feature = "std")]
+pub mod shutdown;
+#[cfg(feature = "std")]
+pub mod sse;
+#[cfg(feature = "std")]
 pub use resume::{Resumed, resume};
 
-#[cfg(feature = "conformance")]
-pub mod conformance;
-
+// The backends, one feature each; their files live in `backends/`.
+#[cfg(feature = "fred")]
+#[path = "../backends/fred/mod.rs"]
+pub mod fred;
 #[cfg(feature = "memory")]
 #[path = "../backends/memory/mod.rs"]
 pub mod memory;
+
+// Test support: the conformance suite every backend runs (its API is not semver-stable).
+#[cfg(feature = "conformance")]
+pub mod conformance;
 
 pub use category::{Category, CategorySet, CategorySetIter};
 pub use cursor::{Cursor, LastEventId, Position, Positions, StreamKind};
