@@ -13,8 +13,12 @@ use ssehub::fred::{KeyLayout, RedisHub};
 use ssehub::{Audience, CategorySet, EventSource, Publisher, UserId};
 
 /// How long a closed hub's tasks may take to end: its clients' `QUIT`s are given 1 s each (per master,
-/// all masters at once), and the command timeout (5 s) is not waited for.
-const ENDS_WITHIN: Duration = Duration::from_secs(4);
+/// all masters at once), and the command timeout is not waited for. The hub's command timeout is set
+/// to twice this, so a close that waits it out fails with a margin a busy machine cannot eat.
+const ENDS_WITHIN: Duration = Duration::from_secs(15);
+
+/// The command timeout of the hubs closed here: well above [`ENDS_WITHIN`].
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Opens a hub on its own runtime with subscriptions on many channels, then drops the subscriptions
 /// and the hub at once, so that their unsubscribes are still in flight when the hub's clients quit;
@@ -26,6 +30,7 @@ fn close_with_unsubscribes_in_flight(url: &str, layout: KeyLayout) {
             .unwrap()
             .key_layout(layout.clone())
             .cluster_publish_batching(false)
+            .command_timeout(COMMAND_TIMEOUT)
             .connect()
             .await
             .expect("connect");
