@@ -62,7 +62,7 @@ impl<C: Category> MemoryHubBuilder<C> {
     /// for replay; `None` keeps none. Default: [`Retention::default`] (1000
     /// events, one hour). Trimming is always exact here.
     ///
-    /// Without retention, [`missed_events`](EventSource::missed_events)
+    /// Without retention, [`missed_events`](crate::EventSource::missed_events)
     /// answers [`RetentionDisabled`](crate::ReplayStatus::RetentionDisabled).
     pub fn retention(mut self, retention: Option<Retention>) -> Self {
         self.retention = retention;
