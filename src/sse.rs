@@ -68,22 +68,27 @@
 //! # fn main() {}
 //! ```
 
-use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_io::Timer;
 use bytes::Bytes;
 use futures_core::Stream;
 
 use crate::cursor::{Cursor, LastEventId, MAX_CURSOR_TEXT, Positions, StreamKind};
-use crate::parse::{self, CategoryError, LastEventIdError};
 use crate::resume::Resumed;
 use crate::shutdown::{Shutdown, Triggered};
-use crate::{Audience, Category, CategorySet, Error, Event, EventId, UserId, wire};
+use crate::{Audience, Category, Error, Event, EventId, UserId, wire};
+
+mod chunk;
+mod options;
+mod request;
+
+use chunk::{Chunk, closing_reason, write_gap};
+pub use options::SseOptions;
+pub use request::{CATEGORIES_PARAM, LAST_EVENT_ID_HEADER, LAST_EVENT_ID_PARAM, categories, last_event_id};
 
 /// The `Content-Type` of an SSE response.
 pub const CONTENT_TYPE: &str = "text/event-stream";
@@ -107,18 +112,6 @@ pub const RESPONSE_HEADERS: [(&str, &str); 3] = [
     ("cache-control", CACHE_CONTROL),
     ("x-accel-buffering", X_ACCEL_BUFFERING),
 ];
-
-/// The request header a reconnecting `EventSource` sends its last received id in (lowercase).
-pub const LAST_EVENT_ID_HEADER: &str = "last-event-id";
-
-/// The query parameter read by [`last_event_id`] when there is no header.
-///
-/// `EventSource` cannot set headers on its first request; a page that kept the
-/// last id (say, across a reload) passes it as `?lastEventId=`.
-pub const LAST_EVENT_ID_PARAM: &str = "lastEventId";
-
-/// The query parameter read by [`categories`].
-pub const CATEGORIES_PARAM: &str = "categories";
 
 /// The event type of the gap signal.
 ///
@@ -144,76 +137,6 @@ pub const HEARTBEAT_COMMENT: &str = "heartbeat";
 
 /// How much output [`SseStream`] gathers into one chunk when many events are ready at once.
 const MAX_CHUNK_BYTES: usize = 64 * 1024;
-
-/// How an [`SseStream`] paces the connection: the `retry:` delay and the heartbeat interval.
-///
-/// # Examples
-///
-/// ```
-/// use std::time::{Duration, Instant};
-/// use ssehub::sse::SseOptions;
-///
-/// let options = SseOptions::new().heartbeat(Duration::from_secs(30));
-/// assert_eq!(options.heartbeat_interval(), Duration::from_secs(30));
-/// assert_eq!(options.retry_delay(), SseOptions::DEFAULT_RETRY);
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SseOptions {
-    retry: Duration,
-    heartbeat: Duration,
-}
-
-impl SseOptions {
-    /// The default `retry:` delay: 3 s, the usual browser default, said explicitly.
-    pub const DEFAULT_RETRY: Duration = Duration::from_secs(3);
-
-    /// The default heartbeat interval: 15 s, below the idle timeouts of common proxies (30–60 s).
-    pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
-
-    /// The shortest heartbeat interval; shorter ones are raised to it.
-    pub const MIN_HEARTBEAT: Duration = Duration::from_millis(1);
-
-    /// The defaults: [`DEFAULT_RETRY`](Self::DEFAULT_RETRY) and [`DEFAULT_HEARTBEAT`](Self::DEFAULT_HEARTBEAT).
-    pub const fn new() -> Self {
-        Self { retry: Self::DEFAULT_RETRY, heartbeat: Self::DEFAULT_HEARTBEAT }
-    }
-
-    /// Sets the reconnection delay sent in the first frame, in whole milliseconds
-    /// (at most `u32::MAX`).
-    #[must_use]
-    pub const fn retry(mut self, delay: Duration) -> Self {
-        self.retry = delay;
-        self
-    }
-
-    /// Sets how long the stream may stay silent before a heartbeat comment is sent
-    /// (at least [`MIN_HEARTBEAT`](Self::MIN_HEARTBEAT)).
-    #[must_use]
-    pub fn heartbeat(mut self, interval: Duration) -> Self {
-        self.heartbeat = interval.max(Self::MIN_HEARTBEAT);
-        self
-    }
-
-    /// The reconnection delay.
-    pub const fn retry_delay(&self) -> Duration {
-        self.retry
-    }
-
-    /// The heartbeat interval.
-    pub const fn heartbeat_interval(&self) -> Duration {
-        self.heartbeat
-    }
-
-    fn retry_millis(&self) -> u32 {
-        u32::try_from(self.retry.as_millis()).unwrap_or(u32::MAX)
-    }
-}
-
-impl Default for SseOptions {
-    fn default() -> Self {
-        Self::new()
-    }
-}
 
 /// The body of an SSE response: a stream of text/event-stream chunks made from a stream of events.
 ///
@@ -505,167 +428,4 @@ impl<C: Category, L> Resumed<C, L> {
         let (user, start) = (self.user(), self.positions());
         SseStream::with_options(self, options).with_cursor(user, start)
     }
-}
-
-/// The output of one `poll_next`: nothing, one frame (passed on as it is, shared with the
-/// other streams sending the same event), or several frames copied into one buffer.
-enum Chunk {
-    Empty,
-    One(Bytes),
-    Many(Vec<u8>),
-}
-
-impl Chunk {
-    fn len(&self) -> usize {
-        match self {
-            Chunk::Empty => 0,
-            Chunk::One(bytes) => bytes.len(),
-            Chunk::Many(buffer) => buffer.len(),
-        }
-    }
-
-    /// Appends an event's frame: its `id:` line, then `body` (its other fields and the blank line).
-    fn push_event(&mut self, id: &str, body: &[u8]) {
-        let len = 5 + id.len() + body.len();
-        if !matches!(self, Chunk::Many(_)) {
-            let mut buffer = Vec::with_capacity(self.len() + len);
-            if let Chunk::One(first) = self {
-                buffer.extend_from_slice(first);
-            }
-            *self = Chunk::Many(buffer);
-        }
-        if let Chunk::Many(buffer) = self {
-            buffer.extend_from_slice(b"id: ");
-            buffer.extend_from_slice(id.as_bytes());
-            buffer.push(b'\n');
-            buffer.extend_from_slice(body);
-        }
-    }
-
-    fn push(&mut self, frame: Bytes) {
-        match self {
-            Chunk::Empty => *self = Chunk::One(frame),
-            Chunk::One(first) => {
-                let mut buffer = Vec::with_capacity(2 * (first.len() + frame.len()));
-                buffer.extend_from_slice(first);
-                buffer.extend_from_slice(&frame);
-                *self = Chunk::Many(buffer);
-            }
-            Chunk::Many(buffer) => buffer.extend_from_slice(&frame),
-        }
-    }
-
-    fn into_bytes(self) -> Option<Bytes> {
-        match self {
-            Chunk::Empty => None,
-            Chunk::One(bytes) => Some(bytes),
-            Chunk::Many(buffer) => Some(Bytes::from(buffer)),
-        }
-    }
-}
-
-/// Writes the [`GAP_EVENT`] frame.
-fn write_gap(out: &mut String, last_delivered: Option<LastEventId>, stream: Option<StreamKind>) {
-    let mut data = String::with_capacity(128);
-    match last_delivered {
-        // A cursor's or an id's text is letters, digits, `-`, `~`, `.` and `@`: nothing to escape in JSON.
-        Some(id) => {
-            let _ = write!(data, "{{\"last_event_id\":\"{id}\"");
-        }
-        None => data.push_str("{\"last_event_id\":null"),
-    }
-    if let Some(stream) = stream {
-        let _ = write!(data, ",\"stream\":\"{stream}\"");
-    }
-    data.push('}');
-    // GAP_EVENT is a valid event type and a String never refuses a write.
-    let _ = wire::write_event(out, None, Some(GAP_EVENT), &data);
-}
-
-/// The comment sent before the body ends; generic on purpose, as a backend's
-/// error text may hold details (addresses, keys) that are no business of the client.
-fn closing_reason(error: &Error) -> &'static str {
-    match error {
-        Error::Lagged { .. } => "closing: subscriber lagged behind; reconnect to resume",
-        Error::Closed => "closing: server shutting down",
-        _ => "closing: backend error; reconnect to resume",
-    }
-}
-
-/// Reads the client's last event id: the `Last-Event-ID` header, else the `lastEventId` query parameter.
-///
-/// `header` is the raw header value, if the request has one; `query` is the
-/// raw query string (without `?`), if any. A header with a non-blank value
-/// wins over the query parameter; a blank one counts as absent. Values are
-/// parsed by [`parse::resume_point`]: a cursor, or a plain event id. No id
-/// anywhere is `Ok(None)`.
-///
-/// # Errors
-///
-/// The chosen value is neither a valid cursor nor a hyphenated UUID (or is
-/// too long); the message is fit for a 400 response.
-///
-/// # Examples
-///
-/// ```
-/// use ssehub::sse;
-///
-/// let header = b"01936f3c-7d5e-7a10-8b2c-3d4e5f607182";
-/// let from_query = "user=u1&lastEventId=01936f3c-0000-7000-8000-000000000000";
-///
-/// let id = sse::last_event_id(Some(header), Some(from_query)).unwrap().unwrap();
-/// assert_eq!(id.to_string(), "01936f3c-7d5e-7a10-8b2c-3d4e5f607182"); // the header wins
-///
-/// let id = sse::last_event_id(None, Some(from_query)).unwrap().unwrap();
-/// assert_eq!(id.to_string(), "01936f3c-0000-7000-8000-000000000000");
-///
-/// assert_eq!(sse::last_event_id(None, None).unwrap(), None);
-/// assert!(sse::last_event_id(Some(b"42"), None).is_err());
-/// ```
-pub fn last_event_id(
-    header: Option<&[u8]>,
-    query: Option<&str>,
-) -> Result<Option<LastEventId>, LastEventIdError> {
-    if let Some(header) = header.filter(|h| !h.trim_ascii().is_empty()) {
-        // Non-UTF-8 bytes become U+FFFD, which no cursor or UUID contains: the parser rejects them.
-        return parse::resume_point(&String::from_utf8_lossy(header));
-    }
-    match query_values(query, LAST_EVENT_ID_PARAM).next() {
-        Some(value) => parse::resume_point(&value),
-        None => Ok(None),
-    }
-}
-
-/// Reads the category filter from every `categories` parameter of a query string.
-///
-/// `query` is the raw query string (without `?`), if any. Values are
-/// percent-decoded, then parsed by [`parse::categories`]: comma-separated
-/// and repeated forms both work (`categories=ai,import` or
-/// `categories=ai&categories=import`); no value means every category.
-///
-/// # Errors
-///
-/// An unknown category name, or too long a list; the message names the bad
-/// name and lists the valid ones, fit for a 400 response.
-///
-/// # Examples
-///
-/// ```
-/// use ssehub::{sse, CategorySet, fixture::ExampleCategory as C};
-///
-/// let filter: CategorySet<C> = sse::categories(Some("categories=ai%2Cimport&categories=security")).unwrap();
-/// assert_eq!(filter, CategorySet::only(C::Ai).with(C::Import).with(C::Security));
-/// assert!(sse::categories::<C>(None).unwrap().is_all());
-///
-/// let error = sse::categories::<C>(Some("categories=ai,crypto")).unwrap_err();
-/// assert!(error.to_string().starts_with("invalid category 'crypto'"));
-/// ```
-pub fn categories<C: Category>(query: Option<&str>) -> Result<CategorySet<C>, CategoryError<C>> {
-    let values: Vec<Cow<'_, str>> = query_values(query, CATEGORIES_PARAM).collect();
-    parse::categories(values.iter().map(|v| v.as_ref()))
-}
-
-/// The decoded values of every `name` parameter in a raw query string.
-fn query_values<'q>(query: Option<&'q str>, name: &'q str) -> impl Iterator<Item = Cow<'q, str>> + 'q {
-    form_urlencoded::parse(query.unwrap_or("").as_bytes()).filter(move |(key, _)| key == name).map(|(_, v)| v)
 }
