@@ -56,13 +56,15 @@
 //! assert!(back.positions_for(UserId::from_u64(8)).is_err());
 //! ```
 
-use core::cmp::Ordering;
 use core::fmt;
 use core::str::FromStr;
 
 use uuid::Uuid;
 
 use crate::{Audience, EventId, UserId};
+
+mod position;
+pub use position::{Position, Positions};
 
 /// The longest cursor text the parser reads, in bytes.
 pub const MAX_CURSOR_BYTES: usize = 256;
@@ -115,107 +117,6 @@ impl StreamKind {
 impl fmt::Display for StreamKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-/// How far a subscription has read one stream.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum Position {
-    /// At the stream entry `ms`-`seq` (a Redis stream entry id; the memory
-    /// backend's own numbering): replay resumes with the first entry after it.
-    /// [`Position::START`] is before every entry.
-    Entry {
-        /// The entry's millisecond (or the backend's epoch).
-        ms: u64,
-        /// The entry's sequence number within `ms`.
-        seq: u64,
-    },
-    /// Just after the event with this id, as a merge by event id orders events:
-    /// for an event delivered without its entry (one published by another
-    /// writer, which told no entry id), and for a plain event UUID sent as
-    /// `Last-Event-ID` by a client from before cursors. The backend finds the
-    /// event in this stream or another one it reads and goes on from there:
-    /// exact where one sequence numbers every stream (one Redis server, the
-    /// memory backend), by time otherwise.
-    AfterEvent(EventId),
-}
-
-impl Position {
-    /// Before every entry: the position of a stream with nothing in it yet.
-    pub const START: Position = Position::Entry { ms: 0, seq: 0 };
-
-    /// The position at entry `ms`-`seq`.
-    pub const fn entry(ms: u64, seq: u64) -> Self {
-        Position::Entry { ms, seq }
-    }
-
-    /// The entry, if this is an entry position.
-    pub const fn as_entry(&self) -> Option<(u64, u64)> {
-        match *self {
-            Position::Entry { ms, seq } => Some((ms, seq)),
-            Position::AfterEvent(_) => None,
-        }
-    }
-
-    /// Whether `self` is at or after `other` in the same stream; `None` when
-    /// either is an [`AfterEvent`](Position::AfterEvent), which orders only
-    /// through the backend's history.
-    pub fn partial_cmp_entry(&self, other: &Position) -> Option<Ordering> {
-        Some(self.as_entry()?.cmp(&other.as_entry()?))
-    }
-}
-
-impl fmt::Display for Position {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Position::Entry { ms, seq } => {
-                write_base36(f, ms)?;
-                if seq != 0 {
-                    f.write_str(".")?;
-                    write_base36(f, seq)?;
-                }
-                Ok(())
-            }
-            Position::AfterEvent(id) => write!(f, "@{}", id.as_uuid().simple()),
-        }
-    }
-}
-
-/// A position in each stream a subscription reads; `None` where it has none yet.
-///
-/// What [`EventSource::missed_since`](crate::EventSource::missed_since) replays after.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
-pub struct Positions {
-    /// In the user's own stream.
-    pub own: Option<Position>,
-    /// In the broadcast stream.
-    pub broadcast: Option<Position>,
-}
-
-impl Positions {
-    /// No position in any stream: a first connection.
-    pub const NONE: Positions = Positions { own: None, broadcast: None };
-
-    /// Every stream after the event `id`, as a merge by event id orders
-    /// events: what a plain event UUID as `Last-Event-ID` asks for.
-    pub const fn after_event(id: EventId) -> Self {
-        Positions { own: Some(Position::AfterEvent(id)), broadcast: Some(Position::AfterEvent(id)) }
-    }
-
-    /// The position in stream `kind`.
-    pub fn get(&self, kind: StreamKind) -> Option<Position> {
-        match kind {
-            StreamKind::Own => self.own,
-            StreamKind::Broadcast => self.broadcast,
-        }
-    }
-
-    /// Sets the position in stream `kind`.
-    pub fn set(&mut self, kind: StreamKind, position: Option<Position>) {
-        match kind {
-            StreamKind::Own => self.own = position,
-            StreamKind::Broadcast => self.broadcast = position,
-        }
     }
 }
 
@@ -578,63 +479,4 @@ impl fmt::Display for LastEventId {
 }
 
 #[cfg(test)]
-mod tests {
-    use alloc::string::ToString;
-
-    use super::*;
-
-    fn event() -> EventId {
-        EventId::from_uuid(Uuid::from_u128(0x0193_a6f4_5b1c_7d2e_8f30_4a5b_6c7d_8e9f))
-    }
-
-    #[test]
-    fn user_and_broadcast_cursors_fit_in_80_bytes() {
-        let big = Position::entry(36u64.pow(8) - 1, 36 * 36 - 1);
-        let cursor =
-            Cursor::new(event(), UserId::from_u64(1), Positions { own: Some(big), broadcast: Some(big) });
-        assert_eq!(cursor.to_string().len(), 73, "{cursor}");
-        let today = Position::entry(1_765_000_000_000, 0);
-        let cursor =
-            Cursor::new(event(), UserId::from_u64(1), Positions { own: Some(today), broadcast: Some(today) });
-        assert_eq!(cursor.to_string().len(), 67, "{cursor}");
-    }
-
-    #[test]
-    fn canonical_spellings_only() {
-        let good = Cursor::new(
-            event(),
-            UserId::from_u64(1),
-            Positions { own: Some(Position::entry(35, 1)), broadcast: None },
-        );
-        let text = good.to_string();
-        assert!(text.ends_with("~uz.1"), "{text}");
-        assert_eq!(Cursor::parse(&text), Ok(good));
-        for (bad, kind) in [
-            (text.replace("~uz.1", "~u0z.1"), CursorErrorKind::NotCanonical),
-            (text.replace("~uz.1", "~uz.0"), CursorErrorKind::NotCanonical),
-            (text.replace("~uz.1", "~uZ.1"), CursorErrorKind::NotCanonical),
-            (text.replace("~uz.1", "~b1~u1"), CursorErrorKind::StreamOrder),
-            (text.replace("~uz.1", "~u1~u1"), CursorErrorKind::StreamOrder),
-            (text.replace("~uz.1", "~x1"), CursorErrorKind::StreamKind),
-            (text.replace("~uz.1", "~u"), CursorErrorKind::Position),
-            (text.replace("~uz.1", "~u-1"), CursorErrorKind::Position),
-            (text.replace("~1~", "~2~"), CursorErrorKind::Version),
-            (text[..38].to_string(), CursorErrorKind::Missing),
-            (text.to_uppercase(), CursorErrorKind::NotCanonical),
-            ("zzzzzzzzzzzzzzz".repeat(20), CursorErrorKind::TooLong),
-            (alloc::format!("{}~1~00000000~u{}", event(), "z".repeat(14)), CursorErrorKind::Position),
-        ] {
-            assert_eq!(Cursor::parse(&bad).map_err(|e| e.kind()), Err(kind), "{bad}");
-        }
-    }
-
-    #[test]
-    fn after_event_positions_round_trip() {
-        let positions = Positions::after_event(event());
-        let cursor = Cursor::new(event(), UserId::from_u64(3), positions);
-        assert_eq!(
-            cursor.to_string().parse::<Cursor>().unwrap().positions_for(UserId::from_u64(3)),
-            Ok(positions)
-        );
-    }
-}
+mod tests;
