@@ -22,6 +22,7 @@ mod queue;
 mod replay;
 mod wakeups;
 
-pub use queue::{NOT_REGISTERED, Push, Registry, SubscriberQueue, Subscription, subscriber_queue};
+pub(crate) use queue::NOT_REGISTERED;
+pub use queue::{Push, Registry, SubscriberQueue, Subscription, subscriber_queue};
 pub use replay::{ReplaySide, StreamSide, replay, stream_replay};
 pub use wakeups::Wakeups;

@@ -13,8 +13,8 @@ use futures_core::stream::FusedStream;
 use super::Wakeups;
 use crate::{Category, Error, Event, EventId, StreamKind, UserId};
 
-/// What a registry slot of a queue holds while it is in no list of the backend's.
-pub const NOT_REGISTERED: usize = usize::MAX;
+/// What a registry slot of a queue holds while it is in no list of this crate's backends.
+pub(crate) const NOT_REGISTERED: usize = usize::MAX;
 
 /// A queue that has grown past this many slots gives its memory back once drained,
 /// so a burst does not leave an idle subscription holding a large buffer.
@@ -176,13 +176,15 @@ impl<C: Category> SubscriberQueue<C> {
         lock(&self.state).capacity as usize
     }
 
-    /// Registry slot `index` (0 or 1): whatever the backend stored with
-    /// [`set_slot`](Self::set_slot), or [`NOT_REGISTERED`].
+    /// Registry slot `index` (0 or 1): whatever this crate's backend stored
+    /// with [`set_slot`](Self::set_slot) (the memory backend's list positions,
+    /// the Redis backend's subscriber id), or [`NOT_REGISTERED`]. Crate-private:
+    /// a third-party backend keeps its own bookkeeping.
     ///
     /// # Panics
     ///
     /// If `index` is above 1.
-    pub fn slot(&self, index: usize) -> usize {
+    pub(crate) fn slot(&self, index: usize) -> usize {
         // The backend orders every access with its own lock.
         self.slots[index].load(Ordering::Relaxed)
     }
@@ -192,7 +194,7 @@ impl<C: Category> SubscriberQueue<C> {
     /// # Panics
     ///
     /// If `index` is above 1.
-    pub fn set_slot(&self, index: usize, value: usize) {
+    pub(crate) fn set_slot(&self, index: usize, value: usize) {
         self.slots[index].store(value, Ordering::Relaxed);
     }
 
