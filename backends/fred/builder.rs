@@ -320,7 +320,7 @@ impl<C: Category> RedisHub<C> {
         Ok(RedisHubBuilder::new(Config::from_url(url).map_err(Error::backend)?))
     }
 
-    /// A builder from a fred [`Config`]: TLS, sentinel, cluster, credentials.
+    /// A builder from a fred [`Config`]: server or cluster, credentials, database, protocol settings.
     pub fn builder_from_config(config: Config) -> RedisHubBuilder<C> {
         RedisHubBuilder::new(config)
     }
