@@ -51,7 +51,6 @@
 //! | `serde`        | no      | `Serialize`/`Deserialize` on the core types |
 //! | `gzip`         | no      | [`gzip::GzipStream`]: `Content-Encoding: gzip` bodies flushed chunk by chunk, a few KiB per connection |
 //! | `metrics`      | no      | operator metrics through the `metrics` facade: see [`metrics`] |
-//! | `browser-test` | no      | test-only, nothing in the library: runs the crate's browser test (Chromium, Node.js) |
 //!
 //! With `default-features = false` the crate builds for `no_std` targets that
 //! have an allocator.

@@ -4,20 +4,18 @@
 //! subscriber (the hub's tasks run on threads of their own), a minimal one
 //! that writes down every span opened.
 
-#[path = "support/fred_support.rs"]
-mod fred_support;
-#[path = "support/redis_server.rs"]
-mod redis_server;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use fred_support::{builder, event, eventually, fresh_user, next_event, within};
-use redis_server::RedisServer;
-use ssehub::{Audience, CategorySet, EventSource, Publisher};
+use futures::StreamExt;
+use ssehub::fixture::ExampleCategory as C;
+use ssehub::fred::{KeyLayout, RedisHub};
+use ssehub::{Audience, Category, CategorySet, Event, EventId, EventSource, Publisher, UserId};
+use ssehub_harness::redis_server::RedisServer;
+use ssehub_harness::wait::{eventually, within};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Metadata, Subscriber};
+use tracing::{Metadata, Subscriber};
 
 /// A span opened: its name and its fields as `name=value` text.
 #[derive(Clone, Debug)]
@@ -57,11 +55,17 @@ impl Subscriber for SpanLog {
 
     fn record_follows_from(&self, _: &Id, _: &Id) {}
 
-    fn event(&self, _: &Event<'_>) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
 
     fn enter(&self, _: &Id) {}
 
     fn exit(&self, _: &Id) {}
+}
+
+/// The `n`th test event for `user`.
+fn event(user: UserId, n: usize) -> Event<C> {
+    Event::new(Audience::User(user), "test.event", C::ALL[n % C::ALL.len()], format!("{{\"n\":{n}}}"))
+        .unwrap()
 }
 
 #[test]
@@ -75,17 +79,28 @@ fn subscribe_replay_publish_batches_and_recovery_open_spans() {
 
     let server = RedisServer::start();
     futures::executor::block_on(async {
-        let hub = within("connect", builder(&server.url(), "spans").connect()).await.expect("connect");
-        let user = fresh_user();
+        let hub = within(
+            "connect",
+            RedisHub::<C>::builder(&server.url())
+                .unwrap()
+                .key_layout(KeyLayout::standalone_with_prefix("spans").unwrap())
+                .connect(),
+        )
+        .await
+        .expect("connect");
+        let user = UserId::from_uuid(*EventId::new().as_uuid());
         let mut subscription =
             within("subscribe", hub.subscribe(user, CategorySet::all())).await.expect("subscribe");
         let subscribes = spans("ssehub.subscribe");
         assert_eq!(subscribes.len(), 1, "{subscribes:?}");
         assert!(subscribes[0].fields.contains(&user.to_string()), "{subscribes:?}");
 
-        let first = event(Audience::User(user), 0);
+        let first = event(user, 0);
         within("publish", hub.publish(first.clone())).await.expect("publish");
-        assert_eq!(next_event(&mut subscription, "the first event").await.id(), first.id());
+        assert_eq!(
+            within("the first event", subscription.next()).await.expect("an event").expect("no error").id(),
+            first.id()
+        );
         let batches = spans("ssehub.publish_batch");
         assert!(!batches.is_empty(), "no publish batch span");
         assert!(batches.iter().all(|span| span.fields.contains("events=")), "{batches:?}");
@@ -99,8 +114,15 @@ fn subscribe_replay_publish_batches_and_recovery_open_spans() {
         assert!(spans("ssehub.recovery").is_empty());
         server.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
         eventually("a recovery span", || !spans("ssehub.recovery").is_empty()).await;
-        let second = event(Audience::User(user), 1);
+        let second = event(user, 1);
         within("publish", hub.publish(second.clone())).await.expect("publish");
-        assert_eq!(next_event(&mut subscription, "the event after the recovery").await.id(), second.id());
+        assert_eq!(
+            within("the event after the recovery", subscription.next())
+                .await
+                .expect("an event")
+                .expect("no error")
+                .id(),
+            second.id()
+        );
     });
 }

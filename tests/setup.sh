@@ -4,8 +4,8 @@
 #   bash tests/setup.sh && cargo test --all-features
 #
 # - redis-server and redis-cli (the Redis tests start private servers and clusters of their own),
-# - Chromium at $CHROMIUM or /usr/bin/chromium, Node.js and npm (tests/browser.rs),
-# - the browser script's npm packages (`npm ci --prefix tests/browser`, from package-lock.json),
+# - Chromium at $CHROMIUM or /usr/bin/chromium, Node.js and npm (examples/demo/tests/servers/browser.rs),
+# - the browser script's npm packages (`npm ci --prefix examples/demo/tests/browser`, from package-lock.json),
 # - stress-ng, the CPU hog the suites are run beside to show they hold on a busy machine.
 #
 # System packages come from apt (Debian/Ubuntu), as root or through sudo. Run it again any
@@ -41,7 +41,7 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
   apt_install redis-server
 fi
 
-# Chromium, where tests/browser.rs and tests/browser/demo.mjs look for it.
+# Chromium, where examples/demo/tests/servers/browser.rs and examples/demo/tests/browser/demo.mjs look for it.
 chromium="${CHROMIUM:-/usr/bin/chromium}"
 if [ ! -x "$chromium" ]; then
   apt_install chromium
@@ -57,10 +57,10 @@ command -v node >/dev/null || apt_install nodejs
 command -v npm >/dev/null || apt_install npm
 
 # The browser script's packages, again when package-lock.json changed since the last install.
-installed=tests/browser/node_modules/.package-lock.json
-if [ ! -f tests/browser/node_modules/playwright-core/package.json ] || [ tests/browser/package-lock.json -nt "$installed" ]; then
-  say "installing the browser test's npm packages (npm ci --prefix tests/browser)"
-  npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+installed=examples/demo/tests/browser/node_modules/.package-lock.json
+if [ ! -f examples/demo/tests/browser/node_modules/playwright-core/package.json ] || [ examples/demo/tests/browser/package-lock.json -nt "$installed" ]; then
+  say "installing the browser test's npm packages (npm ci --prefix examples/demo/tests/browser)"
+  npm ci --prefix examples/demo/tests/browser --no-audit --no-fund --loglevel=error
 fi
 
-say "redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p'), $("$chromium" --version 2>/dev/null || echo "$chromium"), node $(node --version), playwright-core $(node -p 'require("./tests/browser/node_modules/playwright-core/package.json").version'): ready"
+say "redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p'), $("$chromium" --version 2>/dev/null || echo "$chromium"), node $(node --version), playwright-core $(node -p 'require("./examples/demo/tests/browser/node_modules/playwright-core/package.json").version'): ready"

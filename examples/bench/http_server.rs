@@ -48,9 +48,7 @@ use ssehub::{Audience, DynHub, Event, Publisher, UserId, resume, wire};
 use crate::workload::{C, EVENT_TYPE, category_of, data};
 
 /// The demo server: its hyper IO (`ReadyIo`) and its generated events (`--payload demo`).
-#[allow(dead_code)]
-#[path = "../demo/server.rs"]
-mod demo_server;
+use ssehub_demo::page as demo_server;
 
 /// The per-connection queue bound of the hub (the floor's channels are unbounded: see `route`).
 const QUEUE_CAPACITY: usize = 1024;

@@ -1,7 +1,6 @@
 //! The Redis of `--backend fred`: a private redis-server (or `--redis-url`), connection counts, the hub's settings, raw fred clients and envelopes.
 
-#[path = "../../tests/support/redis_server.rs"]
-mod redis_server;
+use ssehub_harness::redis_server;
 
 use std::io::{BufReader, Write};
 use std::net::TcpStream;

@@ -11,10 +11,6 @@ use ssehub::wire::{self, WireError};
 use ssehub::{Audience, Category, CategorySet, Event, EventId};
 use uuid::Uuid;
 
-#[path = "../fuzz/checks.rs"]
-#[allow(dead_code)] // the fuzz entry points are run by tests/fuzz_seeds.rs, not here
-mod checks;
-
 use checks::{EXAMPLE_NAMES, Split, VALID_CATEGORIES};
 
 type Filter = CategorySet<ExampleCategory>;

@@ -4,7 +4,7 @@
 //! client disconnects and resumes along the way, and must get every event
 //! exactly once, in publish order.
 
-use std::time::Duration;
+use ssehub_harness::wait::within;
 
 use futures_lite::{StreamExt, future};
 use ssehub::fixture::ExampleCategory as C;
@@ -15,16 +15,6 @@ use ssehub::{
 
 const EVENTS: usize = 2_000;
 const RECONNECT_EVERY: usize = 300;
-
-/// `future`'s output, or a panic after 30 s: a broken wake-up fails instead of hanging.
-async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
-    future::or(async { Some(future.await) }, async {
-        async_io::Timer::after(Duration::from_secs(30)).await;
-        None
-    })
-    .await
-    .unwrap_or_else(|| panic!("timed out waiting for {what}"))
-}
 
 /// A client's first connection.
 async fn connect(hub: &MemoryHub<C>, user: UserId, filter: CategorySet<C>) -> Client<'_> {

@@ -1,5 +1,6 @@
 //! Tests of `ssehub::gzip`: every chunk decodes as soon as it arrives, streams sharing a thread's compressor stay apart, the history pays.
 
+use crate::frames::frame_of;
 use std::io::Write;
 
 use bytes::Bytes;
@@ -35,9 +36,7 @@ fn chunks<S: Stream<Item = Bytes> + Unpin>(body: S) -> Vec<Bytes> {
 fn plain_chunks(events: &[Event<C>]) -> Vec<Bytes> {
     let mut out = vec![Bytes::from_static(b"retry: 3000\n\n")];
     for event in events {
-        let mut frame = String::new();
-        ssehub::wire::encode_event(event, &mut frame);
-        out.push(Bytes::from(frame));
+        out.push(Bytes::from(frame_of(event)));
     }
     out
 }

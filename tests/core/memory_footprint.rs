@@ -1,7 +1,11 @@
 //! Memory held by idle subscriptions of the memory backend, measured with a counting allocator.
+//!
+//! The allocator is this test crate's global one and counts per thread: the
+//! memory hub allocates on the thread that subscribes (no task, no thread of
+//! its own), so the count is this test's alone while other tests run beside it.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::cell::Cell;
 
 use futures::executor::block_on;
 use ssehub::fixture::ExampleCategory as C;
@@ -9,24 +13,38 @@ use ssehub::memory::MemoryHub;
 use ssehub::{CategorySet, EventSource, UserId};
 use uuid::Uuid;
 
-/// The system allocator, counting the bytes currently allocated.
+/// The system allocator, counting the bytes each thread has allocated and not freed.
 struct Counting;
 
-static ALLOCATED: AtomicIsize = AtomicIsize::new(0);
+thread_local! {
+    /// Bytes this thread allocated minus bytes it freed (const-initialised, no destructor: usable
+    /// from inside the allocator, even while the thread ends).
+    static ALLOCATED: Cell<isize> = const { Cell::new(0) };
+}
+
+/// Adds `bytes` to this thread's count.
+fn count(bytes: isize) {
+    let _ = ALLOCATED.try_with(|allocated| allocated.set(allocated.get() + bytes));
+}
+
+/// This thread's count.
+fn allocated() -> isize {
+    ALLOCATED.with(Cell::get)
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATED.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        count(layout.size() as isize);
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        ALLOCATED.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        count(-(layout.size() as isize));
         unsafe { System.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATED.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        count(new_size as isize - layout.size() as isize);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -39,18 +57,18 @@ static GLOBAL: Counting = Counting;
 fn bytes_per_idle_subscription(queue_capacity: usize, users: u128) -> (f64, isize) {
     let hub = MemoryHub::<C>::builder().queue_capacity(queue_capacity).build();
     let mut subscriptions = Vec::with_capacity(users as usize * 10);
-    let before = ALLOCATED.load(Ordering::Relaxed);
+    let before = allocated();
     for user in 0..users {
         for _ in 0..10 {
             let user = UserId::from_uuid(Uuid::from_u128(user + 1));
             subscriptions.push(block_on(hub.subscribe(user, CategorySet::all())).unwrap());
         }
     }
-    let after = ALLOCATED.load(Ordering::Relaxed);
+    let after = allocated();
     assert_eq!(hub.stats().open_subscriptions, subscriptions.len());
     let per_subscription = (after - before) as f64 / subscriptions.len() as f64;
     subscriptions.clear();
-    let left_behind = ALLOCATED.load(Ordering::Relaxed) - before;
+    let left_behind = allocated() - before;
     assert_eq!(hub.stats().users, 0);
     (per_subscription, left_behind)
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures_lite::StreamExt;
-use futures_lite::future::{self, block_on};
+use futures_lite::future::block_on;
 use ssehub::Retention;
 use ssehub::fixture::ExampleCategory as C;
 use ssehub::memory::MemoryHub;
@@ -46,12 +46,9 @@ impl Rng {
     }
 }
 
+/// `future`'s output, blocking, or a panic naming `what` after the harness's bound.
 fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
-    block_on(future::or(async { Some(future.await) }, async {
-        async_io::Timer::after(Duration::from_secs(30)).await;
-        None
-    }))
-    .unwrap_or_else(|| panic!("timed out waiting for {what}"))
+    block_on(ssehub_harness::wait::within(what, future))
 }
 
 fn user_id(rng: &mut Rng) -> UserId {

@@ -1,6 +1,7 @@
 //! Tests of `ssehub::shutdown`: bound SSE streams end with a short `retry:` hint on smol, async-std and tokio, and lose nothing.
 
-use std::future::Future;
+use crate::frames::frame_of;
+use ssehub_harness::wait::within;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,32 +12,12 @@ use ssehub::shutdown::{SHUTDOWN_COMMENT, Shutdown};
 use ssehub::sse::{SseOptions, SseStream};
 use ssehub::{Audience, CategorySet, Event, EventId, LastEventId, Publisher, UserId, resume};
 
-/// `future`'s output, or a panic after 30 s: a missed wake-up fails instead of hanging.
-///
-/// The timer is polled first, so its own wake-up cannot rescue a future that
-/// missed one.
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    let timeout = async {
-        async_io::Timer::after(Duration::from_secs(30)).await;
-        None
-    };
-    future::or(timeout, async { Some(future.await) })
-        .await
-        .unwrap_or_else(|| panic!("timed out waiting for {what}"))
-}
-
 fn user(n: u128) -> UserId {
     UserId::from_uuid(uuid::Uuid::from_u128(n))
 }
 
 fn note(to: UserId, n: usize) -> Event<C> {
     Event::new(Audience::User(to), "note", C::Ai, format!("{{\"n\":{n}}}")).unwrap()
-}
-
-fn frame_of(event: &Event<C>) -> String {
-    let mut frame = String::new();
-    ssehub::wire::encode_event(event, &mut frame);
-    frame
 }
 
 fn closing_chunk(retry_ms: u64) -> String {

@@ -1,5 +1,6 @@
 //! Tests of `ssehub::sse`: the body stream (retry, framing, heartbeats, gap, clean ends) and the request helpers.
 
+use crate::frames::frame_of;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -76,7 +77,7 @@ fn events_ready_together_go_out_in_one_chunk_after_the_retry_frame() {
     let burst = next_within(&mut body, Duration::from_secs(5)).unwrap();
     let mut expected = String::new();
     for e in &events {
-        ssehub::wire::encode_event(e, &mut expected);
+        expected.push_str(&frame_of(e));
     }
     assert_eq!(text(&burst), expected);
     assert_eq!(next_within(&mut body, Duration::from_secs(5)), None);
@@ -98,7 +99,7 @@ fn streams_sending_the_same_event_send_the_same_frame() {
         })
         .collect();
     let mut expected = String::new();
-    ssehub::wire::encode_event(&shared, &mut expected);
+    expected.push_str(&frame_of(&shared));
     for chunk in &bodies {
         assert_eq!(text(chunk), expected);
     }
@@ -119,7 +120,7 @@ fn a_users_event_is_encoded_for_each_stream_and_not_kept() {
         })
         .collect();
     let mut expected = String::new();
-    ssehub::wire::encode_event(&event, &mut expected);
+    expected.push_str(&frame_of(&event));
     assert_eq!(text(&chunks[0]), expected);
     assert_eq!(chunks[0], chunks[1]);
     assert_ne!(chunks[0].as_ptr(), chunks[1].as_ptr(), "a user's event is not cached");
@@ -173,9 +174,9 @@ fn gap_becomes_a_gap_event_naming_the_last_id_and_the_stream_goes_on() {
 
     let gap = format!("event: gap\ndata: {{\"last_event_id\":\"{}\"}}\n\n", before.id());
     let mut expected = String::from("retry: 3000\n\n");
-    ssehub::wire::encode_event(&before, &mut expected);
+    expected.push_str(&frame_of(&before));
     expected.push_str(&gap);
-    ssehub::wire::encode_event(&after, &mut expected);
+    expected.push_str(&frame_of(&after));
     assert_eq!(body, expected);
 
     // The data is JSON with the id as a string.
@@ -204,7 +205,7 @@ fn lagged_ends_the_stream_after_the_events_before_it() {
     next_within(&mut body, Duration::from_secs(5)).unwrap();
     let last = next_within(&mut body, Duration::from_secs(5)).unwrap();
     let mut expected = String::new();
-    ssehub::wire::encode_event(&delivered, &mut expected);
+    expected.push_str(&frame_of(&delivered));
     expected.push_str(": closing: subscriber lagged behind; reconnect to resume\n\n");
     assert_eq!(text(&last), expected);
     assert_eq!(body.last_sent_id(), Some(delivered.id()), "the id the browser will send back");

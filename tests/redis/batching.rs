@@ -1,9 +1,7 @@
 //! Publish batching on a standalone server: overlapping publishes share script calls, keep every event, and fail one by one.
 
-#[path = "support/fred_support.rs"]
-mod fred_support;
-#[path = "support/redis_server.rs"]
-mod redis_server;
+use crate::support as fred_support;
+use ssehub_harness::redis_server;
 
 use std::collections::HashSet;
 

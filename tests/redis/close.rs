@@ -1,9 +1,7 @@
 //! Closing a Redis hub: every task it started ends, so nothing (its clients and their buffers included) outlives it.
 
-#[path = "support/fred_support.rs"]
-mod fred_support;
-#[path = "support/redis_server.rs"]
-mod redis_server;
+use crate::support as fred_support;
+use ssehub_harness::redis_server;
 
 use std::time::{Duration, Instant};
 

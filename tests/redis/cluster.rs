@@ -6,10 +6,8 @@
 //! the conformance checks time subscribers against a publisher, and a test
 //! loading the machine beside them would make a fast subscriber look slow.
 
-#[path = "support/fred_support.rs"]
-mod fred_support;
-#[path = "support/redis_server.rs"]
-mod redis_server;
+use crate::support as fred_support;
+use ssehub_harness::redis_server;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};

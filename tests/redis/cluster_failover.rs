@@ -8,12 +8,10 @@
 //! the outage lasts until the test has seen what it checks, and readers stop
 //! at end markers published after every other event.
 
-#[path = "support/delivery_check.rs"]
-mod delivery_check;
-#[path = "support/fred_support.rs"]
-mod fred_support;
-#[path = "support/redis_server.rs"]
-mod redis_server;
+use crate::support as fred_support;
+use crate::support::delivery_check;
+use ssehub_harness::redis_server;
+use ssehub_harness::wait::eventually_for;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -210,15 +208,6 @@ fn hub_builder(cluster: &RedisCluster, prefix: &str) -> RedisHubBuilder<C> {
     RedisHub::builder(&cluster.url()).unwrap().key_layout(KeyLayout::cluster_with_prefix(prefix).unwrap())
 }
 
-/// Waits until `condition` holds; fails naming `what` after [`PHASE_WAIT`].
-async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PHASE_WAIT;
-    while !condition() {
-        assert!(Instant::now() < deadline, "{what}: not within {PHASE_WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Sets whether the replicas of `master` may take over from it.
 fn allow_failover(cluster: &RedisCluster, master: u16, allowed: bool) {
     let value = if allowed { "no" } else { "yes" };
@@ -249,7 +238,7 @@ fn master_failover(prefix: &str, replica_acks: bool) -> (Verdict, Run, u16, Inst
         let mut run = start(&hub, users).await;
         let (victims, others): (Vec<UserId>, Vec<UserId>) =
             run.users.iter().copied().partition(|u| run.owner[u] == victim);
-        wait_for("every subscriber receiving an event before the kill", || {
+        eventually_for(PHASE_WAIT, "every subscriber receiving an event before the kill", || {
             run.users.iter().all(|u| run.delivered_one_published_after(*u, begun))
         })
         .await;
@@ -274,18 +263,22 @@ fn master_failover(prefix: &str, replica_acks: bool) -> (Verdict, Run, u16, Inst
         for port in masters.iter().filter(|p| **p != victim) {
             let audiences: Vec<Audience> =
                 others.iter().filter(|u| run.owner[u] == *port).map(|u| Audience::User(*u)).collect();
-            wait_for(&format!("publishes to master {port} succeeding while {victim} is down"), || {
-                run.successful_publishes_since(&audiences, killed_at) >= 2 * USERS_PER_MASTER
-            })
+            eventually_for(
+                PHASE_WAIT,
+                &format!("publishes to master {port} succeeding while {victim} is down"),
+                || run.successful_publishes_since(&audiences, killed_at) >= 2 * USERS_PER_MASTER,
+            )
             .await;
         }
-        wait_for("a broadcast published while the master is down", || {
+        eventually_for(PHASE_WAIT, "a broadcast published while the master is down", || {
             run.successful_publishes_since(&[Audience::Broadcast], killed_at) >= 2
         })
         .await;
-        wait_for("the subscribers of the other masters receiving events published during the outage", || {
-            others.iter().all(|u| run.delivered_one_published_after(*u, killed_at))
-        })
+        eventually_for(
+            PHASE_WAIT,
+            "the subscribers of the other masters receiving events published during the outage",
+            || others.iter().all(|u| run.delivered_one_published_after(*u, killed_at)),
+        )
         .await;
         let outage = killed_at.elapsed();
 
@@ -301,7 +294,8 @@ fn master_failover(prefix: &str, replica_acks: bool) -> (Verdict, Run, u16, Inst
         // publishes to that shard succeed again once it has caught up.
         tokio::task::spawn_blocking(move || cluster.node(victim).restart()).await.unwrap();
         let promoted_at = Instant::now();
-        wait_for(
+        eventually_for(
+            PHASE_WAIT,
             "every subscriber of the failed master receiving an event published after the failover",
             || victims.iter().all(|u| run.delivered_one_published_after(*u, promoted_at)),
         )
@@ -436,7 +430,7 @@ fn a_slot_migration_moves_the_subscription_to_the_new_owner_and_loses_nothing() 
         let resubscribed = moved_at.elapsed();
         assert_eq!(shard_numsub(cluster, from, &channel), 0, "the old owner keeps no subscription");
         let after = Instant::now();
-        wait_for("101 events published after the migration delivered", || {
+        eventually_for(PHASE_WAIT, "101 events published after the migration delivered", || {
             run.delivered_published_after(user, after) > 100
         })
         .await;

@@ -1,9 +1,7 @@
 //! Connection use of the Redis backend: one subscriber connection however many subscriptions, channels released.
 
-#[path = "support/fred_support.rs"]
-mod fred_support;
-#[path = "support/redis_server.rs"]
-mod redis_server;
+use crate::support as fred_support;
+use ssehub_harness::redis_server;
 
 use fred_support::{builder, event, eventually, fresh_user, next_event, within};
 use redis_server::RedisServer;

@@ -1,9 +1,7 @@
 //! The Redis backend on smol, async-std, `futures::executor` and tokio: no caller ever makes a tokio runtime.
 
-#[path = "support/fred_support.rs"]
-mod fred_support;
-#[path = "support/redis_server.rs"]
-mod redis_server;
+use crate::support as fred_support;
+use ssehub_harness::redis_server;
 
 use fred_support::{builder, event, fresh_user, ids, next_event, within};
 use redis_server::RedisServer;

@@ -8,14 +8,11 @@
 //! a clock for ordering: phases end when the test has seen what it checks,
 //! and readers stop at end markers published after everything else.
 
-#[path = "support/delivery_check.rs"]
-mod delivery_check;
-#[path = "support/fred_support.rs"]
-mod fred_support;
-#[path = "support/redis_server.rs"]
-mod redis_server;
-#[path = "support/reply_cutter.rs"]
-mod reply_cutter;
+use crate::support as fred_support;
+use crate::support::delivery_check;
+use ssehub_harness::redis_server;
+use ssehub_harness::reply_cutter;
+use ssehub_harness::wait::eventually_for;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,15 +31,6 @@ const PHASE_WAIT: Duration = Duration::from_secs(30);
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-/// Waits until `condition` holds; fails naming `what` after [`PHASE_WAIT`].
-async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PHASE_WAIT;
-    while !condition() {
-        assert!(Instant::now() < deadline, "{what}: not within {PHASE_WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The `n`th event for `audience` with `pad` bytes of padding in its data.
@@ -324,16 +312,16 @@ fn a_restart_while_publishing_stores_each_accepted_event_and_signals_what_the_re
         let mut run = Run::subscribe(&hub, 4).await;
         let begun = Instant::now();
         run.start_publisher(&hub, Duration::from_millis(5));
-        wait_for("delivery before the restart", || run.each_received_one_published_after(begun)).await;
+        eventually_for(PHASE_WAIT, "delivery before the restart", || run.each_received_one_published_after(begun)).await;
 
         server.kill();
         let killed = Instant::now();
-        wait_for("publishes refused while the server is down", || run.publishes_since(killed, false) >= 3).await;
+        eventually_for(PHASE_WAIT, "publishes refused while the server is down", || run.publishes_since(killed, false) >= 3).await;
         let restarted_from = Instant::now();
         server.restart();
-        wait_for("publishes accepted after the restart", || run.publishes_since(restarted_from, true) >= 20).await;
+        eventually_for(PHASE_WAIT, "publishes accepted after the restart", || run.publishes_since(restarted_from, true) >= 20).await;
         let restarted = Instant::now();
-        wait_for("delivery after the restart", || run.each_received_one_published_after(restarted)).await;
+        eventually_for(PHASE_WAIT, "delivery after the restart", || run.each_received_one_published_after(restarted)).await;
         let verdict = run.finish(&hub).await;
         let refused_but_stored = run.check_streams(&server, &layout, killed, &HashSet::new());
         println!(
@@ -471,15 +459,20 @@ fn at_maxmemory_publish_fails_clearly_stores_nothing_and_resumes_when_memory_fre
             unretained.insert(e.id());
             assert!(record(&live_only, e).await);
         }
-        wait_for("live events delivered at maxmemory", || run.each_received_one_published_after(live_since))
-            .await;
+        eventually_for(PHASE_WAIT, "live events delivered at maxmemory", || {
+            run.each_received_one_published_after(live_since)
+        })
+        .await;
 
         server.command(&["DEL", "oom:filler"]);
         let freed = Instant::now();
         for n in 0..10 {
             assert!(record(&hub, event(audience_of(&run.users, n), 400 + n)).await, "publishing resumes");
         }
-        wait_for("delivery after memory freed", || run.each_received_one_published_after(freed)).await;
+        eventually_for(PHASE_WAIT, "delivery after memory freed", || {
+            run.each_received_one_published_after(freed)
+        })
+        .await;
         let verdict = run.finish(&hub).await;
         println!("maxmemory: {verdict:?}; {:?}", hub.stats());
         assert_eq!(verdict.failed_publishes, 11);
@@ -527,7 +520,7 @@ fn pause_while_publishing(pause: Pause) {
         // stored once, by whichever try runs first).
         let failed: PublishLog = Arc::default();
         run.start_retrying_publisher(&hub, Duration::from_millis(10), Arc::clone(&failed));
-        wait_for("delivery before the pause", || run.each_received_one_published_after(begun)).await;
+        eventually_for(PHASE_WAIT, "delivery before the pause", || run.each_received_one_published_after(begun)).await;
         let paused = Instant::now();
         match pause {
             Pause::ClientPause => {
@@ -540,8 +533,8 @@ fn pause_while_publishing(pause: Pause) {
             }
         }
         let resumed = paused + PAUSE;
-        wait_for("publishes accepted after the pause", || run.publishes_since(resumed, true) >= 10).await;
-        wait_for("delivery after the pause", || run.each_received_one_published_after(resumed)).await;
+        eventually_for(PHASE_WAIT, "publishes accepted after the pause", || run.publishes_since(resumed, true) >= 10).await;
+        eventually_for(PHASE_WAIT, "delivery after the pause", || run.each_received_one_published_after(resumed)).await;
         let verdict = run.finish(&hub).await;
         let failed = failed.lock().unwrap().clone();
         let calls = run.published().into_iter().chain(failed.iter().cloned());

@@ -1,9 +1,7 @@
 //! Side by side with the existing JSON-envelope publisher: its events are delivered and replayed, and ssehub's are readable in its layout.
 
-#[path = "support/fred_support.rs"]
-mod fred_support;
-#[path = "support/redis_server.rs"]
-mod redis_server;
+use crate::support as fred_support;
+use ssehub_harness::redis_server;
 
 use std::time::Duration;
 

@@ -1,9 +1,7 @@
 //! Key layouts of the Redis backend: custom prefixes, and the cluster layout's sharded pub/sub on one server.
 
-#[path = "support/fred_support.rs"]
-mod fred_support;
-#[path = "support/redis_server.rs"]
-mod redis_server;
+use crate::support as fred_support;
+use ssehub_harness::redis_server;
 
 use fred_support::{C, event, eventually, fresh_user, ids, next_event, next_item, within};
 use redis_server::RedisServer;

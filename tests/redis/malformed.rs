@@ -1,9 +1,7 @@
 //! Bad data on the Redis backend's channels and streams is skipped and counted; the subscription goes on.
 
-#[path = "support/fred_support.rs"]
-mod fred_support;
-#[path = "support/redis_server.rs"]
-mod redis_server;
+use crate::support as fred_support;
+use ssehub_harness::redis_server;
 
 use std::io::{BufReader, Write};
 use std::net::TcpStream;

@@ -1,9 +1,7 @@
 //! Outages of the Redis backend: killed subscriber connections, a server restarted empty, retention off, overflows.
 
-#[path = "support/fred_support.rs"]
-mod fred_support;
-#[path = "support/redis_server.rs"]
-mod redis_server;
+use crate::support as fred_support;
+use ssehub_harness::redis_server;
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -1,9 +1,7 @@
 //! The work of a Redis replay depends on what it returns, not on how much history is retained.
 
-#[path = "support/fred_support.rs"]
-mod fred_support;
-#[path = "support/redis_server.rs"]
-mod redis_server;
+use crate::support as fred_support;
+use ssehub_harness::redis_server;
 
 use std::time::{Duration, Instant};
 

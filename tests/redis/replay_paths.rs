@@ -1,9 +1,7 @@
 //! Redis replays the replay script does not finish alone: more than a page of a stream, an id crowded among more entries than the script scans.
 
-#[path = "support/fred_support.rs"]
-mod fred_support;
-#[path = "support/redis_server.rs"]
-mod redis_server;
+use crate::support as fred_support;
+use ssehub_harness::redis_server;
 
 use std::time::Duration;
 
@@ -32,22 +30,40 @@ fn a_replay_of_more_than_a_page_of_each_stream_is_complete_and_in_order() {
         let published: Vec<Event<C>> = (0..1_500)
             .map(|n| if n % 2 == 0 { event(Audience::User(user), n) } else { event(Audience::Broadcast, n) })
             .collect();
-        for chunk in published.chunks(100) {
-            let publishes = chunk.iter().map(|e| hub.publish(e.clone()));
-            within("publish", futures::future::try_join_all(publishes)).await.expect("publish");
+        // One at a time, so each stream holds its events in the order they were published: that
+        // order, not the hub's replay, is what the replays are checked against.
+        for e in &published {
+            within("publish", hub.publish(e.clone())).await.expect("publish");
         }
-        // Concurrent publishes may be stored in any order: replay in the order the streams hold.
+        let of_stream = |events: &[Event<C>], broadcast: bool| -> Vec<EventId> {
+            events
+                .iter()
+                .filter(|e| (e.audience() == Audience::Broadcast) == broadcast)
+                .map(Event::id)
+                .collect()
+        };
+        // Everything retained: complete, each stream in publish order.
         let stored = within("missed_events", hub.missed_events(user, EventId::new(), CategorySet::all()))
             .await
             .expect("missed_events");
         assert_eq!(stored.status, ReplayStatus::UnknownId);
-        assert_eq!(stored.events.len(), published.len());
-        let replay =
-            within("missed_events", hub.missed_events(user, stored.events[99].id(), CategorySet::all()))
-                .await
-                .expect("missed_events");
+        for broadcast in [false, true] {
+            assert_eq!(
+                of_stream(&stored.events, broadcast),
+                of_stream(&published, broadcast),
+                "broadcast: {broadcast}"
+            );
+        }
+        // After the 100th: each stream's events after it, in publish order, nothing else.
+        let cut = stored.events[99].id();
+        let replay = within("missed_events", hub.missed_events(user, cut, CategorySet::all()))
+            .await
+            .expect("missed_events");
         assert_eq!(replay.status, ReplayStatus::Complete);
         assert_eq!(ids(&replay.events), ids(&stored.events[100..]), "every event after the 100th, in order");
+        // On one server the streams' entry ids are one sequence: publish order across both streams.
+        let cut_at = published.iter().position(|e| e.id() == cut).expect("the cut was published");
+        assert_eq!(ids(&replay.events), ids(&published[cut_at + 1..]), "the events published after the cut");
     });
 }
 

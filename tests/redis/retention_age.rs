@@ -1,9 +1,7 @@
 //! Retention by age on Redis: events older than `max_age` leave the stream, and a stream lives `max_age` after its last event.
 
-#[path = "support/fred_support.rs"]
-mod fred_support;
-#[path = "support/redis_server.rs"]
-mod redis_server;
+use crate::support as fred_support;
+use ssehub_harness::redis_server;
 
 use std::time::{Duration, Instant};
 
@@ -98,5 +96,40 @@ fn without_an_age_limit_streams_do_not_expire() {
             setup(server(), "age-none", Retention::new(100, Duration::ZERO)).await;
         hub.publish(event(user, 0)).await.expect("publish");
         assert_eq!(ttl_ms(&server, &stream), -1, "no expiry");
+    });
+}
+
+#[test]
+fn a_publish_marker_lives_the_dedupe_window_and_then_publishing_the_event_again_stores_it_anew() {
+    let server = RedisServer::start();
+    futures::executor::block_on(async {
+        let window = Duration::from_millis(300);
+        let hub = within(
+            "connect",
+            builder(&server.url(), "markers")
+                .publish_dedupe_window(window)
+                .retention(Some(Retention::default()))
+                .connect(),
+        )
+        .await
+        .expect("connect");
+        let user = Audience::User(fresh_user());
+        let stream = KeyLayout::standalone_with_prefix("markers").unwrap().stream(user);
+        let published = event(user, 0);
+        let marker = hub.key_layout().publish_marker(user, published.id());
+        within("publish", hub.publish(published.clone())).await.expect("publish");
+        // Within the window the marker is there, and the same event again stores nothing.
+        let ttl = server.command(&["PTTL", marker.key()]).as_int().expect("an integer");
+        assert!(ttl > 0 && ttl <= window.as_millis() as i64, "the marker's TTL: {ttl} ms");
+        within("publish again", hub.publish(published.clone())).await.expect("publish again");
+        assert_eq!(entries(&server, &stream), 1);
+        // Past the window the marker is gone (Redis expired it, nothing swept it) ...
+        fred_support::eventually("the marker to expire", || {
+            server.command(&["EXISTS", marker.key()]).as_int() == Some(0)
+        })
+        .await;
+        // ... so the same event is stored a second time: the window is the whole guarantee.
+        within("publish after the window", hub.publish(published.clone())).await.expect("publish");
+        assert_eq!(entries(&server, &stream), 2);
     });
 }

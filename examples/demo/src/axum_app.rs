@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! export SSE_JWT_SECRET=$(head -c 32 /dev/urandom | base64)   # shared by every instance
-//! cargo run --example axum --features fred -- --redis redis://127.0.0.1:6379 --port 3000
-//! TOKEN=$(cargo run -q --example axum --features fred -- --issue-token a11ce000-0000-4000-8000-000000000001)
+//! cargo run -p ssehub-demo --bin axum -- --redis redis://127.0.0.1:6379 --port 3000
+//! TOKEN=$(cargo run -q -p ssehub-demo --bin axum -- --issue-token a11ce000-0000-4000-8000-000000000001)
 //! curl -N "http://127.0.0.1:3000/events?categories=ai,security&token=$TOKEN"
 //! curl -X POST "http://127.0.0.1:3000/publish?category=ai&token=$TOKEN" -d '{"message":"hello"}'
 //! ```
@@ -27,7 +27,6 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -256,7 +255,7 @@ async fn publish(
 }
 
 /// Completes on SIGTERM or Ctrl-C.
-async fn stop_signal() {
+pub async fn stop_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
@@ -277,89 +276,4 @@ async fn stop_signal() {
         () = ctrl_c => {}
         () = terminate => {}
     }
-}
-
-const USAGE: &str = "usage: cargo run --example axum --features fred -- [--redis URL] [--port N]
-       cargo run --example axum --features fred -- --issue-token USER_UUID [--valid-secs N]
-  --redis URL          the Redis server (default redis://127.0.0.1:6379)
-  --port N             port to listen on, on 127.0.0.1 (default 3000; 0 picks a free one)
-  --issue-token USER   print a token for USER (valid 1 hour, or --valid-secs) and exit
-The token secret (at least 32 bytes) is read from the SSE_JWT_SECRET environment variable.";
-
-#[tokio::main]
-async fn main() -> ExitCode {
-    let mut redis = "redis://127.0.0.1:6379".to_owned();
-    let mut port = 3000u16;
-    let mut issue_for: Option<UserId> = None;
-    let mut valid_for = Duration::from_secs(3600);
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match (arg.as_str(), args.next()) {
-            ("--redis", Some(url)) => redis = url,
-            ("--port", Some(n)) if n.parse::<u16>().is_ok() => port = n.parse().unwrap_or(port),
-            ("--issue-token", Some(user)) if user.parse::<UserId>().is_ok() => issue_for = user.parse().ok(),
-            ("--valid-secs", Some(n)) if n.parse::<u64>().is_ok() => {
-                valid_for = Duration::from_secs(n.parse().unwrap_or(3600))
-            }
-            ("--help" | "-h", _) => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            _ => {
-                eprintln!("error: bad argument '{arg}'\n{USAGE}");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    let auth = match std::env::var(SECRET_ENV)
-        .map_err(|_| format!("set {SECRET_ENV}"))
-        .and_then(|secret| Auth::new(secret.as_bytes()))
-    {
-        Ok(auth) => auth,
-        Err(error) => {
-            eprintln!("error: {error}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    if let Some(user) = issue_for {
-        println!("{}", auth.issue(user, valid_for));
-        return ExitCode::SUCCESS;
-    }
-
-    // Connected from inside tokio, the hub runs its Redis client on this runtime.
-    let hub = match Hub::connect(&redis).await {
-        Ok(hub) => hub,
-        Err(error) => {
-            eprintln!("error: cannot connect to {redis}: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
-        Ok(listener) => listener,
-        Err(error) => {
-            eprintln!("error: cannot listen on port {port}: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match listener.local_addr() {
-        Ok(addr) => println!("listening on http://{addr}/"),
-        Err(error) => eprintln!("warning: no local address: {error}"),
-    }
-    let shutdown = Shutdown::new();
-    tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            stop_signal().await;
-            shutdown.trigger();
-        }
-    });
-    // Stops accepting on the signal, then waits for open connections: the
-    // streams end by themselves, being bound to the same signal.
-    let serving = axum::serve(listener, app(AppState { hub, auth, shutdown: shutdown.clone() }))
-        .with_graceful_shutdown(shutdown.triggered());
-    if let Err(error) = serving.await {
-        eprintln!("error: {error}");
-        return ExitCode::FAILURE;
-    }
-    ExitCode::SUCCESS
 }

@@ -22,7 +22,7 @@
 //! reconnect soon and ended, then the open responses finished.
 //!
 //! Built to be started in-process ([`start`]) by tests on port 0 as well as by
-//! the `demo` example binary.
+//! the `demo` binary.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -56,7 +56,7 @@ use ssehub::sse::{self, SseOptions};
 use ssehub::{Audience, Category, CategorySet, DynHub, Event, Publisher, UserId, resume};
 
 /// The page, served at `/`.
-const INDEX_HTML: &str = include_str!("index.html");
+const INDEX_HTML: &str = include_str!("../index.html");
 
 /// The largest `POST /publish` body read.
 const MAX_PUBLISH_BODY: usize = 64 * 1024;

@@ -5,18 +5,13 @@
 //! `backend="memory"`. The Redis test runs the demo binary as a child process
 //! on a private redis-server, so its figures are its own.
 
-#[allow(dead_code)]
-#[path = "../examples/demo/server.rs"]
-mod server;
+use ssehub_demo::page as server;
 
 #[cfg(feature = "fred")]
-#[path = "support/demo_process.rs"]
-mod demo_process;
-#[path = "support/http_client.rs"]
-mod http_client;
+use ssehub_harness::demo_process;
+use ssehub_harness::http_client;
 #[cfg(feature = "fred")]
-#[path = "support/redis_server.rs"]
-mod redis_server;
+use ssehub_harness::redis_server;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -206,12 +201,14 @@ fn publish_and_read(
 
 #[cfg(feature = "fred")]
 #[test]
-fn redis_metrics_count_a_reconnect_and_its_recovery() {
+fn redis_metrics_count_reconnects_recoveries_live_gaps_and_refusals() {
     use demo_process::DemoProcess;
-    use redis_server::{RedisServer, wait_until};
+    use redis_server::RedisServer;
+    use ssehub_harness::wait::wait_until;
 
     let redis = RedisServer::start();
-    let demo = DemoProcess::start(&["--redis", &redis.url(), "--generator-ms", "0"]);
+    let demo =
+        DemoProcess::start(env!("CARGO_BIN_EXE_demo"), &["--redis", &redis.url(), "--generator-ms", "0"]);
     let mut streams: Vec<Client> = (0..STREAMS).map(|_| open_stream(demo.addr(), None)).collect();
     let before = PUBLISHES / 2;
     let ids = publish_and_read(demo.addr(), 0..before, &mut streams);
@@ -250,5 +247,58 @@ fn redis_metrics_count_a_reconnect_and_its_recovery() {
     );
     assert_eq!(value(&samples, "ssehub_gaps_signalled_total", &[redis_backend, ("at", "live")]), None);
     assert_eq!(value(&samples, "ssehub_subscribers_lagged_total", &[redis_backend]), None);
-    drop((streams, replayed));
+    drop(replayed);
+
+    // An event another writer stored in Alice's stream without publishing it: only a recovery can
+    // deliver it. The next reconnect's recovery reads it back and every stream gets it.
+    let alice_stream = format!("sse:stream:user:{}", server::USERS[0].id);
+    let stored = EventId::new();
+    let envelope = format!(
+        r#"{{"event_id":"{stored}","event_type":"demo.stored","user_id":"{}","category":"ai","data":{{"stored":1}},"occurred_at":"2026-01-01T00:00:00Z"}}"#,
+        server::USERS[0].id
+    );
+    assert!(!redis.command(&["XADD", &alice_stream, "*", "event", &envelope]).is_error());
+    assert_eq!(redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]).as_int(), Some(1));
+    for stream in &mut streams {
+        assert!(stream.read_frames(1)[0].contains(&stored.to_string()), "the stored event, recovered");
+    }
+    let samples = scrape(demo.addr());
+    assert_eq!(count(&samples, "ssehub_redis_recoveries_total"), 2.0);
+    assert_eq!(count(&samples, "ssehub_redis_recovered_events_total"), 1.0);
+
+    // Another stored event, then the stream trimmed empty: the next recovery cannot read it, so
+    // every open stream of Alice's gets the gap signal, live.
+    assert!(
+        !redis
+            .command(&[
+                "XADD",
+                &alice_stream,
+                "*",
+                "event",
+                &envelope.replace(&stored.to_string(), &EventId::new().to_string())
+            ])
+            .is_error()
+    );
+    assert!(!redis.command(&["XTRIM", &alice_stream, "MAXLEN", "0"]).is_error());
+    assert_eq!(redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]).as_int(), Some(1));
+    for stream in &mut streams {
+        let frame = stream.read_frames(1).remove(0);
+        assert!(frame.contains(&format!("event: {}\n", ssehub::sse::GAP_EVENT)), "a live gap: {frame}");
+    }
+    let samples = scrape(demo.addr());
+    assert_eq!(
+        value(&samples, "ssehub_gaps_signalled_total", &[redis_backend, ("at", "live")]),
+        Some(STREAMS as f64)
+    );
+
+    // Redis gone: the next publish is refused by the backend.
+    redis.kill();
+    let (status, error) = publish(demo.addr(), PUBLISHES);
+    assert_ne!(status, 200, "{error}");
+    let samples = scrape(demo.addr());
+    assert_eq!(
+        value(&samples, "ssehub_publish_refused_total", &[redis_backend, ("reason", "backend")]),
+        Some(1.0)
+    );
+    drop(streams);
 }

@@ -1,14 +1,14 @@
 //! The properties the fuzz targets check, one entry point per target, shared with `tests/fuzz_seeds.rs`.
 //!
-//! This file is the library of the fuzz package and is also compiled into the
-//! main package's tests (`#[path]`), so every committed seed in
-//! `fuzz/seeds/<target>/` runs as an ordinary `cargo test` case on stable.
+//! This crate is a dependency of the fuzz package and of the main package's
+//! property tests, and its own test (`tests/seeds.rs`) runs every committed
+//! seed in `fuzz/seeds/<target>/` as an ordinary `cargo test` case on stable.
 //! Each check panics, naming the input, when the property does not hold.
 //!
 //! The parsers are checked against small reference models written from their
 //! documented rules, and the encoder against the independent SSE parser of the
 //! `eventsource-stream` crate. The Redis decoders' checks are in [`redis`]
-//! (`redis_checks.rs`), compiled with ssehub's `fred` feature only.
+//! (`redis.rs`), compiled with this crate's `fred` feature only.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -22,9 +22,8 @@ use ssehub::parse::{
 use ssehub::wire::{self, WireError};
 use ssehub::{Audience, CategorySet, Event, EventId, UserId};
 
-/// The Redis decoders' checks, with ssehub's `fred` feature (the fuzz package's default).
+/// The Redis decoders' checks, with the `fred` feature (the fuzz package's default).
 #[cfg(feature = "fred")]
-#[path = "redis_checks.rs"]
 pub mod redis;
 
 /// The wire names of [`ExampleCategory`], in index order, as documented.

@@ -1,8 +1,8 @@
 //! The properties of the Redis decoders' fuzz targets: channel envelopes, stream entries, entry ids.
 //!
-//! `checks::redis`, compiled when ssehub's `fred` feature is on: in the fuzz
-//! package (whose default `fred` feature turns it on) and in
-//! `tests/fuzz_seeds.rs` under `--features fred`. What these decoders read,
+//! `checks::redis`, compiled with this crate's `fred` feature: in the fuzz
+//! package (whose default `fred` feature turns it on) and in the seed test
+//! (`tests/seeds.rs`) under `--features fred`. What these decoders read,
 //! any publisher with access to the Redis server can write. The decoders are
 //! reached through `ssehub::fred::__fuzz`, which wraps the hub's own.
 

@@ -1,15 +1,11 @@
 //! Runs every committed fuzz seed (`fuzz/seeds/<target>/`) through its fuzz target's check, on stable.
 //!
 //! The Redis decoders' targets run with the `fred` feature only
-//! (`cargo test --features fred --test fuzz_seeds`), so a default `cargo test` stays free of Redis code.
+//! (`cargo test -p ssehub-fuzz-checks --features fred`, part of the whole suite).
 
 use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-
-#[path = "../fuzz/checks.rs"]
-#[allow(dead_code)] // the checks the fuzz targets use, not all of them are run from here
-mod checks;
 
 /// The check of a fuzz target: panics if its property fails for an input.
 type Check = fn(&[u8]);
@@ -33,7 +29,7 @@ const TARGETS: &[(&str, Check)] = &[
 const FRED_TARGETS: [&str; 3] = ["decode_envelope", "decode_stream_entry", "parse_entry_id"];
 
 fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("fuzz/checks is in fuzz/").to_path_buf()
 }
 
 /// Runs every seed of `target`, failing with the names of the seeds that fail,

@@ -1,45 +1,13 @@
-//! Test helper: builds the `demo` example binary and runs it as a child process on a free port.
+//! The demo binary as a child process on a free port, killed when dropped, panic or not.
 //!
-//! Include it with `#[path = "support/demo_process.rs"] mod demo_process;`. The binary is
-//! built with the features of the test build that includes this file, so it is not rebuilt
-//! with others. A [`DemoProcess`] kills its child when dropped, panic or not.
-
-#![allow(dead_code)]
+//! The demo crate's tests pass the binary cargo built for them
+//! (`env!("CARGO_BIN_EXE_demo")`), so it has their features.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-
-/// Builds the demo example (once per test binary) and returns its path.
-pub fn demo_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let features: Vec<&str> = [
-                ("fred", cfg!(feature = "fred")),
-                ("conformance", cfg!(feature = "conformance")),
-                ("serde", cfg!(feature = "serde")),
-                ("metrics", cfg!(feature = "metrics")),
-                ("browser-test", cfg!(feature = "browser-test")),
-            ]
-            .into_iter()
-            .filter_map(|(name, on)| on.then_some(name))
-            .collect();
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let built = Command::new(cargo)
-                .args(["build", "--quiet", "--example", "demo", "--features", &features.join(",")])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("cargo runs");
-            assert!(built.success(), "cargo build --example demo failed");
-            let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-                .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"), PathBuf::from);
-            target_dir.join("debug/examples/demo")
-        })
-        .clone()
-}
 
 /// A running demo binary.
 pub struct DemoProcess {
@@ -48,9 +16,9 @@ pub struct DemoProcess {
 }
 
 impl DemoProcess {
-    /// Starts the demo with `args` plus `--port 0`, and reads the address it prints.
-    pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(demo_binary())
+    /// Starts the demo `binary` with `args` plus `--port 0`, and reads the address it prints.
+    pub fn start(binary: impl AsRef<Path>, args: &[&str]) -> Self {
+        let mut child = Command::new(binary.as_ref())
             .args(args)
             .args(["--port", "0"])
             .stdin(Stdio::null())

@@ -1,9 +1,6 @@
 //! Test helper: a raw HTTP/1.1 client over std `TcpStream` that reads chunked SSE bodies chunk by chunk.
 //!
-//! Include it with `#[path = "support/http_client.rs"] mod http_client;`. Every read
-//! gives up after 10 s, so a server that stops answering fails the test instead of hanging it.
-
-#![allow(dead_code)]
+//! Every read gives up after 10 s, so a server that stops answering fails the test instead of hanging it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -111,7 +108,7 @@ pub fn call(
 }
 
 /// `chunk` with each `id:` cursor checked (it parses, and its head is an
-/// event id) and replaced by that event id, so it compares with a frame `ssehub::wire::encode_event` writes.
+/// event id) and replaced by that event id, so it compares with a frame naming the event id.
 pub fn ids_of(chunk: String) -> String {
     chunk
         .split_inclusive('\n')

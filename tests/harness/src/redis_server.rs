@@ -1,16 +1,13 @@
 //! Test harness: private, throwaway `redis-server` processes (standalone and cluster) for integration tests, std only.
 //!
-//! Include it from an integration test with
-//! `#[path = "support/redis_server.rs"] mod redis_server;`. It uses nothing but `std`, so it works in
-//! every test binary whatever async runtime (if any) the test uses.
+//! It blocks and starts no runtime, so it works in every test whatever async runtime (if any) the
+//! test uses.
 //!
 //! * [`RedisServer::start`] runs a private `redis-server` on a free loopback port, in its own
 //!   temporary directory (no persistence), and waits until it answers `PING`.
 //! * [`RedisCluster::start`] runs a whole Redis Cluster (masters + replicas) and waits until it
 //!   is healthy; [`RedisCluster::kill_master`] + [`RedisCluster::wait_for_failover`] exercise
 //!   failover.
-//! * [`RespConnection`] / [`RespValue`] are a minimal RESP2 client for checks made from tests
-//!   (`CLIENT LIST`, `PUBSUB NUMSUB`, ...).
 //!
 //! If `redis-server` (or `redis-cli`, for clusters) cannot be run, the harness PANICS: tests that
 //! need Redis fail, they are never silently skipped. `REDIS_SERVER_BIN` / `REDIS_CLI_BIN` override
@@ -20,19 +17,19 @@
 //! test process dies for any reason (panic, abort, SIGKILL) the pipe closes and the watchdog
 //! SIGKILLs the server, so no `redis-server` outlives its test binary. Dropping a
 //! [`RedisServer`] / [`RedisCluster`] kills the processes and removes their directories.
-#![allow(dead_code)]
-
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub use crate::resp::{RespConnection, RespValue, encode_command, read_resp};
 
 /// How long a server gets to answer `PING` after being launched.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,238 +41,6 @@ const LOG_FILE: &str = "redis.log";
 const CLUSTER_NODE_TIMEOUT_MS: u64 = 2000;
 /// Number of hash slots in Redis Cluster.
 pub const CLUSTER_SLOTS: u16 = 16384;
-
-// ---------------------------------------------------------------------------------------------
-// RESP2
-// ---------------------------------------------------------------------------------------------
-
-/// One RESP2 reply.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RespValue {
-    /// `+...`
-    Simple(String),
-    /// `-...`
-    Error(String),
-    /// `:...`
-    Integer(i64),
-    /// `$...`; `None` is the null bulk string `$-1`.
-    Bulk(Option<Vec<u8>>),
-    /// `*...`; `None` is the null array `*-1`.
-    Array(Option<Vec<RespValue>>),
-}
-
-impl RespValue {
-    /// `true` for `-ERR ...` style replies.
-    pub fn is_error(&self) -> bool {
-        matches!(self, RespValue::Error(_))
-    }
-
-    /// `true` for the null bulk string and the null array.
-    pub fn is_null(&self) -> bool {
-        matches!(self, RespValue::Bulk(None) | RespValue::Array(None))
-    }
-
-    /// The text of a simple string or a (UTF-8) bulk string.
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            RespValue::Simple(s) => Some(s),
-            RespValue::Bulk(Some(b)) => std::str::from_utf8(b).ok(),
-            _ => None,
-        }
-    }
-
-    /// The bytes of a simple string or a bulk string.
-    pub fn as_bytes(&self) -> Option<&[u8]> {
-        match self {
-            RespValue::Simple(s) => Some(s.as_bytes()),
-            RespValue::Bulk(Some(b)) => Some(b),
-            _ => None,
-        }
-    }
-
-    /// The value of an integer reply.
-    pub fn as_int(&self) -> Option<i64> {
-        match self {
-            RespValue::Integer(i) => Some(*i),
-            _ => None,
-        }
-    }
-
-    /// The elements of a (non-null) array reply.
-    pub fn as_array(&self) -> Option<&[RespValue]> {
-        match self {
-            RespValue::Array(Some(items)) => Some(items),
-            _ => None,
-        }
-    }
-
-    /// The message of an error reply.
-    pub fn as_error(&self) -> Option<&str> {
-        match self {
-            RespValue::Error(e) => Some(e),
-            _ => None,
-        }
-    }
-
-    /// Panics unless this is `+OK`.
-    #[track_caller]
-    pub fn expect_ok(&self) {
-        assert_eq!(self, &RespValue::Simple("OK".into()), "expected +OK, got {self}");
-    }
-}
-
-impl fmt::Display for RespValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RespValue::Simple(s) => write!(f, "+{s}"),
-            RespValue::Error(e) => write!(f, "-{e}"),
-            RespValue::Integer(i) => write!(f, ":{i}"),
-            RespValue::Bulk(None) => f.write_str("(nil)"),
-            RespValue::Bulk(Some(b)) => write!(f, "{:?}", String::from_utf8_lossy(b)),
-            RespValue::Array(None) => f.write_str("(nil array)"),
-            RespValue::Array(Some(items)) => {
-                f.write_str("[")?;
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(", ")?;
-                    }
-                    write!(f, "{item}")?;
-                }
-                f.write_str("]")
-            }
-        }
-    }
-}
-
-/// Encodes one command as a RESP2 array of bulk strings.
-pub fn encode_command<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + args.iter().map(|a| a.as_ref().len() + 16).sum::<usize>());
-    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-    for arg in args {
-        let arg = arg.as_ref();
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
-fn invalid(msg: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg.into())
-}
-
-fn read_line<R: BufRead>(r: &mut R) -> io::Result<Vec<u8>> {
-    let mut line = Vec::new();
-    let n = r.read_until(b'\n', &mut line)?;
-    if n == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed by redis"));
-    }
-    if !line.ends_with(b"\r\n") {
-        return Err(invalid(format!(
-            "RESP line not terminated by CRLF: {:?}",
-            String::from_utf8_lossy(&line)
-        )));
-    }
-    line.truncate(line.len() - 2);
-    Ok(line)
-}
-
-fn parse_int(bytes: &[u8]) -> io::Result<i64> {
-    std::str::from_utf8(bytes)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| invalid(format!("bad RESP integer {:?}", String::from_utf8_lossy(bytes))))
-}
-
-/// Reads one RESP2 value (recursively for arrays) from `r`.
-pub fn read_resp<R: BufRead>(r: &mut R) -> io::Result<RespValue> {
-    let line = read_line(r)?;
-    let (&kind, rest) = line.split_first().ok_or_else(|| invalid("empty RESP line"))?;
-    let text = || String::from_utf8_lossy(rest).into_owned();
-    match kind {
-        b'+' => Ok(RespValue::Simple(text())),
-        b'-' => Ok(RespValue::Error(text())),
-        b':' => Ok(RespValue::Integer(parse_int(rest)?)),
-        b'$' => {
-            let len = parse_int(rest)?;
-            if len < 0 {
-                return Ok(RespValue::Bulk(None));
-            }
-            let mut buf = vec![0u8; len as usize + 2];
-            r.read_exact(&mut buf)?;
-            if !buf.ends_with(b"\r\n") {
-                return Err(invalid("bulk string not terminated by CRLF"));
-            }
-            buf.truncate(len as usize);
-            Ok(RespValue::Bulk(Some(buf)))
-        }
-        b'*' => {
-            let len = parse_int(rest)?;
-            if len < 0 {
-                return Ok(RespValue::Array(None));
-            }
-            let mut items = Vec::with_capacity(len.min(1024) as usize);
-            for _ in 0..len {
-                items.push(read_resp(r)?);
-            }
-            Ok(RespValue::Array(Some(items)))
-        }
-        other => Err(invalid(format!("unknown RESP type byte {:?} in {:?}", other as char, text()))),
-    }
-}
-
-/// A plain, blocking RESP2 connection to one server (no AUTH, no RESP3).
-pub struct RespConnection {
-    reader: BufReader<TcpStream>,
-}
-
-impl RespConnection {
-    /// Connects to `127.0.0.1:port` (2 s connect timeout, 10 s read/write timeouts).
-    pub fn connect(port: u16) -> io::Result<RespConnection> {
-        Self::connect_with_timeout(port, Duration::from_secs(2), Duration::from_secs(10))
-    }
-
-    fn connect_with_timeout(
-        port: u16,
-        connect: Duration,
-        io_timeout: Duration,
-    ) -> io::Result<RespConnection> {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let stream = TcpStream::connect_timeout(&addr, connect)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(io_timeout))?;
-        stream.set_write_timeout(Some(io_timeout))?;
-        Ok(RespConnection { reader: BufReader::new(stream) })
-    }
-
-    /// Sends one command without reading the reply (e.g. for `SUBSCRIBE`).
-    pub fn send(&mut self, args: &[&str]) -> io::Result<()> {
-        let stream = self.reader.get_mut();
-        stream.write_all(&encode_command(args))?;
-        stream.flush()
-    }
-
-    /// Reads the next reply / push message.
-    pub fn read_value(&mut self) -> io::Result<RespValue> {
-        read_resp(&mut self.reader)
-    }
-
-    /// Sends one command and reads its reply. Redis errors come back as [`RespValue::Error`].
-    pub fn command(&mut self, args: &[&str]) -> io::Result<RespValue> {
-        self.send(args)?;
-        self.read_value()
-    }
-
-    /// Changes the read timeout (`None` blocks forever).
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.reader.get_ref().set_read_timeout(timeout)
-    }
-
-    /// The local address of this connection (matches `laddr=` in `CLIENT LIST`).
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.reader.get_ref().local_addr()
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Binaries, ports, directories
@@ -417,21 +182,6 @@ fn file_from(path: &Path, offset: u64) -> String {
         let _ = f.read_to_end(&mut buf);
     }
     String::from_utf8_lossy(&buf).into_owned()
-}
-
-/// Polls `cond` every 50 ms until it returns true; panics with `what` after `timeout`.
-#[track_caller]
-pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for: {what}");
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -832,35 +582,10 @@ fn info_value<'a>(info: &'a str, field: &str) -> Option<&'a str> {
 // Cluster
 // ---------------------------------------------------------------------------------------------
 
-/// CRC16/XMODEM (poly 0x1021, init 0), as used by Redis Cluster.
-pub fn crc16(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in data {
-        crc ^= (b as u16) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
-        }
-    }
-    crc
-}
-
-/// The cluster hash slot of `key`, honouring hash tags: if the key contains `{` followed later by
-/// `}` with at least one byte between them, only the bytes between the first `{` and the first
-/// `}` after it are hashed.
+/// The cluster hash slot of `key`, hash tags honoured (redis-protocol's `redis_keyslot`, the
+/// function the fred client routes by).
 pub fn key_slot(key: &str) -> u16 {
-    key_slot_bytes(key.as_bytes())
-}
-
-/// [`key_slot`] for binary keys.
-pub fn key_slot_bytes(key: &[u8]) -> u16 {
-    let mut hashed = key;
-    if let Some(open) = key.iter().position(|&b| b == b'{')
-        && let Some(len) = key[open + 1..].iter().position(|&b| b == b'}')
-        && len > 0
-    {
-        hashed = &key[open + 1..open + 1 + len];
-    }
-    crc16(hashed) % CLUSTER_SLOTS
+    redis_protocol::redis_keyslot(key.as_bytes())
 }
 
 /// One line of `CLUSTER NODES`.
@@ -1112,7 +837,9 @@ impl RedisCluster {
 
     fn cluster_nodes_of(&self, node: &RedisServer) -> io::Result<Vec<ClusterNodeInfo>> {
         let reply = node.try_command(&["CLUSTER", "NODES"])?;
-        let text = reply.as_str().ok_or_else(|| invalid(format!("CLUSTER NODES reply {reply}")))?;
+        let text = reply.as_str().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("CLUSTER NODES reply {reply}"))
+        })?;
         Ok(parse_cluster_nodes(text))
     }
 

@@ -1,13 +1,11 @@
 //! A TCP proxy in front of a Redis server that can drop a connection right after Redis ran a script and before its reply arrives.
 //!
-//! Include it with `#[path = "support/reply_cutter.rs"] mod reply_cutter;` next to `redis_server`.
 //! Every connection made to [`ReplyCutter::port`] is relayed to the server one RESP value at a
-//! time, counting the commands each client sent and the replies it got (RESP2: one reply per
+//! time (relayed byte for byte), counting the commands each client sent and the replies it got (RESP2: one reply per
 //! command). [`ReplyCutter::cut_next_script_replies`] arms it: the next `EVALSHA`/`EVAL` a client
 //! sends is forwarded, and when Redis's reply to it comes back (so the script has run), the proxy
 //! closes both sides of that connection instead of relaying the reply. The client sees a
 //! connection lost with a command in flight, the fault a network drop causes.
-#![allow(dead_code)]
 
 use std::collections::BTreeSet;
 use std::io::{self, BufReader, BufWriter, Write};
@@ -16,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use crate::redis_server::{RespValue, read_resp};
+use crate::resp::{RespValue, read_frame};
 
 /// The proxy; it stops accepting connections when dropped.
 pub struct ReplyCutter {
@@ -112,8 +110,8 @@ fn relay_commands(client: TcpStream, server: TcpStream, state: &Shared, targets:
     let mut to = BufWriter::new(server.try_clone()?);
     let mut sent = 0u64;
     let result = loop {
-        let command = match read_resp(&mut from) {
-            Ok(command) => command,
+        let (command, bytes) = match read_frame(&mut from) {
+            Ok(frame) => frame,
             Err(e) => break Err(e),
         };
         let is_script =
@@ -125,7 +123,7 @@ fn relay_commands(client: TcpStream, server: TcpStream, state: &Shared, targets:
             // Noted before the command leaves, so the reply side knows it when the reply comes.
             targets.lock().unwrap().insert(sent);
         }
-        encode(&command, &mut to)?;
+        to.write_all(&bytes)?;
         // Flush once nothing more is buffered from the client, so pipelined commands travel together.
         if from.buffer().is_empty() {
             to.flush()?;
@@ -143,8 +141,8 @@ fn relay_replies(server: TcpStream, client: TcpStream, state: &Shared, targets: 
     let mut to = BufWriter::new(client.try_clone()?);
     let mut received = 0u64;
     let result = loop {
-        let reply = match read_resp(&mut from) {
-            Ok(reply) => reply,
+        let (_, bytes) = match read_frame(&mut from) {
+            Ok(frame) => frame,
             Err(e) => break Err(e),
         };
         if targets.lock().unwrap().remove(&received) {
@@ -152,7 +150,7 @@ fn relay_replies(server: TcpStream, client: TcpStream, state: &Shared, targets: 
             state.cut.fetch_add(1, Ordering::SeqCst);
             break Ok(());
         }
-        encode(&reply, &mut to)?;
+        to.write_all(&bytes)?;
         if from.buffer().is_empty() {
             to.flush()?;
         }
@@ -162,24 +160,4 @@ fn relay_replies(server: TcpStream, client: TcpStream, state: &Shared, targets: 
     let _ = client.shutdown(Shutdown::Both);
     let _ = server.shutdown(Shutdown::Both);
     result
-}
-
-/// Writes `value` in RESP2.
-fn encode(value: &RespValue, out: &mut impl Write) -> io::Result<()> {
-    match value {
-        RespValue::Simple(s) => write!(out, "+{s}\r\n"),
-        RespValue::Error(e) => write!(out, "-{e}\r\n"),
-        RespValue::Integer(i) => write!(out, ":{i}\r\n"),
-        RespValue::Bulk(None) => out.write_all(b"$-1\r\n"),
-        RespValue::Bulk(Some(bytes)) => {
-            write!(out, "${}\r\n", bytes.len())?;
-            out.write_all(bytes)?;
-            out.write_all(b"\r\n")
-        }
-        RespValue::Array(None) => out.write_all(b"*-1\r\n"),
-        RespValue::Array(Some(items)) => {
-            write!(out, "*{}\r\n", items.len())?;
-            items.iter().try_for_each(|item| encode(item, out))
-        }
-    }
 }

@@ -1,13 +1,11 @@
 //! The delivery rule every Redis fault test checks: each accepted publish delivered exactly once, in order, or covered by a gap.
 //!
-//! Include it with `#[path = "support/delivery_check.rs"] mod delivery_check;` next to
-//! `fred_support` and `redis_server`. A test records every publish it makes
+//! A test records every publish it makes
 //! ([`publish_recorded`]) and everything each subscription yields
 //! ([`record_until_end_markers`]); after the fault it publishes end markers
 //! ([`publish_end_markers`]) so readers stop once everything before them has
 //! arrived, and [`verify`] checks the logs event by event. [`stored_event_ids`]
 //! reads a stream back, to check that nothing was stored twice.
-#![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -17,8 +15,8 @@ use futures::StreamExt;
 use ssehub::fred::{RedisHub, Subscription};
 use ssehub::{Audience, Category, Error, Event, EventId, Publisher, UserId};
 
-use crate::fred_support::C;
-use crate::redis_server::RespValue;
+use super::C;
+use ssehub_harness::resp::RespValue;
 
 /// One publish: what, when, and whether it succeeded.
 #[derive(Clone, Debug)]

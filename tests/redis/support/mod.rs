@@ -1,18 +1,14 @@
-//! Helpers for the Redis backend's tests: hubs on private servers, test events, and timeouts for any executor.
-#![allow(dead_code)]
+//! Helpers for the Redis backend's tests: hubs on private servers, test events, waits for any executor, and the fault tests' delivery check.
 
-use std::future::Future;
-use std::time::Duration;
+pub mod delivery_check;
 
 use futures::{Stream, StreamExt};
 use ssehub::fixture::ExampleCategory;
 use ssehub::fred::{KeyLayout, RedisHub, RedisHubBuilder};
 use ssehub::{Audience, Category, Error, Event, EventId, UserId};
+pub use ssehub_harness::wait::{eventually, within};
 
 pub type C = ExampleCategory;
-
-/// How long a test waits for one thing before it fails.
-pub const WAIT: Duration = Duration::from_secs(15);
 
 /// A user no other test uses.
 pub fn fresh_user() -> UserId {
@@ -32,16 +28,6 @@ pub fn builder(url: &str, prefix: &str) -> RedisHubBuilder<C> {
         .key_layout(KeyLayout::standalone_with_prefix(prefix).expect("a valid prefix"))
 }
 
-/// `future`'s output, or a panic naming `what` after [`WAIT`]. Works on any executor.
-pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    futures_lite::future::or(async { Some(future.await) }, async {
-        smol::Timer::after(WAIT).await;
-        None
-    })
-    .await
-    .unwrap_or_else(|| panic!("timed out after {WAIT:?} waiting for {what}"))
-}
-
 /// The next item of `stream`, which must come within [`WAIT`].
 pub async fn next_item<S>(stream: &mut S, what: &str) -> Option<Result<Event<C>, Error>>
 where
@@ -59,16 +45,6 @@ where
         Some(Ok(event)) => event,
         other => panic!("expected an event ({what}), got {other:?}"),
     }
-}
-
-/// Polls `condition` every 10 ms until it holds; panics naming `what` after [`WAIT`].
-pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    within(what, async {
-        while !condition() {
-            smol::Timer::after(Duration::from_millis(10)).await;
-        }
-    })
-    .await
 }
 
 pub fn ids(events: &[Event<C>]) -> Vec<EventId> {

@@ -1,19 +1,14 @@
-//! The demo: a web page with a live event log over SSE, on smol + hyper 1 (`cargo run --example demo`).
+//! The demo: a web page with a live event log over SSE, on smol + hyper 1 (`cargo run -p ssehub-demo --bin demo`).
 //!
 //! Open <http://127.0.0.1:8080/>, pick a user and categories, watch events
 //! arrive, press "Drop connection" and see the browser reconnect with
-//! `Last-Event-ID` and get exactly what it missed. See `demo/server.rs` for
-//! the routes.
+//! `Last-Event-ID` and get exactly what it missed. See the `page` module of
+//! `ssehub-demo` for the routes.
 //!
 //! On SIGTERM or Ctrl-C it stops gracefully and exits 0: no new connections,
 //! every open stream told to reconnect soon (`retry:`) and ended. With
 //! `--redis`, browsers move to another demo process on the same Redis and
 //! miss nothing. A second signal stops it at once (exit code 1).
-
-// Some of the server's API is there for the tests that start it in-process.
-#[allow(dead_code)]
-#[path = "demo/server.rs"]
-mod server;
 
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -22,11 +17,12 @@ use std::time::Duration;
 
 use async_signal::{Signal, Signals};
 use ssehub::DynHub;
+use ssehub_demo::page as server;
 
 const USAGE: &str = "\
 ssehub demo: a web page with a live event log over Server-Sent Events
 
-usage: cargo run --example demo -- [options]
+usage: cargo run -p ssehub-demo --bin demo -- [options]
 
 options:
   --port N            port to listen on (default 8080; 0 picks a free one)
@@ -97,7 +93,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
             "--gzip" if cfg!(feature = "gzip") => gzip = true,
             "--gzip" => {
                 return Err(
-                    "--gzip needs the `gzip` feature: cargo run --example demo --features gzip -- --gzip"
+                    "--gzip needs the `gzip` feature: cargo run -p ssehub-demo --bin demo --features gzip -- --gzip"
                         .to_owned(),
                 );
             }
@@ -128,7 +124,7 @@ fn redis_hub(url: &str, cluster_layout: bool) -> Result<DynHub<server::Topic>, S
 
 #[cfg(not(feature = "fred"))]
 fn redis_hub(_url: &str, _cluster_layout: bool) -> Result<DynHub<server::Topic>, String> {
-    Err("--redis needs the `fred` feature: cargo run --example demo --features fred -- --redis URL"
+    Err("--redis needs the `fred` feature: cargo run -p ssehub-demo --bin demo --features fred -- --redis URL"
         .to_owned())
 }
 

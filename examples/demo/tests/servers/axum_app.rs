@@ -1,12 +1,8 @@
 //! The axum example's endpoint over real HTTP, on a private redis-server: tokens (401s, one user per token), headers, 400s, cross-process delivery, replay, graceful shutdown.
 
-#[allow(dead_code)]
-#[path = "../examples/axum.rs"]
-mod axum_example;
-#[path = "support/http_client.rs"]
-mod http_client;
-#[path = "support/redis_server.rs"]
-mod redis_server;
+use ssehub_demo::axum_app as axum_example;
+use ssehub_harness::http_client;
+use ssehub_harness::redis_server;
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

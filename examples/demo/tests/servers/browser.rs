@@ -1,4 +1,4 @@
-//! The demo page in headless Chromium (driven by `tests/browser/*.mjs`): reconnect with Last-Event-ID, every event once; a gzip stream decoded event by event.
+//! The demo page in headless Chromium (driven by `examples/demo/tests/browser/*.mjs`): reconnect with Last-Event-ID, every event once; a gzip stream decoded event by event.
 //!
 //! Built and run only with the test-only feature `browser-test`, which
 //! `cargo test --all-features` (the full suite) turns on; a plain `cargo test`
@@ -7,14 +7,12 @@
 //! FAILS, naming what is missing and how to install it:
 //!
 //! ```text
-//! bash tests/setup.sh    # or: apt-get install -y chromium nodejs npm && npm ci --prefix tests/browser
+//! bash tests/setup.sh    # or: apt-get install -y chromium nodejs npm && npm ci --prefix examples/demo/tests/browser
 //! ```
 //!
 //! Set `SSEHUB_UPDATE_SCREENSHOT=1` to also write the screenshot to `docs/demo.png`.
 
-#[allow(dead_code)]
-#[path = "../examples/demo/server.rs"]
-mod server;
+use ssehub_demo::page as server;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -26,7 +24,7 @@ use ssehub::memory::MemoryHub;
 use ssehub::sse::SseOptions;
 
 const INSTALL: &str = "install it all with `bash tests/setup.sh` \
-    (or: apt-get install -y chromium nodejs npm && npm ci --prefix tests/browser)";
+    (or: apt-get install -y chromium nodejs npm && npm ci --prefix examples/demo/tests/browser)";
 
 /// How long the browser run may take before it counts as hung.
 const NODE_TIMEOUT: Duration = Duration::from_secs(180);
@@ -50,7 +48,10 @@ fn check_prerequisites(browser_dir: &Path) {
     }
     let playwright = browser_dir.join("node_modules/playwright-core/package.json");
     if !playwright.is_file() {
-        missing.push(format!("the npm packages of tests/browser ({} does not exist)", playwright.display()));
+        missing.push(format!(
+            "the npm packages of examples/demo/tests/browser ({} does not exist)",
+            playwright.display()
+        ));
     }
     assert!(
         missing.is_empty(),

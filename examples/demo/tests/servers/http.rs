@@ -1,13 +1,9 @@
 //! The SSE endpoint over real HTTP (the demo server, raw TCP client): headers, retry, heartbeats, 400s, replay on reconnect.
 
-#[allow(dead_code)]
-#[path = "../examples/demo/server.rs"]
-mod server;
+use ssehub_demo::page as server;
 
-#[path = "support/demo_process.rs"]
-mod demo_process;
-#[path = "support/http_client.rs"]
-mod http_client;
+use ssehub_harness::demo_process;
+use ssehub_harness::http_client;
 
 use std::time::Duration;
 
@@ -308,15 +304,15 @@ fn page_and_config_are_served() {
 
 #[test]
 fn demo_binary_serves_on_the_port_it_prints() {
-    let binary = demo_process::demo_binary();
-    let help = std::process::Command::new(&binary).arg("--help").output().unwrap();
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_demo"));
+    let help = std::process::Command::new(binary).arg("--help").output().unwrap();
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("--port N"));
-    let bad = std::process::Command::new(&binary).arg("--prot").output().unwrap();
+    let bad = std::process::Command::new(binary).arg("--prot").output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown option '--prot'"));
 
-    let demo = demo_process::DemoProcess::start(&["--generator-ms", "50"]);
+    let demo = demo_process::DemoProcess::start(env!("CARGO_BIN_EXE_demo"), &["--generator-ms", "50"]);
     let mut client = Client::connect(demo.addr());
     assert_eq!(client.send("GET", "/events", &[], "").status, 200);
     // The generator publishes: an event for Alice or everyone arrives.

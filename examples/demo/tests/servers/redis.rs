@@ -1,11 +1,8 @@
 //! Several demo processes on one private redis-server (`--redis`) share events, and replay each other's.
 
-#[path = "support/demo_process.rs"]
-mod demo_process;
-#[path = "support/http_client.rs"]
-mod http_client;
-#[path = "support/redis_server.rs"]
-mod redis_server;
+use ssehub_harness::demo_process;
+use ssehub_harness::http_client;
+use ssehub_harness::redis_server;
 
 use demo_process::DemoProcess;
 use http_client::{Client, call, ids_of};
@@ -25,8 +22,8 @@ fn publish(demo: &DemoProcess, body: &str) -> String {
 fn demo_processes_on_one_redis_deliver_and_replay_each_others_events() {
     let redis = RedisServer::start();
     let args = ["--redis", &redis.url(), "--generator-ms", "0"];
-    let first = DemoProcess::start(&args);
-    let second = DemoProcess::start(&args);
+    let first = DemoProcess::start(env!("CARGO_BIN_EXE_demo"), &args);
+    let second = DemoProcess::start(env!("CARGO_BIN_EXE_demo"), &args);
     assert_ne!(first.addr(), second.addr());
 
     let mut client = Client::connect(second.addr());

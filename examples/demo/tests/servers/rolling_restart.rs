@@ -1,16 +1,13 @@
 //! Graceful shutdown of the demo binary: SIGTERM/SIGINT end open streams with a retry hint and exit 0; a rolling restart of two processes on one Redis loses nothing.
 
-#[path = "support/demo_process.rs"]
-mod demo_process;
-#[path = "support/http_client.rs"]
-mod http_client;
-#[path = "support/redis_server.rs"]
-mod redis_server;
+use ssehub_harness::demo_process;
+use ssehub_harness::http_client;
+use ssehub_harness::redis_server;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use demo_process::DemoProcess;
@@ -33,13 +30,9 @@ const END_MARKER: &str = "test.end";
 /// How long the test waits for any one condition before it fails.
 const WAIT: Duration = Duration::from_secs(60);
 
-/// Polls `condition` every 20 ms until it holds; panics naming `what` after [`WAIT`].
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Polls `condition` until it holds; panics naming `what` after [`WAIT`].
+fn wait_until(what: &str, condition: impl FnMut() -> bool) {
+    ssehub_harness::wait::wait_until(WAIT, what, condition);
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -55,7 +48,7 @@ fn shutdown_retry_millis(tail: &str) -> Option<u64> {
 #[test]
 fn demo_ends_open_streams_with_a_retry_hint_and_exits_0_on_sigterm_and_sigint() {
     for signal in ["TERM", "INT"] {
-        let mut demo = DemoProcess::start(&["--generator-ms", "0"]);
+        let mut demo = DemoProcess::start(env!("CARGO_BIN_EXE_demo"), &["--generator-ms", "0"]);
         let mut stream = Client::connect(demo.addr());
         assert_eq!(stream.send("GET", "/events", &[], "").status, 200);
         assert_eq!(stream.read_chunk().unwrap(), "retry: 1000\n\n");
@@ -282,8 +275,8 @@ fn rolling_restart_of_two_demos_on_one_redis_delivers_every_event_exactly_once_i
     let redis = RedisServer::start();
     let url = redis.url();
     let args = ["--redis", &url, "--generator-ms", "0"];
-    let mut first = DemoProcess::start(&args);
-    let mut second = DemoProcess::start(&args);
+    let mut first = DemoProcess::start(env!("CARGO_BIN_EXE_demo"), &args);
+    let mut second = DemoProcess::start(env!("CARGO_BIN_EXE_demo"), &args);
     let servers: Arc<Servers> = Arc::new(Mutex::new([Some(first.addr()), Some(second.addr())]));
 
     let specs: Vec<ClientSpec> = (0..CLIENTS)
@@ -321,7 +314,7 @@ fn rolling_restart_of_two_demos_on_one_redis_delivers_every_event_exactly_once_i
         wait_until("events after the move", || progressed(&before, 3));
 
         // Restarted (on a new port) and back in rotation.
-        *demo = DemoProcess::start(&args);
+        *demo = DemoProcess::start(env!("CARGO_BIN_EXE_demo"), &args);
         lock(&servers)[stopping] = Some(demo.addr());
     }
 
