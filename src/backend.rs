@@ -18,10 +18,12 @@
 //!
 //! See the crate's [`EventSource`](crate::EventSource) docs for the rules, and a whole backend built on these.
 
+mod limits;
 mod queue;
 mod replay;
 mod wakeups;
 
+pub use limits::{OpenSubscriptions, SubscriptionLimits};
 pub(crate) use queue::NOT_REGISTERED;
 pub use queue::{Push, Registry, SubscriberQueue, Subscription, subscriber_queue};
 pub use replay::{ReplaySide, StreamSide, replay, stream_replay};

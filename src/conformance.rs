@@ -60,6 +60,8 @@
 //!         MemoryHub::builder()
 //!             .retention(options.retention.then_some(retention))
 //!             .queue_capacity(options.queue_capacity)
+//!             .max_subscriptions_per_user(options.subscription_limits.max_per_user())
+//!             .max_subscriptions(options.subscription_limits.max_per_process())
 //!             .build()
 //!     }
 //!
@@ -92,6 +94,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use futures_lite::StreamExt;
 use futures_lite::future;
 
+use crate::backend::SubscriptionLimits;
 use crate::fixture::ExampleCategory;
 use crate::sse::{GAP_EVENT, SseStream};
 use crate::{
@@ -113,12 +116,19 @@ pub struct HubOptions {
     pub queue_capacity: usize,
     /// Whether events are retained for replay at all.
     pub retention: bool,
+    /// The caps on open subscriptions the hub enforces.
+    pub subscription_limits: SubscriptionLimits,
 }
 
 impl Default for HubOptions {
-    /// 1000 events retained per audience, queues of 1024, retention on.
+    /// 1000 events retained per audience, queues of 1024, retention on, the default caps.
     fn default() -> Self {
-        Self { history_len: 1000, queue_capacity: 1024, retention: true }
+        Self {
+            history_len: 1000,
+            queue_capacity: 1024,
+            retention: true,
+            subscription_limits: SubscriptionLimits::new(),
+        }
     }
 }
 
@@ -141,6 +151,13 @@ impl HubOptions {
     #[must_use]
     pub fn with_retention(mut self, retention: bool) -> Self {
         self.retention = retention;
+        self
+    }
+
+    /// These options with these caps on open subscriptions.
+    #[must_use]
+    pub fn with_subscription_limits(mut self, limits: SubscriptionLimits) -> Self {
+        self.subscription_limits = limits;
         self
     }
 }
@@ -200,6 +217,8 @@ macro_rules! __conformance_each_check {
             lag_happens_exactly_when_the_queue_overflows,
             generated_workloads_deliver_and_replay_exactly,
             resume_and_sse_stream_pass_mid_stream_gaps_and_backend_errors_on,
+            open_subscriptions_are_capped_per_user_and_per_process_exactly,
+            disconnect_ends_every_stream_of_the_user_and_no_other,
         }
     };
 }
@@ -258,6 +277,7 @@ mod lifecycle;
 mod live;
 mod replay;
 mod report;
+mod sessions;
 mod sse;
 mod workload;
 
@@ -273,6 +293,7 @@ pub use lifecycle::*;
 pub use live::*;
 pub use replay::*;
 use report::*;
+pub use sessions::*;
 pub use sse::*;
 pub use workload::*;
 

@@ -38,8 +38,43 @@ pub enum Error {
     /// The cursor a client resumed with cannot be used: made for another
     /// user, say. Nothing was subscribed; answer it as a bad request.
     InvalidCursor(CursorError),
+    /// Too many subscriptions are open: `scope` says whose cap was reached.
+    /// Nothing was subscribed; answer it as `429 Too Many Requests` (with
+    /// `Retry-After`). A dropped or ended subscription frees its place at once.
+    TooManySubscriptions {
+        /// The cap that was reached.
+        scope: LimitScope,
+        /// Its value.
+        limit: usize,
+    },
+    /// The user was disconnected ([`disconnect`](crate::EventSource::disconnect)):
+    /// the stream ends. Its reconnection meets the application's
+    /// authentication again, which decides whether it may go on.
+    Revoked,
+    /// The credential a stream was to run under has already expired: refused
+    /// before the stream starts; answer it as `401 Unauthorized`.
+    Expired,
     /// The backend failed; the source is its own error.
     Backend(BoxError),
+}
+
+/// Whose cap on open subscriptions [`Error::TooManySubscriptions`] reports.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum LimitScope {
+    /// The subscriptions one user has open on this hub (this process).
+    User,
+    /// The subscriptions open on this hub (this process), all users together.
+    Process,
+}
+
+impl fmt::Display for LimitScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LimitScope::User => "per-user",
+            LimitScope::Process => "per-process",
+        })
+    }
 }
 
 impl Error {
@@ -80,6 +115,11 @@ impl fmt::Display for Error {
             }
             Error::InvalidCursor(error) => write!(f, "{error}"),
             Error::Closed => f.write_str("the hub was shut down"),
+            Error::TooManySubscriptions { scope, limit } => {
+                write!(f, "too many open subscriptions: the {scope} cap of {limit} is reached")
+            }
+            Error::Revoked => f.write_str("the user was disconnected"),
+            Error::Expired => f.write_str("the credential has expired"),
             Error::Backend(e) => write!(f, "backend error: {e}"),
         }
     }

@@ -126,7 +126,7 @@ pub mod conformance;
 
 pub use category::{Category, CategorySet, CategorySetIter};
 pub use cursor::{Cursor, LastEventId, Position, Positions, StreamKind};
-pub use error::{BoxError, Error};
+pub use error::{BoxError, Error, LimitScope};
 pub use event::{Audience, DataNotJson, Event, EventId, InvalidEvent, UserId};
 pub use retention::Retention;
 pub use source::{

@@ -155,6 +155,20 @@ pub type EventStream<C> = Pin<Box<dyn Stream<Item = Result<Event<C>, Error>> + S
 ///         };
 ///         Ok(backend::stream_replay(side(false, from.own), side(true, from.broadcast), filter))
 ///     }
+///
+///     async fn disconnect(&self, user: UserId) -> Result<(), Error> {
+///         let mut wakeups = Wakeups::new();
+///         // Ended and unregistered at once: the user's places are free again.
+///         self.0 .0.lock().unwrap().subscribers.retain(|(queue, _)| {
+///             let theirs = queue.user() == user;
+///             if theirs {
+///                 queue.revoke(&mut wakeups);
+///             }
+///             !theirs
+///         });
+///         wakeups.wake_all();
+///         Ok(())
+///     }
 /// }
 ///
 /// impl<C: Category> Publisher<C> for VecHub<C> {
@@ -251,6 +265,18 @@ pub trait EventSource<C: Category>: Send + Sync {
         from: Positions,
         filter: CategorySet<C>,
     ) -> impl Future<Output = Result<StreamReplay<C>, Error>> + Send;
+
+    /// Ends every open subscription of `user`, on every process sharing this
+    /// backend's data, with [`Error::Revoked`] (what was queued for them is
+    /// dropped), and frees their places under the caps at once; other users'
+    /// subscriptions carry on untouched. Returns once the order is given:
+    /// this process's subscriptions have ended, other processes' end as they
+    /// receive it. A user's later subscribe is not refused: who may
+    /// subscribe is the application's decision (its authentication).
+    ///
+    /// [`SubscriberQueue::revoke`](crate::backend::SubscriberQueue::revoke)
+    /// ends one subscription this way.
+    fn disconnect(&self, user: UserId) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
 /// Where events are published: to one user, or to everyone, by the event's audience.

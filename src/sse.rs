@@ -135,6 +135,16 @@ pub const GAP_EVENT: &str = "gap";
 /// The comment text of a heartbeat frame (`: heartbeat`).
 pub const HEARTBEAT_COMMENT: &str = "heartbeat";
 
+/// The closing comment of a stream whose credential expired ([`SseStream::with_deadline`]).
+pub const EXPIRED_COMMENT: &str = "closing: credential expired; reconnect with a fresh one";
+
+/// The closing comment of a stream whose user was disconnected ([`Error::Revoked`]).
+pub const REVOKED_COMMENT: &str = "closing: access revoked";
+
+/// The `retry:` delay sent when a stream ends at its deadline: the browser
+/// reconnects at once, with the credential the page refreshed meanwhile.
+pub const EXPIRED_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// How much output [`SseStream`] gathers into one chunk when many events are ready at once.
 const MAX_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -194,6 +204,8 @@ pub struct SseStream<S> {
     cursor: Option<(UserId, Positions)>,
     /// Set by [`SseStream::with_shutdown`]: ends the stream when the server stops.
     shutdown: Option<Triggered>,
+    /// Set by [`SseStream::with_deadline`]: ends the stream when its credential expires.
+    deadline: Option<Timer>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -223,6 +235,7 @@ impl<S> SseStream<S> {
             last_sent: None,
             cursor: None,
             shutdown: None,
+            deadline: None,
         }
     }
 
@@ -250,16 +263,68 @@ impl<S> SseStream<S> {
         self
     }
 
+    /// Ends the stream at `deadline`, the expiry of the credential it was
+    /// opened with (a token's `exp`), the way a shutdown does: a short
+    /// `retry:` field ([`EXPIRED_RETRY`]), the closing comment
+    /// [`EXPIRED_COMMENT`], the end of the body. The browser reconnects with
+    /// its last cursor and the credential it holds then; the application's
+    /// authentication decides again, and the replay delivers exactly what was
+    /// published meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Expired`] when `deadline` is not in the future: answer the
+    /// request `401 Unauthorized` instead of starting a stream.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use futures::StreamExt;
+    /// use ssehub::sse::{EXPIRED_COMMENT, SseStream};
+    /// use ssehub::{Error, Event, fixture::ExampleCategory as C};
+    ///
+    /// let events = futures::stream::pending::<Result<Event<C>, Error>>();
+    /// let expires = SystemTime::now() + Duration::from_millis(20);
+    /// let mut body = SseStream::new(events).with_deadline(expires).unwrap();
+    /// futures::executor::block_on(async {
+    ///     assert_eq!(body.next().await.unwrap(), "retry: 3000\n\n");
+    ///     assert_eq!(body.next().await.unwrap(), format!("retry: 250\n\n: {EXPIRED_COMMENT}\n\n"));
+    ///     assert_eq!(body.next().await, None);
+    /// });
+    /// let past = SystemTime::now() - Duration::from_secs(1);
+    /// assert!(matches!(SseStream::new(futures::stream::pending::<Result<Event<C>, Error>>()).with_deadline(past), Err(Error::Expired)));
+    /// ```
+    pub fn with_deadline(mut self, deadline: std::time::SystemTime) -> Result<Self, Error> {
+        let left = deadline.duration_since(std::time::SystemTime::now()).map_err(|_| Error::Expired)?;
+        if left.is_zero() {
+            return Err(Error::Expired);
+        }
+        self.deadline = Some(Timer::after(left));
+        Ok(self)
+    }
+
     /// The last chunk, if the stream is bound to a shutdown that was triggered
-    /// and has not ended yet; otherwise registers for the trigger's wake-up.
-    fn shutdown_chunk(&mut self, cx: &mut Context<'_>) -> Option<Bytes> {
+    /// or to a deadline that passed, and has not ended yet; otherwise registers
+    /// for their wake-ups.
+    fn closing_chunk(&mut self, cx: &mut Context<'_>) -> Option<Bytes> {
         if self.state == State::Finished {
             return None;
         }
-        let closing = match self.shutdown.as_mut()?.poll_closing_chunk(cx) {
-            Poll::Ready(closing) => closing,
-            Poll::Pending => return None,
-        };
+        let shutdown = self.shutdown.as_mut().and_then(|shutdown| match shutdown.poll_closing_chunk(cx) {
+            Poll::Ready(closing) => Some(closing),
+            Poll::Pending => None,
+        });
+        let closing = shutdown.or_else(|| {
+            let deadline = self.deadline.as_mut()?;
+            Pin::new(deadline).poll(cx).is_ready().then(|| {
+                let mut out = String::with_capacity(80);
+                let retry = u32::try_from(EXPIRED_RETRY.as_millis()).unwrap_or(u32::MAX);
+                wire::write_retry(&mut out, retry);
+                wire::write_comment(&mut out, EXPIRED_COMMENT);
+                Bytes::from(out)
+            })
+        })?;
         self.state = State::Finished;
         Some(closing)
     }
@@ -303,7 +368,7 @@ where
     type Item = Bytes;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        if let Some(closing) = self.shutdown_chunk(cx) {
+        if let Some(closing) = self.closing_chunk(cx) {
             return Poll::Ready(Some(closing));
         }
         let this = self.get_mut();

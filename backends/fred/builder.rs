@@ -24,6 +24,7 @@ use super::streams::Streams;
 use super::subscription::Command;
 use super::topology::{Incoming, Topology};
 use crate::Retention;
+use crate::backend::SubscriptionLimits;
 use crate::{Audience, Category, Error};
 
 /// How long publishing stays idempotent unless [`RedisHubBuilder::publish_dedupe_window`] says otherwise.
@@ -52,6 +53,7 @@ pub struct RedisHubBuilder<C> {
     layout: KeyLayout,
     retention: Option<Retention>,
     queue_capacity: usize,
+    subscription_limits: SubscriptionLimits,
     max_message_bytes: usize,
     category_of_event_type: fn(&str) -> Option<C>,
     command_timeout: Duration,
@@ -74,6 +76,7 @@ impl<C: Category> RedisHubBuilder<C> {
             layout: KeyLayout::standalone(),
             retention: Some(Retention::default()),
             queue_capacity: 1024,
+            subscription_limits: SubscriptionLimits::new(),
             max_message_bytes: 1 << 20,
             category_of_event_type: C::from_event_type,
             command_timeout: Duration::from_secs(5),
@@ -107,6 +110,23 @@ impl<C: Category> RedisHubBuilder<C> {
     /// [`Error::Lagged`]. Default: 1024.
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         self.queue_capacity = capacity.max(1);
+        self
+    }
+
+    /// At most `max` subscriptions open per user on this hub (this process;
+    /// `0` is taken as `1`). Default: [`SubscriptionLimits::DEFAULT_PER_USER`] (64).
+    ///
+    /// One more fails with [`Error::TooManySubscriptions`] before anything is
+    /// registered; a dropped or ended subscription frees its place at once.
+    pub fn max_subscriptions_per_user(mut self, max: usize) -> Self {
+        self.subscription_limits = self.subscription_limits.per_user(max);
+        self
+    }
+
+    /// At most `max` subscriptions open on this hub, all users together (`0`
+    /// is taken as `1`). Default: [`SubscriptionLimits::DEFAULT_PER_PROCESS`] (1,000,000).
+    pub fn max_subscriptions(mut self, max: usize) -> Self {
+        self.subscription_limits = self.subscription_limits.per_process(max);
         self
     }
 
@@ -332,6 +352,7 @@ impl<C> fmt::Debug for RedisHubBuilder<C> {
             .field("layout", &self.layout)
             .field("retention", &self.retention)
             .field("queue_capacity", &self.queue_capacity)
+            .field("subscription_limits", &self.subscription_limits)
             .field("command_connections", &self.command_connections)
             .finish_non_exhaustive()
     }
@@ -374,10 +395,14 @@ async fn start<C: Category>(
         read_after_script: scripts::read_after(),
     };
     let shared = Arc::new(Shared {
+        control_channel: settings.layout.control_channel(),
+        // The random bits of a UUIDv7: unique among the hubs of a fleet, for all purposes.
+        hub_id: (crate::EventId::new().as_uuid().as_u64_pair().1).max(1),
         layout: settings.layout,
         retention: settings.retention,
         decoder,
         queue_capacity: settings.queue_capacity,
+        subscription_limits: settings.subscription_limits,
         counters,
         topology,
         streams,
@@ -402,6 +427,7 @@ async fn start<C: Category>(
             let fanout = Fanout::new(
                 Arc::clone(&shared.counters),
                 shared.queue_capacity,
+                shared.subscription_limits,
                 ops_tx,
                 commands_handle,
                 broadcast,
@@ -421,6 +447,7 @@ async fn start<C: Category>(
 /// Subscribes the broadcast channel, confirmed live, and reads the broadcast stream's position.
 async fn connect_broadcast<C: Category>(shared: &Shared<C>) -> Result<Feed, Error> {
     shared.topology.subscribe_channel(shared.layout.channel(Audience::Broadcast)).await?;
+    shared.topology.subscribe_channel(shared.control_channel.clone()).await?;
     shared.topology.confirm_live().await?;
     Counters::add(&shared.counters.redis_channels, 1);
     let position = match shared.retention {

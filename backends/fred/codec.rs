@@ -86,6 +86,7 @@ pub(crate) enum Skip {
     UnknownCategory(String),
     NoCategory(String),
     UnknownChannel,
+    BadControl,
 }
 
 impl fmt::Display for Skip {
@@ -98,6 +99,7 @@ impl fmt::Display for Skip {
             Skip::BadEventId => f.write_str("event_id is not a UUID"),
             Skip::BadUserId => f.write_str("user_id is not a UUID"),
             Skip::UserMismatch => f.write_str("user_id names another user than the channel"),
+            Skip::BadControl => f.write_str("control message is not a disconnect order"),
             Skip::BadTimestamp => f.write_str("occurred_at is not an ISO 8601 date-time"),
             Skip::BadEventType => f.write_str("event_type is not a valid event type name"),
             Skip::DataNotJson => f.write_str("data is not JSON"),
@@ -146,6 +148,32 @@ pub(crate) fn envelope<C: Category>(event: &Event<C>) -> String {
     let mut out = envelope_prefix(event);
     out.push('}');
     out
+}
+
+/// The control message that disconnects `user` on every hub, sent by the hub `from`:
+/// `{"disconnect":"<user id>","from":"<hub id>"}`.
+pub(crate) fn disconnect_order(user: UserId, from: u64) -> String {
+    format!(r#"{{"disconnect":"{user}","from":"{from:016x}"}}"#)
+}
+
+#[derive(Deserialize)]
+struct ControlIn<'a> {
+    #[serde(borrow)]
+    disconnect: Cow<'a, str>,
+    #[serde(borrow, default)]
+    from: Option<Cow<'a, str>>,
+}
+
+/// The user a control message disconnects and the hub that sent it (0 if it names none), if it is
+/// a disconnect order; the user id must be in its exact form.
+pub(crate) fn disconnect_of(message: &[u8]) -> Option<(UserId, u64)> {
+    let control: ControlIn<'_> = serde_json::from_slice(message).ok()?;
+    let user: UserId = control.disconnect.parse().ok()?;
+    let from = match control.from {
+        Some(from) => u64::from_str_radix(&from, 16).ok()?,
+        None => 0,
+    };
+    (user.to_string() == control.disconnect).then_some((user, from))
 }
 
 /// A decoded message: the event and, for messages ssehub published with retention, its stream entry id.

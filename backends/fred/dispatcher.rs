@@ -23,7 +23,7 @@ use ::fred::types::config::Server;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 
-use super::codec::{Decoded, Skip};
+use super::codec::{self, Decoded, Skip};
 use super::fanout::Fanout;
 use super::recovery::Recovery;
 use super::sequencer::Confirmed;
@@ -125,6 +125,10 @@ impl<C: Category> Dispatcher<C> {
         match command {
             Command::Subscribe { user, filter, reply } => self.fanout.subscribe(user, filter, reply),
             Command::Unsubscribe { user, subscriber } => self.fanout.unsubscribe(user, subscriber),
+            Command::Revoke { user, reply } => {
+                self.fanout.revoke(user);
+                let _ = reply.send(());
+            }
             Command::Resync(scope) => {
                 self.recovery.note(scope, true, true);
                 // The run loop's retry timer starts the recovery.
@@ -167,6 +171,16 @@ impl<C: Category> Dispatcher<C> {
     fn on_message(&mut self, message: Message) {
         let shared = Arc::clone(&self.shared);
         let channel: &str = &message.channel;
+        if *channel == *shared.control_channel {
+            match message.value.as_bytes().and_then(codec::disconnect_of) {
+                // This hub's own order: it ended its subscriptions before it sent it, and a
+                // subscription made since must not end.
+                Some((_, from)) if from == shared.hub_id => {}
+                Some((user, _)) => self.fanout.revoke(user),
+                None => shared.counters.skipped(channel, &Skip::BadControl),
+            }
+            return;
+        }
         let Some(audience) = shared.layout.audience_of_channel(channel) else {
             shared.counters.skipped(channel, &Skip::UnknownChannel);
             return;

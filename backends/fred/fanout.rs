@@ -16,8 +16,8 @@ use super::codec::{Decoded, StreamId};
 use super::sequencer::{Confirmed, PubSubOp};
 use super::stats::Counters;
 use super::subscription::{Command, Delivery, Subscriber, Subscription, Unsubscriber};
-use crate::backend::{Push, Registry, Wakeups};
-use crate::{Audience, Category, CategorySet, Error, Event, EventId, UserId};
+use crate::backend::{Push, Registry, SubscriptionLimits, Wakeups};
+use crate::{Audience, Category, CategorySet, Error, Event, EventId, LimitScope, UserId};
 
 /// The last event a feed delivered: its stream entry id where known, else its event id.
 #[derive(Clone, Copy, Default, Debug)]
@@ -82,6 +82,7 @@ pub(crate) struct Fanout<C: Category> {
     pub(crate) broadcast: Feed,
     counters: Arc<Counters>,
     queue_capacity: usize,
+    limits: SubscriptionLimits,
     /// Channel changes, to the sequencer.
     ops: UnboundedSender<PubSubOp>,
     /// Where dropped subscriptions unsubscribe: the dispatcher's inbox.
@@ -94,6 +95,7 @@ impl<C: Category> Fanout<C> {
     pub(crate) fn new(
         counters: Arc<Counters>,
         queue_capacity: usize,
+        limits: SubscriptionLimits,
         ops: UnboundedSender<PubSubOp>,
         commands: WeakUnboundedSender<Command<C>>,
         broadcast: Feed,
@@ -103,6 +105,7 @@ impl<C: Category> Fanout<C> {
             broadcast,
             counters,
             queue_capacity,
+            limits,
             ops,
             registry: Arc::new(Unsubscriber { commands }),
             next_subscriber: 0,
@@ -116,6 +119,20 @@ impl<C: Category> Fanout<C> {
     }
 
     pub(crate) fn subscribe(&mut self, user: UserId, filter: CategorySet<C>, reply: SubscribeReply<C>) {
+        // The counts are this task's own: exact, whatever other tasks do meanwhile.
+        let open = usize::try_from(self.counters.open_subscriptions.get()).unwrap_or(usize::MAX);
+        let refused = if open >= self.limits.max_per_process() {
+            Err(Error::TooManySubscriptions {
+                scope: LimitScope::Process,
+                limit: self.limits.max_per_process(),
+            })
+        } else {
+            self.limits.check_user(self.users.get(&user).map_or(0, |feed| feed.subscribers.len()))
+        };
+        if let Err(error) = refused {
+            let _ = reply.send(Err(error));
+            return;
+        }
         let id = self.next_subscriber;
         self.next_subscriber += 1;
         let (queue, subscription) =
@@ -153,6 +170,24 @@ impl<C: Category> Fanout<C> {
         let before = feed.subscribers.len();
         feed.subscribers.retain(|s| s.id != subscriber);
         Counters::sub(&self.counters.open_subscriptions, (before - feed.subscribers.len()) as u64);
+        self.release_if_unused(user);
+    }
+
+    /// Ends every subscription of `user` here with [`Error::Revoked`] (a
+    /// disconnect order), frees their places, and releases the user's channel.
+    pub(crate) fn revoke(&mut self, user: UserId) {
+        let Some(feed) = self.users.get_mut(&user) else { return };
+        let mut wakeups = Wakeups::new();
+        for subscriber in &feed.subscribers {
+            subscriber.revoke(&mut wakeups);
+        }
+        for (reply, _subscription, _) in feed.waiting.drain(..) {
+            let _ = reply.send(Err(Error::Revoked));
+        }
+        let revoked = feed.subscribers.len() as u64;
+        feed.subscribers.clear();
+        Counters::sub(&self.counters.open_subscriptions, revoked);
+        wakeups.wake_all();
         self.release_if_unused(user);
     }
 

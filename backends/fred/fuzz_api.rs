@@ -41,6 +41,8 @@ pub enum Refusal {
     NoCategory,
     /// A message on a channel of no audience.
     UnknownChannel,
+    /// A control message that is not a disconnect order.
+    BadControl,
 }
 
 impl From<Skip> for Refusal {
@@ -59,6 +61,7 @@ impl From<Skip> for Refusal {
             Skip::UnknownCategory(_) => Refusal::UnknownCategory,
             Skip::NoCategory(_) => Refusal::NoCategory,
             Skip::UnknownChannel => Refusal::UnknownChannel,
+            Skip::BadControl => Refusal::BadControl,
         }
     }
 }

@@ -168,6 +168,28 @@ impl<C: Category> EventSource<C> for RedisHub<C> {
             async move { task.await? },
         )
     }
+
+    /// Ends the user's subscriptions on this hub, then publishes the order on
+    /// the layout's [`control_channel`](super::KeyLayout::control_channel):
+    /// every other hub subscribed to it ends the user's subscriptions as it
+    /// receives it (a pub/sub hop later). Fails if Redis does not take the
+    /// message; this hub's subscriptions have ended either way.
+    fn disconnect(&self, user: UserId) -> impl Future<Output = Result<(), Error>> + Send {
+        let shared = Arc::clone(&self.inner.shared);
+        let commands = self.inner.commands.clone();
+        let closed = self.is_closed();
+        let task = self.inner.runtime.spawn(async move {
+            if closed {
+                return Err(Error::Closed);
+            }
+            let (reply, done) = oneshot::channel();
+            commands.send(Command::Revoke { user, reply }).map_err(|_| Error::Closed)?;
+            done.await.map_err(|_| Error::Closed)?;
+            let order = super::codec::disconnect_order(user, shared.hub_id);
+            super::publish::publish_control(&shared, &order).await
+        });
+        async move { task.await? }
+    }
 }
 
 impl<C: Category> Publisher<C> for RedisHub<C> {

@@ -141,6 +141,18 @@ impl KeyLayout {
         }
     }
 
+    /// The pub/sub channel of the hubs' control messages: every hub sharing
+    /// the layout subscribes to it, and [`disconnect`](crate::EventSource::disconnect)
+    /// publishes `{"disconnect":"<user id>"}` on it (`sse:control`; on a
+    /// cluster `sse:{control}:live`, one slot of its own).
+    pub fn control_channel(&self) -> String {
+        let p = &self.prefix;
+        match self.shape {
+            Shape::Standalone => format!("{p}:control"),
+            Shape::Cluster => format!("{p}:{{control}}:live"),
+        }
+    }
+
     /// The stream that retains the events of `audience`.
     pub fn stream(&self, audience: Audience) -> String {
         let p = &self.prefix;

@@ -36,6 +36,30 @@ pub(crate) async fn publish_one<C: Category>(shared: &Shared<C>, event: Event<C>
     Ok(())
 }
 
+/// Publishes a control message on the layout's control channel (sharded on a cluster).
+pub(crate) async fn publish_control<C: Category>(shared: &Shared<C>, message: &str) -> Result<(), Error> {
+    let topology = &shared.topology;
+    let channel = shared.layout.control_channel();
+    match shared.layout.pubsub_kind() {
+        PubSubKind::Plain => {
+            let client = topology.command_client(&channel)?;
+            let _: Value = client.publish(&channel, message).await.map_err(Error::backend)?;
+            Ok(())
+        }
+        PubSubKind::Sharded => {
+            topology
+                .follow_redirects(|| {
+                    let channel = channel.clone();
+                    async move {
+                        let _: Value = topology.command_client(&channel)?.spublish(&channel, message).await?;
+                        Ok(())
+                    }
+                })
+                .await
+        }
+    }
+}
+
 /// Publishes with the cluster layout: the script with the hybrid clock's floor, then `WAIT` if configured.
 async fn publish_sharded<C: Category>(shared: &Shared<C>, event: Event<C>) -> Result<(), Error> {
     let topology = &shared.topology;

@@ -106,6 +106,7 @@ impl Recovery {
         if pending.resubscribe {
             let mut channels: Vec<String> = Vec::new();
             channels.extend(broadcast_in_scope.then(|| broadcast_channel.clone()));
+            channels.extend(scope.covers(&shared.control_channel).then(|| shared.control_channel.clone()));
             channels.extend(
                 fanout.users.keys().filter(|u| user_in_scope(u)).map(|u| layout.channel(Audience::User(*u))),
             );

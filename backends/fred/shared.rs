@@ -12,13 +12,19 @@ use super::stats::Counters;
 use super::streams::Streams;
 use super::topology::Topology;
 use crate::Retention;
+use crate::backend::SubscriptionLimits;
 
 /// What the hub's tasks share.
 pub(crate) struct Shared<C> {
     pub(crate) layout: KeyLayout,
+    /// The layout's control channel, compared with every message's channel.
+    pub(crate) control_channel: String,
+    /// This hub's own id in the control messages it sends (random, never 0).
+    pub(crate) hub_id: u64,
     pub(crate) retention: Option<Retention>,
     pub(crate) decoder: Decoder<C>,
     pub(crate) queue_capacity: usize,
+    pub(crate) subscription_limits: SubscriptionLimits,
     pub(crate) counters: Arc<Counters>,
     pub(crate) topology: Arc<Topology>,
     pub(crate) streams: Streams<C>,

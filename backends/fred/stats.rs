@@ -57,6 +57,11 @@ impl Counter {
     fn load(&self) -> u64 {
         self.value.load(Relaxed)
     }
+
+    /// Its value now.
+    pub(crate) fn get(&self) -> u64 {
+        self.load()
+    }
 }
 
 pub(crate) struct Counters {

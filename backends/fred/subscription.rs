@@ -25,6 +25,11 @@ pub(crate) enum Command<C: Category> {
         user: UserId,
         subscriber: u64,
     },
+    /// `disconnect(user)` on this hub: end the user's subscriptions here, then answer.
+    Revoke {
+        user: UserId,
+        reply: oneshot::Sender<()>,
+    },
     /// Channels whose hash slots moved to another cluster node: subscribe them again and recover.
     Resync(Scope),
     /// The hub was closed: end every subscription and stop.
@@ -77,6 +82,11 @@ impl<C: Category> Subscriber<C> {
         let (queue, subscription) = subscriber_queue(user, capacity, Some(registry));
         queue.set_slot(SUBSCRIBER_ID_SLOT, id as usize);
         (Self { id, filter, queue }, subscription)
+    }
+
+    /// Ends the subscription with [`Error::Revoked`](crate::Error::Revoked).
+    pub(crate) fn revoke(&self, wakeups: &mut Wakeups) {
+        self.queue.revoke(wakeups);
     }
 
     pub(crate) fn offer(&self, delivery: Delivery<C>, wakeups: &mut Wakeups) -> Push {

@@ -9,6 +9,7 @@ use std::time::Instant;
 use super::history::History;
 use super::shards::Shard;
 use super::{DEFAULT_QUEUE_CAPACITY, MemoryHub, SHARD_COUNT, Shared};
+use crate::backend::{OpenSubscriptions, SubscriptionLimits};
 use crate::{Category, Retention};
 
 /// Configures a [`MemoryHub`].
@@ -29,6 +30,7 @@ use crate::{Category, Retention};
 pub struct MemoryHubBuilder<C: Category> {
     retention: Option<Retention>,
     queue_capacity: usize,
+    subscription_limits: SubscriptionLimits,
     _category: PhantomData<fn() -> C>,
 }
 
@@ -37,6 +39,7 @@ impl<C: Category> Default for MemoryHubBuilder<C> {
         Self {
             retention: Some(Retention::default()),
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            subscription_limits: SubscriptionLimits::new(),
             _category: PhantomData,
         }
     }
@@ -53,6 +56,7 @@ impl<C: Category> fmt::Debug for MemoryHubBuilder<C> {
         f.debug_struct("MemoryHubBuilder")
             .field("retention", &self.retention)
             .field("queue_capacity", &self.queue_capacity)
+            .field("subscription_limits", &self.subscription_limits)
             .finish()
     }
 }
@@ -81,13 +85,36 @@ impl<C: Category> MemoryHubBuilder<C> {
         self
     }
 
+    /// At most `max` subscriptions open per user (`0` is taken as `1`).
+    /// Default: [`SubscriptionLimits::DEFAULT_PER_USER`] (64).
+    ///
+    /// One more fails with [`Error::TooManySubscriptions`](crate::Error::TooManySubscriptions)
+    /// before anything is registered; a dropped or ended subscription frees its place at once.
+    pub fn max_subscriptions_per_user(mut self, max: usize) -> Self {
+        self.subscription_limits = self.subscription_limits.per_user(max);
+        self
+    }
+
+    /// At most `max` subscriptions open on the hub, all users together (`0` is
+    /// taken as `1`). Default: [`SubscriptionLimits::DEFAULT_PER_PROCESS`] (1,000,000).
+    pub fn max_subscriptions(mut self, max: usize) -> Self {
+        self.subscription_limits = self.subscription_limits.per_process(max);
+        self
+    }
+
     /// Builds the hub.
     pub fn build(self) -> MemoryHub<C> {
         let limits = self.retention.map(|retention| RetentionLimits {
             max_len: usize::try_from(retention.max_events()).unwrap_or(usize::MAX),
             max_age_ms: u64::try_from(retention.max_age().as_millis()).unwrap_or(u64::MAX),
         });
-        let config = Config { retention: self.retention, limits, queue_capacity: self.queue_capacity.max(1) };
+        let config = Config {
+            retention: self.retention,
+            limits,
+            queue_capacity: self.queue_capacity.max(1),
+            subscription_limits: self.subscription_limits,
+        };
+        let open = Arc::new(OpenSubscriptions::new());
         MemoryHub {
             shared: Arc::new(Shared {
                 config,
@@ -97,8 +124,9 @@ impl<C: Category> MemoryHubBuilder<C> {
                     .map_or(1, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX).max(1)),
                 next_seq: AtomicU64::new(1),
                 handles: AtomicUsize::new(1),
+                open: Arc::clone(&open),
                 closed: AtomicBool::new(false),
-                shards: (0..SHARD_COUNT).map(|_| Shard::default()).collect(),
+                shards: (0..SHARD_COUNT).map(|_| Shard::new(Arc::clone(&open))).collect(),
                 broadcast: Mutex::new(History::new()),
                 broadcast_retained: AtomicUsize::new(0),
             }),
@@ -112,6 +140,7 @@ pub(super) struct Config {
     pub(super) retention: Option<Retention>,
     pub(super) limits: Option<RetentionLimits>,
     pub(super) queue_capacity: usize,
+    pub(super) subscription_limits: SubscriptionLimits,
 }
 
 /// A [`Retention`] in the units the histories count in.

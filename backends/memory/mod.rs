@@ -84,7 +84,7 @@ pub use builder::MemoryHubBuilder;
 use history::History;
 use shards::{List, Registration, Shard, UserEntry};
 
-use crate::backend::{NOT_REGISTERED, Registry, Wakeups, subscriber_queue};
+use crate::backend::{NOT_REGISTERED, OpenSubscriptions, Registry, Wakeups, subscriber_queue};
 
 use crate::{
     Category, CategorySet, Error, Event, EventId, EventSource, Positions, Publisher, Replay, Retention,
@@ -143,6 +143,8 @@ struct Shared<C: Category> {
     next_seq: AtomicU64,
     /// How many `MemoryHub` handles exist: the last one dropped closes the hub.
     handles: AtomicUsize,
+    /// The open subscriptions, all shards together (each shard holds it too).
+    open: Arc<OpenSubscriptions>,
     closed: AtomicBool,
     shards: Box<[Shard<C>]>,
     broadcast: Mutex<History<C>>,
@@ -173,11 +175,20 @@ impl<C: Category> Shared<C> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
+        self.open.reserve(&self.config.subscription_limits)?;
         let shard = self.shard(user);
         let mut guard = lock(&shard.state);
         // Checked again under the lock: `close` empties each shard under it.
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
+        let refused = if self.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            let open_for_user = guard.users.get(&user).map_or(0, |entry| entry.subscribers.len());
+            self.config.subscription_limits.check_user(open_for_user)
+        };
+        if let Err(error) = refused {
+            drop(guard);
+            self.open.release(1);
+            return Err(error);
         }
         let state = &mut *guard;
         let entry = state.users.entry(user).or_insert_with(|| {
@@ -195,6 +206,26 @@ impl<C: Category> Shared<C> {
         drop(guard);
         shard.metrics.subscriptions(1);
         Ok(subscription)
+    }
+
+    /// Revokes and unregisters every subscription of `user`.
+    fn disconnect_now(&self, user: UserId) {
+        let shard = self.shard(user);
+        let mut wakeups = Wakeups::new();
+        let mut guard = lock(&shard.state);
+        let queues: Vec<_> = guard
+            .users
+            .get(&user)
+            .map(|entry| {
+                entry.subscribers.iter().map(|registration| Arc::clone(&registration.queue)).collect()
+            })
+            .unwrap_or_default();
+        for queue in &queues {
+            queue.revoke(&mut wakeups);
+            guard.unregister(shard, queue);
+        }
+        drop(guard);
+        wakeups.wake_all();
     }
 
     fn close(&self) {
@@ -229,6 +260,7 @@ impl<C: Category> Shared<C> {
             drop(guard);
             wakeups.wake_all();
             shard.subscriptions.fetch_sub(unregistered, Ordering::Relaxed);
+            self.open.release(unregistered);
             shard.metrics.subscriptions(-(unregistered as i64));
             shard.users.fetch_sub(removed, Ordering::Relaxed);
         }
@@ -385,6 +417,13 @@ impl<C: Category> EventSource<C> for MemoryHub<C> {
     ) -> Result<StreamReplay<C>, Error> {
         let replay = async { Ok(self.shared.replay_since(user, from, filter)) };
         crate::metrics::observe_stream_replay(crate::metrics::Backend::Memory, from, replay).await
+    }
+
+    /// Ends the user's subscriptions in this hub before it resolves (this
+    /// process is the whole backend). Never fails.
+    async fn disconnect(&self, user: UserId) -> Result<(), Error> {
+        self.shared.disconnect_now(user);
+        Ok(())
     }
 }
 

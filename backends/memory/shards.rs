@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use super::history::History;
 use super::{Shared, lock};
-use crate::backend::{NOT_REGISTERED, Push, Registry, SubscriberQueue, Wakeups};
+use crate::backend::{NOT_REGISTERED, OpenSubscriptions, Push, Registry, SubscriberQueue, Wakeups};
 use crate::{Category, Event, UserId};
 
 /// One shard: its users behind one lock, and counters read without the lock.
@@ -21,10 +21,13 @@ pub(super) struct Shard<C: Category> {
     pub(super) lagged: AtomicU64,
     /// The operator metrics' handles, the same in every shard.
     pub(super) metrics: crate::metrics::Handles,
+    /// The hub's open subscriptions, all shards together: the per-process cap's count.
+    pub(super) hub_open: Arc<OpenSubscriptions>,
 }
 
-impl<C: Category> Default for Shard<C> {
-    fn default() -> Self {
+impl<C: Category> Shard<C> {
+    /// An empty shard of a hub whose open subscriptions `hub_open` counts.
+    pub(super) fn new(hub_open: Arc<OpenSubscriptions>) -> Self {
         Self {
             state: Mutex::new(ShardState {
                 users: HashMap::new(),
@@ -40,6 +43,7 @@ impl<C: Category> Default for Shard<C> {
             delivered: AtomicU64::new(0),
             lagged: AtomicU64::new(0),
             metrics: crate::metrics::Handles::new(crate::metrics::Backend::Memory),
+            hub_open,
         }
     }
 }
@@ -175,6 +179,7 @@ impl<C: Category> ShardState<C> {
         remove_from(&mut self.listeners, List::Shard, queue);
         shrink_when_mostly_empty(&mut self.listeners);
         shard.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        shard.hub_open.release(1);
         shard.metrics.subscriptions(-1);
         true
     }

@@ -395,6 +395,10 @@ mod fred_side {
         ) -> std::result::Result<ssehub::StreamReplay<C>, ssehub::Error> {
             self.hub.missed_since(user, from, filter).await
         }
+
+        async fn disconnect(&self, user: UserId) -> std::result::Result<(), ssehub::Error> {
+            self.hub.disconnect(user).await
+        }
     }
 
     impl ssehub::Publisher<C> for RawPublishing {

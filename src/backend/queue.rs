@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -90,6 +90,7 @@ pub fn subscriber_queue<C: Category>(
         }),
         user,
         slots: [AtomicUsize::new(NOT_REGISTERED), AtomicUsize::new(NOT_REGISTERED)],
+        revoked: AtomicBool::new(false),
     });
     let subscription = Subscription {
         queue: Arc::clone(&queue),
@@ -108,6 +109,9 @@ pub struct SubscriberQueue<C> {
     /// Two words the backend's registry may use to find this queue in its
     /// lists (positions, an id); [`NOT_REGISTERED`] until it sets them.
     slots: [AtomicUsize; 2],
+    /// Set by [`revoke`](Self::revoke): read without the lock before each item,
+    /// so items the subscription took already are not yielded either.
+    revoked: AtomicBool,
 }
 
 struct QueueState<C> {
@@ -143,6 +147,8 @@ enum End {
     Closed,
     /// The subscription was dropped.
     Dropped,
+    /// The user was disconnected: what was queued is dropped.
+    Revoked,
 }
 
 /// What became of an item offered to a [`SubscriberQueue`].
@@ -255,6 +261,23 @@ impl<C: Category> SubscriberQueue<C> {
         wakeups.add(waker);
     }
 
+    /// Ends the queue because its user was disconnected: the subscription
+    /// yields [`Error::Revoked`] next, whatever was queued or taken (dropped),
+    /// then ends. No effect on a queue that has ended already, except that
+    /// nothing more is yielded from it. Unregister it afterwards.
+    pub fn revoke(&self, wakeups: &mut Wakeups) {
+        let mut state = lock(&self.state);
+        if state.end.is_none() {
+            state.end = Some(End::Revoked);
+            self.revoked.store(true, Ordering::Release);
+        }
+        state.items.clear();
+        state.gap_streams.clear();
+        let waker = state.waker.take();
+        drop(state);
+        wakeups.add(waker);
+    }
+
     /// Whether the queue takes no more items (lagged, closed, or dropped).
     pub fn is_ended(&self) -> bool {
         lock(&self.state).end.is_some()
@@ -349,6 +372,11 @@ impl<C: Category> Stream for Subscription<C> {
         if this.state == StreamState::Finished {
             return Poll::Ready(None);
         }
+        if this.queue.revoked.load(Ordering::Acquire) {
+            this.taken.clear();
+            this.state = StreamState::Finished;
+            return Poll::Ready(Some(Err(Error::Revoked)));
+        }
         if let Some(item) = this.taken.pop_front() {
             return this.deliver(item);
         }
@@ -369,6 +397,7 @@ impl<C: Category> Stream for Subscription<C> {
         let last = match state.end {
             Some(End::Lagged) => Error::Lagged { last_delivered },
             Some(End::Closed | End::Dropped) => Error::Closed,
+            Some(End::Revoked) => Error::Revoked,
             None => {
                 match &state.waker {
                     Some(waker) if waker.will_wake(cx.waker()) => {}

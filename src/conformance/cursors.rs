@@ -380,6 +380,10 @@ impl<H: EventSource<C>> EventSource<C> for Reordering<'_, H> {
         }
         self.hub.missed_since(user, from, filter).await
     }
+
+    async fn disconnect(&self, user: UserId) -> Result<(), Error> {
+        self.hub.disconnect(user).await
+    }
 }
 
 /// The subscription of [`Reordering`].

@@ -58,6 +58,10 @@ impl<H: EventSource<C>> EventSource<C> for InjectFaults<'_, H> {
     ) -> impl Future<Output = Result<StreamReplay<C>, Error>> + Send {
         self.hub.missed_since(user, from, filter)
     }
+
+    fn disconnect(&self, user: UserId) -> impl Future<Output = Result<(), Error>> + Send {
+        self.hub.disconnect(user)
+    }
 }
 
 /// The subscription of [`InjectFaults`].

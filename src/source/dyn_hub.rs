@@ -67,6 +67,10 @@ impl<C: Category> EventSource<C> for DynHub<C> {
     ) -> impl Future<Output = Result<StreamReplay<C>, Error>> + Send {
         self.hub.missed_since_boxed(user, from, filter)
     }
+
+    fn disconnect(&self, user: UserId) -> impl Future<Output = Result<(), Error>> + Send {
+        self.hub.disconnect_boxed(user)
+    }
 }
 
 impl<C: Category> Publisher<C> for DynHub<C> {
@@ -95,6 +99,7 @@ trait ErasedHub<C: Category>: Send + Sync {
         filter: CategorySet<C>,
     ) -> BoxFuture<'_, Result<StreamReplay<C>, Error>>;
     fn publish_boxed(&self, event: Event<C>) -> BoxFuture<'_, Result<(), Error>>;
+    fn disconnect_boxed(&self, user: UserId) -> BoxFuture<'_, Result<(), Error>>;
 }
 
 impl<C, H> ErasedHub<C> for H
@@ -133,5 +138,9 @@ where
 
     fn publish_boxed(&self, event: Event<C>) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(self.publish(event))
+    }
+
+    fn disconnect_boxed(&self, user: UserId) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(self.disconnect(user))
     }
 }

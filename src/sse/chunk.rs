@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 
-use super::GAP_EVENT;
+use super::{GAP_EVENT, REVOKED_COMMENT};
 use crate::cursor::{LastEventId, StreamKind};
 use crate::{Error, wire};
 
@@ -89,6 +89,7 @@ pub(super) fn closing_reason(error: &Error) -> &'static str {
     match error {
         Error::Lagged { .. } => "closing: subscriber lagged behind; reconnect to resume",
         Error::Closed => "closing: server shutting down",
+        Error::Revoked => REVOKED_COMMENT,
         _ => "closing: backend error; reconnect to resume",
     }
 }

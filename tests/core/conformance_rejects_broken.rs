@@ -15,8 +15,8 @@ use ssehub::conformance::{self, HubFactory, HubOptions};
 use ssehub::fixture::ExampleCategory as C;
 use ssehub::memory::{MemoryHub, Subscription};
 use ssehub::{
-    Audience, CategorySet, Error, Event, EventId, EventSource, Position, Positions, Publisher, Replay,
-    ReplayStatus, StreamKind, StreamReplay, UserId,
+    Audience, CategorySet, Error, Event, EventId, EventSource, LimitScope, Position, Positions, Publisher,
+    Replay, ReplayStatus, StreamKind, StreamReplay, UserId,
 };
 
 /// The one rule a toy backend breaks.
@@ -46,6 +46,10 @@ enum Fault {
     ReplaysOtherUsers,
     /// `close` refuses new work but leaves open subscriptions open (until the last handle goes).
     CloseLeavesSubscriptionsOpen,
+    /// `disconnect` answers `Ok` and ends nothing.
+    DisconnectEndsNothing,
+    /// A subscribe over the per-user cap succeeds (on a hub of its own).
+    IgnoresTheUserCap,
 }
 
 #[derive(Clone)]
@@ -93,8 +97,22 @@ impl EventSource<C> for Broken {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        let inner = self.hub.subscribe(user, filter).await?;
+        let inner = match self.hub.subscribe(user, filter).await {
+            Err(Error::TooManySubscriptions { scope: LimitScope::User, .. })
+                if self.fault == Fault::IgnoresTheUserCap =>
+            {
+                MemoryHub::new().subscribe(user, filter).await?
+            }
+            subscribed => subscribed?,
+        };
         Ok(BrokenStream { inner, fault: self.fault, seen: 0, repeat: None, ended: false })
+    }
+
+    async fn disconnect(&self, user: UserId) -> Result<(), Error> {
+        match self.fault {
+            Fault::DisconnectEndsNothing => Ok(()),
+            _ => self.hub.disconnect(user).await,
+        }
     }
 
     async fn missed_events(
@@ -244,6 +262,8 @@ impl HubFactory for BrokenFactory {
     async fn create(&self, options: HubOptions) -> Broken {
         let hub = MemoryHub::builder()
             .queue_capacity(options.queue_capacity)
+            .max_subscriptions_per_user(options.subscription_limits.max_per_user())
+            .max_subscriptions(options.subscription_limits.max_per_process())
             .retention(
                 options
                     .retention
@@ -442,6 +462,30 @@ fn a_close_that_leaves_subscriptions_open_is_rejected_by_the_explicit_close_chec
 }
 
 #[test]
+fn a_disconnect_that_ends_nothing_is_rejected_by_the_disconnect_check() {
+    let message = rejection(
+        Fault::DisconnectEndsNothing,
+        conformance::disconnect_ends_every_stream_of_the_user_and_no_other,
+    );
+    assert_names(
+        &message,
+        &["rule: disconnect(user) ends each of the user's open subscriptions", "expected Err(Revoked) next"],
+    );
+}
+
+#[test]
+fn a_subscribe_over_the_user_cap_is_rejected_by_the_caps_check() {
+    let message = rejection(
+        Fault::IgnoresTheUserCap,
+        conformance::open_subscriptions_are_capped_per_user_and_per_process_exactly,
+    );
+    assert_names(
+        &message,
+        &["rule: subscribe fails with Error::TooManySubscriptions", "the subscribe succeeded"],
+    );
+}
+
+#[test]
 fn the_toys_pass_checks_their_fault_does_not_touch() {
     // A rejection must come from the fault, not from a toy that breaks everything.
     for fault in
@@ -457,6 +501,8 @@ fn the_toys_pass_checks_their_fault_does_not_touch() {
         Fault::GapsEveryStream,
         Fault::ReplaysOtherUsers,
         Fault::CloseLeavesSubscriptionsOpen,
+        Fault::DisconnectEndsNothing,
+        Fault::IgnoresTheUserCap,
     ] {
         block_on(conformance::subscriber_receives_own_events_only(&BrokenFactory(fault)));
         block_on(conformance::resume_after_truncated_history_signals_gap_first(&BrokenFactory(fault)));

@@ -14,6 +14,8 @@ impl HubFactory for MemoryFactory {
     async fn create(&self, options: HubOptions) -> Self::Hub {
         MemoryHub::builder()
             .queue_capacity(options.queue_capacity)
+            .max_subscriptions_per_user(options.subscription_limits.max_per_user())
+            .max_subscriptions(options.subscription_limits.max_per_process())
             .retention(
                 options.retention.then(|| Retention::default().with_max_events(options.history_len as u64)),
             )

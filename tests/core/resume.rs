@@ -49,6 +49,11 @@ impl Scripted {
 impl EventSource<C> for Scripted {
     type Subscription = stream::BoxStream<'static, Item>;
 
+    async fn disconnect(&self, _user: UserId) -> Result<(), Error> {
+        self.calls.lock().unwrap().push("disconnect");
+        Ok(())
+    }
+
     async fn subscribe(&self, _user: UserId, _filter: CategorySet<C>) -> Result<Self::Subscription, Error> {
         self.calls.lock().unwrap().push("subscribe");
         if let Some(error) = self.subscribe_error.lock().unwrap().take() {

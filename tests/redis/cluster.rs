@@ -49,6 +49,8 @@ impl HubFactory for ClusterFactory {
             .key_layout(KeyLayout::cluster_with_prefix(&prefix).expect("a valid prefix"))
             .retention(retention)
             .queue_capacity(options.queue_capacity)
+            .max_subscriptions_per_user(options.subscription_limits.max_per_user())
+            .max_subscriptions(options.subscription_limits.max_per_process())
             .connect()
             .await
             .expect("connecting to the private cluster")
@@ -149,6 +151,8 @@ fn a_thousand_users_spread_over_three_masters_each_master_carries_only_its_own_u
         let owner: HashMap<UserId, u16> =
             users.iter().map(|u| (*u, cluster.master_for_key(&layout.channel(Audience::User(*u))))).collect();
         let broadcast_owner = cluster.master_for_key(&layout.channel(Audience::Broadcast));
+        // Every hub also listens on the control channel (disconnect orders).
+        let control_owner = cluster.master_for_key(&layout.control_channel());
         let users_on = |port: u16| owner.values().filter(|p| **p == port).count();
         for port in &masters {
             assert!(users_on(*port) >= 250, "master {port} holds {} of {USERS} users", users_on(*port));
@@ -161,7 +165,8 @@ fn a_thousand_users_spread_over_three_masters_each_master_carries_only_its_own_u
             let clients = hub_clients(node);
             assert_eq!(clients.len(), connections_idle[i], "connections of master {port}: {clients:?}");
             let subscribers: Vec<u64> = clients.iter().copied().filter(|n| *n > 0).collect();
-            let expected = users_on(*port) + usize::from(*port == broadcast_owner);
+            let expected =
+                users_on(*port) + usize::from(*port == broadcast_owner) + usize::from(*port == control_owner);
             assert_eq!(subscribers, vec![expected as u64], "shard subscriptions on master {port}");
             let mut wanted: BTreeSet<String> = users
                 .iter()
@@ -170,6 +175,9 @@ fn a_thousand_users_spread_over_three_masters_each_master_carries_only_its_own_u
                 .collect();
             if *port == broadcast_owner {
                 wanted.insert(layout.channel(Audience::Broadcast));
+            }
+            if *port == control_owner {
+                wanted.insert(layout.control_channel());
             }
             assert_eq!(shard_channels(node, "spread:*"), wanted, "the shard channels of master {port}");
         }

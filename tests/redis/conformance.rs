@@ -50,6 +50,8 @@ async fn hub(options: HubOptions, exact_trimming: bool) -> RedisHub<ExampleCateg
         .key_layout(KeyLayout::standalone_with_prefix(&prefix).expect("a valid prefix"))
         .retention(retention)
         .queue_capacity(options.queue_capacity)
+        .max_subscriptions_per_user(options.subscription_limits.max_per_user())
+        .max_subscriptions(options.subscription_limits.max_per_process())
         .connect()
         .await
         .expect("connecting to the private redis-server")

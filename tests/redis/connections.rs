@@ -40,8 +40,8 @@ fn thousand_subscriptions_of_a_hundred_users_use_at_most_three_connections_and_r
         let subscriber_connections: Vec<_> = clients.iter().filter(|c| !c.contains(" sub=0 ")).collect();
         assert_eq!(subscriber_connections.len(), 1, "exactly one connection holds subscriptions");
         assert!(
-            subscriber_connections[0].contains(&format!(" sub={} ", USERS + 1)),
-            "the subscriber connection holds each user's channel once, plus the broadcast: {}",
+            subscriber_connections[0].contains(&format!(" sub={} ", USERS + 2)),
+            "the subscriber connection holds each user's channel once, plus the broadcast and the control channel: {}",
             subscriber_connections[0]
         );
         for user in &users {
