@@ -20,13 +20,20 @@
 //! in access logs. Tokens are issued by the application's login (here
 //! [`Auth::issue`], or `--issue-token`).
 //!
+//! **Sessions:** every stream ends when its token expires (a short `retry:`
+//! hint, so the browser reconnects with the token the page refreshed
+//! meanwhile, and resumes exactly); `POST /logout` revokes the token's session
+//! (its tokens get 401 from then on) and ends every stream of its user on
+//! every instance; a user over the per-user cap gets 429 with `Retry-After`.
+//!
 //! **Graceful shutdown:** on SIGTERM or Ctrl-C every open stream gets a short
 //! `retry:` hint and ends (they are bound to one [`Shutdown`]), so axum's
 //! `with_graceful_shutdown`, which waits for open connections, can finish;
 //! browsers reconnect to another instance with `Last-Event-ID` and miss nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -41,7 +48,7 @@ use serde::{Deserialize, Serialize};
 use ssehub::fred::RedisHub;
 use ssehub::shutdown::Shutdown;
 use ssehub::sse::{self, SseOptions};
-use ssehub::{Audience, Category, Event, Publisher, UserId, resume};
+use ssehub::{Audience, Category, Event, EventSource, Publisher, UserId, resume};
 
 ssehub::categories! {
     /// What this application's events are about: the categories a client filters by (`?categories=ai,security`).
@@ -87,11 +94,26 @@ fn unauthorized(message: &str) -> Refusal {
     (StatusCode::UNAUTHORIZED, message.to_owned())
 }
 
-/// What a token says: whose it is (`sub`, a user's UUID) and until when (`exp`, Unix seconds).
+/// What a token says: whose it is (`sub`, a user's UUID), until when (`exp`,
+/// Unix seconds) and which login it is (`sid`, a session id, so that one login
+/// can be revoked without the others).
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
     exp: u64,
+    #[serde(default)]
+    sid: String,
+}
+
+/// Who a valid token is for, until when, and which session it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bearer {
+    /// The user.
+    pub user: UserId,
+    /// When the token expires: the deadline of every stream opened with it.
+    pub expires_at: SystemTime,
+    /// The session (login) it belongs to.
+    pub session: String,
 }
 
 /// Issues and checks the tokens that say who a stream is for (HS256 with one shared secret).
@@ -130,19 +152,19 @@ impl Auth {
         self.issue_expiring_at(user, unix_now() + valid_for.as_secs())
     }
 
-    /// A token for `user` that expires at `exp` (Unix seconds).
+    /// A token for `user` that expires at `exp` (Unix seconds), for a new session.
     pub fn issue_expiring_at(&self, user: UserId, exp: u64) -> String {
-        let claims = Claims { sub: user.to_string(), exp };
+        let claims = Claims { sub: user.to_string(), exp, sid: ssehub::EventId::new().to_string() };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signs any claims")
     }
 
-    /// The user a valid token is for.
+    /// Who a valid token is for.
     ///
     /// # Errors
     ///
     /// 401 when the token is expired, badly signed, malformed, or not for a user id.
-    fn user(&self, token: &str) -> Result<UserId, Refusal> {
+    fn bearer(&self, token: &str) -> Result<Bearer, Refusal> {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|error| match error.kind() {
                 ErrorKind::ExpiredSignature => unauthorized("token expired"),
@@ -150,20 +172,40 @@ impl Auth {
                 _ => unauthorized("invalid token"),
             })?
             .claims;
-        claims.sub.parse().map_err(|_| unauthorized("invalid token"))
+        let user = claims.sub.parse().map_err(|_| unauthorized("invalid token"))?;
+        Ok(Bearer { user, expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp), session: claims.sid })
     }
 
-    /// The user of the request's token: the [`TOKEN_COOKIE`] cookie, else the [`TOKEN_PARAM`] query parameter.
-    fn user_of(&self, headers: &HeaderMap, query: Option<&str>) -> Result<UserId, Refusal> {
+    /// Who the request's token is for: the [`TOKEN_COOKIE`] cookie, else the [`TOKEN_PARAM`] query parameter.
+    fn bearer_of(&self, headers: &HeaderMap, query: Option<&str>) -> Result<Bearer, Refusal> {
         let token = token_cookie(headers).or_else(|| {
             form_urlencoded::parse(query.unwrap_or("").as_bytes())
                 .find(|(key, _)| key == TOKEN_PARAM)
                 .map(|(_, value)| value.into_owned())
         });
         match token {
-            Some(token) => self.user(&token),
+            Some(token) => self.bearer(&token),
             None => Err(unauthorized("missing token")),
         }
+    }
+}
+
+/// The sessions logged out, whose tokens are refused although unexpired.
+///
+/// Kept in this process: an application serving from several instances keeps
+/// it where every instance reads it (its session store), as it does for its
+/// other pages. [`disconnect`](ssehub::EventSource::disconnect) ends the streams
+/// on every instance either way; the list decides their reconnection.
+#[derive(Clone, Default)]
+pub struct Revoked(Arc<Mutex<HashSet<String>>>);
+
+impl Revoked {
+    fn insert(&self, session: &str) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(session.to_owned());
+    }
+
+    fn contains(&self, session: &str) -> bool {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).contains(session)
     }
 }
 
@@ -184,7 +226,7 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs())
 }
 
-/// What every handler shares: the hub, the token checker, the shutdown signal.
+/// What every handler shares: the hub, the token checker, the shutdown signal, the revoked sessions.
 #[derive(Clone)]
 pub struct AppState {
     /// Events are published to and streamed from it.
@@ -193,11 +235,31 @@ pub struct AppState {
     pub auth: Auth,
     /// Every `/events` stream is bound to it; trigger it to stop the server.
     pub shutdown: Shutdown,
+    /// Sessions logged out (`POST /logout`): their tokens get 401.
+    pub revoked: Revoked,
 }
 
-/// The application: `GET /events` streams, `POST /publish` publishes.
+/// How long a client over the per-user cap is asked to wait (`Retry-After`, seconds).
+pub const RETRY_AFTER_SECS: u32 = 5;
+
+/// The application: `GET /events` streams, `POST /publish` publishes, `POST /logout` ends a session.
 pub fn app(state: AppState) -> Router {
-    Router::new().route("/events", get(events)).route("/publish", post(publish)).with_state(state)
+    Router::new()
+        .route("/events", get(events))
+        .route("/publish", post(publish))
+        .route("/logout", post(logout))
+        .with_state(state)
+}
+
+impl AppState {
+    /// Who the request is for, unless its session was logged out.
+    fn bearer_of(&self, headers: &HeaderMap, query: Option<&str>) -> Result<Bearer, Refusal> {
+        let bearer = self.auth.bearer_of(headers, query)?;
+        if self.revoked.contains(&bearer.session) {
+            return Err(unauthorized("token revoked"));
+        }
+        Ok(bearer)
+    }
 }
 
 /// `GET /events?categories=a,b[&lastEventId=<id>]` with a token: every input checked before the stream starts.
@@ -207,20 +269,49 @@ async fn events(
     RawQuery(query): RawQuery,
 ) -> Result<Response, Refusal> {
     let query = query.as_deref();
-    let user = state.auth.user_of(&headers, query)?;
+    let bearer = state.bearer_of(&headers, query)?;
+    let user = bearer.user;
     let filter = sse::categories::<Topic>(query).map_err(bad_request)?;
     let last_event_id =
         sse::last_event_id(headers.get(sse::LAST_EVENT_ID_HEADER).map(|v| v.as_bytes()), query)
             .map_err(bad_request)?;
 
-    let events = resume(&state.hub, user, last_event_id, filter).await.map_err(|error| match error {
+    let events = match resume(&state.hub, user, last_event_id, filter).await {
+        Ok(events) => events,
         // Another user's cursor: refused before anything is subscribed.
-        ssehub::Error::InvalidCursor(_) => (StatusCode::BAD_REQUEST, error.to_string()),
-        error => (StatusCode::SERVICE_UNAVAILABLE, format!("cannot subscribe: {error}")),
-    })?;
-    // Each frame's id is a cursor: what the browser sends back as Last-Event-ID.
-    let body = events.into_sse(SseOptions::new()).with_shutdown(&state.shutdown);
+        Err(error @ ssehub::Error::InvalidCursor(_)) => return Err(bad_request(error)),
+        // Over the user's cap: nothing was subscribed; come back when a stream closed.
+        Err(error @ ssehub::Error::TooManySubscriptions { .. }) => {
+            let retry_after = [(header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())];
+            return Ok((StatusCode::TOO_MANY_REQUESTS, retry_after, error.to_string()).into_response());
+        }
+        Err(error) => return Err((StatusCode::SERVICE_UNAVAILABLE, format!("cannot subscribe: {error}"))),
+    };
+    // Each frame's id is a cursor: what the browser sends back as Last-Event-ID. The stream
+    // ends when the token expires; the browser reconnects with the token it holds then.
+    let body = events
+        .into_sse(SseOptions::new())
+        .with_shutdown(&state.shutdown)
+        .with_deadline(bearer.expires_at)
+        .map_err(|_| unauthorized("token expired"))?;
     Ok((sse::RESPONSE_HEADERS, Body::from_stream(body.map(Ok::<_, Infallible>))).into_response())
+}
+
+/// `POST /logout` with a token: its session's tokens are refused from now on, and every open
+/// stream of its user ends, on every instance (those of the user's other sessions reconnect).
+async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<StatusCode, Refusal> {
+    let bearer = state.bearer_of(&headers, query.as_deref())?;
+    state.revoked.insert(&bearer.session);
+    state
+        .hub
+        .disconnect(bearer.user)
+        .await
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, format!("cannot disconnect: {e}")))?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /publish?category=ai[&broadcast=true][&event_type=..]` with a token and the JSON data as body:
@@ -232,7 +323,7 @@ async fn publish(
     Query(params): Query<HashMap<String, String>>,
     data: String,
 ) -> Result<String, Refusal> {
-    let user = state.auth.user_of(&headers, query.as_deref())?;
+    let user = state.bearer_of(&headers, query.as_deref())?.user;
     let audience = match params.get("broadcast").map(String::as_str) {
         None | Some("false") => Audience::User(user),
         Some("true") => Audience::Broadcast,

@@ -631,6 +631,12 @@ async fn events(demo: Arc<Demo>, request: &Request<Incoming>) -> Response<Body> 
         Err(error @ ssehub::Error::InvalidCursor(_)) => {
             return plain(StatusCode::BAD_REQUEST, error.to_string());
         }
+        // Over a cap: nothing was subscribed; the client may try again once a stream closed.
+        Err(error @ ssehub::Error::TooManySubscriptions { .. }) => {
+            let mut response = plain(StatusCode::TOO_MANY_REQUESTS, error.to_string());
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            return response;
+        }
         Err(error) => return plain(StatusCode::SERVICE_UNAVAILABLE, format!("cannot subscribe: {error}")),
     };
     let (connection, stopped) = demo.open_stream(
@@ -665,6 +671,9 @@ async fn events(demo: Arc<Demo>, request: &Request<Incoming>) -> Response<Body> 
     }
     response
 }
+
+/// How long a client over a subscription cap is asked to wait (`Retry-After`, seconds).
+pub const RETRY_AFTER_SECS: u32 = 5;
 
 /// The response carrying an SSE `body`, with the SSE headers.
 fn sse_response(body: impl Stream<Item = Bytes> + Send + 'static) -> Response<Body> {

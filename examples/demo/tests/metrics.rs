@@ -262,9 +262,12 @@ fn redis_metrics_count_reconnects_recoveries_live_gaps_and_refusals() {
     for stream in &mut streams {
         assert!(stream.read_frames(1)[0].contains(&stored.to_string()), "the stored event, recovered");
     }
-    let samples = scrape(demo.addr());
-    assert_eq!(count(&samples, "ssehub_redis_recoveries_total"), 2.0);
-    assert_eq!(count(&samples, "ssehub_redis_recovered_events_total"), 1.0);
+    // The counters move as the recovery ends, beside the delivery the streams saw: waited for.
+    wait_until(std::time::Duration::from_secs(30), "the second recovery's counts", || {
+        let samples = scrape(demo.addr());
+        count(&samples, "ssehub_redis_recoveries_total") == 2.0
+            && count(&samples, "ssehub_redis_recovered_events_total") == 1.0
+    });
 
     // Another stored event, then the stream trimmed empty: the next recovery cannot read it, so
     // every open stream of Alice's gets the gap signal, live.
@@ -285,11 +288,11 @@ fn redis_metrics_count_reconnects_recoveries_live_gaps_and_refusals() {
         let frame = stream.read_frames(1).remove(0);
         assert!(frame.contains(&format!("event: {}\n", ssehub::sse::GAP_EVENT)), "a live gap: {frame}");
     }
-    let samples = scrape(demo.addr());
-    assert_eq!(
-        value(&samples, "ssehub_gaps_signalled_total", &[redis_backend, ("at", "live")]),
-        Some(STREAMS as f64)
-    );
+    wait_until(std::time::Duration::from_secs(30), "a live gap counted for each stream", || {
+        let samples = scrape(demo.addr());
+        value(&samples, "ssehub_gaps_signalled_total", &[redis_backend, ("at", "live")])
+            == Some(STREAMS as f64)
+    });
 
     // Redis gone: the next publish is refused by the backend.
     redis.kill();

@@ -66,8 +66,11 @@ impl Client {
         Head { status, headers }
     }
 
-    /// A whole body, sized by Content-Length.
+    /// A whole body, sized by Content-Length (none for `204 No Content` and `304 Not Modified`).
     pub fn read_sized_body(&mut self, head: &Head) -> String {
+        if matches!(head.status, 204 | 304) {
+            return String::new();
+        }
         let len: usize = head.header("content-length").expect("a sized body").parse().unwrap();
         let mut body = vec![0; len];
         self.reader.read_exact(&mut body).unwrap();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ssehub::UserId;
 use ssehub::shutdown::Shutdown;
-use ssehub_demo::axum_app::{AppState, Auth, Hub, SECRET_ENV, app, stop_signal};
+use ssehub_demo::axum_app::{AppState, Auth, Hub, Revoked, SECRET_ENV, app, stop_signal};
 
 const USAGE: &str = "usage: cargo run -p ssehub-demo --bin axum -- [--redis URL] [--port N]
        cargo run -p ssehub-demo --bin axum -- --issue-token USER_UUID [--valid-secs N]
@@ -85,8 +85,11 @@ async fn main() -> ExitCode {
     });
     // Stops accepting on the signal, then waits for open connections: the
     // streams end by themselves, being bound to the same signal.
-    let serving = axum::serve(listener, app(AppState { hub, auth, shutdown: shutdown.clone() }))
-        .with_graceful_shutdown(shutdown.triggered());
+    let serving = axum::serve(
+        listener,
+        app(AppState { hub, auth, shutdown: shutdown.clone(), revoked: Revoked::default() }),
+    )
+    .with_graceful_shutdown(shutdown.triggered());
     if let Err(error) = serving.await {
         eprintln!("error: {error}");
         return ExitCode::FAILURE;

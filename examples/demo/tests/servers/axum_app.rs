@@ -7,13 +7,14 @@ use ssehub_harness::redis_server;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum_example::{AppState, Auth};
+use axum_example::{AppState, Auth, RETRY_AFTER_SECS, Revoked};
 use http_client::{Client, call, ids_of};
 use redis_server::RedisServer;
 use ssehub::fixture::ExampleCategory as C;
 use ssehub::fred::RedisHub;
 use ssehub::shutdown::{SHUTDOWN_COMMENT, Shutdown};
-use ssehub::{Audience, Event, Publisher, UserId};
+use ssehub::sse::{EXPIRED_COMMENT, REVOKED_COMMENT};
+use ssehub::{Audience, Event, EventSource, Publisher, UserId};
 
 const USER: &str = "a11ce000-0000-4000-8000-000000000001";
 const OTHER: &str = "b0b00000-0000-4000-8000-000000000002";
@@ -25,27 +26,43 @@ struct Setup {
     auth: Auth,
     shutdown: Shutdown,
     served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// The app's own hub (a clone), for its counts.
+    app_hub: axum_example::Hub,
     elsewhere: RedisHub<C>,
     runtime: tokio::runtime::Runtime,
     _redis: RedisServer,
 }
 
 fn setup() -> Setup {
+    setup_with_cap(None)
+}
+
+/// The app on a hub with `per_user` as its per-user cap, if given.
+fn setup_with_cap(per_user: Option<usize>) -> Setup {
     let redis = RedisServer::start();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let auth = Auth::new(SECRET).unwrap();
     let shutdown = Shutdown::with_reconnect_delay(Duration::from_millis(200), Duration::ZERO);
-    let (addr, served, elsewhere) = runtime.block_on(async {
-        let hub = axum_example::Hub::connect(&redis.url()).await.unwrap();
+    let (addr, served, app_hub, elsewhere) = runtime.block_on(async {
+        let mut builder = axum_example::Hub::builder(&redis.url()).unwrap();
+        if let Some(cap) = per_user {
+            builder = builder.max_subscriptions_per_user(cap);
+        }
+        let hub = builder.connect().await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = AppState { hub, auth: auth.clone(), shutdown: shutdown.clone() };
+        let state = AppState {
+            hub: hub.clone(),
+            auth: auth.clone(),
+            shutdown: shutdown.clone(),
+            revoked: Revoked::default(),
+        };
         let serving =
             axum::serve(listener, axum_example::app(state)).with_graceful_shutdown(shutdown.triggered());
         let served = tokio::spawn(async move { serving.await });
-        (addr, served, RedisHub::<C>::connect(&redis.url()).await.unwrap())
+        (addr, served, hub, RedisHub::<C>::connect(&redis.url()).await.unwrap())
     });
-    Setup { addr, auth, shutdown, served: Some(served), elsewhere, runtime, _redis: redis }
+    Setup { addr, auth, shutdown, served: Some(served), app_hub, elsewhere, runtime, _redis: redis }
 }
 
 impl Setup {
@@ -233,4 +250,125 @@ fn axum_graceful_shutdown_ends_open_streams_with_a_retry_hint_and_stops() {
     let result =
         setup.runtime.block_on(async { tokio::time::timeout(Duration::from_secs(30), served).await });
     result.expect("axum::serve returns once the streams ended").unwrap().unwrap();
+}
+
+/// A token expiring 2 s into a stream ends it at `exp` (a retry hint and the
+/// closing comment); the reconnect with a fresh token and the last cursor gets
+/// exactly what was published meanwhile, and the expired token gets 401.
+#[test]
+fn a_stream_ends_when_its_token_expires_and_a_fresh_token_resumes_exactly_after_it() {
+    let setup = setup();
+    let user: UserId = USER.parse().unwrap();
+    let exp = unix_now() + 2;
+    let short = setup.auth.issue_expiring_at(user, exp);
+    let mut client = Client::connect(setup.addr);
+    assert_eq!(client.send("GET", &format!("/events?categories=ai&token={short}"), &[], "").status, 200);
+    assert_eq!(client.read_chunk().unwrap(), "retry: 3000\n\n");
+    let seen = setup.publish_elsewhere(Audience::User(user), C::Ai, 1);
+    let chunk = client.read_chunk().unwrap();
+    let cursor = chunk.lines().next().and_then(|line| line.strip_prefix("id: ")).unwrap().to_owned();
+    assert_eq!(ids_of(chunk), frame_of(&seen));
+
+    assert_eq!(client.read_chunk().unwrap(), format!("retry: 250\n\n: {EXPIRED_COMMENT}\n\n"));
+    let ended = SystemTime::now();
+    assert_eq!(client.read_chunk(), None, "the body ends");
+    let expired_at = UNIX_EPOCH + Duration::from_secs(exp);
+    let late = ended.duration_since(expired_at).expect("the stream ended at or after the token's exp");
+    println!("the stream ended {late:?} after its token expired");
+    // 1 s is the bound asked for; a loaded machine gets three.
+    assert!(late < Duration::from_secs(3), "the stream ended {late:?} after exp");
+
+    let missed = setup.publish_elsewhere(Audience::User(user), C::Ai, 2);
+    let (head, body) = call(setup.addr, "GET", &format!("/events?categories=ai&token={short}"), &[], "");
+    assert_eq!((head.status, body.as_str()), (401, "token expired"));
+    let fresh = setup.token(USER);
+    let mut client = Client::connect(setup.addr);
+    let target = format!("/events?categories=ai&token={fresh}");
+    assert_eq!(client.send("GET", &target, &[("Last-Event-ID", &cursor)], "").status, 200);
+    let frames: Vec<String> = client.read_frames(2).into_iter().map(ids_of).collect();
+    assert_eq!(frames, ["retry: 3000\n\n".to_owned(), frame_of(&missed)]);
+}
+
+/// `POST /logout` ends every stream of the user, here and on another process,
+/// at once; other users' streams carry on; the logged-out token gets 401 and a
+/// new login streams again.
+#[test]
+fn logout_ends_the_users_streams_on_every_process_and_its_token_gets_401() {
+    let setup = setup();
+    let (alice, bob): (UserId, UserId) = (USER.parse().unwrap(), OTHER.parse().unwrap());
+    let token = setup.token(USER);
+    let target = format!("/events?categories=ai&token={token}");
+    let mut alices: Vec<Client> = (0..2)
+        .map(|_| {
+            let mut client = Client::connect(setup.addr);
+            assert_eq!(client.send("GET", &target, &[], "").status, 200);
+            assert_eq!(client.read_chunk().unwrap(), "retry: 3000\n\n");
+            client
+        })
+        .collect();
+    let mut bobs = Client::connect(setup.addr);
+    assert_eq!(
+        bobs.send("GET", &format!("/events?categories=ai&token={}", setup.token(OTHER)), &[], "").status,
+        200
+    );
+    assert_eq!(bobs.read_chunk().unwrap(), "retry: 3000\n\n");
+    let mut elsewhere =
+        setup.runtime.block_on(setup.elsewhere.subscribe(alice, ssehub::CategorySet::all())).unwrap();
+
+    let started = std::time::Instant::now();
+    let (head, body) = call(setup.addr, "POST", &format!("/logout?token={token}"), &[], "");
+    assert_eq!(head.status, 204, "{body}");
+    for client in &mut alices {
+        assert_eq!(client.read_chunk().unwrap(), format!(": {REVOKED_COMMENT}\n\n"));
+        assert_eq!(client.read_chunk(), None, "the body ends");
+    }
+    let ended = setup.runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(30), futures::StreamExt::next(&mut elsewhere)).await
+    });
+    assert!(matches!(ended, Ok(Some(Err(ssehub::Error::Revoked)))), "the other process's stream: {ended:?}");
+    let took = started.elapsed();
+    println!("logout ended 3 streams on 2 processes in {took:?}");
+    assert!(took < Duration::from_secs(5), "logout took {took:?}");
+
+    let for_bob = setup.publish_elsewhere(Audience::User(bob), C::Ai, 1);
+    assert_eq!(ids_of(bobs.read_chunk().unwrap()), frame_of(&for_bob), "Bob's stream carries on");
+    let (head, body) = call(setup.addr, "GET", &target, &[], "");
+    assert_eq!((head.status, body.as_str()), (401, "token revoked"));
+    let mut again = Client::connect(setup.addr);
+    let login = format!("/events?categories=ai&token={}", setup.token(USER));
+    assert_eq!(again.send("GET", &login, &[], "").status, 200, "a new login streams");
+}
+
+/// With a cap of 2 per user, a third connection gets exactly one 429 with
+/// `Retry-After`; once a stream closes, the next connection succeeds.
+#[test]
+fn over_the_per_user_cap_a_connection_gets_429_and_a_closed_stream_frees_its_place() {
+    let setup = setup_with_cap(Some(2));
+    let target = format!("/events?categories=ai&token={}", setup.token(USER));
+    let mut open = Vec::new();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let mut client = Client::connect(setup.addr);
+        let head = client.send("GET", &target, &[], "");
+        statuses.push(head.status);
+        if head.status == 429 {
+            assert_eq!(head.header("retry-after"), Some(RETRY_AFTER_SECS.to_string().as_str()));
+        } else {
+            open.push(client);
+        }
+    }
+    assert_eq!(statuses, [200, 200, 429]);
+    // Another user is not affected by Alice's cap.
+    let mut bobs = Client::connect(setup.addr);
+    assert_eq!(bobs.send("GET", &format!("/events?token={}", setup.token(OTHER)), &[], "").status, 200);
+
+    drop(open.pop());
+    // The server learns of the close from the socket; then the place is free.
+    ssehub_harness::wait::wait_until(
+        Duration::from_secs(30),
+        "the closed stream's subscription to go",
+        || setup.app_hub.stats().open_subscriptions == 2,
+    );
+    let mut client = Client::connect(setup.addr);
+    assert_eq!(client.send("GET", &target, &[], "").status, 200, "the freed place is taken");
 }

@@ -337,3 +337,34 @@ fn a_client_that_goes_away_from_an_idle_stream_is_forgotten_without_waiting_for_
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn over_the_per_user_cap_a_stream_gets_429_with_retry_after_and_a_closed_one_frees_its_place() {
+    let hub = MemoryHub::builder().max_subscriptions_per_user(2).build();
+    let options = server::DemoOptions { sse: SseOptions::new(), generator_interval: None };
+    let demo = server::start("127.0.0.1:0".parse().unwrap(), DynHub::new(hub.clone()), options).unwrap();
+    let target = format!("/events?user={}", user(0));
+    let mut open: Vec<Client> = (0..2)
+        .map(|_| {
+            let mut client = Client::connect(demo.addr());
+            assert_eq!(client.send("GET", &target, &[], "").status, 200);
+            client
+        })
+        .collect();
+    let (head, body) = call(demo.addr(), "GET", &target, &[], "");
+    assert_eq!(head.status, 429, "{body}");
+    assert_eq!(head.header("retry-after"), Some(server::RETRY_AFTER_SECS.to_string().as_str()));
+    assert_eq!(body, "too many open subscriptions: the per-user cap of 2 is reached");
+    // Another user has places of their own.
+    let mut other = Client::connect(demo.addr());
+    assert_eq!(other.send("GET", &format!("/events?user={}", user(1)), &[], "").status, 200);
+
+    drop(open.pop());
+    ssehub_harness::wait::wait_until(
+        Duration::from_secs(30),
+        "the closed stream's subscription to go",
+        || hub.stats().open_subscriptions == 2,
+    );
+    let mut again = Client::connect(demo.addr());
+    assert_eq!(again.send("GET", &target, &[], "").status, 200, "the freed place is taken");
+}
