@@ -8,7 +8,8 @@
 //!    difference, `hub_bytes_per_channel`. Heap bytes (the counting
 //!    allocator), not RSS: what the allocator keeps besides is not per user.
 //! 2. **Resubscribe**: `CLIENT KILL TYPE pubsub` drops the hub's subscriber
-//!    connection; time until Redis again holds all U + 1 channels on it
+//!    connection; time until Redis again holds all U + 2 channels on it (the
+//!    users', the broadcast channel and the control channel)
 //!    (fred's first reconnect delay included): `resubscribe_ms`.
 //! 3. **Redis memory and CPU**: one event to each user (`used_memory` grows
 //!    by a stream key and an entry each), then R − 1 more to each (entries
@@ -190,7 +191,8 @@ mod fred_side {
         drop(second);
 
         // 2. Resubscribe after the subscriber connection is dropped.
-        let wanted = users as u64 + 1;
+        // The users' channels, the broadcast channel and the control channel.
+        let wanted = users as u64 + 2;
         let settled = Instant::now() + Duration::from_secs(10);
         while pubsub_channels(redis)? != wanted && Instant::now() < settled {
             workload::sleep(Duration::from_millis(5)).await;
