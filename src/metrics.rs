@@ -14,6 +14,8 @@
 //! | `ssehub_subscribers_lagged_total` | counter | `backend` | subscriptions ended with `Error::Lagged` (queue full) |
 //! | `ssehub_gaps_signalled_total` | counter | `backend`, `at` | gaps: `at="live"`, gap signals given to open subscriptions; `at="replay"`, replays that could not cover what was missed (each a gap signal through `resume`) |
 //! | `ssehub_subscriptions_open` | gauge | `backend` | subscriptions open in this process |
+//! | `ssehub_online_users` | gauge | `backend` | users with at least one subscription open in this process |
+//! | `ssehub_disconnects_total` | counter | `reason` | streams ended or refused, by why (see below) |
 //! | `ssehub_replay_duration_seconds` | histogram | `backend`, `status` | time taken by `missed_events`, by outcome |
 //! | `ssehub_redis_reconnects_total` | counter | | reconnects of the Redis subscriber connection |
 //! | `ssehub_redis_recoveries_total` | counter | | recoveries from the streams after a reconnect or a message-channel overflow |
@@ -26,7 +28,14 @@
 //! - `reason`: `closed` (the hub was shut down) or `backend` (Redis refused
 //!   or failed: timeout, `maxmemory`, connection lost);
 //! - `status`: `complete`, `truncated`, `unknown_id`, `retention_disabled`,
-//!   or `error` when the replay itself failed.
+//!   or `error` when the replay itself failed;
+//! - `reason` of a disconnect: `lag` (the queue filled), `revoked`
+//!   ([`disconnect`](crate::EventSource::disconnect)), `limit` (a subscribe
+//!   refused by a cap), counted by the backends for every subscription; and,
+//!   for streams served through [`SseStream`](crate::sse::SseStream),
+//!   `expired` (its deadline passed), `shutdown` (its `Shutdown` triggered, or
+//!   the hub closed) and `closed` (the client went away: the body was dropped
+//!   before it ended).
 //!
 //! Install the recorder before building the hubs: the memory hub takes its
 //! metric handles when it is built, so that counting costs an atomic add.
@@ -95,6 +104,10 @@ pub const REDIS_RECONNECTS: &str = "ssehub_redis_reconnects_total";
 pub const REDIS_RECOVERIES: &str = "ssehub_redis_recoveries_total";
 /// Events read back by recoveries from the Redis streams.
 pub const REDIS_RECOVERED_EVENTS: &str = "ssehub_redis_recovered_events_total";
+/// Users with at least one subscription open in this process (a gauge); label `backend`.
+pub const ONLINE_USERS: &str = "ssehub_online_users";
+/// Streams ended or subscribes refused, by why; label `reason`.
+pub const DISCONNECTS: &str = "ssehub_disconnects_total";
 
 /// Bucket bounds for [`REPLAY_DURATION`], in seconds: 100 µs to 10 s.
 pub const REPLAY_BUCKETS_SECONDS: &[f64] =
@@ -121,6 +134,49 @@ pub fn describe() {
     describe_counter!(REDIS_RECONNECTS, Unit::Count, "Reconnects of the Redis subscriber connection.");
     describe_counter!(REDIS_RECOVERIES, Unit::Count, "Recoveries from the Redis streams.");
     describe_counter!(REDIS_RECOVERED_EVENTS, Unit::Count, "Events read back by recoveries.");
+    describe_gauge!(ONLINE_USERS, Unit::Count, "Users with a subscription open in this process.");
+    describe_counter!(DISCONNECTS, Unit::Count, "Streams ended or refused, by reason.");
+}
+
+/// Why a stream ended or a subscribe was refused: the `reason` label of [`DISCONNECTS`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Disconnect {
+    Lag,
+    Revoked,
+    Limit,
+    Expired,
+    Shutdown,
+    Closed,
+}
+
+/// Records `n` disconnects for `reason`.
+#[inline]
+pub(crate) fn disconnects(reason: Disconnect, n: u64) {
+    #[cfg(feature = "metrics")]
+    if n > 0 {
+        let reason = match reason {
+            Disconnect::Lag => "lag",
+            Disconnect::Revoked => "revoked",
+            Disconnect::Limit => "limit",
+            Disconnect::Expired => "expired",
+            Disconnect::Shutdown => "shutdown",
+            Disconnect::Closed => "closed",
+        };
+        ::metrics::counter!(DISCONNECTS, "reason" => reason).increment(n);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (reason, n);
+}
+
+/// Records `delta` users coming online (positive) or going offline (negative) in this process.
+#[inline]
+pub(crate) fn online_users(backend: Backend, delta: i64) {
+    #[cfg(feature = "metrics")]
+    if delta != 0 {
+        ::metrics::gauge!(ONLINE_USERS, "backend" => backend.label()).increment(delta as f64);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (backend, delta);
 }
 
 /// The `backend` label.
@@ -324,6 +380,7 @@ impl Handles {
     pub(crate) fn lagged(&self, n: u64) {
         if n > 0 {
             self.lagged.increment(n);
+            disconnects(Disconnect::Lag, n);
         }
     }
 
@@ -377,6 +434,7 @@ pub(crate) fn lagged(backend: Backend, n: u64) {
     #[cfg(feature = "metrics")]
     if n > 0 {
         ::metrics::counter!(SUBSCRIBERS_LAGGED, "backend" => backend.label()).increment(n);
+        disconnects(Disconnect::Lag, n);
     }
     #[cfg(not(feature = "metrics"))]
     let _ = (backend, n);

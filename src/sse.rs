@@ -312,12 +312,16 @@ impl<S> SseStream<S> {
             return None;
         }
         let shutdown = self.shutdown.as_mut().and_then(|shutdown| match shutdown.poll_closing_chunk(cx) {
-            Poll::Ready(closing) => Some(closing),
+            Poll::Ready(closing) => {
+                crate::metrics::disconnects(crate::metrics::Disconnect::Shutdown, 1);
+                Some(closing)
+            }
             Poll::Pending => None,
         });
         let closing = shutdown.or_else(|| {
             let deadline = self.deadline.as_mut()?;
             Pin::new(deadline).poll(cx).is_ready().then(|| {
+                crate::metrics::disconnects(crate::metrics::Disconnect::Expired, 1);
                 let mut out = String::with_capacity(80);
                 let retry = u32::try_from(EXPIRED_RETRY.as_millis()).unwrap_or(u32::MAX);
                 wire::write_retry(&mut out, retry);
@@ -347,6 +351,15 @@ impl<S> SseStream<S> {
     /// The options this body runs with.
     pub fn options(&self) -> SseOptions {
         self.options
+    }
+}
+
+impl<S> Drop for SseStream<S> {
+    /// A body dropped before it ended: the client went away (`closed` in the metrics).
+    fn drop(&mut self) {
+        if self.state != State::Finished {
+            crate::metrics::disconnects(crate::metrics::Disconnect::Closed, 1);
+        }
     }
 }
 
@@ -420,6 +433,9 @@ where
                     chunk.push(Bytes::from(out));
                 }
                 Poll::Ready(Some(Err(error))) => {
+                    if matches!(error, Error::Closed) {
+                        crate::metrics::disconnects(crate::metrics::Disconnect::Shutdown, 1);
+                    }
                     let mut out = String::new();
                     wire::write_comment(&mut out, closing_reason(&error));
                     chunk.push(Bytes::from(out));

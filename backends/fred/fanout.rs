@@ -130,6 +130,7 @@ impl<C: Category> Fanout<C> {
             self.limits.check_user(self.users.get(&user).map_or(0, |feed| feed.subscribers.len()))
         };
         if let Err(error) = refused {
+            crate::metrics::disconnects(crate::metrics::Disconnect::Limit, 1);
             let _ = reply.send(Err(error));
             return;
         }
@@ -152,6 +153,7 @@ impl<C: Category> Fanout<C> {
             Entry::Vacant(entry) => {
                 let generation = self.next_generation;
                 self.next_generation += 1;
+                crate::metrics::online_users(crate::metrics::Backend::Redis, 1);
                 entry.insert(UserFeed {
                     generation,
                     live: false,
@@ -187,6 +189,7 @@ impl<C: Category> Fanout<C> {
         let revoked = feed.subscribers.len() as u64;
         feed.subscribers.clear();
         Counters::sub(&self.counters.open_subscriptions, revoked);
+        crate::metrics::disconnects(crate::metrics::Disconnect::Revoked, revoked);
         wakeups.wake_all();
         self.release_if_unused(user);
     }
@@ -196,6 +199,7 @@ impl<C: Category> Fanout<C> {
         let Some(feed) = self.users.get(&user) else { return };
         if feed.subscribers.is_empty() && feed.waiting.is_empty() {
             self.users.remove(&user);
+            crate::metrics::online_users(crate::metrics::Backend::Redis, -1);
             Counters::sub(&self.counters.redis_channels, 1);
             let _ = self.ops.send(PubSubOp::Unsubscribe { user });
         }
@@ -292,6 +296,7 @@ impl<C: Category> Fanout<C> {
     pub(crate) fn close_all(&mut self) {
         let open: u64 = self.users.values().map(|u| u.subscribers.len() as u64).sum();
         Counters::sub(&self.counters.open_subscriptions, open);
+        crate::metrics::online_users(crate::metrics::Backend::Redis, -(self.users.len() as i64));
         // Waiting subscribe calls see their reply dropped, which reads as Closed.
         self.users.clear();
     }

@@ -188,6 +188,9 @@ impl<C: Category> Shared<C> {
         if let Err(error) = refused {
             drop(guard);
             self.open.release(1);
+            if matches!(error, Error::TooManySubscriptions { .. }) {
+                crate::metrics::disconnects(crate::metrics::Disconnect::Limit, 1);
+            }
             return Err(error);
         }
         let state = &mut *guard;
@@ -200,11 +203,15 @@ impl<C: Category> Shared<C> {
         queue.set_slot(List::User as usize, entry.subscribers.len());
         queue.set_slot(List::Shard as usize, state.listeners.len());
         let registration = Registration { filter_bits: filter.bits(), queue: Arc::clone(&queue) };
+        let first = entry.subscribers.is_empty();
         entry.subscribers.push(registration.clone());
         state.listeners.push(registration);
         shard.subscriptions.fetch_add(1, Ordering::Relaxed);
         drop(guard);
         shard.metrics.subscriptions(1);
+        if first {
+            crate::metrics::online_users(crate::metrics::Backend::Memory, 1);
+        }
         Ok(subscription)
     }
 
@@ -226,6 +233,7 @@ impl<C: Category> Shared<C> {
         }
         drop(guard);
         wakeups.wake_all();
+        crate::metrics::disconnects(crate::metrics::Disconnect::Revoked, queues.len() as u64);
     }
 
     fn close(&self) {
@@ -243,6 +251,8 @@ impl<C: Category> Shared<C> {
             let mut removed = 0;
             let mut removed_until_ms = state.removed_until_ms;
             let mut removed_through_seq = state.removed_through_seq;
+            let online = state.users.values().filter(|entry| !entry.subscribers.is_empty()).count();
+            crate::metrics::online_users(crate::metrics::Backend::Memory, -(online as i64));
             state.users.retain(|_, entry| {
                 entry.subscribers.clear();
                 let keep = !entry.is_unused();

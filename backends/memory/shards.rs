@@ -171,6 +171,9 @@ impl<C: Category> ShardState<C> {
         let user = queue.user();
         if let Some(entry) = self.users.get_mut(&user) {
             remove_from(&mut entry.subscribers, List::User, queue);
+            if entry.subscribers.is_empty() {
+                crate::metrics::online_users(crate::metrics::Backend::Memory, -1);
+            }
             if entry.is_unused() {
                 self.remove_user(shard, user);
             }

@@ -24,6 +24,7 @@ use server::Topic as C;
 use ssehub::memory::MemoryHub;
 use ssehub::sse::SseOptions;
 use ssehub::{CategorySet, DynHub, EventId, EventSource};
+use ssehub_harness::wait::wait_until;
 
 /// SSE streams kept open and read after every publish.
 const STREAMS: usize = 3;
@@ -112,7 +113,8 @@ fn publish(addr: std::net::SocketAddr, n: usize) -> (u16, String) {
 fn metrics_count_what_the_demo_did() {
     // The recorder before the hub: the hub takes its metric handles when it is built.
     assert!(server::prometheus().is_some());
-    let hub = MemoryHub::<C>::builder().queue_capacity(QUEUE).build();
+    // Alice's streams and the unread subscription fit, and after it lagged, the two reconnects: no more.
+    let hub = MemoryHub::<C>::builder().queue_capacity(QUEUE).max_subscriptions_per_user(STREAMS + 2).build();
     let options = server::DemoOptions {
         sse: SseOptions::new().heartbeat(Duration::from_secs(60)),
         generator_interval: None,
@@ -166,6 +168,27 @@ fn metrics_count_what_the_demo_did() {
     assert_eq!(value(&samples, "ssehub_gaps_signalled_total", &[memory, ("at", "replay")]), Some(1.0));
     assert_eq!(value(&samples, "ssehub_gaps_signalled_total", &[memory, ("at", "live")]), None);
     assert_eq!(value(&samples, "ssehub_publish_refused_total", &[memory, ("reason", "closed")]), None);
+    assert_eq!(value(&samples, "ssehub_online_users", &[memory]), Some(1.0));
+    assert_eq!(value(&samples, "ssehub_disconnects_total", &[("reason", "lag")]), Some(1.0));
+
+    // Over Alice's cap: 429, counted as a `limit` disconnect.
+    let (head, body) = call(demo.addr(), "GET", &format!("/events?user={}", server::USERS[0].id), &[], "");
+    assert_eq!(head.status, 429, "{body}");
+    assert_eq!(value(&scrape(demo.addr()), "ssehub_disconnects_total", &[("reason", "limit")]), Some(1.0));
+
+    // Disconnecting Alice ends her streams (`revoked`) and she is offline; each client sees the end.
+    block_on(hub.disconnect(server::USERS[0].id)).unwrap();
+    for stream in streams.iter_mut().chain([&mut replayed, &mut gapped]) {
+        let frame = stream.read_frames(1).remove(0);
+        assert!(frame.contains(ssehub::sse::REVOKED_COMMENT), "{frame}");
+    }
+    let samples = scrape(demo.addr());
+    assert_eq!(
+        value(&samples, "ssehub_disconnects_total", &[("reason", "revoked")]),
+        Some((STREAMS + 2) as f64)
+    );
+    assert_eq!(value(&samples, "ssehub_online_users", &[memory]), Some(0.0));
+    let mut streams: Vec<Client> = (0..STREAMS).map(|_| open_stream(demo.addr(), None)).collect();
 
     // A closed hub refuses the next publish, and every subscription closes.
     hub.close();
@@ -178,6 +201,15 @@ fn metrics_count_what_the_demo_did() {
         Some(PUBLISHES as f64)
     );
     assert_eq!(value(&samples, "ssehub_subscriptions_open", &[memory]), Some(0.0));
+    assert_eq!(value(&samples, "ssehub_online_users", &[memory]), Some(0.0));
+    // Each open stream ended on the closed hub: `shutdown`, counted as the body wrote its end.
+    for stream in &mut streams {
+        assert!(stream.read_frames(1)[0].contains("closing: server shutting down"));
+    }
+    wait_until(Duration::from_secs(30), "the streams' shutdown counted", || {
+        value(&scrape(demo.addr()), "ssehub_disconnects_total", &[("reason", "shutdown")])
+            == Some(STREAMS as f64)
+    });
     drop((streams, replayed, gapped));
 }
 
@@ -204,7 +236,6 @@ fn publish_and_read(
 fn redis_metrics_count_reconnects_recoveries_live_gaps_and_refusals() {
     use demo_process::DemoProcess;
     use redis_server::RedisServer;
-    use ssehub_harness::wait::wait_until;
 
     let redis = RedisServer::start();
     let demo =
