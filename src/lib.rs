@@ -130,7 +130,8 @@ pub use error::{BoxError, Error, LimitScope};
 pub use event::{Audience, DataNotJson, Event, EventId, InvalidEvent, UserId};
 pub use retention::Retention;
 pub use source::{
-    BoxFuture, DynHub, EventSource, EventStream, Publisher, Replay, ReplayStatus, StreamRead, StreamReplay,
+    BoxFuture, DynHub, EventSource, EventStream, Presence, Publisher, Replay, ReplayStatus, StreamRead,
+    StreamReplay,
 };
 
 /// The README's code blocks, compiled and run as doctests.

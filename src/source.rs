@@ -279,6 +279,23 @@ pub trait EventSource<C: Category>: Send + Sync {
     fn disconnect(&self, user: UserId) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
+/// Who is connected: open streams per user and users online, on every process sharing the backend.
+///
+/// The memory backend answers for its process, at once. The Redis backend
+/// answers for every hub sharing its key layout: each hub writes its own
+/// counts to Redis in batches (a few times a second, one script call however
+/// many connects and disconnects), under a key that expires unless the hub
+/// refreshes it, so a process killed without a goodbye stops counting within
+/// the expiry ([`presence_ttl`](crate::fred::RedisHubBuilder::presence_ttl),
+/// 30 s by default); a hub that closes removes its counts at once.
+pub trait Presence: Send + Sync {
+    /// How many subscriptions `user` has open.
+    fn streams_of(&self, user: UserId) -> impl Future<Output = Result<usize, Error>> + Send;
+
+    /// How many users have at least one subscription open.
+    fn online_users(&self) -> impl Future<Output = Result<usize, Error>> + Send;
+}
+
 /// Where events are published: to one user, or to everyone, by the event's audience.
 pub trait Publisher<C: Category>: Send + Sync {
     /// Publishes `event` to its [`audience`](Event::audience); returns once

@@ -54,6 +54,7 @@ pub struct RedisHubBuilder<C> {
     retention: Option<Retention>,
     queue_capacity: usize,
     subscription_limits: SubscriptionLimits,
+    presence_ttl: Option<Duration>,
     max_message_bytes: usize,
     category_of_event_type: fn(&str) -> Option<C>,
     command_timeout: Duration,
@@ -77,6 +78,7 @@ impl<C: Category> RedisHubBuilder<C> {
             retention: Some(Retention::default()),
             queue_capacity: 1024,
             subscription_limits: SubscriptionLimits::new(),
+            presence_ttl: Some(Duration::from_secs(30)),
             max_message_bytes: 1 << 20,
             category_of_event_type: C::from_event_type,
             command_timeout: Duration::from_secs(5),
@@ -127,6 +129,19 @@ impl<C: Category> RedisHubBuilder<C> {
     /// is taken as `1`). Default: [`SubscriptionLimits::DEFAULT_PER_PROCESS`] (1,000,000).
     pub fn max_subscriptions(mut self, max: usize) -> Self {
         self.subscription_limits = self.subscription_limits.per_process(max);
+        self
+    }
+
+    /// How long this hub's presence counts ([`Presence`](crate::Presence)) live
+    /// in Redis unless refreshed; `None` turns presence off (the counts read
+    /// then leave this hub out). Default: 30 s.
+    ///
+    /// The hub writes what changed a few times a second and pushes the expiry
+    /// back every third of it, so a process killed without closing its hub
+    /// stops counting within this time; a closed hub removes its counts at
+    /// once. Presence costs nothing per published event.
+    pub fn presence_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.presence_ttl = ttl.map(|ttl| ttl.max(Duration::from_millis(300)));
         self
     }
 
@@ -353,6 +368,7 @@ impl<C> fmt::Debug for RedisHubBuilder<C> {
             .field("retention", &self.retention)
             .field("queue_capacity", &self.queue_capacity)
             .field("subscription_limits", &self.subscription_limits)
+            .field("presence_ttl", &self.presence_ttl)
             .field("command_connections", &self.command_connections)
             .finish_non_exhaustive()
     }
@@ -398,6 +414,9 @@ async fn start<C: Category>(
         control_channel: settings.layout.control_channel(),
         // The random bits of a UUIDv7: unique among the hubs of a fleet, for all purposes.
         hub_id: (crate::EventId::new().as_uuid().as_u64_pair().1).max(1),
+        presence_ttl: settings.presence_ttl,
+        presence_script: scripts::presence(),
+        presence_query_script: scripts::presence_query(),
         layout: settings.layout,
         retention: settings.retention,
         decoder,

@@ -22,9 +22,11 @@ use ::fred::types::Message;
 use ::fred::types::config::Server;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
+use tokio::sync::oneshot;
 
 use super::codec::{self, Decoded, Skip};
 use super::fanout::Fanout;
+use super::presence::{self, PresenceWriter};
 use super::recovery::Recovery;
 use super::sequencer::Confirmed;
 use super::shared::Shared;
@@ -45,6 +47,10 @@ pub(crate) struct Dispatcher<C: Category> {
     reconnects: broadcast::Receiver<Server>,
     fanout: Fanout<C>,
     recovery: Recovery,
+    /// Writes this hub's presence counts, when presence is on.
+    presence: Option<PresenceWriter>,
+    /// Told once the dispatcher has wound down (`RedisHub::shutdown`).
+    on_stopped: Option<oneshot::Sender<()>>,
 }
 
 impl<C: Category> Dispatcher<C> {
@@ -56,12 +62,25 @@ impl<C: Category> Dispatcher<C> {
         fanout: Fanout<C>,
     ) -> Self {
         let Incoming { messages, reconnects } = incoming;
-        Self { shared, commands, confirms, messages, reconnects, fanout, recovery: Recovery::default() }
+        let presence = shared.presence_ttl.map(PresenceWriter::new);
+        Self {
+            shared,
+            commands,
+            confirms,
+            messages,
+            reconnects,
+            fanout,
+            recovery: Recovery::default(),
+            presence,
+            on_stopped: None,
+        }
     }
 
     /// Runs until the hub is dropped or the client closes.
     pub(crate) async fn run(mut self) {
         let mut burst = 0u32;
+        let mut presence_tick = tokio::time::interval(presence::FLUSH_EVERY);
+        presence_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let recovering = self.recovery.is_pending();
             let retry_at = self.recovery.retry_at().unwrap_or_else(tokio::time::Instant::now);
@@ -104,6 +123,12 @@ impl<C: Category> Dispatcher<C> {
                         Err(RecvError::Closed) => break,
                     }
                 }
+                _ = presence_tick.tick(), if self.presence.is_some() => {
+                    let counts = self.fanout.open_per_user();
+                    if let Some(writer) = self.presence.as_mut() {
+                        writer.tick(&self.shared, counts);
+                    }
+                }
                 command = self.commands.recv() => {
                     burst = 0;
                     match command {
@@ -116,7 +141,13 @@ impl<C: Category> Dispatcher<C> {
             }
         }
         self.fanout.close_all();
+        if let Some(ttl) = self.shared.presence_ttl {
+            presence::leave(&self.shared, ttl).await;
+        }
         self.shared.topology.quit().await;
+        if let Some(stopped) = self.on_stopped.take() {
+            let _ = stopped.send(());
+        }
         tracing::debug!("Redis hub dispatcher stopped");
     }
 
@@ -135,6 +166,10 @@ impl<C: Category> Dispatcher<C> {
                 self.recovery.retry_now();
             }
             Command::Close => return true,
+            Command::CloseThen(stopped) => {
+                self.on_stopped = Some(stopped);
+                return true;
+            }
         }
         false
     }

@@ -113,6 +113,15 @@ impl<C: Category> Fanout<C> {
         }
     }
 
+    /// Each user's open subscriptions here (users with none left out): the presence counts.
+    pub(crate) fn open_per_user(&self) -> HashMap<UserId, usize> {
+        self.users
+            .iter()
+            .filter(|(_, feed)| !feed.subscribers.is_empty())
+            .map(|(user, feed)| (*user, feed.subscribers.len()))
+            .collect()
+    }
+
     /// Whether `user`'s channel is held.
     pub(crate) fn holds(&self, user: &UserId) -> bool {
         self.users.contains_key(user)

@@ -16,8 +16,8 @@ use super::shared::Shared;
 use super::stats::HubStats;
 use super::subscription::{Command, Subscription};
 use crate::{
-    Category, CategorySet, Error, Event, EventId, EventSource, Positions, Publisher, Replay, Retention,
-    StreamReplay, UserId,
+    Category, CategorySet, Error, Event, EventId, EventSource, Positions, Presence, Publisher, Replay,
+    Retention, StreamReplay, UserId,
 };
 
 /// A Redis-backed hub: an [`EventSource`] and a [`Publisher`]; cheap to clone.
@@ -62,6 +62,23 @@ impl<C: Category> RedisHub<C> {
         if !self.inner.closed.swap(true, Ordering::AcqRel) {
             // The dispatcher may have stopped already (its client closed): nothing left to end then.
             let _ = self.inner.commands.send(Command::Close);
+        }
+    }
+
+    /// Closes the hub as [`close`](Self::close) does, and resolves once it has
+    /// wound down: its subscriptions ended, its presence counts removed from
+    /// Redis, its connections closed. A process that stops awaits it before it
+    /// exits, so that nothing of it outlives it in Redis. Resolves at once if
+    /// the hub had stopped already. Works from any executor.
+    pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
+        // Nothing happens until the future is first polled.
+        let hub = self.clone();
+        async move {
+            let (stopped, wound_down) = oneshot::channel();
+            hub.inner.closed.store(true, Ordering::Release);
+            if hub.inner.commands.send(Command::CloseThen(stopped)).is_ok() {
+                let _ = wound_down.await;
+            }
         }
     }
 
@@ -188,6 +205,24 @@ impl<C: Category> EventSource<C> for RedisHub<C> {
             let order = super::codec::disconnect_order(user, shared.hub_id);
             super::publish::publish_control(&shared, &order).await
         });
+        async move { task.await? }
+    }
+}
+
+impl<C: Category> Presence for RedisHub<C> {
+    /// The user's open subscriptions on every hub sharing the key layout,
+    /// as each last wrote them (a quarter of a second behind at most, a
+    /// killed hub's until its counts expire). One script call.
+    fn streams_of(&self, user: UserId) -> impl Future<Output = Result<usize, Error>> + Send {
+        let shared = Arc::clone(&self.inner.shared);
+        let task = self.inner.runtime.spawn(async move { super::presence::query(&shared, Some(user)).await });
+        async move { task.await? }
+    }
+
+    /// The users with a subscription open on any hub sharing the key layout. One script call.
+    fn online_users(&self) -> impl Future<Output = Result<usize, Error>> + Send {
+        let shared = Arc::clone(&self.inner.shared);
+        let task = self.inner.runtime.spawn(async move { super::presence::query(&shared, None).await });
         async move { task.await? }
     }
 }

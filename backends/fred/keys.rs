@@ -153,6 +153,28 @@ impl KeyLayout {
         }
     }
 
+    /// The sorted set of the hubs counting presence (member: a hub id; score:
+    /// when its counts expire, Unix ms): `sse:presence:hubs`, on a cluster
+    /// `sse:{presence}:hubs`.
+    pub fn presence_hubs(&self) -> String {
+        format!("{}:hubs", self.presence_prefix())
+    }
+
+    /// The hash of one hub's presence counts (field: a user id; value: the
+    /// streams it has open on that hub): `sse:presence:hub:<hub id>`, on a
+    /// cluster in the `{presence}` slot beside [`presence_hubs`](Self::presence_hubs).
+    pub fn presence_of_hub(&self, hub: &str) -> String {
+        format!("{}:hub:{hub}", self.presence_prefix())
+    }
+
+    fn presence_prefix(&self) -> String {
+        let p = &self.prefix;
+        match self.shape {
+            Shape::Standalone => format!("{p}:presence"),
+            Shape::Cluster => format!("{p}:{{presence}}"),
+        }
+    }
+
     /// The stream that retains the events of `audience`.
     pub fn stream(&self, audience: Audience) -> String {
         let p = &self.prefix;

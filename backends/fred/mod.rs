@@ -227,7 +227,8 @@
 //   dispatcher                        the run loop: decode once, fan out, recover
 //   recovery, fanout, sequencer       recovery policy; local subscribers; channel changes in order
 //   replay_since, replay              reading what was missed after a cursor, after an event id
-//   publish, batch, age_trims         publishing one event or a batch; trimming streams by age
+//   publish, batch, age_trims,        publishing one event or a batch; trimming streams by age;
+//   presence                          this hub's presence counts, written in batches, and the fleet's read back
 //   replay_reads                      a replay's reads after an event id in one script call per server
 //   shared, subscription              what the tasks share; a subscriber's queue and requests
 //   streams                           reading the streams
@@ -251,6 +252,7 @@ mod hub;
 mod keys;
 mod order;
 mod owners;
+mod presence;
 mod publish;
 mod pubsub;
 mod recovery;

@@ -33,6 +33,22 @@ const REPLAY: &str =
 const READ_AFTER: &str =
     concat!(include_str!("prelude.lua"), include_str!("trim_info.lua"), include_str!("read_after.lua"));
 
+/// Writes one hub's presence counts (or removes them when it leaves).
+const PRESENCE: &str = include_str!("presence.lua");
+
+/// Reads presence across hubs: one user's streams, or the users online.
+const PRESENCE_QUERY: &str = include_str!("presence_query.lua");
+
+/// The presence write script.
+pub(crate) fn presence() -> Script {
+    Script::from_lua(PRESENCE)
+}
+
+/// The presence query script.
+pub(crate) fn presence_query() -> Script {
+    Script::from_lua(PRESENCE_QUERY)
+}
+
 /// The one-event publish script.
 pub(crate) fn publish() -> Script {
     Script::from_lua(PUBLISH)

@@ -19,8 +19,12 @@ pub(crate) struct Shared<C> {
     pub(crate) layout: KeyLayout,
     /// The layout's control channel, compared with every message's channel.
     pub(crate) control_channel: String,
-    /// This hub's own id in the control messages it sends (random, never 0).
+    /// This hub's own id in the control messages it sends and its presence counts (random, never 0).
     pub(crate) hub_id: u64,
+    /// How long this hub's presence counts live unless refreshed; `None`: presence is off.
+    pub(crate) presence_ttl: Option<Duration>,
+    pub(crate) presence_script: Script,
+    pub(crate) presence_query_script: Script,
     pub(crate) retention: Option<Retention>,
     pub(crate) decoder: Decoder<C>,
     pub(crate) queue_capacity: usize,

@@ -34,6 +34,8 @@ pub(crate) enum Command<C: Category> {
     Resync(Scope),
     /// The hub was closed: end every subscription and stop.
     Close,
+    /// As `Close`, and answer once the dispatcher has wound down (presence removed, client quit).
+    CloseThen(oneshot::Sender<()>),
 }
 
 /// What the dispatcher puts in a subscriber's queue.

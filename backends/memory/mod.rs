@@ -87,8 +87,8 @@ use shards::{List, Registration, Shard, UserEntry};
 use crate::backend::{NOT_REGISTERED, OpenSubscriptions, Registry, Wakeups, subscriber_queue};
 
 use crate::{
-    Category, CategorySet, Error, Event, EventId, EventSource, Positions, Publisher, Replay, Retention,
-    StreamReplay, UserId,
+    Category, CategorySet, Error, Event, EventId, EventSource, Positions, Presence, Publisher, Replay,
+    Retention, StreamReplay, UserId,
 };
 
 /// The default of [`MemoryHubBuilder::queue_capacity`].
@@ -210,6 +210,7 @@ impl<C: Category> Shared<C> {
         drop(guard);
         shard.metrics.subscriptions(1);
         if first {
+            shard.online.fetch_add(1, Ordering::Relaxed);
             crate::metrics::online_users(crate::metrics::Backend::Memory, 1);
         }
         Ok(subscription)
@@ -252,6 +253,7 @@ impl<C: Category> Shared<C> {
             let mut removed_until_ms = state.removed_until_ms;
             let mut removed_through_seq = state.removed_through_seq;
             let online = state.users.values().filter(|entry| !entry.subscribers.is_empty()).count();
+            shard.online.fetch_sub(online, Ordering::Relaxed);
             crate::metrics::online_users(crate::metrics::Backend::Memory, -(online as i64));
             state.users.retain(|_, entry| {
                 entry.subscribers.clear();
@@ -434,6 +436,19 @@ impl<C: Category> EventSource<C> for MemoryHub<C> {
     async fn disconnect(&self, user: UserId) -> Result<(), Error> {
         self.shared.disconnect_now(user);
         Ok(())
+    }
+}
+
+impl<C: Category> Presence for MemoryHub<C> {
+    /// The user's subscriptions open in this hub now. Never fails.
+    async fn streams_of(&self, user: UserId) -> Result<usize, Error> {
+        let shard = self.shared.shard(user);
+        Ok(lock(&shard.state).users.get(&user).map_or(0, |entry| entry.subscribers.len()))
+    }
+
+    /// Users with a subscription open in this hub now. Never fails.
+    async fn online_users(&self) -> Result<usize, Error> {
+        Ok(self.shared.shards.iter().map(|shard| shard.online.load(Ordering::Relaxed)).sum())
     }
 }
 

@@ -14,6 +14,8 @@ use crate::{Category, Event, UserId};
 pub(super) struct Shard<C: Category> {
     pub(super) state: Mutex<ShardState<C>>,
     pub(super) subscriptions: AtomicUsize,
+    /// Users of this shard with a subscription registered.
+    pub(super) online: AtomicUsize,
     pub(super) users: AtomicUsize,
     pub(super) retained_events: AtomicUsize,
     pub(super) published: AtomicU64,
@@ -37,6 +39,7 @@ impl<C: Category> Shard<C> {
                 last_sweep_ms: 0,
             }),
             subscriptions: AtomicUsize::new(0),
+            online: AtomicUsize::new(0),
             users: AtomicUsize::new(0),
             retained_events: AtomicUsize::new(0),
             published: AtomicU64::new(0),
@@ -172,6 +175,7 @@ impl<C: Category> ShardState<C> {
         if let Some(entry) = self.users.get_mut(&user) {
             remove_from(&mut entry.subscribers, List::User, queue);
             if entry.subscribers.is_empty() {
+                shard.online.fetch_sub(1, Ordering::Relaxed);
                 crate::metrics::online_users(crate::metrics::Backend::Memory, -1);
             }
             if entry.is_unused() {

@@ -85,12 +85,11 @@ async fn main() -> ExitCode {
     });
     // Stops accepting on the signal, then waits for open connections: the
     // streams end by themselves, being bound to the same signal.
-    let serving = axum::serve(
-        listener,
-        app(AppState { hub, auth, shutdown: shutdown.clone(), revoked: Revoked::default() }),
-    )
-    .with_graceful_shutdown(shutdown.triggered());
-    if let Err(error) = serving.await {
+    let state = AppState { hub: hub.clone(), auth, shutdown: shutdown.clone(), revoked: Revoked::default() };
+    let served = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown.triggered()).await;
+    // Before exiting: this instance's presence counts leave Redis with it.
+    hub.shutdown().await;
+    if let Err(error) = served {
         eprintln!("error: {error}");
         return ExitCode::FAILURE;
     }

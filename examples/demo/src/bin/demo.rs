@@ -37,6 +37,8 @@ options:
                       names) or cluster (a hash tag per stream, sharded
                       pub/sub); default: cluster for redis-cluster:// URLs,
                       standalone otherwise
+  --presence-ttl-ms N with --redis: how long this process's presence counts
+                      outlive it if it is killed (default 30000)
   --gzip              gzip /events where the browser accepts it (needs the `gzip` feature)
   --help              print this help
 ";
@@ -48,6 +50,8 @@ struct Args {
     redis: Option<String>,
     /// `--layout`: `Some(true)` for the cluster layout; `None` picks it from the URL.
     cluster_layout: Option<bool>,
+    /// `--presence-ttl-ms`: the Redis hub's presence expiry, if given.
+    presence_ttl: Option<Duration>,
     gzip: bool,
 }
 
@@ -57,6 +61,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
     let mut options = server::DemoOptions::default();
     let mut redis = None;
     let mut cluster_layout = None;
+    let mut presence_ttl = None;
     let mut gzip = false;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
@@ -90,6 +95,12 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
                     other => return Err(format!("--layout takes standalone or cluster, not '{other}'")),
                 }
             }
+            "--presence-ttl-ms" => {
+                let millis: u64 = value("--presence-ttl-ms")?
+                    .parse()
+                    .map_err(|_| "--presence-ttl-ms takes a number".to_owned())?;
+                presence_ttl = Some(Duration::from_millis(millis));
+            }
             "--gzip" if cfg!(feature = "gzip") => gzip = true,
             "--gzip" => {
                 return Err(
@@ -100,30 +111,49 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
             other => return Err(format!("unknown option '{other}'")),
         }
     }
-    Ok(Some(Args { addr: SocketAddr::new(host, port), options, redis, cluster_layout, gzip }))
+    Ok(Some(Args { addr: SocketAddr::new(host, port), options, redis, cluster_layout, presence_ttl, gzip }))
 }
 
-fn hub(redis: Option<&str>, cluster_layout: Option<bool>) -> Result<DynHub<server::Topic>, String> {
-    match redis {
-        None => Ok(DynHub::new(ssehub::memory::MemoryHub::new())),
-        Some(url) => redis_hub(url, cluster_layout.unwrap_or(url.starts_with("redis-cluster://"))),
+/// What winds the hub down before the process exits (the Redis hub removes its presence counts).
+type WindDown = Option<Box<dyn FnOnce() + Send>>;
+
+fn hub(args: &Args) -> Result<(DynHub<server::Topic>, WindDown), String> {
+    match args.redis.as_deref() {
+        None => Ok((DynHub::new(ssehub::memory::MemoryHub::new()), None)),
+        Some(url) => redis_hub(
+            url,
+            args.cluster_layout.unwrap_or(url.starts_with("redis-cluster://")),
+            args.presence_ttl,
+        ),
     }
 }
 
 #[cfg(feature = "fred")]
-fn redis_hub(url: &str, cluster_layout: bool) -> Result<DynHub<server::Topic>, String> {
+fn redis_hub(
+    url: &str,
+    cluster_layout: bool,
+    presence_ttl: Option<Duration>,
+) -> Result<(DynHub<server::Topic>, WindDown), String> {
     use ssehub::fred::{KeyLayout, RedisHub};
     let layout = if cluster_layout { KeyLayout::cluster() } else { KeyLayout::standalone() };
-    let builder =
+    let mut builder =
         RedisHub::<server::Topic>::builder(url).map_err(|error| format!("bad Redis URL {url}: {error}"))?;
+    if let Some(ttl) = presence_ttl {
+        builder = builder.presence_ttl(Some(ttl));
+    }
     // Outside tokio: the hub runs its Redis client on a small runtime of its own.
     let hub = futures::executor::block_on(builder.key_layout(layout).connect())
         .map_err(|error| format!("cannot connect to Redis at {url}: {error}"))?;
-    Ok(DynHub::new(hub))
+    let wind_down = hub.shutdown();
+    Ok((DynHub::new(hub), Some(Box::new(move || futures::executor::block_on(wind_down)))))
 }
 
 #[cfg(not(feature = "fred"))]
-fn redis_hub(_url: &str, _cluster_layout: bool) -> Result<DynHub<server::Topic>, String> {
+fn redis_hub(
+    _url: &str,
+    _cluster_layout: bool,
+    _presence_ttl: Option<Duration>,
+) -> Result<(DynHub<server::Topic>, WindDown), String> {
     Err("--redis needs the `fred` feature: cargo run -p ssehub-demo --bin demo --features fred -- --redis URL"
         .to_owned())
 }
@@ -143,7 +173,7 @@ fn main() -> ExitCode {
     // The recorder first, so that the hub's metrics count from its start (`GET /metrics`).
     #[cfg(feature = "metrics")]
     let _ = server::prometheus();
-    let hub = match hub(args.redis.as_deref(), args.cluster_layout) {
+    let (hub, wind_down) = match hub(&args) {
         Ok(hub) => hub,
         Err(message) => {
             eprintln!("error: {message}");
@@ -200,6 +230,9 @@ fn main() -> ExitCode {
         }
     });
     let open = running.shutdown();
+    if let Some(wind_down) = wind_down {
+        wind_down();
+    }
     let _ = writeln!(std::io::stdout(), "{signal}: stopped; {open} open streams told to reconnect");
     ExitCode::SUCCESS
 }
