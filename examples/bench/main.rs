@@ -80,6 +80,7 @@ options of every scenario:
   --in-flight N           publishes (fanout) or subscribes (idle) kept in flight [64]
   --queue-capacity N      per-subscriber queue bound, for the hub and the baseline channels [1024]
   --prometheus            record the hub's metrics into a Prometheus recorder (needs `--features metrics`)
+  --no-presence           (--backend fred) the hub without presence counts, for the A/B against them
 ";
 
 /// What went wrong, and so which exit status.
@@ -183,6 +184,8 @@ pub struct Cli {
     pub quick: bool,
     /// Whether a Prometheus recorder receives the hub's metrics (`--prometheus`): their cost, measured.
     pub prometheus: bool,
+    /// Whether the Redis hub writes presence counts (off with `--no-presence`): their cost, measured.
+    pub presence: bool,
     pub threads: usize,
     pub in_flight: usize,
     pub queue_capacity: usize,
@@ -258,6 +261,7 @@ fn parse_cli(args: Vec<String>) -> Result<Cli> {
     let mut values = BTreeMap::new();
     let (mut quick, mut baseline_only, mut no_baseline, mut baseline_first) = (false, false, false, false);
     let mut prometheus = false;
+    let mut presence = true;
     while let Some(arg) = args.next() {
         let Some(name) = arg.strip_prefix("--") else {
             return Err(BenchError::Usage(format!("unexpected argument {arg:?}")));
@@ -265,6 +269,7 @@ fn parse_cli(args: Vec<String>) -> Result<Cli> {
         match name {
             "quick" => quick = true,
             "prometheus" => prometheus = true,
+            "no-presence" => presence = false,
             "baseline" => baseline_only = true,
             "no-baseline" => no_baseline = true,
             "baseline-first" => baseline_first = true,
@@ -348,6 +353,7 @@ fn parse_cli(args: Vec<String>) -> Result<Cli> {
         sides,
         quick,
         prometheus,
+        presence,
         threads,
         in_flight,
         queue_capacity,
@@ -400,10 +406,13 @@ fn run(args: Vec<String>) -> Result<Report> {
         .map_err(|e| failed(format!("cannot start the tokio runtime: {e}")))?;
     #[cfg(feature = "fred")]
     let redis = match cli.backend {
-        Backend::Fred => Some(match cli.cluster {
-            Some(masters) => redis::RedisTarget::new_cluster(masters)?,
-            None => redis::RedisTarget::new(cli.redis_url.clone())?,
-        }),
+        Backend::Fred => Some(
+            match cli.cluster {
+                Some(masters) => redis::RedisTarget::new_cluster(masters)?,
+                None => redis::RedisTarget::new(cli.redis_url.clone())?,
+            }
+            .with_presence(cli.presence),
+        ),
         Backend::Memory => None,
     };
     let mut bench = Bench {
@@ -425,6 +434,9 @@ fn run(args: Vec<String>) -> Result<Report> {
     );
     report.put("quick", bench.cli.quick);
     report.put("prometheus", bench.cli.prometheus);
+    if bench.cli.backend == Backend::Fred {
+        report.put("presence", bench.cli.presence);
+    }
     let load_before = report::load_average_1m();
     match bench.cli.scenario {
         Scenario::Fanout => fanout::run(&mut bench, &mut report)?,

@@ -36,6 +36,8 @@ pub struct RedisTarget {
     ports: Vec<u16>,
     password: Option<String>,
     layout: KeyLayout,
+    /// Whether hubs write presence counts.
+    presence: bool,
     _server: Option<RedisServer>,
     cluster: Option<RedisCluster>,
 }
@@ -60,6 +62,7 @@ impl RedisTarget {
             ports: vec![port],
             password,
             layout: KeyLayout::standalone(),
+            presence: true,
             _server: server,
             cluster: None,
         };
@@ -81,6 +84,7 @@ impl RedisTarget {
             ports,
             password: None,
             layout: KeyLayout::cluster(),
+            presence: true,
             _server: None,
             cluster: Some(cluster),
         };
@@ -189,9 +193,16 @@ impl RedisTarget {
         &self.url
     }
 
+    /// This target with hubs writing presence counts, or not.
+    pub fn with_presence(mut self, presence: bool) -> Self {
+        self.presence = presence;
+        self
+    }
+
     /// A hub builder for this Redis, running on the caller's runtime.
     pub fn hub_builder(&self) -> Result<RedisHubBuilder<C>> {
-        Ok(RedisHub::<C>::builder(&self.url)?.key_layout(self.layout.clone()))
+        let builder = RedisHub::<C>::builder(&self.url)?.key_layout(self.layout.clone());
+        Ok(if self.presence { builder } else { builder.presence_ttl(None) })
     }
 
     /// Retention of `events` per audience, for an hour.

@@ -30,6 +30,8 @@ mod resume_randomized;
 /// The core types through JSON.
 #[cfg(feature = "serde")]
 mod serde_support;
+/// Presence and deadlines on the memory backend.
+mod sessions;
 /// Graceful shutdown of bound streams.
 mod shutdown;
 /// The SSE body stream and the request helpers.
