@@ -39,5 +39,5 @@ mod replay_cost;
 mod replay_paths;
 /// Retention by age.
 mod retention_age;
-/// Disconnecting a user across hubs.
+/// Sessions across hubs: disconnect, presence, deadlines.
 mod sessions;

@@ -1,4 +1,4 @@
-//! Disconnecting a user across hubs ("processes") sharing one Redis, on a server and on a cluster: every stream of the user ends, nobody else's.
+//! Sessions across hubs ("processes") sharing one Redis, on a server and on a cluster: disconnect, presence, deadlines.
 
 use crate::support as fred_support;
 use ssehub_harness::redis_server;
@@ -191,4 +191,53 @@ fn a_storm_of_ten_thousand_connects_and_disconnects_is_a_few_presence_writes() {
         let bound = 3 * (settled.as_millis() as u64 / 250 + 2) + 2 * (settled.as_millis() as u64 / 50 + 2);
         assert!(scripts <= bound, "{scripts} script calls for the storm (bound {bound})");
     });
+}
+
+/// A stream given a deadline 500 ms ahead ends then; the reconnect with its last cursor gets
+/// exactly what was published meanwhile.
+async fn a_stream_ends_at_its_deadline_and_resumes_exactly(url: String, layout: KeyLayout) {
+    use futures::StreamExt;
+    use ssehub::sse::{EXPIRED_COMMENT, SseOptions};
+    use ssehub::{LastEventId, resume};
+
+    let hub = within("connect", RedisHub::<C>::builder(&url).unwrap().key_layout(layout).connect())
+        .await
+        .expect("connect");
+    let user = fresh_user();
+    let resumed = within("resume", resume(&hub, user, None, CategorySet::all())).await.expect("resume");
+    let deadline = std::time::SystemTime::now() + Duration::from_millis(500);
+    let mut body = resumed.into_sse(SseOptions::new()).with_deadline(deadline).expect("a future deadline");
+    assert_eq!(within("the retry frame", body.next()).await.unwrap(), "retry: 3000\n\n");
+    within("publish", hub.publish(event(Audience::User(user), 1))).await.expect("publish");
+    within("the first frame", body.next()).await.expect("a frame");
+    let closing = within("the deadline", body.next()).await.expect("the closing chunk");
+    let late = std::time::SystemTime::now().duration_since(deadline).expect("not before the deadline");
+    assert_eq!(closing, format!("retry: 250\n\n: {EXPIRED_COMMENT}\n\n"));
+    println!("the stream ended {late:?} after its deadline");
+    assert!(within("the end", body.next()).await.is_none());
+    let last: LastEventId = body.last_sent().expect("a frame went out");
+
+    let missed = event(Audience::User(user), 2);
+    within("publish", hub.publish(missed.clone())).await.expect("publish");
+    let mut again =
+        within("resume", resume(&hub, user, Some(last), CategorySet::all())).await.expect("resume");
+    assert_eq!(next_event(&mut again, "the missed event").await.id(), missed.id());
+}
+
+#[test]
+fn a_stream_ends_at_its_deadline_and_resumes_exactly_on_one_server() {
+    let server = RedisServer::start();
+    futures::executor::block_on(a_stream_ends_at_its_deadline_and_resumes_exactly(
+        server.url(),
+        KeyLayout::standalone_with_prefix("deadline").unwrap(),
+    ));
+}
+
+#[test]
+fn a_stream_ends_at_its_deadline_and_resumes_exactly_on_a_cluster() {
+    let cluster = RedisCluster::start(3, 0);
+    futures::executor::block_on(a_stream_ends_at_its_deadline_and_resumes_exactly(
+        cluster.url(),
+        KeyLayout::cluster_with_prefix("deadline").unwrap(),
+    ));
 }
