@@ -51,6 +51,8 @@
 //! | `serde`        | no      | `Serialize`/`Deserialize` on the core types |
 //! | `gzip`         | no      | [`gzip::GzipStream`]: `Content-Encoding: gzip` bodies flushed chunk by chunk, a few KiB per connection |
 //! | `metrics`      | no      | operator metrics through the `metrics` facade: see [`metrics`] |
+//! | `http`         | no      | `SseStream` as an `http_body::Body`, `sse::SseRequest` from `http` requests, ready responses (`sse::response`, `sse::error_response`) |
+//! | `axum`         | no      | `sse::SseRequest` as an axum extractor; `SseStream` and `Error` as axum responses (on `axum-core`) |
 //!
 //! With `default-features = false` the crate builds for `no_std` targets that
 //! have an allocator.

@@ -82,11 +82,17 @@ use crate::resume::Resumed;
 use crate::shutdown::{Shutdown, Triggered};
 use crate::{Audience, Category, Error, Event, EventId, UserId, wire};
 
+#[cfg(feature = "axum")]
+mod axum;
 mod chunk;
+#[cfg(feature = "http")]
+mod http;
 mod options;
 mod request;
 
 use chunk::{Chunk, closing_reason, write_gap};
+#[cfg(feature = "http")]
+pub use http::{RETRY_AFTER_SECS, RequestError, SseRequest, error_response, response, status_of};
 pub use options::SseOptions;
 pub use request::{CATEGORIES_PARAM, LAST_EVENT_ID_HEADER, LAST_EVENT_ID_PARAM, categories, last_event_id};
 

@@ -109,3 +109,23 @@ fn an_empty_body_is_a_valid_empty_gzip_member() {
     decoder.write_all(&compressed.concat()).unwrap();
     assert_eq!(decoder.finish().unwrap(), b"");
 }
+
+/// With the `http` feature a gzip body is an `http_body::Body`: its frames are the stream's chunks.
+#[test]
+fn a_gzip_body_is_an_http_body_whose_frames_decode_to_the_sse_frames() {
+    use http_body_util::BodyExt;
+
+    let events = demo_like_events(3);
+    let sse = ssehub::sse::SseStream::new(stream::iter(events.clone().into_iter().map(Ok)));
+    let mut body = GzipStream::new(sse);
+    let mut decoder = GzDecoder::new(Vec::new());
+    block_on(async {
+        while let Some(frame) = body.frame().await {
+            decoder.write_all(&frame.unwrap().into_data().unwrap()).unwrap();
+        }
+    });
+    let text = String::from_utf8(decoder.finish().unwrap()).unwrap();
+    let expected: String =
+        std::iter::once("retry: 3000\n\n".to_owned()).chain(events.iter().map(frame_of)).collect();
+    assert_eq!(text, expected);
+}

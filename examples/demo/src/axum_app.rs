@@ -32,22 +32,19 @@
 //! browsers reconnect to another instance with `Last-Event-ID` and miss nothing.
 
 use std::collections::{HashMap, HashSet};
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures::StreamExt;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 use ssehub::fred::RedisHub;
 use ssehub::shutdown::Shutdown;
-use ssehub::sse::{self, SseOptions};
+use ssehub::sse::{SseOptions, SseRequest};
 use ssehub::{Audience, Category, Event, EventSource, Publisher, UserId, resume};
 
 ssehub::categories! {
@@ -240,7 +237,7 @@ pub struct AppState {
 }
 
 /// How long a client over the per-user cap is asked to wait (`Retry-After`, seconds).
-pub const RETRY_AFTER_SECS: u32 = 5;
+pub use ssehub::sse::RETRY_AFTER_SECS;
 
 /// The application: `GET /events` streams, `POST /publish` publishes, `POST /logout` ends a session.
 pub fn app(state: AppState) -> Router {
@@ -263,38 +260,21 @@ impl AppState {
 }
 
 /// `GET /events?categories=a,b[&lastEventId=<id>]` with a token: every input checked before the stream starts.
+///
+/// A bad category or id is a 400 (the [`SseRequest`] extractor), a missing or
+/// revoked token a 401, a user over the cap a 429 with `Retry-After`, another
+/// user's cursor a 400 (`ssehub::Error` as a response). The stream ends when
+/// the token expires; the browser reconnects with the token it holds then.
 async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Result<Response, Refusal> {
-    let query = query.as_deref();
-    let bearer = state.bearer_of(&headers, query)?;
-    let user = bearer.user;
-    let filter = sse::categories::<Topic>(query).map_err(bad_request)?;
-    let last_event_id =
-        sse::last_event_id(headers.get(sse::LAST_EVENT_ID_HEADER).map(|v| v.as_bytes()), query)
-            .map_err(bad_request)?;
-
-    let events = match resume(&state.hub, user, last_event_id, filter).await {
-        Ok(events) => events,
-        // Another user's cursor: refused before anything is subscribed.
-        Err(error @ ssehub::Error::InvalidCursor(_)) => return Err(bad_request(error)),
-        // Over the user's cap: nothing was subscribed; come back when a stream closed.
-        Err(error @ ssehub::Error::TooManySubscriptions { .. }) => {
-            let retry_after = [(header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())];
-            return Ok((StatusCode::TOO_MANY_REQUESTS, retry_after, error.to_string()).into_response());
-        }
-        Err(error) => return Err((StatusCode::SERVICE_UNAVAILABLE, format!("cannot subscribe: {error}"))),
-    };
-    // Each frame's id is a cursor: what the browser sends back as Last-Event-ID. The stream
-    // ends when the token expires; the browser reconnects with the token it holds then.
-    let body = events
-        .into_sse(SseOptions::new())
-        .with_shutdown(&state.shutdown)
-        .with_deadline(bearer.expires_at)
-        .map_err(|_| unauthorized("token expired"))?;
-    Ok((sse::RESPONSE_HEADERS, Body::from_stream(body.map(Ok::<_, Infallible>))).into_response())
+    asked: SseRequest<Topic>,
+) -> Result<impl IntoResponse + use<>, Response> {
+    let bearer = state.bearer_of(&headers, query.as_deref()).map_err(IntoResponse::into_response)?;
+    let events = resume(&state.hub, bearer.user, asked.last_event_id, asked.filter).await;
+    let body = events.map_err(IntoResponse::into_response)?.into_sse(SseOptions::new());
+    body.with_shutdown(&state.shutdown).with_deadline(bearer.expires_at).map_err(IntoResponse::into_response)
 }
 
 /// `POST /logout` with a token: its session's tokens are refused from now on, and every open
