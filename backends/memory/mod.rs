@@ -249,24 +249,10 @@ impl<C: Category> Shared<C> {
                 registration.queue.set_slot(List::Shard as usize, NOT_REGISTERED);
                 registration.queue.close(&mut wakeups);
             }
-            let mut removed = 0;
-            let mut removed_until_ms = state.removed_until_ms;
-            let mut removed_through_seq = state.removed_through_seq;
             let online = state.users.values().filter(|entry| !entry.subscribers.is_empty()).count();
             shard.online.fetch_sub(online, Ordering::Relaxed);
             crate::metrics::online_users(crate::metrics::Backend::Memory, -(online as i64));
-            state.users.retain(|_, entry| {
-                entry.subscribers.clear();
-                let keep = !entry.is_unused();
-                if !keep {
-                    removed += 1;
-                    removed_until_ms = removed_until_ms.max(entry.history.dropped_until_ms());
-                    removed_through_seq = removed_through_seq.max(entry.history.last_dropped_seq());
-                }
-                keep
-            });
-            state.removed_until_ms = removed_until_ms;
-            state.removed_through_seq = removed_through_seq;
+            let removed = state.forget_unused_users(|entry| entry.subscribers.clear());
             state.users.shrink_to(state.users.len() * 2);
             state.listeners = Vec::new();
             drop(guard);

@@ -121,21 +121,7 @@ impl<C: Category> Shared<C> {
         state.last_sweep_ms = now_ms;
         let Some(cutoff) = retention.cutoff_ms(now_ms) else { return };
         let mut dropped = 0;
-        let mut removed = 0;
-        let mut removed_until_ms = state.removed_until_ms;
-        let mut removed_through_seq = state.removed_through_seq;
-        state.users.retain(|_, entry| {
-            dropped += entry.history.drop_retained_until(cutoff);
-            let keep = !entry.is_unused();
-            if !keep {
-                removed += 1;
-                removed_until_ms = removed_until_ms.max(entry.history.dropped_until_ms());
-                removed_through_seq = removed_through_seq.max(entry.history.last_dropped_seq());
-            }
-            keep
-        });
-        state.removed_until_ms = removed_until_ms;
-        state.removed_through_seq = removed_through_seq;
+        let removed = state.forget_unused_users(|entry| dropped += entry.history.drop_retained_until(cutoff));
         if is_mostly_empty(state.users.len(), state.users.capacity()) {
             state.users.shrink_to(state.users.len() * 2);
         }

@@ -3,14 +3,35 @@
 use std::sync::atomic::Ordering;
 
 use super::Shared;
+use super::builder::RetentionLimits;
 use super::history::{History, Retained};
 use super::lock;
+use super::shards::{Shard, ShardState};
 use crate::backend::{self, ReplaySide, StreamSide};
 use crate::{
     Category, CategorySet, EventId, Position, Positions, Replay, ReplayStatus, StreamReplay, UserId,
 };
 
 impl<C: Category> Shared<C> {
+    /// Drops what expired from the broadcasts and from `user`'s history, both
+    /// locked by the caller, so that a replay reads only what is retained.
+    fn expire_for_replay(
+        &self,
+        shard: &Shard<C>,
+        state: &mut ShardState<C>,
+        broadcast: &mut History<C>,
+        user: UserId,
+        retention: RetentionLimits,
+    ) {
+        let Some(cutoff) = retention.cutoff_ms(self.now_ms()) else { return };
+        broadcast.drop_retained_until(cutoff);
+        self.broadcast_retained.store(broadcast.len(), Ordering::Relaxed);
+        if let Some(entry) = state.users.get_mut(&user) {
+            let dropped = entry.history.drop_retained_until(cutoff);
+            shard.retained_events.fetch_sub(dropped, Ordering::Relaxed);
+        }
+    }
+
     pub(super) fn replay(&self, user: UserId, last_event_id: EventId, filter: CategorySet<C>) -> Replay<C> {
         let Some(retention) = self.config.limits else { return Replay::retention_disabled() };
         let shard = self.shard(user);
@@ -19,18 +40,9 @@ impl<C: Category> Shared<C> {
         // with what this user's subscriptions have been delivered.
         let mut state = lock(&shard.state);
         let mut broadcast = lock(&self.broadcast);
-        let now_ms = self.now_ms();
-        let cutoff = retention.cutoff_ms(now_ms);
-        if let Some(cutoff) = cutoff {
-            broadcast.drop_retained_until(cutoff);
-            self.broadcast_retained.store(broadcast.len(), Ordering::Relaxed);
-        }
         let state = &mut *state;
-        let mut entry = state.users.get_mut(&user);
-        if let (Some(entry), Some(cutoff)) = (entry.as_mut(), cutoff) {
-            let dropped = entry.history.drop_retained_until(cutoff);
-            shard.retained_events.fetch_sub(dropped, Ordering::Relaxed);
-        }
+        self.expire_for_replay(shard, state, &mut broadcast, user, retention);
+        let entry = state.users.get(&user);
         let no_history = History::new();
         let own = entry.as_ref().map_or(&no_history, |entry| &entry.history);
 
@@ -105,18 +117,9 @@ impl<C: Category> Shared<C> {
         // broadcasts): no event of either stream is numbered while they are held.
         let mut state = lock(&shard.state);
         let mut broadcast = lock(&self.broadcast);
-        let now_ms = self.now_ms();
-        let cutoff = retention.cutoff_ms(now_ms);
-        if let Some(cutoff) = cutoff {
-            broadcast.drop_retained_until(cutoff);
-            self.broadcast_retained.store(broadcast.len(), Ordering::Relaxed);
-        }
         let state = &mut *state;
-        let mut entry = state.users.get_mut(&user);
-        if let (Some(entry), Some(cutoff)) = (entry.as_mut(), cutoff) {
-            let dropped = entry.history.drop_retained_until(cutoff);
-            shard.retained_events.fetch_sub(dropped, Ordering::Relaxed);
-        }
+        self.expire_for_replay(shard, state, &mut broadcast, user, retention);
+        let entry = state.users.get(&user);
         let no_history = History::new();
         let own = entry.as_ref().map_or(&no_history, |entry| &entry.history);
         // Every event of these streams numbered so far is at or before it.

@@ -192,6 +192,28 @@ impl<C: Category> ShardState<C> {
     }
 
     /// Forgets `user`, remembering how far its dropped history reached.
+    /// Runs `prepare` on every user's entry, then forgets each user left with
+    /// nothing (no subscription, nothing retained), remembering how far its
+    /// dropped history reached; returns how many users it forgot.
+    pub(super) fn forget_unused_users(&mut self, mut prepare: impl FnMut(&mut UserEntry<C>)) -> usize {
+        let mut removed = 0;
+        let mut removed_until_ms = self.removed_until_ms;
+        let mut removed_through_seq = self.removed_through_seq;
+        self.users.retain(|_, entry| {
+            prepare(entry);
+            let keep = !entry.is_unused();
+            if !keep {
+                removed += 1;
+                removed_until_ms = removed_until_ms.max(entry.history.dropped_until_ms());
+                removed_through_seq = removed_through_seq.max(entry.history.last_dropped_seq());
+            }
+            keep
+        });
+        self.removed_until_ms = removed_until_ms;
+        self.removed_through_seq = removed_through_seq;
+        removed
+    }
+
     pub(super) fn remove_user(&mut self, shard: &Shard<C>, user: UserId) {
         if let Some(removed) = self.users.remove(&user) {
             self.removed_until_ms = self.removed_until_ms.max(removed.history.dropped_until_ms());
