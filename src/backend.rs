@@ -26,5 +26,5 @@ mod wakeups;
 pub use limits::{OpenSubscriptions, SubscriptionLimits};
 pub(crate) use queue::NOT_REGISTERED;
 pub use queue::{Push, Registry, SubscriberQueue, Subscription, subscriber_queue};
-pub use replay::{ReplaySide, StreamSide, replay, stream_replay};
+pub use replay::{ReplaySide, StreamSide, add_group_stream, replay, stream_replay};
 pub use wakeups::Wakeups;

@@ -23,8 +23,13 @@
 //! - `~` and 8 lowercase hex digits: a fingerprint of the user the cursor was
 //!   made for; a cursor presented by another user is refused;
 //! - one `~`-separated item per stream with a known position, in a fixed
-//!   order: `u` (the user's own stream), `b` (the broadcasts); new kinds of
-//!   stream are new letters, so the format grows without a new version;
+//!   order: `u` (the user's own stream), `b` (the broadcasts), then `g` and
+//!   the group's 16 hex digit [fingerprint](crate::GroupId::fingerprint) for
+//!   each group stream the client has seen an event of (ascending
+//!   fingerprints, at most [`MAX_GROUPS`](crate::MAX_GROUPS)), then `h`, the
+//!   horizon, where streams without a position are read from (see
+//!   [`Positions`]); new kinds of stream are new letters, so the format grows
+//!   without a new version;
 //! - a position is a stream entry: its millisecond in base 36, then `.` and
 //!   its sequence number in base 36 unless that is 0 (`lx3k2p9s`,
 //!   `lx3k2p9s.2`); or `@` and the 32 hex digits of an event id, for "after
@@ -34,7 +39,9 @@
 //! parser accepts only that, so a cursor round-trips byte for byte. With both
 //! streams at entry positions of today's milliseconds (8 base-36 digits until
 //! the year 2059), a cursor is 67 bytes when both sequence numbers are 0 (the
-//! common case) and at most 73 while they are below 1,296.
+//! common case) and at most 73 while they are below 1,296; the horizon adds
+//! 10 bytes, and each group seen 26 (1,741 bytes with 64 groups; at most [`MAX_CURSOR_TEXT`] bytes in
+//! all, with 64 groups at event-id positions).
 //!
 //! # Examples
 //!
@@ -44,15 +51,19 @@
 //!
 //! let user = UserId::from_u64(7);
 //! let event: EventId = "0193a6f4-5b1c-7d2e-8f30-4a5b6c7d8e9f".parse().unwrap();
-//! let positions = Positions { own: Some(Position::entry(1_733_590_000_123, 0)), broadcast: Some(Position::entry(1_733_590_000_100, 2)) };
-//! let cursor = Cursor::new(event, user, positions);
+//! let positions = Positions {
+//!     own: Some(Position::entry(1_733_590_000_123, 0)),
+//!     broadcast: Some(Position::entry(1_733_590_000_100, 2)),
+//!     ..Positions::NONE
+//! };
+//! let cursor = Cursor::new(event, user, positions.clone());
 //! let text = cursor.to_string();
 //! assert!(text.starts_with("0193a6f4-5b1c-7d2e-8f30-4a5b6c7d8e9f~1~"));
 //! assert!(text.len() <= 80);
 //!
 //! let back: Cursor = text.parse().unwrap();
 //! assert_eq!(back, cursor);
-//! assert_eq!(back.positions_for(user), Ok(positions));
+//! assert_eq!(back.positions_for(user), Ok(&positions));
 //! assert!(back.positions_for(UserId::from_u64(8)).is_err());
 //! ```
 
@@ -61,17 +72,19 @@ use core::str::FromStr;
 
 use uuid::Uuid;
 
-use crate::{Audience, EventId, UserId};
+use crate::{Audience, EventId, GroupId, MAX_GROUPS, UserId};
 
 mod position;
-pub use position::{Position, Positions};
+pub use position::{GroupPositions, Position, Positions};
 
-/// The longest cursor text the parser reads, in bytes.
-pub const MAX_CURSOR_BYTES: usize = 256;
+/// The longest cursor text the parser reads, in bytes: room for
+/// [`MAX_CURSOR_TEXT`] and surrounding whitespace.
+pub const MAX_CURSOR_BYTES: usize = 4096;
 
 /// The longest text form of a cursor, in bytes: an event id (36), the version
-/// and owner (11), and two streams after an event id (35 each).
-pub const MAX_CURSOR_TEXT: usize = 36 + 11 + 2 * 35;
+/// and owner (11), two streams and the horizon after an event id (35 each),
+/// and [`MAX_GROUPS`] group streams (51 each, with the fingerprint).
+pub const MAX_CURSOR_TEXT: usize = 36 + 11 + 3 * 35 + MAX_GROUPS * (35 + 16);
 
 /// The format version this crate writes and reads.
 pub const CURSOR_VERSION: u8 = 1;
@@ -84,10 +97,13 @@ pub enum StreamKind {
     Own,
     /// The broadcasts.
     Broadcast,
+    /// A group's events.
+    Group(GroupId),
 }
 
 impl StreamKind {
-    /// Every kind, in the order a cursor lists them.
+    /// The kinds every subscription reads, in the order a cursor lists them
+    /// (its groups come after them).
     pub const ALL: [StreamKind; 2] = [StreamKind::Own, StreamKind::Broadcast];
 
     /// The stream an event of `audience` is in.
@@ -95,14 +111,16 @@ impl StreamKind {
         match audience {
             Audience::User(_) => StreamKind::Own,
             Audience::Broadcast => StreamKind::Broadcast,
+            Audience::Group(group) => StreamKind::Group(group),
         }
     }
 
-    /// The name the gap event gives it: `own` or `broadcast`.
+    /// The name the gap event gives it: `own`, `broadcast` or `group`.
     pub fn name(self) -> &'static str {
         match self {
             StreamKind::Own => "own",
             StreamKind::Broadcast => "broadcast",
+            StreamKind::Group(_) => "group",
         }
     }
 
@@ -110,6 +128,7 @@ impl StreamKind {
         match self {
             StreamKind::Own => b'u',
             StreamKind::Broadcast => b'b',
+            StreamKind::Group(_) => b'g',
         }
     }
 }
@@ -124,7 +143,7 @@ impl fmt::Display for StreamKind {
 ///
 /// See [the module docs](self) for the text form. `Display` writes it,
 /// [`FromStr`] (or [`Cursor::parse`]) reads it back, canonical form only.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct Cursor {
     event: EventId,
     owner: u32,
@@ -168,21 +187,50 @@ impl Cursor {
         }
         let owner = u32::from_str_radix(owner, 16).map_err(|_| CursorError(CursorErrorKind::Owner))?;
         let mut positions = Positions::NONE;
-        // The next kind allowed: kinds appear at most once, in `StreamKind::ALL` order.
-        let mut next_kind = 0;
+        // Items in this order: `u`, `b`, the groups by ascending fingerprint, `h`; each once.
+        let mut next_item = 0;
+        let mut last_group: Option<u64> = None;
         for item in parts {
             let tag = *item.as_bytes().first().ok_or(CursorError(CursorErrorKind::StreamKind))?;
-            let index = StreamKind::ALL
-                .iter()
-                .position(|kind| kind.tag() == tag)
-                .ok_or(CursorError(CursorErrorKind::StreamKind))?;
-            if index < next_kind {
+            let order = match tag {
+                b'u' => 0,
+                b'b' => 1,
+                b'g' => 2,
+                b'h' => 3,
+                _ => return Err(CursorError(CursorErrorKind::StreamKind)),
+            };
+            if order < next_item {
                 return Err(CursorError(CursorErrorKind::StreamOrder));
             }
-            next_kind = index + 1;
+            // Groups repeat (in ascending order, checked below); the others do not.
+            next_item = if order == 2 { 2 } else { order + 1 };
             // The tag is one ASCII byte: `item[1..]` starts on a char boundary.
-            let position = parse_position(&item[1..]).map_err(CursorError)?;
-            positions.set(StreamKind::ALL[index], Some(position));
+            let rest = &item[1..];
+            match tag {
+                b'g' => {
+                    let fingerprint = rest.get(..16).ok_or(CursorError(CursorErrorKind::Group))?;
+                    if !fingerprint.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                        return Err(CursorError(CursorErrorKind::Group));
+                    }
+                    let fingerprint = u64::from_str_radix(fingerprint, 16)
+                        .map_err(|_| CursorError(CursorErrorKind::Group))?;
+                    if last_group.is_some_and(|last| last >= fingerprint) {
+                        return Err(CursorError(CursorErrorKind::StreamOrder));
+                    }
+                    if positions.groups.len() == MAX_GROUPS {
+                        return Err(CursorError(CursorErrorKind::Group));
+                    }
+                    last_group = Some(fingerprint);
+                    // 16 ASCII hex digits: `rest[16..]` starts on a char boundary.
+                    let position = parse_position(&rest[16..]).map_err(CursorError)?;
+                    positions.groups.set_by_fingerprint(fingerprint, Some(position));
+                }
+                b'h' => positions.horizon = Some(parse_position(rest).map_err(CursorError)?),
+                _ => {
+                    let kind = if tag == b'u' { StreamKind::Own } else { StreamKind::Broadcast };
+                    positions.set(kind, Some(parse_position(rest).map_err(CursorError)?));
+                }
+            }
         }
         Ok(Self { event: EventId::from_uuid(event), owner, positions })
     }
@@ -197,17 +245,17 @@ impl Cursor {
     /// # Errors
     ///
     /// [`CursorErrorKind::ForeignOwner`] when it was made for another user.
-    pub fn positions_for(&self, user: UserId) -> Result<Positions, CursorError> {
+    pub fn positions_for(&self, user: UserId) -> Result<&Positions, CursorError> {
         if self.owner == owner_tag(user) {
-            Ok(self.positions)
+            Ok(&self.positions)
         } else {
             Err(CursorError(CursorErrorKind::ForeignOwner))
         }
     }
 
     /// The positions, whoever the cursor was made for.
-    pub fn positions(&self) -> Positions {
-        self.positions
+    pub fn positions(&self) -> &Positions {
+        &self.positions
     }
 }
 
@@ -222,41 +270,78 @@ impl Cursor {
     /// use ssehub::cursor::{Cursor, MAX_CURSOR_TEXT, Position, Positions};
     /// use ssehub::{EventId, UserId};
     ///
-    /// let cursor = Cursor::new(EventId::new(), UserId::from_u64(1), Positions { own: Some(Position::entry(7, 0)), broadcast: None });
+    /// let positions = Positions { own: Some(Position::entry(7, 0)), ..Positions::NONE };
+    /// let cursor = Cursor::new(EventId::new(), UserId::from_u64(1), positions);
     /// let mut buf = [0; MAX_CURSOR_TEXT];
     /// assert_eq!(cursor.encode(&mut buf), cursor.to_string());
     /// ```
     pub fn encode<'a>(&self, buf: &'a mut [u8; MAX_CURSOR_TEXT]) -> &'a str {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        self.event.as_uuid().hyphenated().encode_lower(&mut buf[..36]);
-        buf[36..39].copy_from_slice(b"~1~");
-        for (i, byte) in buf[39..47].iter_mut().enumerate() {
-            *byte = HEX[((self.owner >> (28 - 4 * i)) & 0xf) as usize];
-        }
-        let mut at = 47;
-        for kind in StreamKind::ALL {
-            let Some(position) = self.positions.get(kind) else { continue };
-            buf[at] = b'~';
-            buf[at + 1] = kind.tag();
-            at += 2;
-            match position {
-                Position::Entry { ms, seq } => {
-                    at += put_base36(&mut buf[at..], ms);
-                    if seq != 0 {
-                        buf[at] = b'.';
-                        at += 1 + put_base36(&mut buf[at + 1..], seq);
-                    }
-                }
-                Position::AfterEvent(id) => {
-                    buf[at] = b'@';
-                    id.as_uuid().simple().encode_lower(&mut buf[at + 1..at + 33]);
-                    at += 33;
-                }
+        encode_parts(self.event, self.owner, &self.positions, buf)
+    }
+
+    /// Writes the text form of `Cursor::new(event, user, positions)` into
+    /// `buf` without making the cursor (nor cloning `positions`); returns it.
+    pub fn encode_for<'a>(
+        event: EventId,
+        user: UserId,
+        positions: &Positions,
+        buf: &'a mut [u8; MAX_CURSOR_TEXT],
+    ) -> &'a str {
+        encode_parts(event, owner_tag(user), positions, buf)
+    }
+}
+
+fn encode_parts<'a>(
+    event: EventId,
+    owner: u32,
+    positions: &Positions,
+    buf: &'a mut [u8; MAX_CURSOR_TEXT],
+) -> &'a str {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    event.as_uuid().hyphenated().encode_lower(&mut buf[..36]);
+    buf[36..39].copy_from_slice(b"~1~");
+    for (i, byte) in buf[39..47].iter_mut().enumerate() {
+        *byte = HEX[((owner >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    let mut at = 47;
+    let put_position = |buf: &mut [u8], at: &mut usize, position: Position| match position {
+        Position::Entry { ms, seq } => {
+            *at += put_base36(&mut buf[*at..], ms);
+            if seq != 0 {
+                buf[*at] = b'.';
+                *at += 1 + put_base36(&mut buf[*at + 1..], seq);
             }
         }
-        // Only ASCII was written.
-        core::str::from_utf8(&buf[..at]).unwrap_or_default()
+        Position::AfterEvent(id) => {
+            buf[*at] = b'@';
+            id.as_uuid().simple().encode_lower(&mut buf[*at + 1..*at + 33]);
+            *at += 33;
+        }
+    };
+    for kind in StreamKind::ALL {
+        let Some(position) = positions.get(kind) else { continue };
+        buf[at] = b'~';
+        buf[at + 1] = kind.tag();
+        at += 2;
+        put_position(buf, &mut at, position);
     }
+    // At most `MAX_GROUPS` are written (a parsed cursor holds no more, nor
+    // does one `resume` writes): the buffer has room for them.
+    for (fingerprint, position) in positions.groups.iter().take(MAX_GROUPS) {
+        buf[at..at + 2].copy_from_slice(b"~g");
+        for (i, byte) in buf[at + 2..at + 18].iter_mut().enumerate() {
+            *byte = HEX[((fingerprint >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        at += 18;
+        put_position(buf, &mut at, position);
+    }
+    if let Some(horizon) = positions.horizon {
+        buf[at..at + 2].copy_from_slice(b"~h");
+        at += 2;
+        put_position(buf, &mut at, horizon);
+    }
+    // Only ASCII was written.
+    core::str::from_utf8(&buf[..at]).unwrap_or_default()
 }
 
 impl fmt::Display for Cursor {
@@ -392,6 +477,8 @@ pub enum CursorErrorKind {
     StreamOrder,
     /// A position that is not an entry or an event id.
     Position,
+    /// A group item without 16 lowercase hex digits, or more than [`MAX_GROUPS`].
+    Group,
     /// A spelling other than the canonical one (uppercase, a leading zero, `.0`).
     NotCanonical,
 }
@@ -408,6 +495,7 @@ impl fmt::Display for CursorError {
             CursorErrorKind::StreamKind => "invalid cursor: unknown stream kind",
             CursorErrorKind::StreamOrder => "invalid cursor: streams repeated or out of order",
             CursorErrorKind::Position => "invalid cursor: bad stream position",
+            CursorErrorKind::Group => "invalid cursor: bad group item",
             CursorErrorKind::NotCanonical => "invalid cursor: not in canonical form",
         })
     }
@@ -416,7 +504,7 @@ impl fmt::Display for CursorError {
 impl core::error::Error for CursorError {}
 
 /// What a client sent as `Last-Event-ID`: a cursor, or a plain event id from before cursors.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub enum LastEventId {
     /// A cursor, as every frame's `id:` carries.
     Cursor(Cursor),
@@ -442,7 +530,7 @@ impl LastEventId {
     /// [`CursorErrorKind::ForeignOwner`] for a cursor made for another user.
     pub fn positions_for(&self, user: UserId) -> Result<Positions, CursorError> {
         match self {
-            LastEventId::Cursor(cursor) => cursor.positions_for(user),
+            LastEventId::Cursor(cursor) => cursor.positions_for(user).cloned(),
             LastEventId::Event(id) => Ok(Positions::after_event(*id)),
         }
     }

@@ -8,9 +8,9 @@ use core::str::FromStr;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::Category;
 use crate::cursor::Position;
 use crate::parse::{self, EventTypeError};
+use crate::{Category, GroupId};
 
 /// The id of an event: a UUIDv7, so ids sort in publish order.
 ///
@@ -178,7 +178,7 @@ impl From<Uuid> for UserId {
     }
 }
 
-/// Who an event is for: one user, or everyone.
+/// Who an event is for: one user, everyone, or the readers of a group.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(rename_all = "snake_case"))]
 pub enum Audience {
@@ -186,14 +186,19 @@ pub enum Audience {
     User(UserId),
     /// Every subscription.
     Broadcast,
+    /// The subscriptions that read this group (see [`Reader`](crate::Reader)).
+    Group(GroupId),
 }
 
 impl Audience {
-    /// Whether a subscription of `user` receives events for this audience.
+    /// Whether a subscription of `user` that reads no group receives events
+    /// for this audience; [`Reader::reads`](crate::Reader::reads) answers for
+    /// a subscription with groups.
     pub fn includes(&self, user: UserId) -> bool {
         match self {
             Audience::User(u) => *u == user,
             Audience::Broadcast => true,
+            Audience::Group(_) => false,
         }
     }
 }

@@ -92,6 +92,7 @@ pub mod cursor;
 mod error;
 mod event;
 pub mod fixture;
+mod group;
 pub mod parse;
 mod retention;
 mod source;
@@ -130,6 +131,7 @@ pub use category::{Category, CategorySet, CategorySetIter};
 pub use cursor::{Cursor, LastEventId, Position, Positions, StreamKind};
 pub use error::{BoxError, Error, LimitScope};
 pub use event::{Audience, DataNotJson, Event, EventId, InvalidEvent, UserId};
+pub use group::{GroupId, Groups, MAX_GROUPS, Reader, TooManyGroups};
 pub use retention::Retention;
 pub use source::{
     BoxFuture, DynHub, EventSource, EventStream, Presence, Publisher, Replay, ReplayStatus, StreamRead,

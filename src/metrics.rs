@@ -3,7 +3,7 @@
 //! With the `metrics` feature the backends record the figures below through
 //! the `metrics` facade, so any exporter installed in the process (Prometheus,
 //! StatsD, OpenTelemetry, ...) receives them; without the feature nothing is
-//! recorded and nothing is compiled in. No metric carries a user id or an
+//! recorded and nothing is compiled in. No metric carries a user id, a group id or an
 //! event id: every label takes a handful of values.
 //!
 //! | name | type | labels | what it counts |
@@ -15,6 +15,7 @@
 //! | `ssehub_gaps_signalled_total` | counter | `backend`, `at` | gaps: `at="live"`, gap signals given to open subscriptions; `at="replay"`, replays that could not cover what was missed (each a gap signal through `resume`) |
 //! | `ssehub_subscriptions_open` | gauge | `backend` | subscriptions open in this process |
 //! | `ssehub_online_users` | gauge | `backend` | users with at least one subscription open in this process |
+//! | `ssehub_group_streams_open` | gauge | `backend` | groups with at least one subscription in this process (on Redis, its subscribed group channels) |
 //! | `ssehub_disconnects_total` | counter | `reason` | streams ended or refused, by why (see below) |
 //! | `ssehub_replay_duration_seconds` | histogram | `backend`, `status` | time taken by `missed_events`, by outcome |
 //! | `ssehub_redis_reconnects_total` | counter | | reconnects of the Redis subscriber connection |
@@ -24,7 +25,7 @@
 //! Label values:
 //!
 //! - `backend`: `memory` or `redis`;
-//! - `audience`: `user` or `broadcast`;
+//! - `audience`: `user`, `broadcast` or `group`;
 //! - `reason`: `closed` (the hub was shut down) or `backend` (Redis refused
 //!   or failed: timeout, `maxmemory`, connection lost);
 //! - `status`: `complete`, `truncated`, `unknown_id`, `retention_disabled`,
@@ -106,6 +107,8 @@ pub const REDIS_RECOVERIES: &str = "ssehub_redis_recoveries_total";
 pub const REDIS_RECOVERED_EVENTS: &str = "ssehub_redis_recovered_events_total";
 /// Users with at least one subscription open in this process (a gauge); label `backend`.
 pub const ONLINE_USERS: &str = "ssehub_online_users";
+/// Gauge: groups with at least one subscription in this process.
+pub const GROUP_STREAMS_OPEN: &str = "ssehub_group_streams_open";
 /// Streams ended or subscribes refused, by why; label `reason`.
 pub const DISCONNECTS: &str = "ssehub_disconnects_total";
 
@@ -135,6 +138,7 @@ pub fn describe() {
     describe_counter!(REDIS_RECOVERIES, Unit::Count, "Recoveries from the Redis streams.");
     describe_counter!(REDIS_RECOVERED_EVENTS, Unit::Count, "Events read back by recoveries.");
     describe_gauge!(ONLINE_USERS, Unit::Count, "Users with a subscription open in this process.");
+    describe_gauge!(GROUP_STREAMS_OPEN, Unit::Count, "Groups with a subscription open in this process.");
     describe_counter!(DISCONNECTS, Unit::Count, "Streams ended or refused, by reason.");
 }
 
@@ -179,6 +183,17 @@ pub(crate) fn online_users(backend: Backend, delta: i64) {
     let _ = (backend, delta);
 }
 
+/// Records `delta` groups gaining their first subscription in this process (positive) or losing their last (negative).
+#[inline]
+pub(crate) fn open_groups(backend: Backend, delta: i64) {
+    #[cfg(feature = "metrics")]
+    if delta != 0 {
+        ::metrics::gauge!(GROUP_STREAMS_OPEN, "backend" => backend.label()).increment(delta as f64);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (backend, delta);
+}
+
 /// The `backend` label.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Backend {
@@ -216,6 +231,7 @@ pub(crate) fn published(
             let audience = match event_audience {
                 crate::Audience::User(_) => "user",
                 crate::Audience::Broadcast => "broadcast",
+                crate::Audience::Group(_) => "group",
             };
             ::metrics::counter!(EVENTS_PUBLISHED, "backend" => backend.label(), "audience" => audience)
                 .increment(1);
@@ -289,10 +305,10 @@ where
     let started = std::time::Instant::now();
     let outcome = replay.await;
     let status = outcome.as_ref().map(|replay| {
-        crate::StreamKind::ALL
-            .into_iter()
-            .filter(|kind| from.get(*kind).is_some())
+        let fixed = crate::StreamKind::ALL.into_iter().filter(|kind| from.start_of(*kind).is_some());
+        fixed
             .map(|kind| replay.stream(kind).status)
+            .chain(replay.groups.iter().map(|(_, read)| read.status))
             .find(|status| !status.is_complete())
             .unwrap_or(crate::ReplayStatus::Complete)
     });
@@ -336,6 +352,7 @@ pub(crate) fn replayed<E>(
 pub(crate) struct Handles {
     published_user: ::metrics::Counter,
     published_broadcast: ::metrics::Counter,
+    published_group: ::metrics::Counter,
     delivered: ::metrics::Counter,
     lagged: ::metrics::Counter,
     subscriptions: ::metrics::Gauge,
@@ -350,6 +367,7 @@ impl Handles {
         Self {
             published_user: ::metrics::counter!(EVENTS_PUBLISHED, "backend" => label, "audience" => "user"),
             published_broadcast: ::metrics::counter!(EVENTS_PUBLISHED, "backend" => label, "audience" => "broadcast"),
+            published_group: ::metrics::counter!(EVENTS_PUBLISHED, "backend" => label, "audience" => "group"),
             delivered: ::metrics::counter!(EVENTS_DELIVERED, "backend" => label),
             lagged: ::metrics::counter!(SUBSCRIBERS_LAGGED, "backend" => label),
             subscriptions: ::metrics::gauge!(SUBSCRIPTIONS_OPEN, "backend" => label),
@@ -363,6 +381,7 @@ impl Handles {
         match (outcome, audience) {
             (Ok(()), crate::Audience::User(_)) => self.published_user.increment(1),
             (Ok(()), crate::Audience::Broadcast) => self.published_broadcast.increment(1),
+            (Ok(()), crate::Audience::Group(_)) => self.published_group.increment(1),
             (Err(_), _) => published(self.backend, audience, outcome),
         }
     }

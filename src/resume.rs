@@ -19,16 +19,22 @@ use futures_core::Stream;
 use futures_core::stream::FusedStream;
 
 use crate::cursor::{Cursor, LastEventId, Position, Positions, StreamKind};
-use crate::{Category, CategorySet, Error, Event, EventId, EventSource, ReplayStatus, UserId};
+use crate::{Category, CategorySet, Error, Event, EventId, EventSource, Reader, ReplayStatus, UserId};
 
-/// Resumes `user`'s streams after `last_event_id`: the missed events, then live ones.
+/// Resumes `reader`'s streams after `last_event_id`: the missed events, then live ones.
+///
+/// `reader` is a [`UserId`] (its own events and the broadcasts) or a
+/// [`Reader`] with the groups the application lets it read.
 ///
 /// With `last_event_id` `None` (a first connection) the stream is the live
 /// subscription, starting from where each stream is when it is live. With a
-/// [`Cursor`], each stream resumes after its own position; with a plain
-/// event id (a client from before cursors), after that event as a merge by
-/// event id orders events ([`Positions::after_event`]). Live events that the
-/// replay covered are skipped by their position, so none is delivered twice.
+/// [`Cursor`], each stream resumes after its own position, and a stream the
+/// cursor holds no position for (a group joined since, a stream the client
+/// has seen nothing of) after the cursor's horizon, where the backend gives
+/// [horizons](EventSource::horizon); with a plain event id (a client from
+/// before cursors), after that event as a merge by event id orders events
+/// ([`Positions::after_event`]). Live events that the replay covered are
+/// skipped by their position, so none is delivered twice.
 ///
 /// # Errors
 ///
@@ -80,7 +86,7 @@ use crate::{Category, CategorySet, Error, Event, EventId, EventSource, ReplaySta
 /// ```
 pub async fn resume<C, S>(
     source: &S,
-    user: UserId,
+    reader: impl Into<Reader>,
     last_event_id: Option<LastEventId>,
     filter: CategorySet<C>,
 ) -> Result<Resumed<C, S::Subscription>, Error>
@@ -88,42 +94,62 @@ where
     C: Category,
     S: EventSource<C>,
 {
-    let from = match &last_event_id {
+    let reader = reader.into();
+    let mut from = match &last_event_id {
         None => Positions::NONE,
-        Some(last) => last.positions_for(user).map_err(Error::InvalidCursor)?,
+        Some(last) => last.positions_for(reader.user).map_err(Error::InvalidCursor)?,
     };
-    let live = source.subscribe(user, filter).await?;
-    let replay = source.missed_since(user, from, filter).await?;
+    // Positions of groups the reader no longer reads are dropped.
+    let fingerprints: Vec<u64> = reader.groups.iter().map(|group| group.fingerprint()).collect();
+    from.groups.retain(|fingerprint| fingerprints.contains(&fingerprint));
+    // Taken before the subscription is live: what is published after it is delivered, or replayed next time.
+    let horizon = source.horizon();
+    let live = source.subscribe(&reader, filter).await?;
+    let replay = source.missed_since(&reader, from.clone(), filter).await?;
     let last_event = last_event_id.as_ref().map(LastEventId::event_id);
-    let mut streams = [StreamState::default(), StreamState::default()];
+    let kinds = StreamKind::ALL.into_iter().chain(reader.groups.iter().map(StreamKind::Group));
+    let mut streams = Vec::with_capacity(2 + reader.groups.len());
     let mut gaps = Vec::new();
     let mut status = ReplayStatus::Complete;
-    for (state, kind) in streams.iter_mut().zip(StreamKind::ALL) {
+    for kind in kinds {
+        let mut state = StreamState::default();
         let read = replay.stream(kind);
+        let own_position = from.get(kind);
+        // Read after its own position, or after the horizon where the backend gives horizons.
+        let was_read = own_position.is_some() || (horizon.is_some() && from.horizon.is_some());
         let replayed = replay.events.iter().filter(|e| StreamKind::of(e.audience()) == kind);
         state.replayed_ids = replayed.clone().map(Event::id).chain(last_event).collect();
         state.replayed_any = replayed.clone().next().is_some();
-        state.covered_through = read.end.filter(|end| end.as_entry().is_some());
+        state.covered_through = read.end.filter(|end| was_read && end.as_entry().is_some());
         // Until an event of the stream is yielded, the cursor holds where the
         // replay read up to (everything there passing the filter was replayed),
-        // else where it started.
-        state.position = if state.replayed_any { from.get(kind) } else { read.end.or(from.get(kind)) };
-        if from.get(kind).is_some() && !read.status.is_complete() {
+        // else where it started. A stream never read holds nothing: the
+        // horizon covers it. Without horizons, the user's and the broadcast
+        // stream hold where the read found them.
+        state.position = match (own_position, kind) {
+            (Some(_), _) if state.replayed_any => own_position,
+            (Some(_), _) => read.end.or(own_position),
+            (None, StreamKind::Own | StreamKind::Broadcast) if horizon.is_none() => read.end,
+            (None, _) => None,
+        };
+        if was_read && !read.status.is_complete() {
             gaps.push(Error::Gap { last_delivered: last_event, stream: Some(kind) });
             if status.is_complete() {
                 status = read.status;
             }
         }
+        streams.push(state);
     }
-    if gaps.len() == StreamKind::ALL.len() {
+    if gaps.len() > 1 && gaps.len() == streams.len() {
         // Every stream: one signal, naming none.
         gaps = vec![Error::Gap { last_delivered: last_event, stream: None }];
     }
     Ok(Resumed {
         live,
-        user,
+        reader,
         replay: replay.events.into_iter(),
         streams,
+        horizon,
         status: last_event_id.is_some().then_some(status),
         gaps: gaps.into_iter(),
         last_delivered: last_event,
@@ -186,20 +212,24 @@ impl StreamState {
 #[must_use = "streams do nothing unless polled"]
 pub struct Resumed<C, L> {
     live: L,
-    user: UserId,
+    reader: Reader,
     replay: std::vec::IntoIter<Event<C>>,
-    /// Per stream, in [`StreamKind::ALL`] order.
-    streams: [StreamState; 2],
+    /// Per stream: [`StreamKind::ALL`], then the reader's groups in order.
+    streams: Vec<StreamState>,
+    /// The backend's horizon taken before the subscription went live.
+    horizon: Option<crate::Position>,
     status: Option<ReplayStatus>,
     gaps: std::vec::IntoIter<Error>,
     last_delivered: Option<EventId>,
     finished: bool,
 }
 
-fn index_of(kind: StreamKind) -> usize {
+/// Where stream `kind`'s state is in [`Resumed::streams`]; `None` for a group the reader does not read.
+fn index_of(reader: &Reader, kind: StreamKind) -> Option<usize> {
     match kind {
-        StreamKind::Own => 0,
-        StreamKind::Broadcast => 1,
+        StreamKind::Own => Some(0),
+        StreamKind::Broadcast => Some(1),
+        StreamKind::Group(group) => reader.groups.as_slice().binary_search(&group).ok().map(|at| 2 + at),
     }
 }
 
@@ -216,12 +246,14 @@ impl<C, L> Resumed<C, L> {
         self.last_delivered
     }
 
-    /// The position reached in each stream so far.
+    /// The position reached in each stream so far, and the horizon.
     pub fn positions(&self) -> Positions {
         let mut positions = Positions::NONE;
-        for kind in StreamKind::ALL {
-            positions.set(kind, self.streams[index_of(kind)].position);
+        let kinds = StreamKind::ALL.into_iter().chain(self.reader.groups.iter().map(StreamKind::Group));
+        for (kind, state) in kinds.zip(&self.streams) {
+            positions.set(kind, state.position);
         }
+        positions.horizon = self.horizon;
         positions
     }
 
@@ -229,12 +261,17 @@ impl<C, L> Resumed<C, L> {
     /// positions reached. `None` before any event was yielded on a first
     /// connection (there is nothing to resume after).
     pub fn cursor(&self) -> Option<Cursor> {
-        Some(Cursor::new(self.last_delivered?, self.user, self.positions()))
+        Some(Cursor::new(self.last_delivered?, self.reader.user, self.positions()))
     }
 
     /// The user whose streams these are.
     pub fn user(&self) -> UserId {
-        self.user
+        self.reader.user
+    }
+
+    /// The user and the groups whose streams these are.
+    pub fn reader(&self) -> &Reader {
+        &self.reader
     }
 
     /// The replayed events not yet yielded.
@@ -246,8 +283,10 @@ impl<C, L> Resumed<C, L> {
 impl<C: Category, L> Resumed<C, L> {
     fn advance(&mut self, event: &Event<C>) {
         self.last_delivered = Some(event.id());
-        if let Some(position) = event.position() {
-            self.streams[index_of(StreamKind::of(event.audience()))].position = Some(position);
+        if let (Some(position), Some(index)) =
+            (event.position(), index_of(&self.reader, StreamKind::of(event.audience())))
+        {
+            self.streams[index].position = Some(position);
         }
     }
 }
@@ -279,8 +318,10 @@ where
                     return Poll::Ready(None);
                 }
                 Poll::Ready(Some(Ok(event))) => {
-                    let stream = &mut this.streams[index_of(StreamKind::of(event.audience()))];
-                    if stream.covers(event.position(), event.id()) {
+                    let index = index_of(&this.reader, StreamKind::of(event.audience()));
+                    if let Some(stream) = index.map(|index| &mut this.streams[index])
+                        && stream.covers(event.position(), event.id())
+                    {
                         continue;
                     }
                     this.advance(&event);

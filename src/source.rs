@@ -9,7 +9,7 @@ use core::pin::Pin;
 use futures_core::Stream;
 
 use crate::cursor::{Position, Positions, StreamKind};
-use crate::{Category, CategorySet, Error, Event, EventId, UserId};
+use crate::{Category, CategorySet, Error, Event, EventId, GroupId, Reader, UserId};
 
 /// A boxed, `Send` future, as returned through [`DynHub`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -29,9 +29,10 @@ pub type EventStream<C> = Pin<Box<dyn Stream<Item = Result<Event<C>, Error>> + S
 ///   delivered to it. Before those, it may yield events published just
 ///   before it subscribed that were still on their way (of each audience, the
 ///   newest of those it would receive, in publish order), never older ones.
-/// - **What and in which order.** A subscription yields its user's own events
-///   and the broadcasts that pass its filter, each audience in publish order,
-///   none twice, never another user's; events arrive whole and unchanged
+/// - **What and in which order.** A subscription yields its user's own events,
+///   the broadcasts and the events of the groups its [`Reader`] names that
+///   pass its filter, each audience in publish order, none twice, never
+///   another user's or another group's; events arrive whole and unchanged
 ///   (data byte for byte, event type, category, `occurred_at` to the
 ///   microsecond at least).
 /// - **Data.** Event data is JSON text, checked when an [`Event`] is made, so
@@ -47,7 +48,7 @@ pub type EventStream<C> = Pin<Box<dyn Stream<Item = Result<Event<C>, Error>> + S
 ///   with [`Error::Closed`]. Dropping a subscription unsubscribes it.
 /// - **Positions.** Every event a subscription yields and every replayed event
 ///   carries its [`position`](Event::position) in its own stream (the user's,
-///   or the broadcasts): strictly increasing within the stream, in publish
+///   the broadcasts, or a group's): strictly increasing within the stream, in publish
 ///   order, never reused (a restarted backend's positions are above its old
 ///   ones, or refused as unknown). Without retention a backend may give none.
 ///   Nothing orders streams against each other: a backend may deliver them
@@ -57,7 +58,10 @@ pub type EventStream<C> = Pin<Box<dyn Stream<Item = Result<Event<C>, Error>> + S
 ///   states; `resume` builds the SSE id (a [`Cursor`](crate::Cursor)) from
 ///   these positions, so a client gets every event exactly once whatever the
 ///   interleaving, and a stream whose history no longer covers its position
-///   gets a gap of its own.
+///   gets a gap of its own. A stream without a position of its own is read
+///   after [`Positions::horizon`] by a backend that gives horizons
+///   ([`horizon`](EventSource::horizon)): everything published to it after
+///   the horizon, complete unless history dropped some of that.
 /// - **Replay after an event id.** [`missed_events`](EventSource::missed_events) returns the
 ///   retained events (the user's and the broadcasts, merged in publish order,
 ///   passing the filter) published after the id, never the id itself or an
@@ -84,12 +88,12 @@ pub type EventStream<C> = Pin<Box<dyn Stream<Item = Result<Event<C>, Error>> + S
 /// use std::sync::{Arc, Mutex};
 /// use futures::StreamExt;
 /// use ssehub::backend::{self, Registry, ReplaySide, StreamSide, SubscriberQueue, Subscription, Wakeups};
-/// use ssehub::{Audience, Category, CategorySet, Error, Event, EventId, EventSource, Publisher, Replay, UserId};
-/// use ssehub::{Position, Positions, ReplayStatus, StreamReplay};
+/// use ssehub::{Audience, Category, CategorySet, Error, Event, EventId, EventSource, Publisher, Reader, Replay, UserId};
+/// use ssehub::{GroupId, Groups, Position, Positions, ReplayStatus, StreamKind, StreamReplay};
 ///
 /// struct Inner<C> {
-///     /// Live subscriptions and their filters.
-///     subscribers: Vec<(Arc<SubscriberQueue<C>>, CategorySet<C>)>,
+///     /// Live subscriptions: whose, and their filters.
+///     subscribers: Vec<(Arc<SubscriberQueue<C>>, Reader, CategorySet<C>)>,
 ///     /// Every event, with its place in publish order (from 1).
 ///     history: Vec<(u64, Event<C>)>,
 /// }
@@ -99,7 +103,7 @@ pub type EventStream<C> = Pin<Box<dyn Stream<Item = Result<Event<C>, Error>> + S
 ///
 /// impl<C: Category> Registry<C> for Shared<C> {
 ///     fn unregister(&self, queue: &Arc<SubscriberQueue<C>>) {
-///         self.0.lock().unwrap().subscribers.retain(|(q, _)| !Arc::ptr_eq(q, queue));
+///         self.0.lock().unwrap().subscribers.retain(|(q, _, _)| !Arc::ptr_eq(q, queue));
 ///     }
 /// }
 ///
@@ -109,11 +113,12 @@ pub type EventStream<C> = Pin<Box<dyn Stream<Item = Result<Event<C>, Error>> + S
 /// impl<C: Category> EventSource<C> for VecHub<C> {
 ///     type Subscription = Subscription<C>;
 ///
-///     async fn subscribe(&self, user: UserId, filter: CategorySet<C>) -> Result<Subscription<C>, Error> {
+///     async fn subscribe(&self, reader: impl Into<Reader> + Send, filter: CategorySet<C>) -> Result<Subscription<C>, Error> {
+///         let reader = reader.into();
 ///         let registry: Arc<dyn Registry<C>> = self.0.clone();
-///         let (queue, subscription) = backend::subscriber_queue(user, 1024, Some(registry));
+///         let (queue, subscription) = backend::subscriber_queue(reader.user, 1024, Some(registry));
 ///         // Registered under the lock publishes take: live when this returns.
-///         self.0 .0.lock().unwrap().subscribers.push((queue, filter));
+///         self.0 .0.lock().unwrap().subscribers.push((queue, reader, filter));
 ///         Ok(subscription)
 ///     }
 ///
@@ -134,13 +139,15 @@ pub type EventStream<C> = Pin<Box<dyn Stream<Item = Result<Event<C>, Error>> + S
 ///         Ok(backend::replay(last, own, broadcasts, filter))
 ///     }
 ///
-///     async fn missed_since(&self, user: UserId, from: Positions, filter: CategorySet<C>) -> Result<StreamReplay<C>, Error> {
+///     async fn missed_since(&self, reader: impl Into<Reader> + Send, from: Positions, filter: CategorySet<C>) -> Result<StreamReplay<C>, Error> {
+///         let reader = reader.into();
 ///         let inner = self.0 .0.lock().unwrap();
 ///         // An event's position in its stream is (0, its place in publish order): one numbering
 ///         // serves every stream here. Everything up to `end` is read; nothing is ever dropped.
 ///         let end = Some(Position::entry(0, inner.history.len() as u64));
-///         let side = |broadcasts: bool, from: Option<Position>| {
-///             let (after, status) = match from {
+///         // Stream `kind` after its own position, or after the horizon.
+///         let side = |kind: StreamKind| {
+///             let (after, status) = match from.start_of(kind) {
 ///                 None => (inner.history.len() as u64, ReplayStatus::Complete),
 ///                 Some(Position::Entry { seq, .. }) => (seq, ReplayStatus::Complete),
 ///                 // A plain event id as Last-Event-ID: after that event, or everything if unknown.
@@ -149,17 +156,27 @@ pub type EventStream<C> = Pin<Box<dyn Stream<Item = Result<Event<C>, Error>> + S
 ///                     None => (0, ReplayStatus::UnknownId),
 ///                 },
 ///             };
-///             let ours = move |a: Audience| if broadcasts { a == Audience::Broadcast } else { a == Audience::User(user) };
-///             let events = inner.history.iter().filter(move |(place, e)| *place > after && ours(e.audience()));
+///             let events = inner.history.iter().filter(move |(place, e)| *place > after && StreamKind::of(e.audience()) == kind);
 ///             StreamSide { events: events.map(|(place, e)| (Position::entry(0, *place), e)), status, end }
 ///         };
-///         Ok(backend::stream_replay(side(false, from.own), side(true, from.broadcast), filter))
+///         let mut replay = backend::stream_replay(side(StreamKind::Own), side(StreamKind::Broadcast), filter);
+///         for group in &reader.groups {
+///             backend::add_group_stream(&mut replay, group, side(StreamKind::Group(group)), filter);
+///         }
+///         // `StreamKind::Own` above is the reader's own stream: no other user's events are read.
+///         replay.events.retain(|e| reader.reads(e.audience()));
+///         Ok(replay)
+///     }
+///
+///     /// The next place in publish order: every stream orders against it.
+///     fn horizon(&self) -> Option<Position> {
+///         Some(Position::entry(0, self.0 .0.lock().unwrap().history.len() as u64))
 ///     }
 ///
 ///     async fn disconnect(&self, user: UserId) -> Result<(), Error> {
 ///         let mut wakeups = Wakeups::new();
 ///         // Ended and unregistered at once: the user's places are free again.
-///         self.0 .0.lock().unwrap().subscribers.retain(|(queue, _)| {
+///         self.0 .0.lock().unwrap().subscribers.retain(|(queue, _, _)| {
 ///             let theirs = queue.user() == user;
 ///             if theirs {
 ///                 queue.revoke(&mut wakeups);
@@ -179,8 +196,8 @@ pub type EventStream<C> = Pin<Box<dyn Stream<Item = Result<Event<C>, Error>> + S
 ///         // Live events carry their position, as replayed ones do.
 ///         let event = event.with_position(Position::entry(0, place));
 ///         inner.history.push((place, event.clone()));
-///         inner.subscribers.retain(|(queue, filter)| {
-///             if !event.audience().includes(queue.user()) || !filter.contains(event.category()) {
+///         inner.subscribers.retain(|(queue, reader, filter)| {
+///             if !reader.reads(event.audience()) || !filter.contains(event.category()) {
 ///                 return true;
 ///             }
 ///             // A queue that lagged or ended is dropped from the list.
@@ -195,18 +212,22 @@ pub type EventStream<C> = Pin<Box<dyn Stream<Item = Result<Event<C>, Error>> + S
 /// use ssehub::fixture::ExampleCategory as C;
 /// let hub = VecHub::<C>(Arc::new(Shared(Mutex::new(Inner { subscribers: Vec::new(), history: Vec::new() }))));
 /// let alice = UserId::from_u64(1);
+/// let team = GroupId::from_name("team:7");
 /// futures::executor::block_on(async {
-///     let mut live = hub.subscribe(alice, CategorySet::all()).await?;
+///     let mut live = hub.subscribe(Reader::new(alice, Groups::new([team]).unwrap()), CategorySet::all()).await?;
 ///     let first = Event::new(Audience::User(alice), "hello", C::Ai, "1").unwrap();
 ///     let second = Event::new(Audience::Broadcast, "news", C::Security, "2").unwrap();
+///     let third = Event::new(Audience::Group(team), "team", C::Ai, "3").unwrap();
 ///     hub.publish(first.clone()).await?;
 ///     hub.publish(second.clone()).await?;
+///     hub.publish(third.clone()).await?;
 ///     assert_eq!(live.next().await.unwrap()?, first);
 ///     assert_eq!(live.next().await.unwrap()?, second);
+///     assert_eq!(live.next().await.unwrap()?, third);
 ///     let replay = hub.missed_events(alice, first.id(), CategorySet::all()).await?;
 ///     assert_eq!(replay, Replay::complete(vec![second.clone()]));
 ///     // `resume` reads each stream after the position a client's cursor holds.
-///     let own_at_first = Positions { own: Some(Position::entry(0, 1)), broadcast: Some(Position::START) };
+///     let own_at_first = Positions { own: Some(Position::entry(0, 1)), broadcast: Some(Position::START), ..Positions::NONE };
 ///     let since = hub.missed_since(alice, own_at_first, CategorySet::all()).await?;
 ///     assert_eq!(since.events, vec![second]);
 ///     assert_eq!(since.broadcast.status, ReplayStatus::Complete);
@@ -232,13 +253,15 @@ pub trait EventSource<C: Category>: Send + Sync {
     /// `Pin<Box<...>>`.
     type Subscription: Stream<Item = Result<Event<C>, Error>> + Send + Unpin + 'static;
 
-    /// Subscribes to `user`'s events and broadcasts that pass `filter`.
+    /// Subscribes to the events of `reader` (a [`UserId`], or a [`Reader`]
+    /// with groups): the user's own events, the broadcasts and its groups'
+    /// events, those that pass `filter`.
     ///
     /// Resolves only once the subscription is live: every event published
     /// after this returns is delivered to it.
     fn subscribe(
         &self,
-        user: UserId,
+        reader: impl Into<Reader> + Send,
         filter: CategorySet<C>,
     ) -> impl Future<Output = Result<Self::Subscription, Error>> + Send;
 
@@ -252,8 +275,11 @@ pub trait EventSource<C: Category>: Send + Sync {
         filter: CategorySet<C>,
     ) -> impl Future<Output = Result<Replay<C>, Error>> + Send;
 
-    /// The retained events of each of `user`'s streams published after its
-    /// position in `from` that pass `filter`, each stream read on its own.
+    /// The retained events of each of `reader`'s streams (its own, the
+    /// broadcasts, each of its groups) published after its position in
+    /// `from` that pass `filter`, each stream read on its own; a stream
+    /// without a position after `from.horizon`, where the backend gives
+    /// horizons.
     ///
     /// Called by [`resume`](crate::resume()) once the subscription is live. See
     /// [`StreamReplay`] for what each stream's part must hold, and
@@ -261,10 +287,25 @@ pub trait EventSource<C: Category>: Send + Sync {
     /// that builds it from what a backend read.
     fn missed_since(
         &self,
-        user: UserId,
+        reader: impl Into<Reader> + Send,
         from: Positions,
         filter: CategorySet<C>,
     ) -> impl Future<Output = Result<StreamReplay<C>, Error>> + Send;
+
+    /// A position every stream of this backend orders against, taken now:
+    /// reading any stream after it yields every event published to it after
+    /// this call. [`resume`](crate::resume()) takes one before it subscribes
+    /// and writes it into the cursor as the [horizon](Positions::horizon), so
+    /// that a stream the client has seen nothing of (a group it joined since,
+    /// a quiet user stream) still replays what was published to it while the
+    /// client was away.
+    ///
+    /// `None` (the default) for a backend without one: then a stream without
+    /// a position of its own is not replayed, and `resume` keeps the user's
+    /// and the broadcast stream's positions at where its replay read up to.
+    fn horizon(&self) -> Option<Position> {
+        None
+    }
 
     /// Ends every open subscription of `user`, on every process sharing this
     /// backend's data, with [`Error::Revoked`] (what was queued for them is
@@ -363,21 +404,29 @@ pub struct StreamReplay<C: Category> {
     pub own: StreamRead,
     /// The broadcast stream.
     pub broadcast: StreamRead,
+    /// Each group stream of the reader; a group not listed was not read
+    /// (`Complete`, no events, no end).
+    pub groups: Vec<(GroupId, StreamRead)>,
 }
 
 impl<C: Category> StreamReplay<C> {
     /// The part of stream `kind`.
-    pub fn stream(&self, kind: StreamKind) -> &StreamRead {
+    pub fn stream(&self, kind: StreamKind) -> StreamRead {
         match kind {
-            StreamKind::Own => &self.own,
-            StreamKind::Broadcast => &self.broadcast,
+            StreamKind::Own => self.own,
+            StreamKind::Broadcast => self.broadcast,
+            StreamKind::Group(group) => self
+                .groups
+                .iter()
+                .find(|(listed, _)| *listed == group)
+                .map_or(StreamRead { status: ReplayStatus::Complete, end: None }, |(_, read)| *read),
         }
     }
 
     /// An empty replay from a backend that keeps no history.
     pub fn retention_disabled() -> Self {
         let read = StreamRead { status: ReplayStatus::RetentionDisabled, end: None };
-        Self { events: Vec::new(), own: read, broadcast: read }
+        Self { events: Vec::new(), own: read, broadcast: read, groups: Vec::new() }
     }
 }
 

@@ -349,7 +349,7 @@ impl<S> SseStream<S> {
     pub fn last_sent(&self) -> Option<LastEventId> {
         let id = self.last_sent?;
         Some(match self.cursor {
-            Some((user, positions)) => LastEventId::Cursor(Cursor::new(id, user, positions)),
+            Some((user, ref positions)) => LastEventId::Cursor(Cursor::new(id, user, positions.clone())),
             None => LastEventId::Event(id),
         })
     }
@@ -415,13 +415,15 @@ where
                             if let Some(position) = event.position() {
                                 positions.set(StreamKind::of(event.audience()), Some(position));
                             }
-                            Cursor::new(event.id(), *user, *positions).encode(&mut id)
+                            Cursor::encode_for(event.id(), *user, positions, &mut id)
                         }
                         None => event.id().as_uuid().hyphenated().encode_lower(&mut id[..36]),
                     };
                     let body = match event.audience() {
                         // Encoded once and shared, whatever the number of streams sending it.
-                        Audience::Broadcast => event.cached_frame_body(wire::event_frame_body),
+                        Audience::Broadcast | Audience::Group(_) => {
+                            event.cached_frame_body(wire::event_frame_body)
+                        }
                         // A user's event goes to that user's few streams: encoded for each, so
                         // that the memory hub's retained user events do not keep a second copy.
                         Audience::User(_) => wire::event_frame_body(&event),

@@ -1,6 +1,7 @@
 //! The JSON envelope on channels and in streams: encoding, decoding once per message, and skip reasons.
 //!
-//! An envelope is `{"event_id","event_type","user_id","category","data","occurred_at"}`,
+//! An envelope is `{"event_id","event_type","user_id","category","data","occurred_at"}`
+//! (and `"group_id"` for a group's event, whose `user_id` is `null`),
 //! with `data` embedded as raw JSON: it is copied as text, never parsed into a
 //! tree on the delivery path. Envelopes written by other publishers may lack
 //! `category` (a hook maps the event type to one) and may be stored in a
@@ -131,6 +132,11 @@ pub(crate) fn envelope_prefix<C: Category>(event: &Event<C>) -> String {
             out.push('"');
         }
         Audience::Broadcast => out.push_str(",\"user_id\":null"),
+        Audience::Group(group) => {
+            out.push_str(",\"user_id\":null,\"group_id\":\"");
+            out.push_str(&group.to_string());
+            out.push('"');
+        }
     }
     // Category names are checked at compile time to be plain ASCII: no escaping needed.
     out.push_str(",\"category\":\"");

@@ -283,6 +283,7 @@ impl<C: Category> Fanout<C> {
                     self.release_if_unused(user);
                 }
             }
+            Audience::Group(_) => {}
         }
     }
 

@@ -16,8 +16,8 @@ use super::shared::Shared;
 use super::stats::HubStats;
 use super::subscription::{Command, Subscription};
 use crate::{
-    Category, CategorySet, Error, Event, EventId, EventSource, Positions, Presence, Publisher, Replay,
-    Retention, StreamReplay, UserId,
+    Category, CategorySet, Error, Event, EventId, EventSource, Positions, Presence, Publisher, Reader,
+    Replay, Retention, StreamReplay, UserId,
 };
 
 /// A Redis-backed hub: an [`EventSource`] and a [`Publisher`]; cheap to clone.
@@ -134,15 +134,19 @@ impl<C: Category> EventSource<C> for RedisHub<C> {
 
     fn subscribe(
         &self,
-        user: UserId,
+        reader: impl Into<Reader> + Send,
         filter: CategorySet<C>,
     ) -> impl Future<Output = Result<Self::Subscription, Error>> + Send {
+        let Reader { user, groups } = reader.into();
         let commands = self.inner.commands.clone();
         let closed = self.is_closed();
         let span = tracing::debug_span!("ssehub.subscribe", %user);
         in_span(span, async move {
             if closed {
                 return Err(Error::Closed);
+            }
+            if !groups.is_empty() {
+                return Err(Error::backend("groups: not yet"));
             }
             let (reply, response) = oneshot::channel();
             commands.send(Command::Subscribe { user, filter, reply }).map_err(|_| Error::Closed)?;
@@ -168,10 +172,12 @@ impl<C: Category> EventSource<C> for RedisHub<C> {
 
     fn missed_since(
         &self,
-        user: UserId,
+        reader: impl Into<Reader> + Send,
         from: Positions,
         filter: CategorySet<C>,
     ) -> impl Future<Output = Result<StreamReplay<C>, Error>> + Send {
+        let user = reader.into().user;
+        let observed = from.clone();
         let shared = Arc::clone(&self.inner.shared);
         let task = self.inner.runtime.spawn(async move {
             if shared.retention.is_none() {
@@ -181,7 +187,7 @@ impl<C: Category> EventSource<C> for RedisHub<C> {
         });
         crate::metrics::observe_stream_replay(
             crate::metrics::Backend::Redis,
-            from,
+            observed,
             async move { task.await? },
         )
     }

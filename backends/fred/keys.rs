@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::{Audience, EventId, UserId};
+use crate::{Audience, EventId, GroupId, UserId};
 
 /// How a layout delivers live events: plain or sharded pub/sub.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -25,8 +25,10 @@ pub enum PubSubKind {
 /// | user history | `sse:stream:user:{id}` | `sse:{<id>}:stream`   |
 /// | broadcast live | `sse:broadcast`     | `sse:{broadcast}:live`  |
 /// | broadcast history | `sse:stream:broadcast` | `sse:{broadcast}:stream` |
+/// | group live | `sse:group:{id}`        | `sse:{g:<id>}:live`     |
+/// | group history | `sse:stream:group:{id}` | `sse:{g:<id>}:stream` |
 ///
-/// (`{id}` is the hyphenated user id; in the cluster shape the braces are
+/// (`{id}` is the hyphenated user or group id; in the cluster shape the braces are
 /// literal, a hash tag, so each audience's channel and stream share one slot
 /// and one Lua script can write both.) The standalone shape is the one of the
 /// existing JSON-envelope publishers, so ssehub can serve their events side by
@@ -136,8 +138,10 @@ impl KeyLayout {
         match (self.shape, audience) {
             (Shape::Standalone, Audience::User(user)) => format!("{p}:user:{user}"),
             (Shape::Standalone, Audience::Broadcast) => format!("{p}:broadcast"),
+            (Shape::Standalone, Audience::Group(group)) => format!("{p}:group:{group}"),
             (Shape::Cluster, Audience::User(user)) => format!("{p}:{{{user}}}:live"),
             (Shape::Cluster, Audience::Broadcast) => format!("{p}:{{broadcast}}:live"),
+            (Shape::Cluster, Audience::Group(group)) => format!("{p}:{{g:{group}}}:live"),
         }
     }
 
@@ -181,8 +185,10 @@ impl KeyLayout {
         match (self.shape, audience) {
             (Shape::Standalone, Audience::User(user)) => format!("{p}:stream:user:{user}"),
             (Shape::Standalone, Audience::Broadcast) => format!("{p}:stream:broadcast"),
+            (Shape::Standalone, Audience::Group(group)) => format!("{p}:stream:group:{group}"),
             (Shape::Cluster, Audience::User(user)) => format!("{p}:{{{user}}}:stream"),
             (Shape::Cluster, Audience::Broadcast) => format!("{p}:{{broadcast}}:stream"),
+            (Shape::Cluster, Audience::Group(group)) => format!("{p}:{{g:{group}}}:stream"),
         }
     }
 
@@ -221,6 +227,7 @@ impl KeyLayout {
             (Shape::Standalone, _) => format!("{p}:published:{event}"),
             (Shape::Cluster, Audience::User(user)) => format!("{p}:{{{user}}}:published:{event}"),
             (Shape::Cluster, Audience::Broadcast) => format!("{p}:{{broadcast}}:published:{event}"),
+            (Shape::Cluster, Audience::Group(group)) => format!("{p}:{{g:{group}}}:published:{event}"),
         }
     }
 
@@ -245,24 +252,35 @@ impl KeyLayout {
     /// name maps to another user's channel.
     pub fn audience_of_channel(&self, channel: &str) -> Option<Audience> {
         let rest = channel.strip_prefix(&*self.prefix)?.strip_prefix(':')?;
-        let user_part = match self.shape {
+        let id_part = match self.shape {
             Shape::Standalone => {
                 if rest == "broadcast" {
                     return Some(Audience::Broadcast);
                 }
-                rest.strip_prefix("user:")?
+                rest.strip_prefix("user:").or_else(|| rest.strip_prefix("group:"))?
             }
             Shape::Cluster => {
                 let tagged = rest.strip_suffix(":live")?.strip_prefix('{')?.strip_suffix('}')?;
                 if tagged == "broadcast" {
                     return Some(Audience::Broadcast);
                 }
-                tagged
+                tagged.strip_prefix("g:").unwrap_or(tagged)
             }
         };
-        let user: UserId = user_part.parse().ok()?;
+        let is_group = match self.shape {
+            Shape::Standalone => rest.starts_with("group:"),
+            Shape::Cluster => rest.starts_with("{g:"),
+        };
+        let uuid: uuid::Uuid = crate::parse::uuid(id_part).ok()?;
         // The parser trims whitespace and accepts upper case; the channel must be the exact name.
-        (user.to_string() == user_part).then_some(Audience::User(user))
+        if uuid.hyphenated().to_string() != id_part {
+            return None;
+        }
+        Some(if is_group {
+            Audience::Group(GroupId::from_uuid(uuid))
+        } else {
+            Audience::User(UserId::from_uuid(uuid))
+        })
     }
 }
 

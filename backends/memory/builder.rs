@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::groups::GroupTable;
 use super::history::History;
 use super::shards::Shard;
 use super::{DEFAULT_QUEUE_CAPACITY, MemoryHub, SHARD_COUNT, Shared};
@@ -115,6 +116,7 @@ impl<C: Category> MemoryHubBuilder<C> {
             subscription_limits: self.subscription_limits,
         };
         let open = Arc::new(OpenSubscriptions::new());
+        let groups = Arc::new(GroupTable::new());
         MemoryHub {
             shared: Arc::new(Shared {
                 config,
@@ -126,9 +128,12 @@ impl<C: Category> MemoryHubBuilder<C> {
                 handles: AtomicUsize::new(1),
                 open: Arc::clone(&open),
                 closed: AtomicBool::new(false),
-                shards: (0..SHARD_COUNT).map(|_| Shard::new(Arc::clone(&open))).collect(),
+                shards: (0..SHARD_COUNT)
+                    .map(|_| Shard::new(Arc::clone(&open), Arc::clone(&groups)))
+                    .collect(),
                 broadcast: Mutex::new(History::new()),
                 broadcast_retained: AtomicUsize::new(0),
+                groups,
             }),
         }
     }

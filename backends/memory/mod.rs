@@ -67,6 +67,7 @@
 //! ```
 
 mod builder;
+mod groups;
 mod history;
 mod publish;
 mod replay;
@@ -81,14 +82,15 @@ pub use crate::backend::Subscription;
 
 use builder::Config;
 pub use builder::MemoryHubBuilder;
+use groups::GroupTable;
 use history::History;
 use shards::{List, Registration, Shard, UserEntry};
 
 use crate::backend::{NOT_REGISTERED, OpenSubscriptions, Registry, Wakeups, subscriber_queue};
 
 use crate::{
-    Category, CategorySet, Error, Event, EventId, EventSource, Positions, Presence, Publisher, Replay,
-    Retention, StreamReplay, UserId,
+    Category, CategorySet, Error, Event, EventId, EventSource, Position, Positions, Presence, Publisher,
+    Reader, Replay, Retention, StreamReplay, UserId,
 };
 
 /// The default of [`MemoryHubBuilder::queue_capacity`].
@@ -129,6 +131,8 @@ pub struct HubStats {
     pub delivered: u64,
     /// Subscriptions ended by lagging since the hub was built.
     pub lagged: u64,
+    /// Groups with at least one subscription now.
+    pub open_groups: usize,
 }
 
 struct Shared<C: Category> {
@@ -150,6 +154,8 @@ struct Shared<C: Category> {
     broadcast: Mutex<History<C>>,
     /// How many broadcasts are retained, readable without the broadcast lock.
     broadcast_retained: AtomicUsize,
+    /// Every group's subscriptions and retained events.
+    groups: Arc<GroupTable<C>>,
 }
 
 impl<C: Category> Shared<C> {
@@ -169,9 +175,10 @@ impl<C: Category> Shared<C> {
 
     fn subscribe_now(
         self: &Arc<Self>,
-        user: UserId,
+        reader: Reader,
         filter: CategorySet<C>,
     ) -> Result<Subscription<C>, Error> {
+        let Reader { user, groups } = reader;
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
@@ -202,9 +209,13 @@ impl<C: Category> Shared<C> {
         let (queue, subscription) = subscriber_queue(user, self.config.queue_capacity, Some(registry));
         queue.set_slot(List::User as usize, entry.subscribers.len());
         queue.set_slot(List::Shard as usize, state.listeners.len());
-        let registration = Registration { filter_bits: filter.bits(), queue: Arc::clone(&queue) };
+        let registration = Registration { filter_bits: filter.bits(), queue: Arc::clone(&queue), groups };
         let first = entry.subscribers.is_empty();
         entry.subscribers.push(registration.clone());
+        // In its groups' lists before the user's shard lets go: live for them too when this returns.
+        if !registration.groups.is_empty() {
+            self.groups.register(&registration);
+        }
         state.listeners.push(registration);
         shard.subscriptions.fetch_add(1, Ordering::Relaxed);
         drop(guard);
@@ -262,6 +273,7 @@ impl<C: Category> Shared<C> {
             shard.metrics.subscriptions(-(unregistered as i64));
             shard.users.fetch_sub(removed, Ordering::Relaxed);
         }
+        self.groups.clear_subscribers();
     }
 
     fn purge_expired(&self) {
@@ -275,6 +287,8 @@ impl<C: Category> Shared<C> {
             let mut broadcast = lock(&self.broadcast);
             broadcast.drop_retained_until(cutoff);
             self.broadcast_retained.store(broadcast.len(), Ordering::Relaxed);
+            drop(broadcast);
+            self.groups.drop_expired(cutoff);
         }
     }
 }
@@ -317,6 +331,8 @@ impl<C: Category> MemoryHub<C> {
             stats.lagged += shard.lagged.load(Ordering::Relaxed);
         }
         stats.retained_events += self.shared.broadcast_retained.load(Ordering::Relaxed);
+        stats.retained_events += self.shared.groups.retained.load(Ordering::Relaxed);
+        stats.open_groups = self.shared.groups.open_groups();
         stats
     }
 
@@ -385,8 +401,12 @@ impl<C: Category> EventSource<C> for MemoryHub<C> {
     /// Registers the subscription at once: it is live when this resolves.
     ///
     /// Fails with [`Error::Closed`] after [`close`](MemoryHub::close).
-    async fn subscribe(&self, user: UserId, filter: CategorySet<C>) -> Result<Subscription<C>, Error> {
-        self.shared.subscribe_now(user, filter)
+    async fn subscribe(
+        &self,
+        reader: impl Into<Reader> + Send,
+        filter: CategorySet<C>,
+    ) -> Result<Subscription<C>, Error> {
+        self.shared.subscribe_now(reader.into(), filter)
     }
 
     /// Never fails; without retention the replay is
@@ -409,12 +429,19 @@ impl<C: Category> EventSource<C> for MemoryHub<C> {
     /// event of its stream, as [`Truncated`](crate::ReplayStatus::Truncated).
     async fn missed_since(
         &self,
-        user: UserId,
+        reader: impl Into<Reader> + Send,
         from: Positions,
         filter: CategorySet<C>,
     ) -> Result<StreamReplay<C>, Error> {
-        let replay = async { Ok(self.shared.replay_since(user, from, filter)) };
-        crate::metrics::observe_stream_replay(crate::metrics::Backend::Memory, from, replay).await
+        let reader = reader.into();
+        let replay = async { Ok(self.shared.replay_since(&reader, &from, filter)) };
+        crate::metrics::observe_stream_replay(crate::metrics::Backend::Memory, from.clone(), replay).await
+    }
+
+    /// The hub's next publish number: every stream is numbered from one
+    /// sequence, so this orders exactly against every stream.
+    fn horizon(&self) -> Option<Position> {
+        Some(self.shared.position(self.shared.next_seq.load(Ordering::Acquire) - 1))
     }
 
     /// Ends the user's subscriptions in this hub before it resolves (this

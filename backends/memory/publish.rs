@@ -19,6 +19,7 @@ impl<C: Category> Shared<C> {
         match event.audience() {
             Audience::User(user) => self.publish_to_user(user, event),
             Audience::Broadcast => self.publish_to_everyone(event),
+            Audience::Group(group) => self.publish_to_group(group, event),
         }
         Ok(())
     }
@@ -71,6 +72,35 @@ impl<C: Category> Shared<C> {
         drop(guard);
         wakeups.wake_all();
         shard.record(1, &counts);
+    }
+
+    /// A group event: numbered, retained and queued under its group's lock alone.
+    pub(super) fn publish_to_group(&self, group: crate::GroupId, mut event: Event<C>) {
+        let mut counts = Delivered::default();
+        let mut wakeups = Wakeups::new();
+        let mut ended = Vec::new();
+        let number = |event: &mut Event<C>| {
+            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+            event.place(self.position(seq));
+            seq
+        };
+        let now_ms = self.now_ms();
+        self.groups.publish(
+            group,
+            &mut event,
+            number,
+            self.config.limits,
+            now_ms,
+            &mut counts,
+            &mut wakeups,
+            &mut ended,
+        );
+        wakeups.wake_all();
+        // Ended subscriptions leave every list, the group's lock let go of.
+        for queue in &ended {
+            crate::backend::Registry::unregister(self, queue);
+        }
+        self.shards[0].record(1, &counts);
     }
 
     pub(super) fn publish_to_everyone(&self, mut event: Event<C>) {

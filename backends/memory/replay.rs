@@ -9,7 +9,8 @@ use super::lock;
 use super::shards::{Shard, ShardState};
 use crate::backend::{self, ReplaySide, StreamSide};
 use crate::{
-    Category, CategorySet, EventId, Position, Positions, Replay, ReplayStatus, StreamReplay, UserId,
+    Category, CategorySet, EventId, Position, Positions, Reader, Replay, ReplayStatus, StreamKind,
+    StreamReplay, UserId,
 };
 
 impl<C: Category> Shared<C> {
@@ -105,16 +106,21 @@ impl<C: Category> Shared<C> {
         replay
     }
 
+    /// The events of `reader`'s streams after their positions (or the horizon) in `from`.
     pub(super) fn replay_since(
         &self,
-        user: UserId,
-        from: Positions,
+        reader: &Reader,
+        from: &Positions,
         filter: CategorySet<C>,
     ) -> StreamReplay<C> {
-        let Some(retention) = self.config.limits else { return StreamReplay::retention_disabled() };
+        let Some(retention) = self.config.limits else {
+            let mut replay = StreamReplay::retention_disabled();
+            let read = replay.own;
+            replay.groups = reader.groups.iter().map(|group| (group, read)).collect();
+            return replay;
+        };
+        let user = reader.user;
         let shard = self.shard(user);
-        // The locks publishes of this user's streams take (shard, then
-        // broadcasts): no event of either stream is numbered while they are held.
         let mut state = lock(&shard.state);
         let mut broadcast = lock(&self.broadcast);
         let state = &mut *state;
@@ -122,57 +128,96 @@ impl<C: Category> Shared<C> {
         let entry = state.users.get(&user);
         let no_history = History::new();
         let own = entry.as_ref().map_or(&no_history, |entry| &entry.history);
-        // Every event of these streams numbered so far is at or before it.
+        // Read under every lock that numbers these streams' events: nothing numbered up to it is missing.
         let end = Some(self.position(self.next_seq.load(Ordering::Relaxed) - 1));
         let own_dropped_through = match entry {
             Some(_) => own.last_dropped_seq(),
-            // A user forgotten since: as far as any forgotten user's history was dropped.
             None => state.removed_through_seq,
         };
         let dropped_until_ms =
             own.dropped_until_ms().max(broadcast.dropped_until_ms()).max(state.removed_until_ms);
-        let streams = [
-            (own, own_dropped_through, from.own),
-            (&*broadcast, broadcast.last_dropped_seq(), from.broadcast),
-        ];
-        let [own_side, broadcast_side] = streams.map(|(history, dropped_through, from)| {
-            // Where to start, how complete, and (after an id gone from history) which ids come after it.
-            let (start, status, after_id) = match from {
-                None => (history.len(), ReplayStatus::Complete, None),
-                Some(Position::Entry { ms, seq }) if ms == self.epoch_ms => {
-                    (history.first_after_seq(seq), truncated_if(dropped_through > seq), None)
-                }
-                // Numbered by an earlier hub: what came after it here is all retained, but its own history is gone.
-                Some(Position::Entry { ms, .. }) if ms < self.epoch_ms => (0, ReplayStatus::Truncated, None),
-                // Not a position this hub, or one before it, gave out.
-                Some(Position::Entry { .. }) => (0, ReplayStatus::UnknownId, None),
-                Some(Position::AfterEvent(id)) => match own.find(id).or_else(|| broadcast.find(id)) {
-                    Some((_, seq)) => {
-                        (history.first_after_seq(seq), truncated_if(dropped_through > seq), None)
-                    }
-                    // Gone from history: what followed it is told by id order (ids made by
-                    // `EventId::new` ascend in publish order).
-                    None if id.timestamp_millis().is_some_and(|ms| ms <= dropped_until_ms) => {
-                        (0, ReplayStatus::Truncated, Some(id))
-                    }
-                    None => (0, ReplayStatus::UnknownId, None),
-                },
-            };
-            StreamSide {
-                events: history
-                    .starting_at(start)
-                    .filter(move |retained| after_id.is_none_or(|id| retained.event.id() > id))
-                    .map(|retained| (self.position(retained.seq), &retained.event)),
-                status,
-                end,
-            }
+        let find = |id: EventId| own.find(id).or_else(|| broadcast.find(id)).map(|(_, seq)| seq);
+        let [own_side, broadcast_side] = [
+            (own, own_dropped_through, from.start_of(StreamKind::Own)),
+            (&*broadcast, broadcast.last_dropped_seq(), from.start_of(StreamKind::Broadcast)),
+        ]
+        .map(|(history, dropped_through, start)| {
+            let read = self.read_after(history, dropped_through, start, dropped_until_ms, find);
+            self.side(history, read, end)
         });
-        let replay = backend::stream_replay(own_side, broadcast_side, filter);
+        let mut replay = backend::stream_replay(own_side, broadcast_side, filter);
+        for group in &reader.groups {
+            let mut guard = lock(self.groups.shard(group));
+            let group_shard = &mut *guard;
+            let removed_through_seq = group_shard.removed_through_seq;
+            let entry = group_shard.groups.get_mut(&group);
+            let (history, dropped_through) = match entry {
+                Some(entry) => {
+                    if let Some(cutoff) = retention.cutoff_ms(self.now_ms()) {
+                        let dropped = entry.history.drop_retained_until(cutoff);
+                        self.groups.retained.fetch_sub(dropped, Ordering::Relaxed);
+                    }
+                    let dropped_through = entry.history.last_dropped_seq();
+                    (&entry.history, dropped_through)
+                }
+                None => (&no_history, removed_through_seq),
+            };
+            let start = from.start_of(StreamKind::Group(group));
+            let dropped_until_ms = dropped_until_ms.max(history.dropped_until_ms());
+            let read = self.read_after(history, dropped_through, start, dropped_until_ms, |id| {
+                find(id).or_else(|| history.find(id).map(|(_, seq)| seq))
+            });
+            backend::add_group_stream(&mut replay, group, self.side(history, read, end), filter);
+        }
         drop(broadcast);
         if entry.is_some_and(|entry| entry.is_unused()) {
             state.remove_user(shard, user);
         }
         replay
+    }
+
+    /// Where a replay of `history` after `start` begins, how complete it is,
+    /// and the event id its events must come after (for an event id no longer held).
+    fn read_after(
+        &self,
+        history: &History<C>,
+        dropped_through: u64,
+        start: Option<Position>,
+        dropped_until_ms: u64,
+        find: impl Fn(EventId) -> Option<u64>,
+    ) -> (usize, ReplayStatus, Option<EventId>) {
+        match start {
+            None => (history.len(), ReplayStatus::Complete, None),
+            Some(Position::Entry { ms, seq }) if ms == self.epoch_ms => {
+                (history.first_after_seq(seq), truncated_if(dropped_through > seq), None)
+            }
+            Some(Position::Entry { ms, .. }) if ms < self.epoch_ms => (0, ReplayStatus::Truncated, None),
+            Some(Position::Entry { .. }) => (0, ReplayStatus::UnknownId, None),
+            Some(Position::AfterEvent(id)) => match find(id) {
+                Some(seq) => (history.first_after_seq(seq), truncated_if(dropped_through > seq), None),
+                None if id.timestamp_millis().is_some_and(|ms| ms <= dropped_until_ms) => {
+                    (0, ReplayStatus::Truncated, Some(id))
+                }
+                None => (0, ReplayStatus::UnknownId, None),
+            },
+        }
+    }
+
+    /// One stream's part of a replay, from what [`read_after`](Self::read_after) found.
+    fn side<'h>(
+        &'h self,
+        history: &'h History<C>,
+        (start, status, after_id): (usize, ReplayStatus, Option<EventId>),
+        end: Option<Position>,
+    ) -> StreamSide<impl Iterator<Item = (Position, &'h crate::Event<C>)> + 'h> {
+        StreamSide {
+            events: history
+                .starting_at(start)
+                .filter(move |retained| after_id.is_none_or(|id| retained.event.id() > id))
+                .map(|retained| (self.position(retained.seq), &retained.event)),
+            status,
+            end,
+        }
     }
 }
 

@@ -4,10 +4,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::groups::GroupTable;
 use super::history::History;
 use super::{Shared, lock};
 use crate::backend::{NOT_REGISTERED, OpenSubscriptions, Push, Registry, SubscriberQueue, Wakeups};
-use crate::{Category, Event, UserId};
+use crate::{Category, Event, Groups, UserId};
 
 /// One shard: its users behind one lock, and counters read without the lock.
 #[repr(align(128))]
@@ -25,11 +26,13 @@ pub(super) struct Shard<C: Category> {
     pub(super) metrics: crate::metrics::Handles,
     /// The hub's open subscriptions, all shards together: the per-process cap's count.
     pub(super) hub_open: Arc<OpenSubscriptions>,
+    /// The hub's group streams: a subscription that reads groups is in their lists too.
+    pub(super) groups: Arc<GroupTable<C>>,
 }
 
 impl<C: Category> Shard<C> {
     /// An empty shard of a hub whose open subscriptions `hub_open` counts.
-    pub(super) fn new(hub_open: Arc<OpenSubscriptions>) -> Self {
+    pub(super) fn new(hub_open: Arc<OpenSubscriptions>, groups: Arc<GroupTable<C>>) -> Self {
         Self {
             state: Mutex::new(ShardState {
                 users: HashMap::new(),
@@ -47,6 +50,7 @@ impl<C: Category> Shard<C> {
             lagged: AtomicU64::new(0),
             metrics: crate::metrics::Handles::new(crate::metrics::Backend::Memory),
             hub_open,
+            groups,
         }
     }
 }
@@ -99,11 +103,13 @@ pub(super) struct Registration<C> {
     /// The subscription's filter, kept here so filtered-out events never touch its queue.
     pub(super) filter_bits: u64,
     pub(super) queue: Arc<SubscriberQueue<C>>,
+    /// The groups it reads (in whose lists it is too).
+    pub(super) groups: Groups,
 }
 
 impl<C> Clone for Registration<C> {
     fn clone(&self) -> Self {
-        Self { filter_bits: self.filter_bits, queue: Arc::clone(&self.queue) }
+        Self { filter_bits: self.filter_bits, queue: Arc::clone(&self.queue), groups: self.groups.clone() }
     }
 }
 
@@ -140,28 +146,25 @@ pub(super) fn deliver<C: Category>(
 }
 
 /// Removes `queue` from `registrations` (one of its two lists), keeping the
-/// slots of the others right. Returns whether it was there.
+/// slots of the others right. Returns its registration, if it was there.
 pub(super) fn remove_from<C: Category>(
     registrations: &mut Vec<Registration<C>>,
     list: List,
     queue: &Arc<SubscriberQueue<C>>,
-) -> bool {
+) -> Option<Registration<C>> {
     let slot = queue.slot(list as usize);
     let slot = if registrations.get(slot).is_some_and(|r| Arc::ptr_eq(&r.queue, queue)) {
         slot
     } else {
         // Slots are kept exact; this is a safety net, not a path taken.
-        match registrations.iter().position(|r| Arc::ptr_eq(&r.queue, queue)) {
-            Some(slot) => slot,
-            None => return false,
-        }
+        registrations.iter().position(|r| Arc::ptr_eq(&r.queue, queue))?
     };
     let removed = registrations.swap_remove(slot);
     removed.queue.set_slot(list as usize, NOT_REGISTERED);
     if let Some(moved) = registrations.get(slot) {
         moved.queue.set_slot(list as usize, slot);
     }
-    true
+    Some(removed)
 }
 
 impl<C: Category> ShardState<C> {
@@ -173,7 +176,11 @@ impl<C: Category> ShardState<C> {
         }
         let user = queue.user();
         if let Some(entry) = self.users.get_mut(&user) {
-            remove_from(&mut entry.subscribers, List::User, queue);
+            if let Some(removed) = remove_from(&mut entry.subscribers, List::User, queue)
+                && !removed.groups.is_empty()
+            {
+                shard.groups.unregister(&removed.groups, queue);
+            }
             if entry.subscribers.is_empty() {
                 shard.online.fetch_sub(1, Ordering::Relaxed);
                 crate::metrics::online_users(crate::metrics::Backend::Memory, -1);

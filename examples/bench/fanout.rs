@@ -372,10 +372,10 @@ mod fred_side {
 
         async fn subscribe(
             &self,
-            user: UserId,
+            reader: impl Into<ssehub::Reader> + Send,
             filter: ssehub::CategorySet<C>,
         ) -> std::result::Result<Self::Subscription, ssehub::Error> {
-            self.hub.subscribe(user, filter).await
+            self.hub.subscribe(reader, filter).await
         }
 
         async fn missed_events(
@@ -389,11 +389,15 @@ mod fred_side {
 
         async fn missed_since(
             &self,
-            user: UserId,
+            reader: impl Into<ssehub::Reader> + Send,
             from: ssehub::Positions,
             filter: ssehub::CategorySet<C>,
         ) -> std::result::Result<ssehub::StreamReplay<C>, ssehub::Error> {
-            self.hub.missed_since(user, from, filter).await
+            self.hub.missed_since(reader, from, filter).await
+        }
+
+        fn horizon(&self) -> Option<ssehub::Position> {
+            self.hub.horizon()
         }
 
         async fn disconnect(&self, user: UserId) -> std::result::Result<(), ssehub::Error> {
@@ -553,7 +557,9 @@ mod fred_side {
     fn event_user(event: &Event<C>) -> UserId {
         match event.audience() {
             ssehub::Audience::User(user) => user,
-            ssehub::Audience::Broadcast => unreachable!("fanout publishes to users only"),
+            ssehub::Audience::Broadcast | ssehub::Audience::Group(_) => {
+                unreachable!("fanout publishes to users only")
+            }
         }
     }
 }

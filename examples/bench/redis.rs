@@ -290,7 +290,7 @@ pub fn envelope(event: &Event<C>) -> String {
 pub fn foreign_envelope(event: &Event<C>) -> String {
     let user = match event.audience() {
         Audience::User(user) => format!("\"{user}\""),
-        Audience::Broadcast => "null".into(),
+        Audience::Broadcast | Audience::Group(_) => "null".into(),
     };
     format!(
         r#"{{"event_id":"{}","event_type":"{}","user_id":{user},"category":"{}","data":{},"occurred_at":"{}"}}"#,

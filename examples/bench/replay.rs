@@ -145,15 +145,15 @@ async fn hub_side<H: Hub>(hub: &H, user: UserId, plan: &Plan, events: &[Event<C>
         let before = events[plan.history - plan.tail - 2].id();
         let read = hub.missed_since(user, Positions::after_event(before), CategorySet::all()).await?;
         let own = read.events.first().and_then(Event::position);
-        Some(Positions { own, broadcast: read.broadcast.end })
+        Some(Positions { own, broadcast: read.broadcast.end, ..Positions::NONE })
     } else {
         None
     };
     for rep in 0..=plan.reps {
         let started = Instant::now();
         let replay = match cursor {
-            Some(positions) => {
-                let read = hub.missed_since(user, positions, CategorySet::all()).await?;
+            Some(ref positions) => {
+                let read = hub.missed_since(user, positions.clone(), CategorySet::all()).await?;
                 let status =
                     if read.own.status.is_complete() { read.broadcast.status } else { read.own.status };
                 ssehub::Replay { events: read.events, status }

@@ -264,7 +264,7 @@ async fn subscriber(
             drop(stream);
             tokio::time::sleep(plan.offline).await;
             stream = loop {
-                match resume(&hub, user_id, last_event_id, filter).await {
+                match resume(&hub, user_id, last_event_id.clone(), filter).await {
                     Ok(stream) => break stream,
                     Err(error) => {
                         counts.violation(|| format!("subscriber {index}: resume failed: {error}"));

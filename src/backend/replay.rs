@@ -3,7 +3,7 @@
 use std::borrow::Borrow;
 
 use crate::{
-    Category, CategorySet, Event, EventId, Position, Replay, ReplayStatus, StreamRead, StreamReplay,
+    Category, CategorySet, Event, EventId, GroupId, Position, Replay, ReplayStatus, StreamRead, StreamReplay,
 };
 
 /// One audience's part of a replay (the user's own events, or the broadcasts), as a backend found it.
@@ -192,5 +192,68 @@ where
         events,
         own: StreamRead { status: own.status, end: own.end },
         broadcast: StreamRead { status: broadcast.status, end: broadcast.end },
+        groups: Vec::new(),
     }
+}
+
+/// Adds a group stream's part to a replay built by [`stream_replay`]: keeps
+/// its events that pass `filter`, sets their positions, and merges them with
+/// the other streams' by entry where both are entries.
+///
+/// # Examples
+///
+/// ```
+/// use ssehub::backend::{add_group_stream, stream_replay, StreamSide};
+/// use ssehub::{fixture::ExampleCategory as C, Audience, CategorySet, Event, GroupId, Position, ReplayStatus, StreamKind};
+///
+/// let team = GroupId::from_u64(3);
+/// let event = Event::new(Audience::Group(team), "n", C::Ai, "1").unwrap();
+/// let mut replayed = stream_replay::<C, Event<C>, _, _>(StreamSide::not_replayed(None), StreamSide::not_replayed(None), CategorySet::all());
+/// let side = StreamSide { events: [(Position::entry(9, 0), event.clone())], status: ReplayStatus::Complete, end: Some(Position::entry(9, 0)) };
+/// add_group_stream(&mut replayed, team, side, CategorySet::all());
+/// assert_eq!(replayed.events, vec![event]);
+/// assert_eq!(replayed.stream(StreamKind::Group(team)).end, Some(Position::entry(9, 0)));
+/// ```
+pub fn add_group_stream<C, E, G>(
+    replay: &mut StreamReplay<C>,
+    group: GroupId,
+    side: StreamSide<G>,
+    filter: CategorySet<C>,
+) where
+    C: Category,
+    E: Borrow<Event<C>>,
+    G: IntoIterator<Item = (Position, E)>,
+{
+    let mut theirs = side
+        .events
+        .into_iter()
+        .filter(|(_, event)| filter.contains(event.borrow().category()))
+        .map(|(position, event)| {
+            let event = event.borrow();
+            if event.position() == Some(position) {
+                event.clone()
+            } else {
+                event.clone().with_position(position)
+            }
+        })
+        .peekable();
+    if theirs.peek().is_some() {
+        let mut mine = std::mem::take(&mut replay.events).into_iter().peekable();
+        let mut events = Vec::with_capacity(mine.len());
+        loop {
+            let later = |a: &Event<C>, b: &Event<C>| match (a.position(), b.position()) {
+                (Some(a), Some(b)) => a.partial_cmp_entry(&b) == Some(std::cmp::Ordering::Greater),
+                _ => false,
+            };
+            let next = match (mine.peek(), theirs.peek()) {
+                (Some(a), Some(b)) if later(a, b) => theirs.next(),
+                (Some(_), _) => mine.next(),
+                (None, Some(_)) => theirs.next(),
+                (None, None) => break,
+            };
+            events.extend(next);
+        }
+        replay.events = events;
+    }
+    replay.groups.push((group, StreamRead { status: side.status, end: side.end }));
 }

@@ -15,7 +15,8 @@ use super::{
 use crate::cursor::{Cursor, CursorErrorKind, LastEventId, Position, Positions, StreamKind};
 use crate::sse::SseOptions;
 use crate::{
-    Audience, CategorySet, Error, Event, EventId, EventSource, ReplayStatus, StreamReplay, UserId, resume,
+    Audience, CategorySet, Error, Event, EventId, EventSource, Reader, ReplayStatus, StreamReplay, UserId,
+    resume,
 };
 
 pub(super) const EXACTLY_ONCE: &str = "reconnecting with the cursor of the last frame received delivers every event \
@@ -92,7 +93,7 @@ async fn exactly_once_across_reconnects<F: HubFactory>(factory: &F, interleave: 
                 yields: rng_for_client(reconnects).below(4) as usize,
                 interleave: interleave.map(|seed| seed ^ reconnects),
             };
-            let mut stream = within("resume", resume(&source, user, Some(last), CategorySet::all()))
+            let mut stream = within("resume", resume(&source, user, Some(last.clone()), CategorySet::all()))
                 .await
                 .unwrap_or_else(|e| panic!("rule: {rule}; resume failed: {e}"));
             assert_eq!(
@@ -213,7 +214,7 @@ pub async fn every_frames_cursor_resumes_exactly_after_that_frame<F: HubFactory>
         let positions = cursor
             .positions_for(user)
             .unwrap_or_else(|e| panic!("rule: {FRAME_CURSOR}; the cursor of frame {index}: {e}"));
-        let replay = missed_since(&hub, user, positions).await;
+        let replay = missed_since(&hub, user, positions.clone()).await;
         for kind in StreamKind::ALL {
             assert_eq!(
                 replay.stream(kind).status,
@@ -256,8 +257,9 @@ pub async fn a_stale_position_in_one_stream_signals_a_gap_for_that_stream_only<F
     for event in own.iter().chain(&broadcasts) {
         publish(&hub, event).await;
     }
-    let mut resumed =
-        within("resume", resume(&hub, user, Some(cursor.into()), CategorySet::all())).await.expect("resume");
+    let mut resumed = within("resume", resume(&hub, user, Some(cursor.clone().into()), CategorySet::all()))
+        .await
+        .expect("resume");
     assert_eq!(
         resumed.replay_status(),
         Some(ReplayStatus::Truncated),
@@ -302,7 +304,7 @@ pub async fn a_cursor_made_for_another_user_is_refused<F: HubFactory>(factory: &
     let alices = stream.cursor().expect("a cursor after an event");
     expect_subscriptions(factory, &hub, 1, "alice connected").await;
 
-    match within("resume", resume(&hub, bob, Some(alices.into()), CategorySet::all())).await {
+    match within("resume", resume(&hub, bob, Some(alices.clone().into()), CategorySet::all())).await {
         Err(Error::InvalidCursor(error)) if error.kind() == CursorErrorKind::ForeignOwner => {}
         Err(error) => panic!("rule: {FOREIGN_CURSOR}; bob resuming with alice's cursor failed with {error}"),
         Ok(_) => panic!("rule: {FOREIGN_CURSOR}; bob resumed with alice's cursor"),
@@ -314,10 +316,10 @@ pub async fn a_cursor_made_for_another_user_is_refused<F: HubFactory>(factory: &
     publish(&hub, &more).await;
     let alice_positions = alices.positions_for(alice).expect("alice's own cursor");
     for (what, positions) in [
-        ("alice's positions", alice_positions),
+        ("alice's positions", alice_positions.clone()),
         (
             "the start of every stream",
-            Positions { own: Some(Position::START), broadcast: Some(Position::START) },
+            Positions { own: Some(Position::START), broadcast: Some(Position::START), ..Positions::NONE },
         ),
         ("alice's event", Positions::after_event(secret.id())),
     ] {
@@ -334,7 +336,7 @@ pub async fn a_cursor_made_for_another_user_is_refused<F: HubFactory>(factory: &
 }
 
 async fn missed_since<H: EventSource<C>>(hub: &H, user: UserId, from: Positions) -> StreamReplay<C> {
-    within("missed_since", hub.missed_since(user, from, CategorySet::all()))
+    within("missed_since", hub.missed_since(user, from.clone(), CategorySet::all()))
         .await
         .unwrap_or_else(|error| panic!("missed_since {from:?} failed: {error}"))
 }
@@ -352,8 +354,12 @@ pub(super) struct Reordering<'a, H> {
 impl<H: EventSource<C>> EventSource<C> for Reordering<'_, H> {
     type Subscription = Interleaved<H::Subscription>;
 
-    async fn subscribe(&self, user: UserId, filter: CategorySet<C>) -> Result<Self::Subscription, Error> {
-        let inner = self.hub.subscribe(user, filter).await?;
+    async fn subscribe(
+        &self,
+        reader: impl Into<Reader> + Send,
+        filter: CategorySet<C>,
+    ) -> Result<Self::Subscription, Error> {
+        let inner = self.hub.subscribe(reader, filter).await?;
         Ok(Interleaved { inner, rng: self.interleave.map(Lcg), held: VecDeque::new(), end: None })
     }
 
@@ -371,14 +377,18 @@ impl<H: EventSource<C>> EventSource<C> for Reordering<'_, H> {
 
     async fn missed_since(
         &self,
-        user: UserId,
+        reader: impl Into<Reader> + Send,
         from: Positions,
         filter: CategorySet<C>,
     ) -> Result<StreamReplay<C>, Error> {
         for _ in 0..self.yields {
             future::yield_now().await;
         }
-        self.hub.missed_since(user, from, filter).await
+        self.hub.missed_since(reader, from, filter).await
+    }
+
+    fn horizon(&self) -> Option<Position> {
+        self.hub.horizon()
     }
 
     async fn disconnect(&self, user: UserId) -> Result<(), Error> {

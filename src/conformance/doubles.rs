@@ -29,8 +29,14 @@ pub(super) struct InjectFaults<'a, H> {
 impl<H: EventSource<C>> EventSource<C> for InjectFaults<'_, H> {
     type Subscription = FaultyStream<H::Subscription>;
 
-    async fn subscribe(&self, user: UserId, filter: CategorySet<C>) -> Result<Self::Subscription, Error> {
-        let inner = self.hub.subscribe(user, filter).await?;
+    async fn subscribe(
+        &self,
+        reader: impl Into<crate::Reader> + Send,
+        filter: CategorySet<C>,
+    ) -> Result<Self::Subscription, Error> {
+        let reader = reader.into();
+        let user = reader.user;
+        let inner = self.hub.subscribe(reader, filter).await?;
         Ok(FaultyStream {
             inner,
             user,
@@ -52,11 +58,15 @@ impl<H: EventSource<C>> EventSource<C> for InjectFaults<'_, H> {
 
     fn missed_since(
         &self,
-        user: UserId,
+        reader: impl Into<crate::Reader> + Send,
         from: Positions,
         filter: CategorySet<C>,
     ) -> impl Future<Output = Result<StreamReplay<C>, Error>> + Send {
-        self.hub.missed_since(user, from, filter)
+        self.hub.missed_since(reader, from, filter)
+    }
+
+    fn horizon(&self) -> Option<crate::Position> {
+        self.hub.horizon()
     }
 
     fn disconnect(&self, user: UserId) -> impl Future<Output = Result<(), Error>> + Send {

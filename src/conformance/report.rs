@@ -32,6 +32,7 @@ pub(super) fn describe(event: &Event<C>) -> String {
     let audience = match event.audience() {
         Audience::User(user) => format!("user {user}"),
         Audience::Broadcast => "broadcast".to_string(),
+        Audience::Group(group) => format!("group {group}"),
     };
     format!(
         "{} ({audience}, {}, {}, data {})",

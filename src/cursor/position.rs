@@ -4,7 +4,9 @@ use core::cmp::Ordering;
 use core::fmt;
 
 use super::{StreamKind, write_base36};
-use crate::EventId;
+use alloc::vec::Vec;
+
+use crate::{EventId, GroupId};
 
 /// How far a subscription has read one stream.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -72,22 +74,38 @@ impl fmt::Display for Position {
 /// A position in each stream a subscription reads; `None` where it has none yet.
 ///
 /// What [`EventSource::missed_since`](crate::EventSource::missed_since) replays after.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+///
+/// A stream with no position of its own (one the client has seen nothing
+/// of, a group it joined since) is read after the [`horizon`](Self::horizon)
+/// when there is one: a position taken before the connection that wrote the
+/// cursor went live, so that everything published to such a stream since was
+/// either delivered then or is replayed now.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Default)]
 pub struct Positions {
     /// In the user's own stream.
     pub own: Option<Position>,
     /// In the broadcast stream.
     pub broadcast: Option<Position>,
+    /// In each group's stream the client has seen an event of.
+    pub groups: GroupPositions,
+    /// Where streams without a position of their own are read from (see above).
+    pub horizon: Option<Position>,
 }
 
 impl Positions {
     /// No position in any stream: a first connection.
-    pub const NONE: Positions = Positions { own: None, broadcast: None };
+    pub const NONE: Positions =
+        Positions { own: None, broadcast: None, groups: GroupPositions::NONE, horizon: None };
 
     /// Every stream after the event `id`, as a merge by event id orders
     /// events: what a plain event UUID as `Last-Event-ID` asks for.
     pub const fn after_event(id: EventId) -> Self {
-        Positions { own: Some(Position::AfterEvent(id)), broadcast: Some(Position::AfterEvent(id)) }
+        Positions {
+            own: Some(Position::AfterEvent(id)),
+            broadcast: Some(Position::AfterEvent(id)),
+            groups: GroupPositions::NONE,
+            horizon: Some(Position::AfterEvent(id)),
+        }
     }
 
     /// The position in stream `kind`.
@@ -95,6 +113,7 @@ impl Positions {
         match kind {
             StreamKind::Own => self.own,
             StreamKind::Broadcast => self.broadcast,
+            StreamKind::Group(group) => self.groups.get(group),
         }
     }
 
@@ -103,6 +122,69 @@ impl Positions {
         match kind {
             StreamKind::Own => self.own = position,
             StreamKind::Broadcast => self.broadcast = position,
+            StreamKind::Group(group) => self.groups.set(group, position),
         }
+    }
+
+    /// Where stream `kind` is read from: its own position, else the horizon.
+    pub fn start_of(&self, kind: StreamKind) -> Option<Position> {
+        self.get(kind).or(self.horizon)
+    }
+}
+
+/// A position in each group stream, by the group's [fingerprint](GroupId::fingerprint), in ascending order.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Default)]
+pub struct GroupPositions(Vec<(u64, Position)>);
+
+impl GroupPositions {
+    /// No group position.
+    pub const NONE: GroupPositions = GroupPositions(Vec::new());
+
+    /// The position in `group`'s stream.
+    pub fn get(&self, group: GroupId) -> Option<Position> {
+        self.by_fingerprint(group.fingerprint())
+    }
+
+    /// The position in the stream of the group with this fingerprint.
+    pub fn by_fingerprint(&self, fingerprint: u64) -> Option<Position> {
+        let at = self.0.binary_search_by_key(&fingerprint, |(key, _)| *key).ok()?;
+        Some(self.0[at].1)
+    }
+
+    /// Sets (or, with `None`, removes) the position in `group`'s stream.
+    pub fn set(&mut self, group: GroupId, position: Option<Position>) {
+        self.set_by_fingerprint(group.fingerprint(), position);
+    }
+
+    /// Sets (or removes) the position of the group with this fingerprint.
+    pub fn set_by_fingerprint(&mut self, fingerprint: u64, position: Option<Position>) {
+        match (self.0.binary_search_by_key(&fingerprint, |(key, _)| *key), position) {
+            (Ok(at), Some(position)) => self.0[at].1 = position,
+            (Ok(at), None) => {
+                self.0.remove(at);
+            }
+            (Err(at), Some(position)) => self.0.insert(at, (fingerprint, position)),
+            (Err(_), None) => {}
+        }
+    }
+
+    /// Keeps only the groups `keep` says yes to (by fingerprint).
+    pub fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) {
+        self.0.retain(|(fingerprint, _)| keep(*fingerprint));
+    }
+
+    /// How many group positions.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Each group's fingerprint and position, in ascending fingerprint order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, Position)> + '_ {
+        self.0.iter().copied()
     }
 }

@@ -6,8 +6,8 @@ use core::fmt;
 use core::future::Future;
 
 use super::{BoxFuture, EventSource, EventStream, Publisher, Replay, StreamReplay};
-use crate::cursor::Positions;
-use crate::{Category, CategorySet, Error, Event, EventId, UserId};
+use crate::cursor::{Position, Positions};
+use crate::{Category, CategorySet, Error, Event, EventId, Reader, UserId};
 
 /// A backend chosen at run time: any [`EventSource`] + [`Publisher`] behind one type.
 ///
@@ -44,10 +44,10 @@ impl<C: Category> EventSource<C> for DynHub<C> {
 
     fn subscribe(
         &self,
-        user: UserId,
+        reader: impl Into<Reader> + Send,
         filter: CategorySet<C>,
     ) -> impl Future<Output = Result<Self::Subscription, Error>> + Send {
-        self.hub.subscribe_boxed(user, filter)
+        self.hub.subscribe_boxed(reader.into(), filter)
     }
 
     fn missed_events(
@@ -61,11 +61,15 @@ impl<C: Category> EventSource<C> for DynHub<C> {
 
     fn missed_since(
         &self,
-        user: UserId,
+        reader: impl Into<Reader> + Send,
         from: Positions,
         filter: CategorySet<C>,
     ) -> impl Future<Output = Result<StreamReplay<C>, Error>> + Send {
-        self.hub.missed_since_boxed(user, from, filter)
+        self.hub.missed_since_boxed(reader.into(), from, filter)
+    }
+
+    fn horizon(&self) -> Option<Position> {
+        self.hub.horizon_boxed()
     }
 
     fn disconnect(&self, user: UserId) -> impl Future<Output = Result<(), Error>> + Send {
@@ -83,7 +87,7 @@ impl<C: Category> Publisher<C> for DynHub<C> {
 trait ErasedHub<C: Category>: Send + Sync {
     fn subscribe_boxed(
         &self,
-        user: UserId,
+        reader: Reader,
         filter: CategorySet<C>,
     ) -> BoxFuture<'_, Result<EventStream<C>, Error>>;
     fn missed_events_boxed(
@@ -94,10 +98,11 @@ trait ErasedHub<C: Category>: Send + Sync {
     ) -> BoxFuture<'_, Result<Replay<C>, Error>>;
     fn missed_since_boxed(
         &self,
-        user: UserId,
+        reader: Reader,
         from: Positions,
         filter: CategorySet<C>,
     ) -> BoxFuture<'_, Result<StreamReplay<C>, Error>>;
+    fn horizon_boxed(&self) -> Option<Position>;
     fn publish_boxed(&self, event: Event<C>) -> BoxFuture<'_, Result<(), Error>>;
     fn disconnect_boxed(&self, user: UserId) -> BoxFuture<'_, Result<(), Error>>;
 }
@@ -109,11 +114,11 @@ where
 {
     fn subscribe_boxed(
         &self,
-        user: UserId,
+        reader: Reader,
         filter: CategorySet<C>,
     ) -> BoxFuture<'_, Result<EventStream<C>, Error>> {
         Box::pin(async move {
-            let subscription = self.subscribe(user, filter).await?;
+            let subscription = self.subscribe(reader, filter).await?;
             Ok(Box::pin(subscription) as EventStream<C>)
         })
     }
@@ -129,11 +134,15 @@ where
 
     fn missed_since_boxed(
         &self,
-        user: UserId,
+        reader: Reader,
         from: Positions,
         filter: CategorySet<C>,
     ) -> BoxFuture<'_, Result<StreamReplay<C>, Error>> {
-        Box::pin(self.missed_since(user, from, filter))
+        Box::pin(self.missed_since(reader, from, filter))
+    }
+
+    fn horizon_boxed(&self) -> Option<Position> {
+        self.horizon()
     }
 
     fn publish_boxed(&self, event: Event<C>) -> BoxFuture<'_, Result<(), Error>> {

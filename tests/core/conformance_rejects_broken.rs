@@ -16,7 +16,7 @@ use ssehub::fixture::ExampleCategory as C;
 use ssehub::memory::{MemoryHub, Subscription};
 use ssehub::{
     Audience, CategorySet, Error, Event, EventId, EventSource, LimitScope, Position, Positions, Publisher,
-    Replay, ReplayStatus, StreamKind, StreamReplay, UserId,
+    Reader, Replay, ReplayStatus, StreamKind, StreamReplay, UserId,
 };
 
 /// The one rule a toy backend breaks.
@@ -93,15 +93,20 @@ fn corrupt(event: Event<C>) -> Event<C> {
 impl EventSource<C> for Broken {
     type Subscription = BrokenStream;
 
-    async fn subscribe(&self, user: UserId, filter: CategorySet<C>) -> Result<BrokenStream, Error> {
+    async fn subscribe(
+        &self,
+        reader: impl Into<Reader> + Send,
+        filter: CategorySet<C>,
+    ) -> Result<BrokenStream, Error> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        let inner = match self.hub.subscribe(user, filter).await {
+        let reader = reader.into();
+        let inner = match self.hub.subscribe(&reader, filter).await {
             Err(Error::TooManySubscriptions { scope: LimitScope::User, .. })
                 if self.fault == Fault::IgnoresTheUserCap =>
             {
-                MemoryHub::new().subscribe(user, filter).await?
+                MemoryHub::new().subscribe(reader, filter).await?
             }
             subscribed => subscribed?,
         };
@@ -149,19 +154,25 @@ impl EventSource<C> for Broken {
         Ok(replay)
     }
 
+    fn horizon(&self) -> Option<Position> {
+        self.hub.horizon()
+    }
+
     async fn missed_since(
         &self,
-        user: UserId,
+        reader: impl Into<Reader> + Send,
         mut from: Positions,
         filter: CategorySet<C>,
     ) -> Result<StreamReplay<C>, Error> {
+        let reader = reader.into();
+        let user = reader.user;
         match self.fault {
             Fault::ReplaysByOneOrder => {
                 if let (Some(own), Some(broadcast)) = (from.own, from.broadcast)
                     && let (Some(a), Some(b)) = (own.as_entry(), broadcast.as_entry())
                 {
                     let later = Position::entry(a.0.max(b.0), a.1.max(b.1));
-                    from = Positions { own: Some(later), broadcast: Some(later) };
+                    from = Positions { own: Some(later), broadcast: Some(later), ..from };
                 }
             }
             Fault::ReplaysThePosition => {
@@ -173,7 +184,7 @@ impl EventSource<C> for Broken {
             }
             _ => {}
         }
-        let mut replay = self.hub.missed_since(user, from, filter).await?;
+        let mut replay = self.hub.missed_since(&reader, from, filter).await?;
         match self.fault {
             Fault::GapsEveryStream
                 if !replay.own.status.is_complete() || !replay.broadcast.status.is_complete() =>

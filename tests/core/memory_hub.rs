@@ -77,7 +77,7 @@ fn one_stalled_subscriber_among_many_lags_while_the_others_receive_everything() 
         let deadline = Instant::now() + Duration::from_secs(30);
         for event in plan {
             deliveries_to_readers += match event.audience() {
-                Audience::Broadcast => USERS as usize * SUBS_PER_USER,
+                Audience::Broadcast | Audience::Group(_) => USERS as usize * SUBS_PER_USER,
                 Audience::User(_) => SUBS_PER_USER,
             };
             block_on(publisher_hub.publish(event)).unwrap();

@@ -54,7 +54,11 @@ impl EventSource<C> for Scripted {
         Ok(())
     }
 
-    async fn subscribe(&self, _user: UserId, _filter: CategorySet<C>) -> Result<Self::Subscription, Error> {
+    async fn subscribe(
+        &self,
+        _reader: impl Into<ssehub::Reader> + Send,
+        _filter: CategorySet<C>,
+    ) -> Result<Self::Subscription, Error> {
         self.calls.lock().unwrap().push("subscribe");
         if let Some(error) = self.subscribe_error.lock().unwrap().take() {
             return Err(error);
@@ -76,7 +80,7 @@ impl EventSource<C> for Scripted {
     /// positions (so `resume` tells live repeats by id); broadcasts complete.
     async fn missed_since(
         &self,
-        _user: UserId,
+        _reader: impl Into<ssehub::Reader> + Send,
         _from: Positions,
         _filter: CategorySet<C>,
     ) -> Result<StreamReplay<C>, Error> {
@@ -87,6 +91,7 @@ impl EventSource<C> for Scripted {
             events: replay.events,
             own: StreamRead { status: replay.status, end: None },
             broadcast: complete,
+            groups: Vec::new(),
         })
     }
 }

@@ -324,7 +324,7 @@ fn assert_other_shards_undisturbed(verdict: &Verdict, run: &Run, victim: u16, ki
         .filter(|p| p.started >= killed_at)
         .filter(|p| match p.audience {
             Audience::User(user) => run.owner[&user] != victim,
-            Audience::Broadcast => true,
+            Audience::Broadcast | Audience::Group(_) => true,
         })
         .collect();
     let failed = elsewhere.iter().filter(|p| !p.ok).count();

@@ -134,7 +134,7 @@ impl Client {
                 if event.event_type() == END {
                     match event.audience() {
                         Audience::User(_) => own_end = true,
-                        Audience::Broadcast => broadcast_end = true,
+                        Audience::Broadcast | Audience::Group(_) => broadcast_end = true,
                     }
                 }
                 self.arrivals.lock().unwrap().insert(event.id(), chrono::Utc::now());
@@ -147,9 +147,12 @@ impl Client {
             let cursor = stream.cursor().expect("a cursor after an event");
             drop(stream);
             count += 1;
-            stream = within("resume", resume(hub, self.user, Some(LastEventId::from(cursor)), self.filter))
-                .await
-                .unwrap_or_else(|e| panic!("{who}: resuming with {cursor} failed: {e}"));
+            stream = within(
+                "resume",
+                resume(hub, self.user, Some(LastEventId::from(cursor.clone())), self.filter),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{who}: resuming with {cursor} failed: {e}"));
             assert_eq!(stream.replay_status(), Some(ReplayStatus::Complete), "{who}: resuming with {cursor}");
         }
     }
@@ -295,7 +298,7 @@ fn a_trimmed_position_gaps_its_own_stream_only(target: Target, prefix: &str, sta
         publish_all(&hub, &trimmed).await;
         publish_all(&hub, &kept).await;
         let positions = cursor.positions_for(user).expect("the user's own cursor");
-        let replay = within("missed_since", hub.missed_since(user, positions, CategorySet::all()))
+        let replay = within("missed_since", hub.missed_since(user, positions.clone(), CategorySet::all()))
             .await
             .expect("missed_since");
         let other = if stale == StreamKind::Own { StreamKind::Broadcast } else { StreamKind::Own };
@@ -305,9 +308,10 @@ fn a_trimmed_position_gaps_its_own_stream_only(target: Target, prefix: &str, sta
         assert_exact_per_stream(&replay.events, &retained, user, CategorySet::all(), "missed_since");
         assert!(replay.events.iter().all(|e| e.position().is_some_and(|p| p.as_entry().is_some())));
 
-        let mut resumed = within("resume", resume(&hub, user, Some(cursor.into()), CategorySet::all()))
-            .await
-            .expect("resume");
+        let mut resumed =
+            within("resume", resume(&hub, user, Some(cursor.clone().into()), CategorySet::all()))
+                .await
+                .expect("resume");
         assert_eq!(resumed.replay_status(), Some(ReplayStatus::Truncated));
         match next_item(&mut resumed, "the gap").await {
             Some(Err(Error::Gap { stream: Some(kind), last_delivered })) if kind == stale => {
@@ -562,11 +566,12 @@ fn a_position_after_an_event_resumes_after_that_event_on_one_server_and_a_cluste
             // After the second event (a broadcast) in both streams; after the third in the user's stream only.
             for (positions, from) in [
                 (Positions::after_event(events[1].id()), 2),
-                (Positions { own: Some(Position::AfterEvent(events[2].id())), broadcast: None }, 3),
+                (Positions { own: Some(Position::AfterEvent(events[2].id())), ..Positions::NONE }, 3),
             ] {
-                let replay = within("missed_since", hub.missed_since(user, positions, CategorySet::all()))
-                    .await
-                    .expect("missed_since");
+                let replay =
+                    within("missed_since", hub.missed_since(user, positions.clone(), CategorySet::all()))
+                        .await
+                        .expect("missed_since");
                 let expected: Vec<Event<C>> = events[from..]
                     .iter()
                     .filter(|e| positions.get(StreamKind::of(e.audience())).is_some())

@@ -15,7 +15,7 @@ use ssehub::{Audience, Category, CategorySet, EventId, EventSource, Publisher, R
 fn legacy_publish(server: &RedisServer, audience: Audience, event_id: &str, event_type: &str, data: &str) {
     let user_id = match audience {
         Audience::User(user) => user.to_string(),
-        Audience::Broadcast => String::new(),
+        Audience::Broadcast | Audience::Group(_) => String::new(),
     };
     let occurred_at = "2024-06-01T10:00:00.123456";
     // Written as Python's `json.dumps` writes it, with `data` as the same JSON text the stream gets.

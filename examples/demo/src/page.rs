@@ -319,6 +319,7 @@ fn audience_name(audience: Audience) -> String {
     match audience {
         Audience::User(user) => user.to_string(),
         Audience::Broadcast => "broadcast".to_owned(),
+        Audience::Group(group) => format!("group:{group}"),
     }
 }
 
@@ -625,7 +626,7 @@ async fn events(demo: Arc<Demo>, request: &Request<Incoming>) -> Response<Body> 
         Err(message) => return plain(StatusCode::BAD_REQUEST, message),
     };
 
-    let resumed = match resume(demo.hub(), user, last_event_id, filter).await {
+    let resumed = match resume(demo.hub(), user, last_event_id.clone(), filter).await {
         Ok(resumed) => resumed,
         // Another user's cursor: refused before anything was subscribed.
         Err(error @ ssehub::Error::InvalidCursor(_)) => {
@@ -644,7 +645,7 @@ async fn events(demo: Arc<Demo>, request: &Request<Incoming>) -> Response<Body> 
         json!({
             "user": user.to_string(),
             "categories": filter.to_string(),
-            "last_event_id": last_event_id.map(|id| id.to_string()),
+            "last_event_id": last_event_id.as_ref().map(|id| id.to_string()),
             "replay_status": resumed.replay_status().map(|status| status.to_string()),
             "replayed_events": resumed.pending_replay(),
         }),
@@ -836,7 +837,7 @@ pub fn generated_event(n: u64) -> Event<Topic> {
     };
     let to = match audience {
         Audience::User(user) => USERS.iter().find(|u| u.id == user).map_or("?", |u| u.name),
-        Audience::Broadcast => "everyone",
+        Audience::Broadcast | Audience::Group(_) => "everyone",
     };
     let round = n / audiences;
     let category = Topic::ALL[((round + turn) % Topic::ALL.len() as u64) as usize];

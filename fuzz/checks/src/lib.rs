@@ -553,21 +553,31 @@ pub fn parse_cursor(input: &[u8]) {
             )))),
         };
         let (own_bytes, broadcast_bytes) = rest.split_at(rest.len() / 2);
-        let positions = Positions {
+        let mut positions = Positions {
             own: position(rest_of_head[1], own_bytes),
             broadcast: position(rest_of_head[2], broadcast_bytes),
+            horizon: position(rest_of_head[3] >> 2, rest),
+            ..Positions::NONE
         };
+        // Up to 15 groups, each at a position drawn from a slice of the input.
+        for i in 0..usize::from(rest_of_head[4] & 0x0f) {
+            let bytes = &rest[i.min(rest.len())..];
+            let fingerprint = number(bytes).rotate_left(i as u32 * 7) ^ i as u64;
+            positions
+                .groups
+                .set_by_fingerprint(fingerprint, position(bytes.first().copied().unwrap_or(1), bytes));
+        }
         let event = EventId::from_uuid(uuid::Uuid::from_bytes(uuid.try_into().expect("16 bytes")));
         let user = UserId::from_u64(
             u64::from(owner_seed) | u64::from(rest_of_head[3]) << 8 | u64::from(rest_of_head[4]) << 16,
         );
-        let cursor = Cursor::new(event, user, positions);
+        let cursor = Cursor::new(event, user, positions.clone());
         let text = cursor.to_string();
         assert!(text.bytes().all(|b| b.is_ascii_graphic()), "{text:?} is printable ASCII without spaces");
         assert!(text.starts_with(&event.to_string()), "{text:?} starts with the event id");
         let back = Cursor::parse(&text).unwrap_or_else(|e| panic!("{text:?} refused: {e}"));
         assert_eq!(back, cursor, "{text:?} read back as another cursor");
-        assert_eq!(back.positions_for(user), Ok(positions));
+        assert_eq!(back.positions_for(user), Ok(&positions));
         assert_eq!(back.to_string(), text, "printing is canonical");
         match parse::resume_point(&text) {
             Ok(Some(LastEventId::Cursor(read))) => assert_eq!(read, cursor),
@@ -627,18 +637,38 @@ pub fn reference_cursor(value: &str) -> Result<(), CursorErrorKind> {
     if owner.len() != 8 || !owner.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         return Err(CursorErrorKind::Owner);
     }
+    // `u`, `b`, then `g` items (16 lowercase hex digits, ascending, at most MAX_GROUPS), then `h`.
     let mut next_kind = 0;
+    let mut groups: Vec<u64> = Vec::new();
     for item in parts {
         let kind = match item.bytes().next() {
             Some(b'u') => 0,
             Some(b'b') => 1,
+            Some(b'g') => 2,
+            Some(b'h') => 3,
             _ => return Err(CursorErrorKind::StreamKind),
         };
         if kind < next_kind {
             return Err(CursorErrorKind::StreamOrder);
         }
-        next_kind = kind + 1;
-        reference_position(&item[1..])?;
+        next_kind = if kind == 2 { 2 } else { kind + 1 };
+        let mut position = &item[1..];
+        if kind == 2 {
+            let hex = position.get(..16).ok_or(CursorErrorKind::Group)?;
+            if !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                return Err(CursorErrorKind::Group);
+            }
+            let fingerprint = u64::from_str_radix(hex, 16).map_err(|_| CursorErrorKind::Group)?;
+            if groups.last().is_some_and(|last| *last >= fingerprint) {
+                return Err(CursorErrorKind::StreamOrder);
+            }
+            if groups.len() == ssehub::MAX_GROUPS {
+                return Err(CursorErrorKind::Group);
+            }
+            groups.push(fingerprint);
+            position = &position[16..];
+        }
+        reference_position(position)?;
     }
     Ok(())
 }

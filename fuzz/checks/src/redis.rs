@@ -171,7 +171,7 @@ fn check_round_trips(audience: Audience, event: &Event<ExampleCategory>, entry_i
     let id = event.id().to_string();
     let user = match event.audience() {
         Audience::User(user) => user.to_string(),
-        Audience::Broadcast => String::new(),
+        Audience::Broadcast | Audience::Group(_) => String::new(),
     };
     let occurred_at = event.occurred_at().to_rfc3339_opts(SecondsFormat::AutoSi, true);
     let fields: [(&[u8], &[u8]); 6] = [

@@ -64,7 +64,7 @@ pub async fn record_until_end_markers(mut subscription: Subscription<C>, log: Re
             Some(Ok(event)) if event.event_type() == END_MARKER => {
                 match event.audience() {
                     Audience::User(_) => own_end = true,
-                    Audience::Broadcast => broadcast_end = true,
+                    Audience::Broadcast | Audience::Group(_) => broadcast_end = true,
                 }
                 Received::Marker(event.id())
             }
