@@ -28,8 +28,9 @@
 //!
 //! The checks live by concern in `src/conformance/`: live delivery
 //! (`live.rs`), replay and resume after an event id (`replay.rs`), cursors
-//! (`cursors.rs`), a subscription's life (`lifecycle.rs`), generated
-//! workloads (`workload.rs`), the SSE body (`sse.rs`); beside them the
+//! (`cursors.rs`), groups: delivery to the readers of a group and resume
+//! of group streams (`groups.rs`), a subscription's life (`lifecycle.rs`),
+//! generated workloads (`workload.rs`), the SSE body (`sse.rs`); beside them the
 //! failure reports (`report.rs`) and test doubles (`doubles.rs`).
 //!
 //! This module's API is not semver-stable: checks are added (and made
@@ -219,6 +220,9 @@ macro_rules! __conformance_each_check {
             resume_and_sse_stream_pass_mid_stream_gaps_and_backend_errors_on,
             open_subscriptions_are_capped_per_user_and_per_process_exactly,
             disconnect_ends_every_stream_of_the_user_and_no_other,
+            group_events_reach_exactly_the_subscriptions_that_read_the_group,
+            group_streams_resume_exactly_after_the_cursor,
+            generated_group_workloads_deliver_and_resume_exactly,
         }
     };
 }
@@ -273,6 +277,7 @@ type C = ExampleCategory;
 
 mod cursors;
 mod doubles;
+mod groups;
 mod lifecycle;
 mod live;
 mod replay;
@@ -289,6 +294,7 @@ pub use cursors::{
     resume_is_exactly_once_whatever_the_interleaving_of_streams,
 };
 use doubles::*;
+pub use groups::*;
 pub use lifecycle::*;
 pub use live::*;
 pub use replay::*;

@@ -25,11 +25,11 @@
 //! - one `~`-separated item per stream with a known position, in a fixed
 //!   order: `u` (the user's own stream), `b` (the broadcasts), then `g` and
 //!   the group's 16 hex digit [fingerprint](crate::GroupId::fingerprint) for
-//!   each group stream the client has seen an event of (ascending
-//!   fingerprints, at most [`MAX_GROUPS`](crate::MAX_GROUPS)), then `h`, the
-//!   horizon, where streams without a position are read from (see
-//!   [`Positions`]); new kinds of stream are new letters, so the format grows
-//!   without a new version;
+//!   each group stream the client has seen an event of, or was being
+//!   replayed (ascending fingerprints, at most [`MAX_GROUPS`](crate::MAX_GROUPS)),
+//!   then `h`, the horizon, where streams without a position are read from
+//!   (see [`Positions`]); new kinds of stream are new letters, so the format
+//!   grows without a new version;
 //! - a position is a stream entry: its millisecond in base 36, then `.` and
 //!   its sequence number in base 36 unless that is 0 (`lx3k2p9s`,
 //!   `lx3k2p9s.2`); or `@` and the 32 hex digits of an event id, for "after

@@ -124,11 +124,15 @@ where
         // Until an event of the stream is yielded, the cursor holds where the
         // replay read up to (everything there passing the filter was replayed),
         // else where it started. A stream never read holds nothing: the
-        // horizon covers it. Without horizons, the user's and the broadcast
-        // stream hold where the read found them.
+        // horizon covers it. A stream read after the cursor's horizon that
+        // replayed events holds that horizon until one of them is yielded: the
+        // next cursor's horizon is this connection's, after them. Without
+        // horizons, the user's and the broadcast stream hold where the read
+        // found them.
         state.position = match (own_position, kind) {
             (Some(_), _) if state.replayed_any => own_position,
             (Some(_), _) => read.end.or(own_position),
+            (None, _) if was_read && state.replayed_any => from.horizon,
             (None, StreamKind::Own | StreamKind::Broadcast) if horizon.is_none() => read.end,
             (None, _) => None,
         };

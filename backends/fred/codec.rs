@@ -45,11 +45,6 @@ impl StreamId {
     pub(crate) fn position(self) -> Position {
         Position::entry(self.ms, self.seq)
     }
-
-    /// The entry a position is at, if it is an entry position.
-    pub(crate) fn of_position(position: Position) -> Option<Self> {
-        position.as_entry().map(|(ms, seq)| StreamId { ms, seq })
-    }
 }
 
 impl fmt::Display for StreamId {

@@ -34,7 +34,7 @@ use super::slots::Scope;
 use super::stats::Counters;
 use super::subscription::Command;
 use super::topology::Incoming;
-use crate::{Audience, Category, Position};
+use crate::{Category, Position};
 
 /// Messages handled in a row before pending commands get a turn.
 const MESSAGE_BURST: u32 = 256;
@@ -154,7 +154,7 @@ impl<C: Category> Dispatcher<C> {
     /// Handles `command`; returns whether the dispatcher must stop (the hub was closed).
     fn on_command(&mut self, command: Command<C>) -> bool {
         match command {
-            Command::Subscribe { user, filter, reply } => self.fanout.subscribe(user, filter, reply),
+            Command::Subscribe { reader, filter, reply } => self.fanout.subscribe(reader, filter, reply),
             Command::Unsubscribe { user, subscriber } => self.fanout.unsubscribe(user, subscriber),
             Command::Revoke { user, reply } => {
                 self.fanout.revoke(user);
@@ -220,9 +220,7 @@ impl<C: Category> Dispatcher<C> {
             shared.counters.skipped(channel, &Skip::UnknownChannel);
             return;
         };
-        if let Audience::User(user) = audience
-            && !self.fanout.holds(&user)
-        {
+        if !self.fanout.holds(audience) {
             // In flight when the channel was released.
             return;
         }
@@ -259,7 +257,7 @@ impl<C: Category> Dispatcher<C> {
         Counters::add(&self.shared.counters.reconnects, 1);
         let scope = self.shared.topology.scope_of_reconnect(server);
         tracing::info!(
-            channels = self.fanout.users.len() + 1,
+            channels = self.fanout.users.len() + self.fanout.groups.len() + 1,
             ?scope,
             "Redis subscriber connection re-established; resubscribing"
         );

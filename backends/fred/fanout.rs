@@ -4,6 +4,12 @@
 //! (its cursor), and putting an event or a gap in every queue whose filter
 //! passes it. When to recover and what to deliver after an outage is
 //! decided in `recovery`.
+//!
+//! A subscription is owned by its user's feed; one that reads groups is a
+//! member of each group's feed too (a handle on the same queue). A
+//! subscribe call is answered once every channel it needs (its user's and
+//! each of its groups') is live; a channel is released after its last local
+//! subscriber goes.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -15,9 +21,11 @@ use tokio::sync::oneshot;
 use super::codec::{Decoded, StreamId};
 use super::sequencer::{Confirmed, PubSubOp};
 use super::stats::Counters;
-use super::subscription::{Command, Delivery, Subscriber, Subscription, Unsubscriber};
+use super::subscription::{Command, Delivery, Member, Subscriber, Subscription, Unsubscriber};
 use crate::backend::{Push, Registry, SubscriptionLimits, Wakeups};
-use crate::{Audience, Category, CategorySet, Error, Event, EventId, LimitScope, UserId};
+use crate::{
+    Audience, Category, CategorySet, Error, Event, EventId, GroupId, Groups, LimitScope, Reader, UserId,
+};
 
 /// The last event a feed delivered: its stream entry id where known, else its event id.
 #[derive(Clone, Copy, Default, Debug)]
@@ -65,21 +73,46 @@ impl Feed {
 /// Where a `subscribe` call waits for its subscription.
 type SubscribeReply<C> = oneshot::Sender<Result<Subscription<C>, Error>>;
 
+/// A subscribe call waiting for its channels to be live.
+struct PendingSubscribe<C: Category> {
+    reply: SubscribeReply<C>,
+    subscription: Subscription<C>,
+    /// How many of its channels are not live yet.
+    awaiting: usize,
+}
+
 /// A user channel held for local subscribers.
 pub(crate) struct UserFeed<C: Category> {
     generation: u64,
     /// Whether the channel is confirmed live; subscribe calls wait until it is.
     pub(crate) live: bool,
     pub(crate) subscribers: Vec<Subscriber<C>>,
-    /// Subscribe calls waiting for the channel to be live, with their subscriber ids.
-    waiting: Vec<(SubscribeReply<C>, Subscription<C>, u64)>,
+    /// The subscriber ids of subscribe calls waiting for this channel to be live.
+    waiting: Vec<u64>,
+    pub(crate) feed: Feed,
+}
+
+/// A group channel held for local subscriptions that read the group.
+pub(crate) struct GroupFeed<C: Category> {
+    generation: u64,
+    /// Whether the channel is confirmed live.
+    pub(crate) live: bool,
+    /// The subscriptions that read the group (owned by their users' feeds).
+    pub(crate) members: Vec<Member<C>>,
+    /// The subscriber ids of subscribe calls waiting for this channel to be live.
+    waiting: Vec<u64>,
     pub(crate) feed: Feed,
 }
 
 /// The local subscribers of every held channel, and the channel changes their comings and goings need.
 pub(crate) struct Fanout<C: Category> {
     pub(crate) users: HashMap<UserId, UserFeed<C>>,
+    pub(crate) groups: HashMap<GroupId, GroupFeed<C>>,
     pub(crate) broadcast: Feed,
+    /// Subscribe calls waiting for their channels, by subscriber id.
+    pending: HashMap<u64, PendingSubscribe<C>>,
+    /// The groups of each subscription that reads some, by subscriber id.
+    memberships: HashMap<u64, Groups>,
     counters: Arc<Counters>,
     queue_capacity: usize,
     limits: SubscriptionLimits,
@@ -102,7 +135,10 @@ impl<C: Category> Fanout<C> {
     ) -> Self {
         Self {
             users: HashMap::new(),
+            groups: HashMap::new(),
             broadcast,
+            pending: HashMap::new(),
+            memberships: HashMap::new(),
             counters,
             queue_capacity,
             limits,
@@ -122,12 +158,17 @@ impl<C: Category> Fanout<C> {
             .collect()
     }
 
-    /// Whether `user`'s channel is held.
-    pub(crate) fn holds(&self, user: &UserId) -> bool {
-        self.users.contains_key(user)
+    /// Whether the channel of `audience` (a user's or a group's) is held; the broadcasts' always is.
+    pub(crate) fn holds(&self, audience: Audience) -> bool {
+        match audience {
+            Audience::User(user) => self.users.contains_key(&user),
+            Audience::Group(group) => self.groups.contains_key(&group),
+            Audience::Broadcast => true,
+        }
     }
 
-    pub(crate) fn subscribe(&mut self, user: UserId, filter: CategorySet<C>, reply: SubscribeReply<C>) {
+    pub(crate) fn subscribe(&mut self, reader: Reader, filter: CategorySet<C>, reply: SubscribeReply<C>) {
+        let Reader { user, groups } = reader;
         // The counts are this task's own: exact, whatever other tasks do meanwhile.
         let open = usize::try_from(self.counters.open_subscriptions.get()).unwrap_or(usize::MAX);
         let refused = if open >= self.limits.max_per_process() {
@@ -148,15 +189,15 @@ impl<C: Category> Fanout<C> {
         let (queue, subscription) =
             Subscriber::open(user, id, filter, self.queue_capacity, Arc::clone(&self.registry));
         Counters::add(&self.counters.open_subscriptions, 1);
+        let member = (!groups.is_empty()).then(|| queue.member(user));
+        let mut awaiting = 0;
         match self.users.entry(user) {
             Entry::Occupied(mut entry) => {
                 let feed = entry.get_mut();
                 feed.subscribers.push(queue);
-                if feed.live {
-                    // A caller that gave up drops the subscription, which unsubscribes it.
-                    let _ = reply.send(Ok(subscription));
-                } else {
-                    feed.waiting.push((reply, subscription, id));
+                if !feed.live {
+                    feed.waiting.push(id);
+                    awaiting += 1;
                 }
             }
             Entry::Vacant(entry) => {
@@ -167,21 +208,81 @@ impl<C: Category> Fanout<C> {
                     generation,
                     live: false,
                     subscribers: vec![queue],
-                    waiting: vec![(reply, subscription, id)],
+                    waiting: vec![id],
                     feed: Feed::default(),
                 });
+                awaiting += 1;
                 Counters::add(&self.counters.redis_channels, 1);
-                let _ = self.ops.send(PubSubOp::Subscribe { user, generation });
+                let _ = self.ops.send(PubSubOp::Subscribe { audience: Audience::User(user), generation });
             }
+        }
+        if let Some(member) = member {
+            for group in &groups {
+                let feed = match self.groups.entry(group) {
+                    Entry::Occupied(entry) => entry.into_mut(),
+                    Entry::Vacant(entry) => {
+                        let generation = self.next_generation;
+                        self.next_generation += 1;
+                        Counters::add(&self.counters.redis_channels, 1);
+                        crate::metrics::open_groups(crate::metrics::Backend::Redis, 1);
+                        let _ = self
+                            .ops
+                            .send(PubSubOp::Subscribe { audience: Audience::Group(group), generation });
+                        entry.insert(GroupFeed {
+                            generation,
+                            live: false,
+                            members: Vec::new(),
+                            waiting: Vec::new(),
+                            feed: Feed::default(),
+                        })
+                    }
+                };
+                feed.members.push(member.clone());
+                if !feed.live {
+                    feed.waiting.push(id);
+                    awaiting += 1;
+                }
+            }
+            self.memberships.insert(id, groups);
+        }
+        if awaiting == 0 {
+            // A caller that gave up drops the subscription, which unsubscribes it.
+            let _ = reply.send(Ok(subscription));
+        } else {
+            self.pending.insert(id, PendingSubscribe { reply, subscription, awaiting });
         }
     }
 
     pub(crate) fn unsubscribe(&mut self, user: UserId, subscriber: u64) {
-        let Some(feed) = self.users.get_mut(&user) else { return };
-        let before = feed.subscribers.len();
-        feed.subscribers.retain(|s| s.id != subscriber);
-        Counters::sub(&self.counters.open_subscriptions, (before - feed.subscribers.len()) as u64);
+        if let Some(feed) = self.users.get_mut(&user) {
+            let before = feed.subscribers.len();
+            feed.subscribers.retain(|s| s.id != subscriber);
+            Counters::sub(&self.counters.open_subscriptions, (before - feed.subscribers.len()) as u64);
+        }
+        self.leave_groups(subscriber);
         self.release_if_unused(user);
+    }
+
+    /// Takes subscriber `id` out of its groups' feeds, releasing those left unused.
+    fn leave_groups(&mut self, id: u64) {
+        let Some(groups) = self.memberships.remove(&id) else { return };
+        for group in &groups {
+            let Some(feed) = self.groups.get_mut(&group) else { continue };
+            feed.members.retain(|member| member.id != id);
+            feed.waiting.retain(|waiting| *waiting != id);
+            self.release_group_if_unused(group);
+        }
+    }
+
+    /// Drops the group's Redis channel once no local subscription reads it.
+    fn release_group_if_unused(&mut self, group: GroupId) {
+        let Some(feed) = self.groups.get(&group) else { return };
+        if feed.members.is_empty() && feed.waiting.is_empty() {
+            self.groups.remove(&group);
+            crate::metrics::open_groups(crate::metrics::Backend::Redis, -1);
+            Counters::sub(&self.counters.redis_channels, 1);
+            let _ = self.ops.send(PubSubOp::Unsubscribe { audience: Audience::Group(group) });
+        }
     }
 
     /// Ends every subscription of `user` here with [`Error::Revoked`] (a
@@ -192,14 +293,19 @@ impl<C: Category> Fanout<C> {
         for subscriber in &feed.subscribers {
             subscriber.revoke(&mut wakeups);
         }
-        for (reply, _subscription, _) in feed.waiting.drain(..) {
-            let _ = reply.send(Err(Error::Revoked));
-        }
+        let ids: Vec<u64> = feed.subscribers.iter().map(|s| s.id).collect();
+        feed.waiting.clear();
         let revoked = feed.subscribers.len() as u64;
         feed.subscribers.clear();
         Counters::sub(&self.counters.open_subscriptions, revoked);
         crate::metrics::disconnects(crate::metrics::Disconnect::Revoked, revoked);
         wakeups.wake_all();
+        for id in ids {
+            if let Some(pending) = self.pending.remove(&id) {
+                let _ = pending.reply.send(Err(Error::Revoked));
+            }
+            self.leave_groups(id);
+        }
         self.release_if_unused(user);
     }
 
@@ -210,7 +316,7 @@ impl<C: Category> Fanout<C> {
             self.users.remove(&user);
             crate::metrics::online_users(crate::metrics::Backend::Redis, -1);
             Counters::sub(&self.counters.redis_channels, 1);
-            let _ = self.ops.send(PubSubOp::Unsubscribe { user });
+            let _ = self.ops.send(PubSubOp::Unsubscribe { audience: Audience::User(user) });
         }
     }
 
@@ -225,32 +331,61 @@ impl<C: Category> Fanout<C> {
         for user in emptied {
             self.release_if_unused(user);
         }
+        let emptied: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, f)| f.members.is_empty() && f.waiting.is_empty())
+            .map(|(g, _)| *g)
+            .collect();
+        for group in emptied {
+            self.release_group_if_unused(group);
+        }
     }
 
     pub(crate) fn on_confirmed(&mut self, confirmed: Confirmed) {
-        let Some(feed) = self.users.get_mut(&confirmed.user) else { return };
-        if feed.generation != confirmed.generation {
+        let (feed_generation, live, waiting, cursor) = match confirmed.audience {
+            Audience::User(user) => match self.users.get_mut(&user) {
+                Some(feed) => (feed.generation, &mut feed.live, &mut feed.waiting, &mut feed.feed.cursor),
+                None => return,
+            },
+            Audience::Group(group) => match self.groups.get_mut(&group) {
+                Some(feed) => (feed.generation, &mut feed.live, &mut feed.waiting, &mut feed.feed.cursor),
+                None => return,
+            },
+            Audience::Broadcast => return,
+        };
+        if feed_generation != confirmed.generation {
             return;
         }
+        let waiting = std::mem::take(waiting);
         match confirmed.result {
             Ok(baseline) => {
-                feed.live = true;
-                if feed.feed.cursor.stream_id.is_none() && feed.feed.cursor.event_id.is_none() {
-                    feed.feed.cursor.stream_id = baseline;
+                *live = true;
+                if cursor.stream_id.is_none() && cursor.event_id.is_none() {
+                    cursor.stream_id = baseline;
                 }
-                for (reply, subscription, _) in feed.waiting.drain(..) {
-                    let _ = reply.send(Ok(subscription));
+                for id in waiting {
+                    let Entry::Occupied(mut pending) = self.pending.entry(id) else { continue };
+                    pending.get_mut().awaiting -= 1;
+                    if pending.get().awaiting == 0 {
+                        let PendingSubscribe { reply, subscription, .. } = pending.remove();
+                        let _ = reply.send(Ok(subscription));
+                    }
                 }
             }
             Err(reason) => {
-                tracing::warn!(user = %confirmed.user, %reason, "subscribing to a user channel failed");
-                let failed: HashSet<u64> = feed.waiting.iter().map(|(_, _, id)| *id).collect();
-                feed.subscribers.retain(|s| !failed.contains(&s.id));
-                Counters::sub(&self.counters.open_subscriptions, failed.len() as u64);
-                for (reply, _subscription, _) in feed.waiting.drain(..) {
-                    let _ = reply.send(Err(Error::backend(format!("subscribing failed: {reason}"))));
+                tracing::warn!(audience = ?confirmed.audience, %reason, "subscribing to a channel failed");
+                for id in waiting {
+                    let Some(pending) = self.pending.remove(&id) else { continue };
+                    let _ = pending.reply.send(Err(Error::backend(format!("subscribing failed: {reason}"))));
+                    // Its subscription never started: out of every list it is in.
+                    let user = pending.subscription.user();
+                    if let Some(feed) = self.users.get_mut(&user) {
+                        feed.waiting.retain(|w| *w != id);
+                    }
+                    self.unsubscribe(user, id);
                 }
-                self.release_if_unused(confirmed.user);
+                self.release_emptied();
             }
         }
     }
@@ -283,7 +418,21 @@ impl<C: Category> Fanout<C> {
                     self.release_if_unused(user);
                 }
             }
-            Audience::Group(_) => {}
+            Audience::Group(group) => {
+                let Some(feed) = self.groups.get_mut(&group) else { return };
+                if !feed.feed.admit(decoded) {
+                    return;
+                }
+                let gone = offer_members(&counters, &mut feed.members, delivery, Some(&decoded.event));
+                self.drop_members(gone);
+            }
+        }
+    }
+
+    /// Unsubscribes members that lagged or went away while a group delivery was offered.
+    pub(crate) fn drop_members(&mut self, gone: Vec<(UserId, u64)>) {
+        for (user, id) in gone {
+            self.unsubscribe(user, id);
         }
     }
 
@@ -307,13 +456,62 @@ impl<C: Category> Fanout<C> {
         let open: u64 = self.users.values().map(|u| u.subscribers.len() as u64).sum();
         Counters::sub(&self.counters.open_subscriptions, open);
         crate::metrics::online_users(crate::metrics::Backend::Redis, -(self.users.len() as i64));
+        crate::metrics::open_groups(crate::metrics::Backend::Redis, -(self.groups.len() as i64));
         // Waiting subscribe calls see their reply dropped, which reads as Closed.
+        self.pending.clear();
+        self.memberships.clear();
+        self.groups.clear();
         self.users.clear();
     }
 }
 
 /// Subscriptions woken together while a delivery is offered to many.
 const WAKE_EVERY: usize = 16;
+
+/// Offers a delivery to every member of a group whose filter passes `event` (all, for a gap),
+/// dropping those that lagged or went away from the group's list. Returns them (user, subscriber
+/// id), for their users' feeds to let go of them too.
+pub(crate) fn offer_members<C: Category>(
+    counters: &Counters,
+    members: &mut Vec<Member<C>>,
+    delivery: impl Fn() -> Delivery<C>,
+    event: Option<&Event<C>>,
+) -> Vec<(UserId, u64)> {
+    let mut gone = Vec::new();
+    let mut delivered = 0u64;
+    let mut lagged = 0u64;
+    let mut wakeups = Wakeups::new();
+    members.retain(|member| {
+        if event.is_some_and(|e| !member.filter.contains(e.category())) {
+            return true;
+        }
+        if wakeups.len() >= WAKE_EVERY {
+            wakeups.wake_collected();
+        }
+        match member.offer(delivery(), &mut wakeups) {
+            Push::Queued => {
+                delivered += u64::from(event.is_some());
+                true
+            }
+            Push::Lagged => {
+                lagged += 1;
+                gone.push((member.user, member.id));
+                false
+            }
+            Push::Ended => {
+                gone.push((member.user, member.id));
+                false
+            }
+        }
+    });
+    wakeups.wake_all();
+    if lagged > 0 {
+        Counters::add(&counters.lagged, lagged);
+        tracing::debug!(lagged, "group members fell behind and were dropped");
+    }
+    Counters::add(&counters.delivered, delivered);
+    gone
+}
 
 /// Offers a delivery to every subscriber whose filter passes `event` (all, for a gap), dropping
 /// those that lagged or went away. Returns whether no subscriber is left.

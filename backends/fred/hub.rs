@@ -16,9 +16,14 @@ use super::shared::Shared;
 use super::stats::HubStats;
 use super::subscription::{Command, Subscription};
 use crate::{
-    Category, CategorySet, Error, Event, EventId, EventSource, Positions, Presence, Publisher, Reader,
-    Replay, Retention, StreamReplay, UserId,
+    Category, CategorySet, Error, Event, EventId, EventSource, Position, Positions, Presence, Publisher,
+    Reader, Replay, Retention, StreamReplay, UserId,
 };
+
+/// How far before now a Redis hub's [horizon](EventSource::horizon) is: the
+/// clock difference between the application's processes and the Redis
+/// servers it tolerates.
+pub const HORIZON_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A Redis-backed hub: an [`EventSource`] and a [`Publisher`]; cheap to clone.
 ///
@@ -137,7 +142,8 @@ impl<C: Category> EventSource<C> for RedisHub<C> {
         reader: impl Into<Reader> + Send,
         filter: CategorySet<C>,
     ) -> impl Future<Output = Result<Self::Subscription, Error>> + Send {
-        let Reader { user, groups } = reader.into();
+        let reader = reader.into();
+        let user = reader.user;
         let commands = self.inner.commands.clone();
         let closed = self.is_closed();
         let span = tracing::debug_span!("ssehub.subscribe", %user);
@@ -145,11 +151,8 @@ impl<C: Category> EventSource<C> for RedisHub<C> {
             if closed {
                 return Err(Error::Closed);
             }
-            if !groups.is_empty() {
-                return Err(Error::backend("groups: not yet"));
-            }
             let (reply, response) = oneshot::channel();
-            commands.send(Command::Subscribe { user, filter, reply }).map_err(|_| Error::Closed)?;
+            commands.send(Command::Subscribe { reader, filter, reply }).map_err(|_| Error::Closed)?;
             response.await.map_err(|_| Error::Closed)?
         })
     }
@@ -176,20 +179,37 @@ impl<C: Category> EventSource<C> for RedisHub<C> {
         from: Positions,
         filter: CategorySet<C>,
     ) -> impl Future<Output = Result<StreamReplay<C>, Error>> + Send {
-        let user = reader.into().user;
+        let reader = reader.into();
         let observed = from.clone();
         let shared = Arc::clone(&self.inner.shared);
         let task = self.inner.runtime.spawn(async move {
             if shared.retention.is_none() {
-                return Ok(StreamReplay::retention_disabled());
+                let mut replay = StreamReplay::retention_disabled();
+                let read = replay.own;
+                replay.groups = reader.groups.iter().map(|group| (group, read)).collect();
+                return Ok(replay);
             }
-            shared.streams.missed_since(user, from, filter).await
+            shared.streams.missed_since(&reader, from, filter).await
         });
         crate::metrics::observe_stream_replay(
             crate::metrics::Backend::Redis,
             observed,
             async move { task.await? },
         )
+    }
+
+    /// A time [`HORIZON_SLACK`] before now, by this process's clock, as an
+    /// entry position: every stream's entry ids are at or above the Redis
+    /// server's time when the entry was added, so an event published after
+    /// this call is after it, as long as this process's clock runs less than
+    /// the slack ahead of the servers'. A stream read after it may also give
+    /// events published within the slack before the call. `None` without
+    /// retention (nothing is replayed).
+    fn horizon(&self) -> Option<Position> {
+        self.inner.shared.retention?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+        let now_ms = u64::try_from(now.as_millis()).ok()?;
+        Some(Position::entry(now_ms.saturating_sub(HORIZON_SLACK.as_millis() as u64), 0))
     }
 
     /// Ends the user's subscriptions on this hub, then publishes the order on

@@ -280,7 +280,7 @@ pub use ::fred as client;
 
 pub use crate::Retention;
 pub use builder::RedisHubBuilder;
-pub use hub::RedisHub;
+pub use hub::{HORIZON_SLACK, RedisHub};
 pub use keys::{InvalidPrefix, KeyLayout, MAX_PREFIX_BYTES, PubSubKind, PublishMarker};
 pub use stats::HubStats;
 pub use subscription::Subscription;

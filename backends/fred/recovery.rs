@@ -14,13 +14,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::codec::StreamId;
-use super::fanout::{Cursor, Fanout, offer_all};
+use super::fanout::{Cursor, Fanout, offer_all, offer_members};
 use super::order::{entry_ids_are_one_sequence, merge};
 use super::shared::Shared;
 use super::slots::Scope;
 use super::streams::{Start, Streams};
 use super::subscription::Delivery;
-use crate::{Audience, Category, Error, Event, StreamKind, UserId};
+use crate::{Audience, Category, Error, Event, GroupId, StreamKind, UserId};
 
 /// How long to wait before retrying a failed resubscribe or recovery.
 const RECOVERY_RETRY: Duration = Duration::from_millis(500);
@@ -103,12 +103,20 @@ impl Recovery {
         let broadcast_channel = layout.channel(Audience::Broadcast);
         let broadcast_in_scope = scope.covers(&broadcast_channel);
         let user_in_scope = |user: &UserId| scope.covers(&layout.channel(Audience::User(*user)));
+        let group_in_scope = |group: &GroupId| scope.covers(&layout.channel(Audience::Group(*group)));
         if pending.resubscribe {
             let mut channels: Vec<String> = Vec::new();
             channels.extend(broadcast_in_scope.then(|| broadcast_channel.clone()));
             channels.extend(scope.covers(&shared.control_channel).then(|| shared.control_channel.clone()));
             channels.extend(
                 fanout.users.keys().filter(|u| user_in_scope(u)).map(|u| layout.channel(Audience::User(*u))),
+            );
+            channels.extend(
+                fanout
+                    .groups
+                    .keys()
+                    .filter(|g| group_in_scope(g))
+                    .map(|g| layout.channel(Audience::Group(*g))),
             );
             let count = channels.len();
             fanout.resubscribe(channels).await?;
@@ -128,6 +136,15 @@ impl Recovery {
                     offer_all(&shared.counters, &mut feed.subscribers, || Delivery::Gap(None), None);
                 }
             }
+            let mut gone = Vec::new();
+            for (group, feed) in &mut fanout.groups {
+                if group_in_scope(group) {
+                    gapped += feed.members.len() as u64;
+                    let gap = || Delivery::Gap(Some(StreamKind::Group(*group)));
+                    gone.extend(offer_members(&shared.counters, &mut feed.members, gap, None));
+                }
+            }
+            fanout.drop_members(gone);
             fanout.gapped(gapped, "retention is off");
             fanout.release_emptied();
             shared.topology.commit(continuity);
@@ -159,7 +176,18 @@ impl Recovery {
             let restarted = continuity.data_replaced(&layout.channel(audience));
             recover_feed(streams, audience, *cursor, restarted, horizon)
         }));
-        let (broadcast, users) = tokio::try_join!(broadcast, users)?;
+        let group_cursors: Vec<(GroupId, Cursor)> = fanout
+            .groups
+            .iter()
+            .filter(|(g, f)| f.live && group_in_scope(g))
+            .map(|(g, f)| (*g, f.feed.cursor))
+            .collect();
+        let groups = futures_util::future::try_join_all(group_cursors.iter().map(|(group, cursor)| {
+            let audience = Audience::Group(*group);
+            let restarted = continuity.data_replaced(&layout.channel(audience));
+            recover_feed(streams, audience, *cursor, restarted, horizon)
+        }));
+        let (broadcast, users, groups) = tokio::try_join!(broadcast, users, groups)?;
 
         let mut recovered = 0u64;
         let mut gapped = 0u64;
@@ -206,6 +234,24 @@ impl Recovery {
                 offer_all(&shared.counters, &mut feed.subscribers, delivery, Some(&event));
             }
         }
+        // Each group's missed events to its members, after a gap signal where some may be lost.
+        let mut gone = Vec::new();
+        for ((group, _), recovery) in group_cursors.into_iter().zip(groups) {
+            let Some(feed) = fanout.groups.get_mut(&group) else { continue };
+            recovered += recovery.events.len() as u64;
+            feed.feed.cursor = recovery.cursor;
+            feed.feed.recovered = recovery.events.iter().map(|(_, e)| e.id()).collect();
+            if recovery.gap || continuity.lost_writes(&layout.channel(Audience::Group(group))) {
+                gapped += feed.members.len() as u64;
+                let gap = || Delivery::Gap(Some(StreamKind::Group(group)));
+                gone.extend(offer_members(&shared.counters, &mut feed.members, gap, None));
+            }
+            for (_, event) in &recovery.events {
+                let delivery = || Delivery::Event(event.clone());
+                gone.extend(offer_members(&shared.counters, &mut feed.members, delivery, Some(event)));
+            }
+        }
+        fanout.drop_members(gone);
         shared.counters.recovered_events(recovered);
         fanout.gapped(gapped, continuity.cause());
         fanout.release_emptied();

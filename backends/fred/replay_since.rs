@@ -5,13 +5,19 @@
 //! atomic step), on a cluster one call per stream on its own master, both
 //! sent at once. Either way one round trip, more only where a stream has
 //! more than a page of events to replay; no read depends on how much history
-//! is retained. Each stream's part is complete while its position's entry is
-//! held: trimming removes the oldest entries first, so then nothing after it
-//! is gone. Once that entry is gone (trimmed, expired, or a cursor of another
-//! server), what followed it may be too, and the part is truncated, with the
-//! retained events after the position. A stream whose position is before
-//! every entry (it was empty when the client read it) is truncated only if it
-//! has dropped entries since.
+//! is retained. Each stream's part is complete while its position's entry, or
+//! an older one, is held: trimming removes the oldest entries first, so then
+//! nothing after it is gone. Once every entry up to it is gone (trimmed,
+//! expired, or a cursor of another server), what followed it may be too, and
+//! the part is truncated, with the retained events after the position. A
+//! stream whose position is before every entry (it was empty when the client
+//! read it) is truncated only if it has dropped entries since.
+//!
+//! A stream without a position (a group joined since, a stream the client
+//! has seen nothing of) is read after the cursor's horizon, a time (see
+//! [`HORIZON_SLACK`](super::HORIZON_SLACK)), the same way. Group streams are
+//! read in the same call as the user's and the broadcasts on one server; on
+//! a cluster each stream is one call on its master, all sent at once.
 //!
 //! A stream whose position is "after this event" (a live event delivered
 //! without its entry, or a plain event UUID as Last-Event-ID) is read as a
@@ -22,10 +28,39 @@ use super::codec::StreamId;
 use super::replay::Side;
 use super::replay_reads::{absent, script_trim_info};
 use super::streams::{READ_PAGE, RawEntry, Start, Streams, TrimInfo, parse_entries};
-use crate::backend::{StreamSide, stream_replay};
+use crate::backend::{StreamSide, add_group_stream, stream_replay};
 use crate::{
-    Audience, Category, CategorySet, Error, Position, Positions, ReplayStatus, StreamReplay, UserId,
+    Audience, Category, CategorySet, Error, EventId, Position, Positions, Reader, ReplayStatus, StreamReplay,
 };
+
+/// Where one stream is read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadFrom {
+    /// Not read: its newest entry only.
+    Nothing,
+    /// After this entry, the stream's own position: complete while the entry is held.
+    Entry(StreamId),
+    /// After this id, a time (the horizon): complete unless trimming may have reached past it.
+    Horizon(StreamId),
+}
+
+impl ReadFrom {
+    /// After the time of event `id` (a UUIDv7's millisecond; every entry for another kind of id).
+    fn horizon_of_event(id: EventId) -> Self {
+        match id.timestamp_millis() {
+            Some(ms) => ReadFrom::Horizon(StreamId { ms: ms.saturating_sub(1), seq: u64::MAX }),
+            None => ReadFrom::Horizon(StreamId::ZERO),
+        }
+    }
+
+    /// The id the script reads after; `None` for a stream not read.
+    fn start(self) -> Option<StreamId> {
+        match self {
+            ReadFrom::Nothing => None,
+            ReadFrom::Entry(id) | ReadFrom::Horizon(id) => Some(id),
+        }
+    }
+}
 
 /// What the cursor script found in one stream.
 struct AfterRead {
@@ -38,78 +73,119 @@ struct AfterRead {
 }
 
 impl<C: Category> Streams<C> {
-    /// The events of `user`'s streams after their positions in `from`, as
-    /// [`EventSource::missed_since`](crate::EventSource::missed_since) says.
-    #[tracing::instrument(level = "debug", name = "ssehub.replay_since", skip_all, fields(%user))]
+    /// The events of `reader`'s streams after their positions in `from` (or
+    /// its horizon), as [`EventSource::missed_since`](crate::EventSource::missed_since) says.
+    #[tracing::instrument(level = "debug", name = "ssehub.replay_since", skip_all, fields(user = %reader.user, groups = reader.groups.len()))]
     pub(crate) async fn missed_since(
         &self,
-        user: UserId,
+        reader: &Reader,
         from: Positions,
         filter: CategorySet<C>,
     ) -> Result<StreamReplay<C>, Error> {
+        let user = reader.user;
         let audiences = [Audience::User(user), Audience::Broadcast];
         let positions = [from.own, from.broadcast];
-        let [own, broadcast] = match positions {
-            // A plain event id as Last-Event-ID: one replay after it gives both streams' parts.
-            [Some(Position::AfterEvent(a)), Some(Position::AfterEvent(b))] if a == b => {
-                self.missed_after_event(user, a, [true, true]).await?.into_sides(a)
-            }
-            _ => {
-                // Entry positions (and none) in one cursor read; each "after this event" position on its own.
-                let at_entries: Vec<(Audience, Option<StreamId>)> = audiences
-                    .iter()
-                    .zip(positions)
-                    .filter_map(|(audience, position)| match position {
-                        Some(Position::AfterEvent(_)) => None,
-                        position => Some((*audience, position.and_then(StreamId::of_position))),
-                    })
-                    .collect();
-                let after_events = positions.iter().enumerate().filter_map(|(i, position)| match position {
-                    Some(Position::AfterEvent(id)) => Some(async move {
-                        let wanted = [i == 0, i == 1];
-                        let [own, broadcast] =
-                            self.missed_after_event(user, *id, wanted).await?.into_sides(*id);
-                        Ok::<_, Error>((i, if i == 0 { own } else { broadcast }))
-                    }),
-                    _ => None,
-                });
-                let (by_entry, by_event) = futures_util::future::try_join(
-                    self.read_after(&at_entries),
-                    futures_util::future::try_join_all(after_events),
-                )
-                .await?;
-                let mut sides: [Option<Side<C>>; 2] = [None, None];
-                for ((audience, _), side) in at_entries.iter().zip(by_entry) {
-                    sides[usize::from(*audience == Audience::Broadcast)] = Some(side);
-                }
-                for (i, side) in by_event {
-                    sides[i] = Some(side);
-                }
-                sides.map(|side| side.expect("every stream is read once"))
-            }
+        // A stream without a position of its own is read after the horizon, where there is one.
+        let horizon = match from.horizon {
+            Some(Position::Entry { ms, seq }) => ReadFrom::Horizon(StreamId { ms, seq }),
+            Some(Position::AfterEvent(id)) => ReadFrom::horizon_of_event(id),
+            None => ReadFrom::Nothing,
         };
-        let replay = stream_replay(own, broadcast, filter);
+        let read_from = |position: Option<Position>| match position {
+            Some(Position::Entry { ms, seq }) => ReadFrom::Entry(StreamId { ms, seq }),
+            Some(Position::AfterEvent(id)) => ReadFrom::horizon_of_event(id),
+            None => horizon,
+        };
+        // Groups at an "after this event" position are located in their own stream first.
+        let group_positions = &from.groups;
+        let group_reads = futures_util::future::try_join_all(reader.groups.iter().map(|group| async move {
+            let audience = Audience::Group(group);
+            Ok::<_, Error>(match group_positions.get(group) {
+                Some(Position::AfterEvent(id)) => {
+                    match self.locate(&self.layout.stream(audience), id).await? {
+                        Some(entry) => (audience, ReadFrom::Entry(entry), None),
+                        None => (audience, ReadFrom::horizon_of_event(id), Some(id)),
+                    }
+                }
+                position => (audience, read_from(position), None),
+            })
+        }))
+        .await?;
+        let after_events: Vec<(usize, EventId)> = match positions {
+            // A plain event id as Last-Event-ID: one replay after it gives both fixed streams' parts.
+            [Some(Position::AfterEvent(a)), Some(Position::AfterEvent(b))] if a == b => vec![(2, a)],
+            _ => positions
+                .iter()
+                .enumerate()
+                .filter_map(|(i, position)| match position {
+                    Some(Position::AfterEvent(id)) => Some((i, *id)),
+                    _ => None,
+                })
+                .collect(),
+        };
+        // Every stream at an entry, the horizon, or none, in one cursor read (one call per master).
+        let mut by_entry: Vec<(Audience, ReadFrom)> = audiences
+            .iter()
+            .zip(positions)
+            .filter(|(_, position)| !matches!(position, Some(Position::AfterEvent(_))))
+            .map(|(audience, position)| (*audience, read_from(position)))
+            .collect();
+        let fixed_by_entry = by_entry.len();
+        by_entry.extend(group_reads.iter().map(|(audience, read, _)| (*audience, *read)));
+        let by_event = after_events.iter().map(|&(i, id)| async move {
+            let wanted = [i != 1, i != 0];
+            let sides = self.missed_after_event(user, id, wanted).await?.into_sides(id);
+            Ok::<_, Error>((i, sides))
+        });
+        let (mut read, by_event) = futures_util::future::try_join(
+            self.read_after(&by_entry),
+            futures_util::future::try_join_all(by_event),
+        )
+        .await?;
+        let group_sides = read.split_off(fixed_by_entry);
+        let mut sides: [Option<Side<C>>; 2] = [None, None];
+        for ((audience, _), side) in by_entry.iter().zip(read) {
+            sides[usize::from(*audience == Audience::Broadcast)] = Some(side);
+        }
+        for (i, [own, broadcast]) in by_event {
+            match i {
+                0 => sides[0] = Some(own),
+                1 => sides[1] = Some(broadcast),
+                _ => sides = [Some(own), Some(broadcast)],
+            }
+        }
+        let [own, broadcast] = sides.map(|side| side.expect("every stream is read once"));
+        let mut replay = stream_replay(own, broadcast, filter);
+        for ((audience, _, after_id), mut side) in group_reads.into_iter().zip(group_sides) {
+            if let Some(id) = after_id {
+                side.events.retain(|(_, event)| event.id() != id);
+            }
+            let Audience::Group(group) = audience else { continue };
+            add_group_stream(&mut replay, group, side, filter);
+        }
         tracing::debug!(
             %user,
             own = %replay.own.status,
             broadcast = %replay.broadcast.status,
+            groups = replay.groups.len(),
             events = replay.events.len(),
             "replayed missed events after a cursor"
         );
         Ok(replay)
     }
 
-    /// Each of `streams` read after its position (`None`: not read, its end only), in that order.
-    async fn read_after(&self, streams: &[(Audience, Option<StreamId>)]) -> Result<Vec<Side<C>>, Error> {
+    /// Each of `streams` read from where it says, in that order.
+    async fn read_after(&self, streams: &[(Audience, ReadFrom)]) -> Result<Vec<Side<C>>, Error> {
         if streams.is_empty() {
             return Ok(Vec::new());
         }
         let keys: Vec<String> = streams.iter().map(|(audience, _)| self.layout.stream(*audience)).collect();
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let positions: Vec<Option<StreamId>> = streams.iter().map(|(_, position)| *position).collect();
+        let positions: Vec<Option<StreamId>> = streams.iter().map(|(_, read)| read.start()).collect();
         let reads = match self.topology.script_client(&key_refs)? {
             Some(client) => self.call_read_after(&client, &key_refs, &positions).await?,
-            // The streams live on different masters: one call each, all sent at once.
+            // The streams live in different slots: one call per stream on its master, all sent at
+            // once (pipelined on each master's connection: one round trip per master).
             None => futures_util::future::try_join_all(key_refs.iter().zip(&positions).map(
                 |(key, position)| async {
                     let client = self.topology.command_client(key)?;
@@ -122,10 +198,7 @@ impl<C: Category> Streams<C> {
             .collect(),
         };
         futures_util::future::try_join_all(
-            streams
-                .iter()
-                .zip(reads)
-                .map(|((audience, position), read)| self.side_after(*audience, *position, read)),
+            streams.iter().zip(reads).map(|((audience, from), read)| self.side_after(*audience, *from, read)),
         )
         .await
     }
@@ -134,12 +207,12 @@ impl<C: Category> Streams<C> {
     async fn side_after(
         &self,
         audience: Audience,
-        position: Option<StreamId>,
+        from: ReadFrom,
         read: AfterRead,
     ) -> Result<Side<C>, Error> {
         let AfterRead { info, held, entries } = read;
         let newest = info.as_ref().and_then(|info| info.last).unwrap_or(StreamId::ZERO);
-        let Some(position) = position else {
+        if from == ReadFrom::Nothing {
             return Ok(StreamSide {
                 events: Vec::new(),
                 status: ReplayStatus::Complete,
@@ -152,11 +225,22 @@ impl<C: Category> Streams<C> {
         if let (true, Some(last_read)) = (more, last_read) {
             events.extend(self.read_from(audience, Start::After(last_read), newest).await?);
         }
-        let complete = if position == StreamId::ZERO {
+        let complete = match from {
             // The stream was empty when the client read it: something is lost only if entries were removed since.
-            info.as_ref().is_none_or(|info| info.removed_any() == Some(false))
-        } else {
-            held
+            ReadFrom::Entry(StreamId::ZERO) => {
+                info.as_ref().is_none_or(|info| info.removed_any() == Some(false))
+            }
+            // Held, or gone while an older entry is held (trimming removes the oldest
+            // first): nothing after it was removed. A position that is a time (the
+            // horizon a stream without events kept) is read the same way.
+            ReadFrom::Entry(position) => {
+                held || info.as_ref().is_some_and(|info| !info.may_have_removed_from(position))
+            }
+            // A time, not an entry: complete unless trimming may have reached past it.
+            ReadFrom::Horizon(horizon) => {
+                info.as_ref().is_none_or(|info| !info.may_have_removed_from(horizon))
+            }
+            ReadFrom::Nothing => true,
         };
         let end = events.last().map_or(newest, |(last, _)| newest.max(*last));
         let status = if complete { ReplayStatus::Complete } else { ReplayStatus::Truncated };

@@ -1,6 +1,6 @@
 //! The sequencer: one task that changes the subscriber connection's channels in the order the dispatcher decided.
 //!
-//! It confirms each new user channel live (with the stream position at that
+//! It confirms each new user or group channel live (with the stream position at that
 //! point, from which the channel's feed starts) and tells a recovery when its
 //! resubscribe is in effect. Changes that queue while one is sent go out
 //! together: subscribes and unsubscribes are grouped into as few commands as
@@ -14,18 +14,18 @@ use tokio::sync::oneshot;
 use super::codec::StreamId;
 use super::pubsub::CHANNELS_PER_COMMAND;
 use super::shared::Shared;
-use crate::{Audience, Category, Error, UserId};
+use crate::{Audience, Category, Error};
 
 /// A change of the subscriber connection's channels, in dispatcher order.
 pub(crate) enum PubSubOp {
-    Subscribe { user: UserId, generation: u64 },
-    Unsubscribe { user: UserId },
+    Subscribe { audience: Audience, generation: u64 },
+    Unsubscribe { audience: Audience },
     Resubscribe { channels: Vec<String>, done: oneshot::Sender<Result<(), Error>> },
 }
 
-/// A user channel confirmed live (with the stream position at that point), or failed.
+/// A user's or a group's channel confirmed live (with the stream position at that point), or failed.
 pub(crate) struct Confirmed {
-    pub(crate) user: UserId,
+    pub(crate) audience: Audience,
     pub(crate) generation: u64,
     pub(crate) result: Result<Option<StreamId>, String>,
 }
@@ -64,19 +64,19 @@ async fn sequence<C: Category>(
         }
         let mut subscribes: Vec<String> = Vec::new();
         let mut unsubscribes: Vec<String> = Vec::new();
-        let mut to_confirm: Vec<(UserId, u64)> = Vec::new();
+        let mut to_confirm: Vec<(Audience, u64)> = Vec::new();
         let mut resubscribed: Vec<oneshot::Sender<Result<(), Error>>> = Vec::new();
         let mut failure: Option<String> = None;
         for op in batch {
             match op {
-                PubSubOp::Subscribe { user, generation } => {
+                PubSubOp::Subscribe { audience, generation } => {
                     flush(shared, &mut unsubscribes, false, &mut failure).await;
-                    subscribes.push(shared.layout.channel(Audience::User(user)));
-                    to_confirm.push((user, generation));
+                    subscribes.push(shared.layout.channel(audience));
+                    to_confirm.push((audience, generation));
                 }
-                PubSubOp::Unsubscribe { user } => {
+                PubSubOp::Unsubscribe { audience } => {
                     flush(shared, &mut subscribes, true, &mut failure).await;
-                    unsubscribes.push(shared.layout.channel(Audience::User(user)));
+                    unsubscribes.push(shared.layout.channel(audience));
                 }
                 PubSubOp::Resubscribe { mut channels, done } => {
                     flush(shared, &mut unsubscribes, false, &mut failure).await;
@@ -96,9 +96,8 @@ async fn sequence<C: Category>(
         }
         let baselines = match (&failure, shared.retention.is_some()) {
             (None, true) => {
-                let reads = to_confirm
-                    .iter()
-                    .map(|(user, _)| shared.streams.last_stream_id_of(Audience::User(*user)));
+                let reads =
+                    to_confirm.iter().map(|(audience, _)| shared.streams.last_stream_id_of(*audience));
                 match futures_util::future::try_join_all(reads).await {
                     Ok(ids) => ids.into_iter().map(Some).collect(),
                     Err(e) => {
@@ -109,12 +108,12 @@ async fn sequence<C: Category>(
             }
             _ => vec![None; to_confirm.len()],
         };
-        for (i, (user, generation)) in to_confirm.into_iter().enumerate() {
+        for (i, (audience, generation)) in to_confirm.into_iter().enumerate() {
             let result = match &failure {
                 Some(reason) => Err(reason.clone()),
                 None => Ok(baselines[i]),
             };
-            let _ = confirms.send(Confirmed { user, generation, result });
+            let _ = confirms.send(Confirmed { audience, generation, result });
         }
         for done in resubscribed {
             let _ = done.send(match &failure {

@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use super::slots::Scope;
 pub use crate::backend::Subscription;
 use crate::backend::{Push, Registry, SubscriberQueue, Wakeups, subscriber_queue};
-use crate::{Category, CategorySet, Error, Event, StreamKind, UserId};
+use crate::{Category, CategorySet, Error, Event, Reader, StreamKind, UserId};
 
 /// A request to the dispatcher from the hub or a subscription.
 ///
@@ -17,7 +17,7 @@ use crate::{Category, CategorySet, Error, Event, StreamKind, UserId};
 /// sends its unsubscribe request when dropped.
 pub(crate) enum Command<C: Category> {
     Subscribe {
-        user: UserId,
+        reader: Reader,
         filter: CategorySet<C>,
         reply: oneshot::Sender<Result<Subscription<C>, Error>>,
     },
@@ -92,11 +92,40 @@ impl<C: Category> Subscriber<C> {
     }
 
     pub(crate) fn offer(&self, delivery: Delivery<C>, wakeups: &mut Wakeups) -> Push {
-        match delivery {
-            Delivery::Event(event) => self.queue.push(&event, wakeups),
-            Delivery::Gap(Some(stream)) => self.queue.push_stream_gap(stream, wakeups),
-            Delivery::Gap(None) => self.queue.push_gap(wakeups),
-        }
+        offer(&self.queue, delivery, wakeups)
+    }
+
+    /// A handle on the same queue, for the feeds of the groups the subscription reads.
+    pub(crate) fn member(&self, user: UserId) -> Member<C> {
+        Member { user, id: self.id, filter: self.filter, queue: Arc::clone(&self.queue) }
+    }
+}
+
+/// A subscription as a group's feed holds it: the queue is its user's feed's to close.
+pub(crate) struct Member<C: Category> {
+    pub(crate) user: UserId,
+    pub(crate) id: u64,
+    pub(crate) filter: CategorySet<C>,
+    queue: Arc<SubscriberQueue<C>>,
+}
+
+impl<C: Category> Clone for Member<C> {
+    fn clone(&self) -> Self {
+        Self { user: self.user, id: self.id, filter: self.filter, queue: Arc::clone(&self.queue) }
+    }
+}
+
+impl<C: Category> Member<C> {
+    pub(crate) fn offer(&self, delivery: Delivery<C>, wakeups: &mut Wakeups) -> Push {
+        offer(&self.queue, delivery, wakeups)
+    }
+}
+
+fn offer<C: Category>(queue: &SubscriberQueue<C>, delivery: Delivery<C>, wakeups: &mut Wakeups) -> Push {
+    match delivery {
+        Delivery::Event(event) => queue.push(&event, wakeups),
+        Delivery::Gap(Some(stream)) => queue.push_stream_gap(stream, wakeups),
+        Delivery::Gap(None) => queue.push_gap(wakeups),
     }
 }
 

@@ -167,7 +167,12 @@ impl<C: Category> Shared<C> {
             let read = self.read_after(history, dropped_through, start, dropped_until_ms, |id| {
                 find(id).or_else(|| history.find(id).map(|(_, seq)| seq))
             });
-            backend::add_group_stream(&mut replay, group, self.side(history, read, end), filter);
+            // Read under the group's lock, which numbers its events: every event of it up to
+            // this is in its history, and none after it (the shared `end` was read before
+            // this lock, so a group event numbered since would be replayed past it, and
+            // delivered live again).
+            let group_end = Some(self.position(self.next_seq.load(Ordering::Relaxed) - 1));
+            backend::add_group_stream(&mut replay, group, self.side(history, read, group_end), filter);
         }
         drop(broadcast);
         if entry.is_some_and(|entry| entry.is_unused()) {

@@ -15,8 +15,8 @@ use ssehub::conformance::{self, HubFactory, HubOptions};
 use ssehub::fixture::ExampleCategory as C;
 use ssehub::memory::{MemoryHub, Subscription};
 use ssehub::{
-    Audience, CategorySet, Error, Event, EventId, EventSource, LimitScope, Position, Positions, Publisher,
-    Reader, Replay, ReplayStatus, StreamKind, StreamReplay, UserId,
+    Audience, CategorySet, Error, Event, EventId, EventSource, GroupId, Groups, LimitScope, Position,
+    Positions, Publisher, Reader, Replay, ReplayStatus, StreamKind, StreamReplay, UserId,
 };
 
 /// The one rule a toy backend breaks.
@@ -50,6 +50,8 @@ enum Fault {
     DisconnectEndsNothing,
     /// A subscribe over the per-user cap succeeds (on a hub of its own).
     IgnoresTheUserCap,
+    /// A subscription also reads every group any earlier subscription read: group events reach non-members.
+    DeliversGroupEventsToNonMembers,
 }
 
 #[derive(Clone)]
@@ -59,6 +61,8 @@ struct Broken {
     history_len: usize,
     published: Arc<Mutex<Vec<Event<C>>>>,
     closed: Arc<AtomicBool>,
+    /// Every group a subscription read so far.
+    groups_read: Arc<Mutex<Vec<GroupId>>>,
 }
 
 fn corrupt(event: Event<C>) -> Event<C> {
@@ -101,7 +105,12 @@ impl EventSource<C> for Broken {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        let reader = reader.into();
+        let mut reader = reader.into();
+        if self.fault == Fault::DeliversGroupEventsToNonMembers {
+            let mut known = self.groups_read.lock().unwrap();
+            known.extend(reader.groups.iter());
+            reader.groups = Groups::new(known.iter().copied()).unwrap();
+        }
         let inner = match self.hub.subscribe(&reader, filter).await {
             Err(Error::TooManySubscriptions { scope: LimitScope::User, .. })
                 if self.fault == Fault::IgnoresTheUserCap =>
@@ -287,6 +296,7 @@ impl HubFactory for BrokenFactory {
             history_len: options.history_len,
             published: Arc::default(),
             closed: Arc::default(),
+            groups_read: Arc::default(),
         }
     }
 
@@ -497,6 +507,23 @@ fn a_subscribe_over_the_user_cap_is_rejected_by_the_caps_check() {
 }
 
 #[test]
+fn group_events_delivered_to_non_members_are_rejected_by_the_group_checks() {
+    let message = rejection(
+        Fault::DeliversGroupEventsToNonMembers,
+        conformance::group_events_reach_exactly_the_subscriptions_that_read_the_group,
+    );
+    assert_names(
+        &message,
+        &["rule: a subscription yields a group's events exactly when its reader has the group", "an event"],
+    );
+    let message = rejection(
+        Fault::DeliversGroupEventsToNonMembers,
+        conformance::generated_group_workloads_deliver_and_resume_exactly,
+    );
+    assert_names(&message, &["rule: across reconnects with changing groups", "must not receive"]);
+}
+
+#[test]
 fn the_toys_pass_checks_their_fault_does_not_touch() {
     // A rejection must come from the fault, not from a toy that breaks everything.
     for fault in
@@ -514,6 +541,7 @@ fn the_toys_pass_checks_their_fault_does_not_touch() {
         Fault::CloseLeavesSubscriptionsOpen,
         Fault::DisconnectEndsNothing,
         Fault::IgnoresTheUserCap,
+        Fault::DeliversGroupEventsToNonMembers,
     ] {
         block_on(conformance::subscriber_receives_own_events_only(&BrokenFactory(fault)));
         block_on(conformance::resume_after_truncated_history_signals_gap_first(&BrokenFactory(fault)));

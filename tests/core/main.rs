@@ -12,6 +12,8 @@ mod core_properties;
 mod executors;
 /// SSE frames written from the format's rules, for comparing the encoder's output against.
 mod frames;
+/// Groups: the cap per reader, the open groups gauge, resuming group streams under publishing.
+mod groups;
 /// Gzip-compressed bodies.
 #[cfg(feature = "gzip")]
 mod gzip;

@@ -25,6 +25,8 @@ mod cursor;
 mod executors;
 /// Lost replies, restarts, output-buffer limits, `maxmemory`, pauses.
 mod faults;
+/// Groups across hubs: one publish to every member, recovery.
+mod groups;
 /// Side by side with the JSON-envelope publisher.
 mod interop;
 /// Key layouts: prefixes, the cluster layout on one server.
