@@ -16,6 +16,12 @@
 //! 5. `seconds` runs from the first publish to the last frame read;
 //!    `server_cpu_s` is the server's user + system time over steps 3-4.
 //!
+//! With `--http2 1` both sides speak HTTP/2 without TLS (h2c, prior
+//! knowledge): the client is hyper's HTTP/2 client, `--streams-per-connection`
+//! streams share each TCP connection (`--connections` then counts streams),
+//! and `wire_bytes_per_frame` counts every byte read from the sockets (HTTP/2
+//! framing, headers and settings included).
+//!
 //! `frames` must equal `expected` (connections × events). `ratio` is
 //! ssehub's `frames_per_s` over the floor's (the baseline, a bare hyper
 //! server writing pre-encoded frames from one channel per connection).
@@ -30,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use futures::{AsyncReadExt, AsyncWriteExt};
 use smol::Executor;
+use smol_hyper::rt::{FuturesIo, SmolExecutor};
 
 use crate::http_server::{Mode, unix_ns};
 use crate::report::{Figures, Report, Rounds, ratio};
@@ -50,6 +57,8 @@ struct Plan {
     count_heap: bool,
     gzip: bool,
     payload: String,
+    /// HTTP/2 (h2c) with this many streams per connection; `None`: HTTP/1.1, a connection per stream.
+    http2_streams_per_connection: Option<usize>,
 }
 
 impl Plan {
@@ -75,6 +84,21 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
     if payload != "bench" && payload != "demo" {
         return Err(crate::BenchError::Usage(format!("--payload is bench or demo, not {payload:?}")));
     }
+    let http2 = bench.cli.number("http2", 0, 0)? == 1;
+    let streams_per_connection =
+        positive(bench.cli.number("streams-per-connection", 1, 1)?, "streams-per-connection")?;
+    if http2 && gzip {
+        return Err(crate::BenchError::Usage("--gzip 1 is for HTTP/1.1 only".into()));
+    }
+    if streams_per_connection > 1 && !http2 {
+        return Err(crate::BenchError::Usage("--streams-per-connection needs --http2 1".into()));
+    }
+    if streams_per_connection > crate::http_server::MAX_STREAMS_PER_CONNECTION as usize {
+        return Err(crate::BenchError::Usage(format!(
+            "--streams-per-connection is at most {}",
+            crate::http_server::MAX_STREAMS_PER_CONNECTION
+        )));
+    }
     bench.cli.finish()?;
     positive(events, "events")?;
     let plan = Plan {
@@ -86,6 +110,7 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
         count_heap,
         gzip,
         payload,
+        http2_streams_per_connection: http2.then_some(streams_per_connection),
     };
     raise_open_files_limit();
     report.put("connections", connections as u64);
@@ -95,6 +120,8 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
     report.put("max_buf_size", plan.max_buf_size);
     report.put("gzip", plan.gzip);
     report.put("payload", plan.payload.as_str());
+    report.put("protocol", if http2 { "h2c" } else { "http/1.1" });
+    report.put("streams_per_connection", streams_per_connection as u64);
     report.put("open_files_limit", open_files_limit());
 
     // Paced runs are about latency; unpaced ones about throughput.
@@ -140,13 +167,23 @@ fn measure(bench: &Bench, server: &mut Server, plan: &Plan) -> Result<Figures> {
     let shared = Arc::new(Shared::default());
     let connect_started = Instant::now();
     let patience = Duration::from_secs(60) + Duration::from_millis(plan.connections as u64 * 5);
-    for batch_start in (0..plan.connections).step_by(CONNECT_BATCH) {
-        let batch_end = (batch_start + CONNECT_BATCH).min(plan.connections);
-        for user in batch_start..batch_end {
+    // Whole connections per batch: HTTP/2 opens a connection's streams together.
+    let per_connection = plan.http2_streams_per_connection.unwrap_or(1);
+    let batch = per_connection * (CONNECT_BATCH / per_connection).max(1);
+    for batch_start in (0..plan.connections).step_by(batch) {
+        let batch_end = (batch_start + batch).min(plan.connections);
+        for first_user in (batch_start..batch_end).step_by(per_connection) {
             let shared = Arc::clone(&shared);
             let (addr, expected) = (server.addr, plan.events);
             let gzip = plan.gzip;
-            client.executor.spawn(connection(addr, user, expected, gzip, shared)).detach();
+            match plan.http2_streams_per_connection {
+                None => client.executor.spawn(connection(addr, first_user, expected, gzip, shared)).detach(),
+                Some(_) => {
+                    let users = first_user..(first_user + per_connection).min(batch_end);
+                    let executor = Arc::clone(&client.executor);
+                    client.executor.spawn(http2_connection(addr, users, expected, executor, shared)).detach()
+                }
+            }
         }
         let live = wait_until(connect_started + patience, || {
             shared.live.load(Ordering::SeqCst) + shared.failed.load(Ordering::SeqCst) >= batch_end
@@ -202,6 +239,12 @@ fn measure(bench: &Bench, server: &mut Server, plan: &Plan) -> Result<Figures> {
         "server_bytes_per_connection",
         (rss_idle.saturating_sub(rss_before) * 1024) as f64 / plan.connections as f64,
     );
+    // The same figure under the name that says what it divides by when streams share connections.
+    figures.put(
+        "server_bytes_per_stream",
+        (rss_idle.saturating_sub(rss_before) * 1024) as f64 / plan.connections as f64,
+    );
+    figures.put("tcp_connections", plan.connections.div_ceil(per_connection) as u64);
     figures.put(
         "server_heap_bytes_per_connection",
         heap_before
@@ -275,6 +318,9 @@ impl Server {
         }
         if plan.gzip && mode == Mode::Ssehub {
             command.args(["--gzip", "1"]);
+        }
+        if plan.http2_streams_per_connection.is_some() {
+            command.args(["--http2", "1"]);
         }
         command.args(["--payload", &plan.payload]);
         if let Some(size) = plan.max_buf_size {
@@ -451,10 +497,17 @@ struct Shared {
 
 async fn connection(addr: SocketAddr, user: usize, expected: u64, gzip: bool, shared: Arc<Shared>) {
     if let Err(error) = read_stream(addr, user, expected, gzip, &shared).await {
-        shared.failed.fetch_add(1, Ordering::SeqCst);
-        let mut errors = shared.errors.lock().unwrap();
+        shared.record_failure(format!("connection {user}: {error}"));
+    }
+}
+
+impl Shared {
+    /// Counts a stream that failed; keeps the first few reasons.
+    fn record_failure(&self, error: String) {
+        self.failed.fetch_add(1, Ordering::SeqCst);
+        let mut errors = self.errors.lock().unwrap();
         if errors.len() < 5 {
-            errors.push(format!("connection {user}: {error}"));
+            errors.push(error);
         }
     }
 }
@@ -478,16 +531,17 @@ async fn read_stream(
     let mut buffer = vec![0u8; 4096];
     let mut head = Vec::new();
     let mut body = Chunked::default();
-    let mut frames = FrameReader::default();
-    let mut latencies = Vec::with_capacity(expected as usize);
-    let (mut got, mut live, mut counted_live) = (0u64, false, false);
+    let mut tally = StreamTally::new(expected);
     let mut decoded = Vec::new();
     #[cfg(feature = "gzip")]
     let mut gunzip: Option<flate2::write::GzDecoder<Vec<u8>>> = None;
     loop {
         let read = stream.read(&mut buffer).await?;
         if read == 0 {
-            return Err(broken(format!("the server closed the connection after {got} of {expected} frames")));
+            return Err(broken(format!(
+                "the server closed the connection after {} of {expected} frames",
+                tally.got
+            )));
         }
         let now_ns = unix_ns();
         let mut bytes = &buffer[..read];
@@ -511,7 +565,6 @@ async fn read_stream(
             bytes = &after_head;
         }
         shared.body_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        let mut bad_frame = false;
         decoded.clear();
         let ended = body.feed(bytes, |data| decoded.extend_from_slice(data)).map_err(broken)?;
         #[cfg(feature = "gzip")]
@@ -521,14 +574,48 @@ async fn read_stream(
             decoded.clear();
             decoded.append(gunzip.get_mut());
         }
-        shared.sse_bytes.fetch_add(decoded.len() as u64, Ordering::Relaxed);
-        frames.feed(&decoded, |frame| {
+        if tally.take(&decoded, now_ns, shared)? {
+            return Ok(());
+        }
+        if ended {
+            return Err(broken(format!("the body ended after {} of {expected} frames", tally.got)));
+        }
+    }
+}
+
+/// One stream's reading: its frames counted and timed, reported to [`Shared`] as it goes live and
+/// once it has every frame expected.
+struct StreamTally {
+    frames: FrameReader,
+    latencies: Vec<u32>,
+    expected: u64,
+    got: u64,
+    live: bool,
+}
+
+impl StreamTally {
+    fn new(expected: u64) -> Self {
+        Self {
+            frames: FrameReader::default(),
+            latencies: Vec::with_capacity(expected as usize),
+            expected,
+            got: 0,
+            live: false,
+        }
+    }
+
+    /// Takes text/event-stream bytes read at `now_ns`; true once every expected frame is in.
+    fn take(&mut self, sse: &[u8], now_ns: u64, shared: &Shared) -> std::io::Result<bool> {
+        shared.sse_bytes.fetch_add(sse.len() as u64, Ordering::Relaxed);
+        let (mut live, mut bad_frame) = (false, false);
+        let (got, latencies) = (&mut self.got, &mut self.latencies);
+        self.frames.feed(sse, |frame| {
             if frame.starts_with(b"retry:") {
                 live = true;
             } else if frame.starts_with(b":") {
                 shared.comments.fetch_add(1, Ordering::Relaxed);
             } else {
-                got += 1;
+                *got += 1;
                 match sent_ns(frame) {
                     Some(sent) => {
                         latencies.push(u32::try_from(now_ns.saturating_sub(sent) / 1_000).unwrap_or(u32::MAX))
@@ -538,22 +625,140 @@ async fn read_stream(
             }
         });
         if bad_frame {
-            return Err(broken("an event frame without its publish instant".into()));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "an event frame without its publish instant",
+            ));
         }
-        if live && !counted_live {
-            counted_live = true;
+        if live && !self.live {
+            self.live = true;
             shared.live.fetch_add(1, Ordering::SeqCst);
         }
-        if got >= expected {
-            shared.frames.fetch_add(got, Ordering::SeqCst);
-            shared.latencies_us.lock().unwrap().extend_from_slice(&latencies);
+        if self.got >= self.expected {
+            shared.frames.fetch_add(self.got, Ordering::SeqCst);
+            shared.latencies_us.lock().unwrap().extend_from_slice(&self.latencies);
             shared.last_frame_ns.fetch_max(now_ns, Ordering::SeqCst);
             shared.done.fetch_add(1, Ordering::SeqCst);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+/// One HTTP/2 connection (h2c, prior knowledge) carrying a stream for each of `users`.
+async fn http2_connection(
+    addr: SocketAddr,
+    users: std::ops::Range<usize>,
+    expected: u64,
+    executor: Arc<Executor<'static>>,
+    shared: Arc<Shared>,
+) {
+    let sender = async {
+        let tcp = smol::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let io = CountedReads { inner: tcp, shared: Arc::clone(&shared) };
+        let mut builder = hyper::client::conn::http2::Builder::new(SmolExecutor::new(Arc::clone(&executor)));
+        // A connection window for all its streams, so none waits on another's reading.
+        builder.initial_connection_window_size(16 << 20);
+        let (sender, connection) = builder.handshake(FuturesIo::new(io)).await.map_err(|e| e.to_string())?;
+        executor.spawn(connection).detach();
+        Ok::<_, String>(sender)
+    };
+    let sender = match sender.await {
+        Ok(sender) => sender,
+        Err(error) => {
+            for user in users {
+                shared.record_failure(format!("stream {user}: {error}"));
+            }
+            return;
+        }
+    };
+    for user in users {
+        let (sender, shared) = (sender.clone(), Arc::clone(&shared));
+        executor
+            .spawn(async move {
+                if let Err(error) = read_http2_stream(sender, addr, user, expected, &shared).await {
+                    shared.record_failure(format!("stream {user}: {error}"));
+                }
+            })
+            .detach();
+    }
+}
+
+/// Reads one HTTP/2 SSE response to its `expected`th event frame.
+async fn read_http2_stream(
+    mut sender: hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    addr: SocketAddr,
+    user: usize,
+    expected: u64,
+    shared: &Shared,
+) -> std::io::Result<()> {
+    use http_body_util::BodyExt;
+    let broken = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let request = hyper::Request::get(format!("http://{addr}/events?user={user}"))
+        .header("accept", "text/event-stream")
+        .body(http_body_util::Empty::new())
+        .map_err(|e| broken(e.to_string()))?;
+    let response = sender.send_request(request).await.map_err(|e| broken(e.to_string()))?;
+    if response.status() != 200 {
+        return Err(broken(format!("status {}", response.status())));
+    }
+    let mut body = response.into_body();
+    let mut tally = StreamTally::new(expected);
+    loop {
+        let frame = match body.frame().await {
+            None => return Err(broken(format!("the body ended after {} of {expected} frames", tally.got))),
+            Some(frame) => frame.map_err(|e| broken(e.to_string()))?,
+        };
+        let now_ns = unix_ns();
+        if let Ok(data) = frame.into_data()
+            && tally.take(&data, now_ns, shared)?
+        {
             return Ok(());
         }
-        if ended {
-            return Err(broken(format!("the body ended after {got} of {expected} frames")));
+    }
+}
+
+/// A client socket that adds every byte read from it to [`Shared::body_bytes`] (HTTP/2: the wire bytes).
+struct CountedReads {
+    inner: smol::net::TcpStream,
+    shared: Arc<Shared>,
+}
+
+impl futures::AsyncRead for CountedReads {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(read)) = poll {
+            self.shared.body_bytes.fetch_add(read as u64, Ordering::Relaxed);
         }
+        poll
+    }
+}
+
+impl futures::AsyncWrite for CountedReads {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_close(cx)
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Started by the scenario as `bench http-server --mode ssehub|floor
 //! --backend memory|fred [--redis-url URL] --threads N [--max-buf-size B] [--count-heap 1] [--gzip 1]
-//! [--payload bench|demo]`. It listens on
+//! [--payload bench|demo] [--http2 1]`. With `--http2 1` it speaks HTTP/2 without TLS (h2c, prior
+//! knowledge), on hyper's `http2` server with a smol executor. It listens on
 //! a free loopback port and prints `listening <addr>` on stdout, then reads
 //! commands on stdin, one a line:
 //!
@@ -36,12 +37,12 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::HeaderValue;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use smol::Executor;
 use smol::net::TcpListener;
-use smol_hyper::rt::SmolTimer;
+use smol_hyper::rt::{SmolExecutor, SmolTimer};
 use ssehub::sse::{self, SseOptions};
 use ssehub::{Audience, DynHub, Event, Publisher, UserId, resume, wire};
 
@@ -49,6 +50,9 @@ use crate::workload::{C, EVENT_TYPE, category_of, data};
 
 /// The demo server: its hyper IO (`ReadyIo`) and its generated events (`--payload demo`).
 use ssehub_demo::page as demo_server;
+
+/// The most streams an HTTP/2 connection may carry at once (the client opens no more than this on one).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1_000;
 
 /// The per-connection queue bound of the hub (the floor's channels are unbounded: see `route`).
 const QUEUE_CAPACITY: usize = 1024;
@@ -80,6 +84,8 @@ struct ServerArgs {
     count_heap: bool,
     gzip: bool,
     payload: Payload,
+    /// HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1.
+    http2: bool,
 }
 
 /// What the published events look like.
@@ -94,7 +100,7 @@ pub enum Payload {
 fn parse(args: &[String]) -> Result<ServerArgs, String> {
     let (mut mode, mut redis_url, mut threads, mut max_buf_size, mut count_heap) =
         (None, None, 2, None, false);
-    let (mut gzip, mut payload) = (false, Payload::Bench);
+    let (mut gzip, mut payload, mut http2) = (false, Payload::Bench, false);
     let mut args = args.iter();
     while let Some(name) = args.next() {
         let value = args.next().ok_or_else(|| format!("{name} needs a value"))?;
@@ -109,6 +115,7 @@ fn parse(args: &[String]) -> Result<ServerArgs, String> {
             "--backend" => {}
             "--count-heap" => count_heap = value == "1",
             "--gzip" => gzip = value == "1",
+            "--http2" => http2 = value == "1",
             "--payload" => {
                 payload = match value.as_str() {
                     "bench" => Payload::Bench,
@@ -135,6 +142,7 @@ fn parse(args: &[String]) -> Result<ServerArgs, String> {
         count_heap,
         gzip,
         payload,
+        http2,
     })
 }
 
@@ -183,7 +191,9 @@ fn serve(args: &[String]) -> Result<(), String> {
             .spawn(move || smol::block_on(executor.run(futures::future::pending::<()>())))
             .map_err(|e| e.to_string())?;
     }
-    executor.spawn(accept(listener, Arc::clone(&app), Arc::clone(&executor), args.max_buf_size)).detach();
+    let protocol =
+        if args.http2 { Protocol::Http2 } else { Protocol::Http1 { max_buf_size: args.max_buf_size } };
+    executor.spawn(accept(listener, Arc::clone(&app), Arc::clone(&executor), protocol)).detach();
 
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening {addr}").and_then(|()| stdout.flush()).map_err(|e| e.to_string())?;
@@ -230,12 +240,16 @@ fn hub(redis_url: Option<&str>) -> Result<DynHub<C>, String> {
     }
 }
 
-async fn accept(
-    listener: TcpListener,
-    app: Arc<App>,
-    executor: Arc<Executor<'static>>,
-    max_buf_size: Option<usize>,
-) {
+/// How connections are served.
+#[derive(Clone, Copy)]
+enum Protocol {
+    /// HTTP/1.1, with hyper's read buffer bound if given.
+    Http1 { max_buf_size: Option<usize> },
+    /// HTTP/2 with prior knowledge (h2c): every stream of a connection on it.
+    Http2,
+}
+
+async fn accept(listener: TcpListener, app: Arc<App>, executor: Arc<Executor<'static>>, protocol: Protocol) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -246,19 +260,30 @@ async fn accept(
             }
         };
         let app = Arc::clone(&app);
+        let connection_executor = SmolExecutor::new(Arc::clone(&executor));
         executor
             .spawn(async move {
                 let service = service_fn(move |request| {
                     let app = Arc::clone(&app);
                     async move { Ok::<_, Infallible>(route(&app, request).await) }
                 });
-                let mut builder = http1::Builder::new();
-                builder.timer(SmolTimer::new());
-                if let Some(size) = max_buf_size {
-                    builder.max_buf_size(size);
-                }
+                let io = demo_server::ReadyIo::new(stream);
                 // Errors here are clients going away: nothing to do.
-                let _ = builder.serve_connection(demo_server::ReadyIo::new(stream), service).await;
+                match protocol {
+                    Protocol::Http1 { max_buf_size } => {
+                        let mut builder = http1::Builder::new();
+                        builder.timer(SmolTimer::new());
+                        if let Some(size) = max_buf_size {
+                            builder.max_buf_size(size);
+                        }
+                        let _ = builder.serve_connection(io, service).await;
+                    }
+                    Protocol::Http2 => {
+                        let mut builder = http2::Builder::new(connection_executor);
+                        builder.timer(SmolTimer::new()).max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+                        let _ = builder.serve_connection(io, service).await;
+                    }
+                }
             })
             .detach();
     }

@@ -54,6 +54,8 @@ scenarios (defaults in brackets; --quick switches to the small sizes after the s
   http      --connections N [1000/50] --events E [100/20] --rate R [10/0] --rounds N [1/1]
             --server-threads N [cores] --max-buf-size B [hyper's default] --count-heap 0|1 [0/1]
             --gzip 0|1 [0] (needs --features gzip) --payload bench|demo [bench]
+            --http2 0|1 [0] (h2c, prior knowledge, both sides) --streams-per-connection S [1]
+            (with --http2 1: S streams share each connection; --connections counts streams)
             (the server is a second process: this binary as `bench http-server`)
   soak      --seconds T [1200/4] --rate R [2000/400] --users U [100/5] --subs S [10/8]
             --resume-percent P [5/50] --offline-ms M [500/100] --sample-every T [10/1] --warmup T [120/1]

@@ -2,7 +2,8 @@
 //!
 //! * [`page`]: the demo (`cargo run -p ssehub-demo --bin demo`), a web page
 //!   with a live event log, publishing, dropped connections and replay, on
-//!   the memory backend or (`--redis`) on Redis.
+//!   the memory backend or (`--redis`) on Redis; over HTTP/2 with `--tls`
+//!   ([`tls`]: a self-signed certificate, ALPN `h2` and `http/1.1`).
 //! * `axum_app` (feature `fred`): the endpoint as an axum application writes
 //!   it, with signed, expiring tokens and graceful shutdown
 //!   (`cargo run -p ssehub-demo --bin axum`).
@@ -11,6 +12,7 @@
 //! through the binaries, and in headless Chromium (feature `browser-test`).
 
 pub mod page;
+pub mod tls;
 
 #[cfg(feature = "fred")]
 pub mod axum_app;

@@ -21,7 +21,13 @@
 //! SIGTERM and Ctrl-C): no new connections, every open stream told to
 //! reconnect soon and ended, then the open responses finished.
 //!
-//! Built to be started in-process ([`start`]) by tests on port 0 as well as by
+//! [`start_tls`] serves the same routes over TLS with a self-signed
+//! certificate ([`DemoTls`](crate::tls::DemoTls)): HTTP/2 for clients that
+//! offer `h2` by ALPN (every browser), HTTP/1.1 for the others. A graceful
+//! shutdown sends HTTP/2 connections a GOAWAY, so clients open no new stream
+//! on them and reconnect elsewhere.
+//!
+//! Built to be started in-process ([`start`], [`start_tls`]) by tests on port 0 as well as by
 //! the `demo` binary.
 
 use std::collections::{HashMap, VecDeque};
@@ -43,17 +49,19 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderValue};
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 use smol::Async;
 use smol::net::TcpListener;
 use smol::{Executor, Timer};
-use smol_hyper::rt::SmolTimer;
+use smol_hyper::rt::{FuturesIo, SmolExecutor, SmolTimer};
 use ssehub::shutdown::Shutdown;
 use ssehub::sse::{self, SseOptions};
 use ssehub::{Audience, Category, CategorySet, DynHub, Event, Publisher, UserId, resume};
+
+use crate::tls::{ALPN_HTTP2, DemoTls};
 
 /// The page, served at `/`.
 const INDEX_HTML: &str = include_str!("../index.html");
@@ -326,6 +334,8 @@ fn audience_name(audience: Audience) -> String {
 /// A running demo server: stops (and closes every connection) when dropped.
 pub struct RunningDemo {
     addr: SocketAddr,
+    /// Whether it serves TLS (`https://`).
+    tls: bool,
     demo: Arc<Demo>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -337,9 +347,10 @@ impl RunningDemo {
         self.addr
     }
 
-    /// Its base URL, `http://ip:port`.
+    /// Its base URL, `http://ip:port`, or `https://ip:port` when it serves TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Its state.
@@ -383,6 +394,31 @@ impl Drop for RunningDemo {
 ///
 /// The address cannot be bound.
 pub fn start(addr: SocketAddr, hub: DynHub<Topic>, options: DemoOptions) -> io::Result<RunningDemo> {
+    start_serving(addr, hub, options, None)
+}
+
+/// Starts a demo server like [`start`], serving TLS with `tls`'s certificate: HTTP/2 or HTTP/1.1,
+/// whichever the client and `tls` agree on by ALPN.
+///
+/// # Errors
+///
+/// The address cannot be bound.
+pub fn start_tls(
+    addr: SocketAddr,
+    hub: DynHub<Topic>,
+    options: DemoOptions,
+    tls: DemoTls,
+) -> io::Result<RunningDemo> {
+    start_serving(addr, hub, options, Some(tls))
+}
+
+fn start_serving(
+    addr: SocketAddr,
+    hub: DynHub<Topic>,
+    options: DemoOptions,
+    tls: Option<DemoTls>,
+) -> io::Result<RunningDemo> {
+    let serves_tls = tls.is_some();
     let listener = StdTcpListener::bind(addr)?;
     let addr = listener.local_addr()?;
     let listener = TcpListener::try_from(listener)?;
@@ -407,18 +443,23 @@ pub fn start(addr: SocketAddr, hub: DynHub<Topic>, options: DemoOptions) -> io::
                         })
                         .detach();
                 }
-                let serving = serve(listener, Arc::clone(&demo), Arc::clone(&executor));
+                let serving = serve(listener, tls, Arc::clone(&demo), Arc::clone(&executor));
                 futures::future::select(Box::pin(serving), stopped).await;
             }));
             // Dropping the executor here drops every connection task.
         })?
     };
-    Ok(RunningDemo { addr, demo, stop: Some(stop), thread: Some(thread) })
+    Ok(RunningDemo { addr, tls: serves_tls, demo, stop: Some(stop), thread: Some(thread) })
 }
 
 /// Serves connections until the demo's shutdown is triggered, then waits (up
 /// to [`SHUTDOWN_GRACE`]) for the open ones to finish.
-async fn serve(listener: TcpListener, demo: Arc<Demo>, executor: Arc<Executor<'static>>) {
+async fn serve(
+    listener: TcpListener,
+    tls: Option<DemoTls>,
+    demo: Arc<Demo>,
+    executor: Arc<Executor<'static>>,
+) {
     let open_connections = Arc::new(AtomicUsize::new(0));
     loop {
         let accepted =
@@ -435,26 +476,11 @@ async fn serve(listener: TcpListener, demo: Arc<Demo>, executor: Arc<Executor<'s
                 continue;
             }
         };
-        let demo = Arc::clone(&demo);
         let open = OpenConnection::new(&open_connections);
+        let connection = serve_connection(stream, tls.clone(), Arc::clone(&demo), Arc::clone(&executor));
         executor
             .spawn(async move {
-                let shutdown = demo.shutdown.triggered();
-                let service = service_fn(move |request| {
-                    let demo = Arc::clone(&demo);
-                    async move { Ok::<_, Infallible>(route(demo, request).await) }
-                });
-                let connection = http1::Builder::new()
-                    .timer(SmolTimer::new())
-                    .serve_connection(ReadyIo::new(stream), service);
-                let mut connection = std::pin::pin!(connection);
-                // Errors here are clients going away mid-request: nothing to do.
-                if let Either::Right(_) = futures::future::select(connection.as_mut(), shutdown).await {
-                    // Finish the response in flight (an SSE body ends on the shutdown
-                    // by itself), then close instead of keeping the connection alive.
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
+                connection.await;
                 drop(open);
             })
             .detach();
@@ -468,6 +494,60 @@ async fn serve(listener: TcpListener, demo: Arc<Demo>, executor: Arc<Executor<'s
         }
     };
     futures::future::select(Box::pin(drained), grace).await;
+}
+
+/// Serves one accepted connection until it ends or the demo shuts down: HTTP/1.1 on plain TCP; over
+/// TLS, HTTP/2 when ALPN chose `h2`, else HTTP/1.1.
+async fn serve_connection(
+    stream: smol::net::TcpStream,
+    tls: Option<DemoTls>,
+    demo: Arc<Demo>,
+    executor: Arc<Executor<'static>>,
+) {
+    let mut shutdown = std::pin::pin!(demo.shutdown.triggered());
+    let service = service_fn(move |request| {
+        let demo = Arc::clone(&demo);
+        async move { Ok::<_, Infallible>(route(demo, request).await) }
+    });
+    let Some(tls) = tls else {
+        let connection =
+            http1::Builder::new().timer(SmolTimer::new()).serve_connection(ReadyIo::new(stream), service);
+        return serve_until_shutdown(connection, shutdown, |connection| connection.graceful_shutdown()).await;
+    };
+    let stream = match futures::future::select(tls.acceptor().accept(stream), shutdown.as_mut()).await {
+        Either::Left((Ok(stream), _)) => stream,
+        // A failed handshake (a client that distrusts the certificate), or shutting down.
+        Either::Left((Err(_), _)) | Either::Right(_) => return,
+    };
+    let http2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_HTTP2);
+    let io = FuturesIo::new(stream);
+    if http2 {
+        let connection = http2::Builder::new(SmolExecutor::new(executor))
+            .timer(SmolTimer::new())
+            .serve_connection(io, service);
+        // HTTP/2's graceful shutdown sends GOAWAY: the client opens no new stream here, and the
+        // open ones (SSE bodies end on the shutdown by themselves) finish.
+        serve_until_shutdown(connection, shutdown, |connection| connection.graceful_shutdown()).await;
+    } else {
+        let connection = http1::Builder::new().timer(SmolTimer::new()).serve_connection(io, service);
+        serve_until_shutdown(connection, shutdown, |connection| connection.graceful_shutdown()).await;
+    }
+}
+
+/// Drives `connection` until it ends; once `shutdown` completes first, asks it to finish gracefully
+/// (`graceful_shutdown`: the response in flight completes, nothing new starts) and waits for that.
+async fn serve_until_shutdown<C: Future>(
+    connection: C,
+    shutdown: impl Future,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+) {
+    let mut connection = std::pin::pin!(connection);
+    let shutdown = std::pin::pin!(shutdown);
+    // Errors here are clients going away mid-request: nothing to do.
+    if let Either::Right(_) = futures::future::select(connection.as_mut(), shutdown).await {
+        graceful_shutdown(connection.as_mut());
+        let _ = connection.await;
+    }
 }
 
 /// Counts a connection as open for as long as it lives.
@@ -648,6 +728,7 @@ async fn events(demo: Arc<Demo>, request: &Request<Incoming>) -> Response<Body> 
             "last_event_id": last_event_id.as_ref().map(|id| id.to_string()),
             "replay_status": resumed.replay_status().map(|status| status.to_string()),
             "replayed_events": resumed.pending_replay(),
+            "http_version": format!("{:?}", request.version()),
         }),
     );
     let compressing = demo.gzip.load(Ordering::Relaxed);

@@ -16,7 +16,7 @@ pub struct DemoProcess {
 }
 
 impl DemoProcess {
-    /// Starts the demo `binary` with `args` plus `--port 0`, and reads the address it prints.
+    /// Starts the demo `binary` with `args` plus `--port 0`, and reads the address it prints (`http://` or, with `--tls`, `https://`).
     pub fn start(binary: impl AsRef<Path>, args: &[&str]) -> Self {
         let mut child = Command::new(binary.as_ref())
             .args(args)
@@ -31,7 +31,9 @@ impl DemoProcess {
         // Keep reading, so the demo never writes to a closed pipe.
         std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let addr = read.ok().and_then(|_| {
-            line.trim().strip_prefix("ssehub demo listening on http://")?.trim_end_matches('/').parse().ok()
+            let url = line.trim().strip_prefix("ssehub demo listening on ")?;
+            let authority = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"))?;
+            authority.trim_end_matches('/').parse().ok()
         });
         match addr {
             Some(addr) => Self { child, addr },

@@ -9,6 +9,10 @@
 //! every open stream told to reconnect soon (`retry:`) and ended. With
 //! `--redis`, browsers move to another demo process on the same Redis and
 //! miss nothing. A second signal stops it at once (exit code 1).
+//!
+//! With `--tls` it serves HTTPS with a certificate made at start: browsers
+//! speak HTTP/2 to it, so one page can hold any number of streams to it (over
+//! HTTP/1.1 a browser stops at six per origin).
 
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -18,6 +22,7 @@ use std::time::Duration;
 use async_signal::{Signal, Signals};
 use ssehub::DynHub;
 use ssehub_demo::page as server;
+use ssehub_demo::tls::{DemoTls, Protocols};
 
 const USAGE: &str = "\
 ssehub demo: a web page with a live event log over Server-Sent Events
@@ -40,6 +45,14 @@ options:
   --presence-ttl-ms N with --redis: how long this process's presence counts
                       outlive it if it is killed (default 30000)
   --gzip              gzip /events where the browser accepts it (needs the `gzip` feature)
+  --tls               serve HTTPS with a self-signed certificate made at start
+                      (for localhost, 127.0.0.1 and ::1; the browser warns about
+                      it once): HTTP/2 for browsers (ALPN h2), HTTP/1.1 for
+                      clients without it. Over HTTP/1.1 a browser opens at most
+                      6 connections per origin, each EventSource holds one, so
+                      a 7th stream waits; over HTTP/2 they share one connection.
+                      A graceful stop sends HTTP/2 clients a GOAWAY.
+  --http1-only        with --tls: offer only HTTP/1.1 (to compare with HTTP/2)
   --help              print this help
 ";
 
@@ -53,6 +66,8 @@ struct Args {
     /// `--presence-ttl-ms`: the Redis hub's presence expiry, if given.
     presence_ttl: Option<Duration>,
     gzip: bool,
+    /// `--tls`: what ALPN offers, if TLS is on.
+    tls: Option<Protocols>,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
@@ -63,6 +78,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
     let mut cluster_layout = None;
     let mut presence_ttl = None;
     let mut gzip = false;
+    let mut tls = false;
+    let mut http1_only = false;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
         match arg.as_str() {
@@ -108,10 +125,26 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
                         .to_owned(),
                 );
             }
+            "--tls" => tls = true,
+            "--http1-only" => http1_only = true,
             other => return Err(format!("unknown option '{other}'")),
         }
     }
-    Ok(Some(Args { addr: SocketAddr::new(host, port), options, redis, cluster_layout, presence_ttl, gzip }))
+    let tls = match (tls, http1_only) {
+        (true, false) => Some(Protocols::Http2AndHttp1),
+        (true, true) => Some(Protocols::Http1Only),
+        (false, false) => None,
+        (false, true) => return Err("--http1-only goes with --tls".to_owned()),
+    };
+    Ok(Some(Args {
+        addr: SocketAddr::new(host, port),
+        options,
+        redis,
+        cluster_layout,
+        presence_ttl,
+        gzip,
+        tls,
+    }))
 }
 
 /// What winds the hub down before the process exits (the Redis hub removes its presence counts).
@@ -189,7 +222,17 @@ fn main() -> ExitCode {
             None
         }
     };
-    let running = match server::start(args.addr, hub, args.options) {
+    let started = match args.tls {
+        None => server::start(args.addr, hub, args.options),
+        Some(protocols) => match DemoTls::self_signed(protocols) {
+            Ok(tls) => server::start_tls(args.addr, hub, args.options, tls),
+            Err(message) => {
+                eprintln!("error: {message}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let running = match started {
         Ok(running) => running,
         Err(error) => {
             eprintln!("error: cannot listen on {}: {error}", args.addr);

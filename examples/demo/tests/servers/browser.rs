@@ -1,4 +1,4 @@
-//! The demo page in headless Chromium (driven by `examples/demo/tests/browser/*.mjs`): reconnect with Last-Event-ID, every event once; a gzip stream decoded event by event.
+//! The demo page in headless Chromium (driven by `examples/demo/tests/browser/*.mjs`): reconnect with Last-Event-ID, every event once; a gzip stream decoded event by event; twelve streams to one origin over HTTP/2, six over HTTP/1.1.
 //!
 //! Built and run only with the test-only feature `browser-test`, which
 //! `cargo test --all-features` (the full suite) turns on; a plain `cargo test`
@@ -13,6 +13,7 @@
 //! Set `SSEHUB_UPDATE_SCREENSHOT=1` to also write the screenshot to `docs/demo.png`.
 
 use ssehub_demo::page as server;
+use ssehub_demo::tls::{DemoTls, Protocols};
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -165,4 +166,56 @@ fn browser_decodes_a_gzip_stream_event_by_event() {
     // One request: every event came through the one stream while it stayed open.
     let served = running.demo().served_streams();
     assert_eq!(served.len(), 1, "{served:?}");
+}
+
+/// Runs `streams.mjs` against the demo over TLS offering `protocols`; returns the demo, for its record.
+fn twelve_streams_on_one_origin(protocols: Protocols) -> server::RunningDemo {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let browser_dir = root.join("tests/browser");
+    check_prerequisites(&browser_dir);
+
+    // No generator: the script publishes each event it waits for.
+    let options = server::DemoOptions {
+        sse: SseOptions::new().retry(Duration::from_millis(1000)).heartbeat(Duration::from_secs(5)),
+        generator_interval: None,
+    };
+    let tls = DemoTls::self_signed(protocols).expect("a self-signed certificate");
+    let certificate = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("demo-{protocols:?}.pem"));
+    std::fs::write(&certificate, tls.certificate_pem()).expect("the certificate is written");
+    let running =
+        server::start_tls("127.0.0.1:0".parse().unwrap(), DynHub::new(MemoryHub::new()), options, tls)
+            .expect("the demo server starts");
+    let protocol = match protocols {
+        Protocols::Http2AndHttp1 => "h2",
+        Protocols::Http1Only => "http/1.1",
+    };
+    let out = run_node(
+        &browser_dir,
+        "streams.mjs",
+        &[
+            ("DEMO_URL", running.url().into()),
+            ("PROTOCOL", protocol.into()),
+            // The script's own fetch (publishing, the server's record) trusts the certificate.
+            ("NODE_EXTRA_CA_CERTS", certificate.into_os_string()),
+        ],
+    );
+    assert!(out.contains("streams browser test passed"), "{out}");
+    running
+}
+
+#[test]
+fn browser_streams_twelve_event_sources_to_one_origin_at_once_over_http2() {
+    let running = twelve_streams_on_one_origin(Protocols::Http2AndHttp1);
+    let served = running.demo().served_streams();
+    assert_eq!(served.len(), 12, "{served:?}");
+    assert!(served.iter().all(|stream| stream["http_version"] == "HTTP/2.0"), "{served:?}");
+}
+
+#[test]
+fn browser_holds_the_seventh_event_source_to_one_origin_until_one_closes_over_http1() {
+    let running = twelve_streams_on_one_origin(Protocols::Http1Only);
+    // Six, then the six that waited for them.
+    let served = running.demo().served_streams();
+    assert_eq!(served.len(), 12, "{served:?}");
+    assert!(served.iter().all(|stream| stream["http_version"] == "HTTP/1.1"), "{served:?}");
 }

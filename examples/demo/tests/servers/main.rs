@@ -1,4 +1,4 @@
-//! The example servers over real HTTP: the demo in this process and as its binary, on memory and Redis, in headless Chromium, and the axum example.
+//! The example servers over real HTTP: the demo in this process and as its binary, on memory and Redis, over HTTP/2, in headless Chromium, and the axum example.
 //!
 //! The Redis modules (feature `fred`, on by default) start private
 //! `redis-server` processes through `ssehub_harness`; the browser module
@@ -12,6 +12,8 @@ mod axum_app;
 mod browser;
 /// The demo's SSE endpoint over raw HTTP/1.1.
 mod http;
+/// The demo over TLS and HTTP/2: streams on one connection, GOAWAY on shutdown.
+mod http2;
 /// Demo processes sharing one Redis.
 #[cfg(feature = "fred")]
 mod redis;
