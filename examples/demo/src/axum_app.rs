@@ -3,9 +3,10 @@
 //! ```text
 //! export SSE_JWT_SECRET=$(head -c 32 /dev/urandom | base64)   # shared by every instance
 //! cargo run -p ssehub-demo --bin axum -- --redis redis://127.0.0.1:6379 --port 3000
-//! TOKEN=$(cargo run -q -p ssehub-demo --bin axum -- --issue-token a11ce000-0000-4000-8000-000000000001)
+//! TOKEN=$(cargo run -q -p ssehub-demo --bin axum -- --issue-token a11ce000-0000-4000-8000-000000000001 --group team:7)
 //! curl -N "http://127.0.0.1:3000/events?categories=ai,security&token=$TOKEN"
 //! curl -X POST "http://127.0.0.1:3000/publish?category=ai&token=$TOKEN" -d '{"message":"hello"}'
+//! curl -X POST "http://127.0.0.1:3000/publish?category=ai&group=team:7&token=$TOKEN" -d '{"message":"hi team"}'
 //! ```
 //!
 //! Every process serving this app on the same Redis delivers every event,
@@ -19,6 +20,14 @@
 //! parameter to name someone else. Prefer the cookie: a query string ends up
 //! in access logs. Tokens are issued by the application's login (here
 //! [`Auth::issue`], or `--issue-token`).
+//!
+//! **Groups** come from the token too: its optional `groups` claim, an array
+//! of group names (`["team:7", "org:42"]`, each `GroupId::from_name`), is
+//! what the stream reads beside the user's own events and the broadcasts. A
+//! token without the claim reads no group; nothing in the request adds one. A
+//! token naming more than 64 groups gets 403 on `/events`. `POST /publish`
+//! with `group=<name>` publishes to one of the token's groups (403 for a group
+//! the token does not name).
 //!
 //! **Sessions:** every stream ends when its token expires (a short `retry:`
 //! hint, so the browser reconnects with the token the page refreshed
@@ -45,7 +54,7 @@ use serde::{Deserialize, Serialize};
 use ssehub::fred::RedisHub;
 use ssehub::shutdown::Shutdown;
 use ssehub::sse::{SseOptions, SseRequest};
-use ssehub::{Audience, Category, Event, EventSource, Publisher, UserId, resume};
+use ssehub::{Audience, Category, Event, EventSource, GroupId, Groups, Publisher, Reader, UserId, resume};
 
 ssehub::categories! {
     /// What this application's events are about: the categories a client filters by (`?categories=ai,security`).
@@ -91,15 +100,22 @@ fn unauthorized(message: &str) -> Refusal {
     (StatusCode::UNAUTHORIZED, message.to_owned())
 }
 
+fn forbidden(message: impl ToString) -> Refusal {
+    (StatusCode::FORBIDDEN, message.to_string())
+}
+
 /// What a token says: whose it is (`sub`, a user's UUID), until when (`exp`,
-/// Unix seconds) and which login it is (`sid`, a session id, so that one login
-/// can be revoked without the others).
+/// Unix seconds), which login it is (`sid`, a session id, so that one login
+/// can be revoked without the others) and, optionally, which groups its user
+/// reads (`groups`, group names).
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
     exp: u64,
     #[serde(default)]
     sid: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    groups: Vec<String>,
 }
 
 /// Who a valid token is for, until when, and which session it belongs to.
@@ -111,6 +127,21 @@ pub struct Bearer {
     pub expires_at: SystemTime,
     /// The session (login) it belongs to.
     pub session: String,
+    /// The names of the groups its user reads (the `groups` claim; empty without it).
+    pub groups: Vec<String>,
+}
+
+impl Bearer {
+    /// Who its streams are for: the user, and the groups the token names (`GroupId::from_name` of each).
+    ///
+    /// # Errors
+    ///
+    /// 403 when the token names more than 64 groups ([`ssehub::TooManyGroups`]'s message).
+    pub fn reader(&self) -> Result<Reader, (StatusCode, String)> {
+        let groups = Groups::new(self.groups.iter().map(|name| GroupId::from_name(name)))
+            .map_err(|error| forbidden(format!("the token's groups claim: {error}")))?;
+        Ok(Reader::new(self.user, groups))
+    }
 }
 
 /// Issues and checks the tokens that say who a stream is for (HS256 with one shared secret).
@@ -151,7 +182,17 @@ impl Auth {
 
     /// A token for `user` that expires at `exp` (Unix seconds), for a new session.
     pub fn issue_expiring_at(&self, user: UserId, exp: u64) -> String {
-        let claims = Claims { sub: user.to_string(), exp, sid: ssehub::EventId::new().to_string() };
+        self.sign(user, exp, Vec::new())
+    }
+
+    /// A token for `user`, valid for `valid_for`, whose `groups` claim names `groups` (none: no claim).
+    pub fn issue_with_groups(&self, user: UserId, groups: &[&str], valid_for: Duration) -> String {
+        let groups = groups.iter().map(|&name| name.to_owned()).collect();
+        self.sign(user, unix_now() + valid_for.as_secs(), groups)
+    }
+
+    fn sign(&self, user: UserId, exp: u64, groups: Vec<String>) -> String {
+        let claims = Claims { sub: user.to_string(), exp, sid: ssehub::EventId::new().to_string(), groups };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signs any claims")
     }
@@ -170,7 +211,8 @@ impl Auth {
             })?
             .claims;
         let user = claims.sub.parse().map_err(|_| unauthorized("invalid token"))?;
-        Ok(Bearer { user, expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp), session: claims.sid })
+        let expires_at = UNIX_EPOCH + Duration::from_secs(claims.exp);
+        Ok(Bearer { user, expires_at, session: claims.sid, groups: claims.groups })
     }
 
     /// Who the request's token is for: the [`TOKEN_COOKIE`] cookie, else the [`TOKEN_PARAM`] query parameter.
@@ -262,9 +304,11 @@ impl AppState {
 /// `GET /events?categories=a,b[&lastEventId=<id>]` with a token: every input checked before the stream starts.
 ///
 /// A bad category or id is a 400 (the [`SseRequest`] extractor), a missing or
-/// revoked token a 401, a user over the cap a 429 with `Retry-After`, another
-/// user's cursor a 400 (`ssehub::Error` as a response). The stream ends when
-/// the token expires; the browser reconnects with the token it holds then.
+/// revoked token a 401, a token naming more than 64 groups a 403, a user over
+/// the cap a 429 with `Retry-After`, another user's cursor a 400
+/// (`ssehub::Error` as a response). The stream reads the token's user and its
+/// groups. It ends when the token expires; the browser reconnects with the
+/// token it holds then.
 async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -272,7 +316,8 @@ async fn events(
     asked: SseRequest<Topic>,
 ) -> Result<impl IntoResponse + use<>, Response> {
     let bearer = state.bearer_of(&headers, query.as_deref()).map_err(IntoResponse::into_response)?;
-    let events = resume(&state.hub, bearer.user, asked.last_event_id, asked.filter).await;
+    let reader = bearer.reader().map_err(IntoResponse::into_response)?;
+    let events = resume(&state.hub, reader, asked.last_event_id, asked.filter).await;
     let body = events.map_err(IntoResponse::into_response)?.into_sse(SseOptions::new());
     body.with_shutdown(&state.shutdown).with_deadline(bearer.expires_at).map_err(IntoResponse::into_response)
 }
@@ -294,8 +339,9 @@ async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /publish?category=ai[&broadcast=true][&event_type=..]` with a token and the JSON data as body:
-/// to the token's user, or to everyone.
+/// `POST /publish?category=ai[&broadcast=true | &group=<name>][&event_type=..]` with a token and the
+/// JSON data as body: to the token's user, to everyone, or to one of the token's groups (403 for a
+/// group its `groups` claim does not name).
 async fn publish(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -303,12 +349,8 @@ async fn publish(
     Query(params): Query<HashMap<String, String>>,
     data: String,
 ) -> Result<String, Refusal> {
-    let user = state.bearer_of(&headers, query.as_deref())?.user;
-    let audience = match params.get("broadcast").map(String::as_str) {
-        None | Some("false") => Audience::User(user),
-        Some("true") => Audience::Broadcast,
-        Some(_) => return Err(bad_request("broadcast is true or false")),
-    };
+    let bearer = state.bearer_of(&headers, query.as_deref())?;
+    let audience = audience_of(&bearer, &params)?;
     let category = params.get("category").map(String::as_str).unwrap_or_default();
     let category =
         Topic::from_name(category).ok_or_else(|| bad_request(format!("invalid category '{category}'")))?;
@@ -323,6 +365,23 @@ async fn publish(
         .await
         .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, format!("cannot publish: {e}")))?;
     Ok(id.to_string())
+}
+
+/// Who `POST /publish` publishes to: the bearer's user, everyone (`broadcast=true`), or one of the
+/// bearer's groups (`group=<name>`).
+fn audience_of(bearer: &Bearer, params: &HashMap<String, String>) -> Result<Audience, Refusal> {
+    let broadcast = match params.get("broadcast").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(bad_request("broadcast is true or false")),
+    };
+    match (broadcast, params.get("group")) {
+        (false, None) => Ok(Audience::User(bearer.user)),
+        (true, None) => Ok(Audience::Broadcast),
+        (false, Some(name)) if bearer.groups.contains(name) => Ok(Audience::Group(GroupId::from_name(name))),
+        (false, Some(name)) => Err(forbidden(format!("the token's groups claim does not name '{name}'"))),
+        (true, Some(_)) => Err(bad_request("give broadcast=true or group=<name>, not both")),
+    }
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -1,13 +1,20 @@
 //! The demo server on smol + hyper 1: the page, the SSE endpoint, publishing, dropping streams, an event generator.
 //!
+//! One group, the team ([`TEAM_NAME`], `GroupId::from_name("team:demo")`), has
+//! a fixed membership: the demo users whose [`DemoUser::team`] is set (Alice
+//! and Bob). The server decides it ([`reader_of`]): a member's `/events`
+//! stream reads the team's events, a non-member's never does, whatever the
+//! query string says. The generator sends the team an event now and then; the
+//! page shows who is in the team and labels team events.
+//!
 //! Routes:
 //!
 //! | route | what it does |
 //! |---|---|
 //! | `GET /` | the page: live event log, user selector, category checkboxes, publish form, "drop connection" |
-//! | `GET /config` | the demo users, categories and event types, as JSON |
-//! | `GET /events?user=<uuid>&categories=a,b&lastEventId=<id>` | the SSE stream (`user` defaults to the first demo user) |
-//! | `POST /publish` | publishes `{"user": "<uuid>" \| "broadcast": true, "event_type", "category", "data"}` |
+//! | `GET /config` | the demo users (with their team membership), the team, categories and event types, as JSON |
+//! | `GET /events?user=<uuid>&categories=a,b&lastEventId=<id>` | the SSE stream (`user` defaults to the first demo user); a team member's reads the team too |
+//! | `POST /publish` | publishes `{"user": "<uuid>" \| "broadcast": true \| "group": "team:demo", "event_type", "category", "data"}` |
 //! | `POST /drop?user=<uuid>` | ends that user's open streams server-side; browsers reconnect with `Last-Event-ID` |
 //! | `GET /debug/published?user=<uuid>&categories=..` | what this process published that the user's stream would carry, in order |
 //! | `GET /debug/connections` | every `/events` request served: user, Last-Event-ID, replay status and size |
@@ -59,7 +66,9 @@ use smol::{Executor, Timer};
 use smol_hyper::rt::{FuturesIo, SmolExecutor, SmolTimer};
 use ssehub::shutdown::Shutdown;
 use ssehub::sse::{self, SseOptions};
-use ssehub::{Audience, Category, CategorySet, DynHub, Event, Publisher, UserId, resume};
+use ssehub::{
+    Audience, Category, CategorySet, DynHub, Event, GroupId, Groups, Publisher, Reader, UserId, resume,
+};
 
 use crate::tls::{ALPN_HTTP2, DemoTls};
 
@@ -131,30 +140,54 @@ ssehub::categories! {
     }
 }
 
-/// A demo user: a name for the page, and its id.
+/// A demo user: a name for the page, its id, and whether it is in the team.
 #[derive(Clone, Copy, Debug)]
 pub struct DemoUser {
     /// Shown in the user selector.
     pub name: &'static str,
     /// The user's id.
     pub id: UserId,
+    /// Whether the user is a member of the team ([`team`]): the server's decision, fixed here.
+    pub team: bool,
 }
 
-/// The demo users; the first is the default of `/events`.
+/// The demo users; the first is the default of `/events`. Alice and Bob are in the team, Carol is not.
 pub const USERS: [DemoUser; 3] = [
     DemoUser {
         name: "Alice",
         id: UserId::from_uuid(uuid::Uuid::from_u128(0xa11ce000_0000_4000_8000_000000000001)),
+        team: true,
     },
     DemoUser {
         name: "Bob",
         id: UserId::from_uuid(uuid::Uuid::from_u128(0xb0b00000_0000_4000_8000_000000000002)),
+        team: true,
     },
     DemoUser {
         name: "Carol",
         id: UserId::from_uuid(uuid::Uuid::from_u128(0xca201000_0000_4000_8000_000000000003)),
+        team: false,
     },
 ];
+
+/// The name of the demo's one group, the team: its id is `GroupId::from_name(TEAM_NAME)`.
+pub const TEAM_NAME: &str = "team:demo";
+
+/// The team: the group the demo users with [`DemoUser::team`] set read.
+pub fn team() -> GroupId {
+    GroupId::from_name(TEAM_NAME)
+}
+
+/// Who `user`'s streams are for: the user, and the team if the user is a member.
+///
+/// Membership is decided here, by the server, from its own list; nothing in
+/// the request adds a group. (A real application derives it from the verified
+/// session: see the axum example's `groups` claim.)
+pub fn reader_of(user: UserId) -> Reader {
+    let member = USERS.iter().any(|u| u.id == user && u.team);
+    let groups = if member { Groups::new([team()]).expect("one group") } else { Groups::NONE };
+    Reader::new(user, groups)
+}
 
 /// The event type the generator (and the page's publish form) uses for each category.
 pub fn event_type_of(category: Topic) -> &'static str {
@@ -275,11 +308,12 @@ impl Demo {
 
     /// The recorded events `user`'s stream with `filter` carries, oldest first.
     pub fn published_for(&self, user: UserId, filter: CategorySet<Topic>) -> Vec<Value> {
+        let reader = reader_of(user);
         let log = lock(&self.published);
         log.records
             .iter()
             .zip(&log.keys)
-            .filter(|(_, (audience, category))| audience.includes(user) && filter.contains(*category))
+            .filter(|(_, (audience, category))| reader.reads(*audience) && filter.contains(*category))
             .map(|(record, _)| record.clone())
             .collect()
     }
@@ -327,6 +361,7 @@ fn audience_name(audience: Audience) -> String {
     match audience {
         Audience::User(user) => user.to_string(),
         Audience::Broadcast => "broadcast".to_owned(),
+        Audience::Group(group) if group == team() => format!("group:{TEAM_NAME}"),
         Audience::Group(group) => format!("group:{group}"),
     }
 }
@@ -682,8 +717,10 @@ fn metrics_text() -> Response<Body> {
 }
 
 fn config() -> Value {
+    let members: Vec<_> = USERS.iter().filter(|u| u.team).map(|u| u.id.to_string()).collect();
     json!({
-        "users": USERS.iter().map(|u| json!({ "name": u.name, "id": u.id.to_string() })).collect::<Vec<_>>(),
+        "users": USERS.iter().map(|u| json!({ "name": u.name, "id": u.id.to_string(), "team": u.team })).collect::<Vec<_>>(),
+        "team": { "name": TEAM_NAME, "id": team().to_string(), "members": members },
         "categories": Topic::ALL.iter().map(|c| json!({ "name": c.name(), "event_type": event_type_of(*c) })).collect::<Vec<_>>(),
         "gap_event": sse::GAP_EVENT,
     })
@@ -706,7 +743,10 @@ async fn events(demo: Arc<Demo>, request: &Request<Incoming>) -> Response<Body> 
         Err(message) => return plain(StatusCode::BAD_REQUEST, message),
     };
 
-    let resumed = match resume(demo.hub(), user, last_event_id.clone(), filter).await {
+    // The server decides the groups: the team for its members, whatever the query says.
+    let reader = reader_of(user);
+    let groups: Vec<_> = reader.groups.iter().map(|group| audience_name(Audience::Group(group))).collect();
+    let resumed = match resume(demo.hub(), reader, last_event_id.clone(), filter).await {
         Ok(resumed) => resumed,
         // Another user's cursor: refused before anything was subscribed.
         Err(error @ ssehub::Error::InvalidCursor(_)) => {
@@ -724,6 +764,7 @@ async fn events(demo: Arc<Demo>, request: &Request<Incoming>) -> Response<Body> 
         user,
         json!({
             "user": user.to_string(),
+            "groups": groups,
             "categories": filter.to_string(),
             "last_event_id": last_event_id.as_ref().map(|id| id.to_string()),
             "replay_status": resumed.replay_status().map(|status| status.to_string()),
@@ -827,18 +868,26 @@ async fn publish(demo: Arc<Demo>, request: Request<Incoming>) -> Response<Body> 
     }
 }
 
-/// Reads `{"user": "<uuid>" | "broadcast": true, "event_type": "..", "category": "..", "data": <any JSON>}`.
+/// Reads `{"user": "<uuid>" | "broadcast": true | "group": "<name>", "event_type": "..", "category": "..", "data": <any JSON>}`.
+///
+/// A group is named as [`GroupId::from_name`] takes it: `"group": "team:demo"` is the team.
 fn event_from_json(body: &[u8]) -> Result<Event<Topic>, String> {
     let request: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
     let Value::Object(fields) = &request else {
         return Err("expected a JSON object".to_owned());
     };
-    let audience = match (fields.get("user"), fields.get("broadcast")) {
-        (Some(Value::String(user)), None | Some(Value::Bool(false))) => {
+    let not_broadcast = |broadcast: Option<&Value>| matches!(broadcast, None | Some(Value::Bool(false)));
+    let audience = match (fields.get("user"), fields.get("broadcast"), fields.get("group")) {
+        (Some(Value::String(user)), broadcast, None) if not_broadcast(broadcast) => {
             Audience::User(user.parse().map_err(|_| "invalid user: expected a hyphenated UUID".to_owned())?)
         }
-        (None, Some(Value::Bool(true))) => Audience::Broadcast,
-        _ => return Err("give either \"user\": \"<uuid>\" or \"broadcast\": true".to_owned()),
+        (None, Some(Value::Bool(true)), None) => Audience::Broadcast,
+        (None, broadcast, Some(Value::String(group))) if not_broadcast(broadcast) && !group.is_empty() => {
+            Audience::Group(GroupId::from_name(group))
+        }
+        _ => {
+            return Err("give either \"user\": \"<uuid>\" or \"broadcast\": true, or \"group\": \"<name>\" (the team: \"team:demo\")".to_owned());
+        }
     };
     let Some(Value::String(category)) = fields.get("category") else {
         return Err("missing \"category\" (a string)".to_owned());
@@ -896,7 +945,7 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     whole(status, "application/json", value.to_string())
 }
 
-/// Publishes a demo event every `interval`: each category in turn, to each demo user and to everyone.
+/// Publishes a demo event every `interval`: each category in turn, to each demo user, to everyone and to the team.
 async fn generate(demo: Arc<Demo>, interval: Duration) {
     let mut timer = Timer::interval(interval);
     for n in 0u64.. {
@@ -908,17 +957,20 @@ async fn generate(demo: Arc<Demo>, interval: Duration) {
     }
 }
 
-/// The `n`th generated event. Audiences take turns; each one's categories rotate, so it sees them all.
+/// The `n`th generated event. Audiences take turns (each demo user, everyone, the team); each one's
+/// categories rotate, so it sees them all. A team event's data says `"to": "team"`, which the page labels.
 pub fn generated_event(n: u64) -> Event<Topic> {
-    let audiences = USERS.len() as u64 + 1;
+    let audiences = USERS.len() as u64 + 2;
     let turn = n % audiences;
     let audience = match usize::try_from(turn).ok().and_then(|i| USERS.get(i)) {
         Some(user) => Audience::User(user.id),
+        None if turn == audiences - 1 => Audience::Group(team()),
         None => Audience::Broadcast,
     };
     let to = match audience {
         Audience::User(user) => USERS.iter().find(|u| u.id == user).map_or("?", |u| u.name),
-        Audience::Broadcast | Audience::Group(_) => "everyone",
+        Audience::Group(_) => "team",
+        Audience::Broadcast => "everyone",
     };
     let round = n / audiences;
     let category = Topic::ALL[((round + turn) % Topic::ALL.len() as u64) as usize];

@@ -1,6 +1,7 @@
 //! The axum example's binary: serves [`ssehub_demo::axum_app::app`] on a Redis server, or issues a token (`--issue-token`).
 //!
-//! See the `axum_app` module for the endpoint, the tokens and graceful shutdown.
+//! See the `axum_app` module for the endpoint, the tokens (with their optional
+//! `groups` claim: `--group NAME`) and graceful shutdown.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,10 +11,13 @@ use ssehub::shutdown::Shutdown;
 use ssehub_demo::axum_app::{AppState, Auth, Hub, Revoked, SECRET_ENV, app, stop_signal};
 
 const USAGE: &str = "usage: cargo run -p ssehub-demo --bin axum -- [--redis URL] [--port N]
-       cargo run -p ssehub-demo --bin axum -- --issue-token USER_UUID [--valid-secs N]
+       cargo run -p ssehub-demo --bin axum -- --issue-token USER_UUID [--valid-secs N] [--group NAME]...
   --redis URL          the Redis server (default redis://127.0.0.1:6379)
   --port N             port to listen on, on 127.0.0.1 (default 3000; 0 picks a free one)
   --issue-token USER   print a token for USER (valid 1 hour, or --valid-secs) and exit
+  --group NAME         with --issue-token: the token's groups claim names NAME (repeat it for
+                       more; at most 64): its streams read the group's events, and it may
+                       publish to the group (POST /publish?group=NAME)
 The token secret (at least 32 bytes) is read from the SSE_JWT_SECRET environment variable.";
 
 #[tokio::main]
@@ -22,12 +26,14 @@ async fn main() -> ExitCode {
     let mut port = 3000u16;
     let mut issue_for: Option<UserId> = None;
     let mut valid_for = Duration::from_secs(3600);
+    let mut groups: Vec<String> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match (arg.as_str(), args.next()) {
             ("--redis", Some(url)) => redis = url,
             ("--port", Some(n)) if n.parse::<u16>().is_ok() => port = n.parse().unwrap_or(port),
             ("--issue-token", Some(user)) if user.parse::<UserId>().is_ok() => issue_for = user.parse().ok(),
+            ("--group", Some(name)) if !name.is_empty() => groups.push(name),
             ("--valid-secs", Some(n)) if n.parse::<u64>().is_ok() => {
                 valid_for = Duration::from_secs(n.parse().unwrap_or(3600))
             }
@@ -52,8 +58,13 @@ async fn main() -> ExitCode {
         }
     };
     if let Some(user) = issue_for {
-        println!("{}", auth.issue(user, valid_for));
+        let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+        println!("{}", auth.issue_with_groups(user, &groups, valid_for));
         return ExitCode::SUCCESS;
+    }
+    if !groups.is_empty() {
+        eprintln!("error: --group goes with --issue-token\n{USAGE}");
+        return ExitCode::from(2);
     }
 
     // Connected from inside tokio, the hub runs its Redis client on this runtime.

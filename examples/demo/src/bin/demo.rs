@@ -5,6 +5,11 @@
 //! `Last-Event-ID` and get exactly what it missed. See the `page` module of
 //! `ssehub-demo` for the routes.
 //!
+//! The demo users Alice and Bob are in the team, a group (`team:demo`) whose
+//! events only they receive: the server decides membership, the page shows
+//! it, and team events are labelled in the log; Carol, not a member, never
+//! gets them.
+//!
 //! On SIGTERM or Ctrl-C it stops gracefully and exits 0: no new connections,
 //! every open stream told to reconnect soon (`retry:`) and ended. With
 //! `--redis`, browsers move to another demo process on the same Redis and
@@ -54,6 +59,12 @@ options:
                       A graceful stop sends HTTP/2 clients a GOAWAY.
   --http1-only        with --tls: offer only HTTP/1.1 (to compare with HTTP/2)
   --help              print this help
+
+The team: a group (team:demo) of the demo users Alice and Bob. The generator
+sends it an event now and then (POST /publish with {\"group\": \"team:demo\"}
+does too); only its members' streams carry them, as the server decides membership,
+never the query string. Carol is not a member. The page lists the members and
+labels team events.
 ";
 
 /// The command line, parsed.

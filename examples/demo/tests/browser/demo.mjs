@@ -1,5 +1,6 @@
 // The demo page in headless Chromium: events arrive, the server drops the stream, the browser's own
 // EventSource reconnects with Last-Event-ID, and the page's log holds every event exactly once, in order.
+// The user is in the team: the page lists the team's members, and team events arrive labelled as such.
 //
 // Run by tests/browser.rs, which starts the demo server and sets DEMO_URL. Optional: SCREENSHOT (a PNG
 // path to write), CHROMIUM (default /usr/bin/chromium).
@@ -56,6 +57,12 @@ try {
   );
   assert.equal(await page.inputValue("#user"), user, "the page picked the user from its URL");
   assert.equal(await page.isChecked("input[value=provider]"), false, "and the categories");
+  // The team card shows the server's membership list; the user is a member, and the page says so.
+  const members = await page.$$eval("#team-members li", (items) => items.map((li) => [li.dataset.id, li.dataset.member]));
+  assert.deepEqual(members, config.users.map((u) => [u.id, String(u.team)]), "every demo user, with their membership");
+  assert.deepEqual(config.team.members, config.users.filter((u) => u.team).map((u) => u.id));
+  assert.ok(config.team.members.includes(user), "the test's user is in the team");
+  assert.equal(await page.textContent("#groups"), config.team.name);
 
   // The server ends the stream; nothing in the page reconnects but EventSource itself.
   await page.click("#drop");
@@ -100,10 +107,16 @@ try {
   assert.ok(start >= 0, `first received id ${ids[0]} was published`);
   assert.deepEqual(ids, publishedIds.slice(start, start + ids.length), "the log is the published sequence");
   for (const r of received) assert.ok(categories.includes(r.type.split(".")[0]), `${r.type} passes the filter`);
+  // Team events are among them, each published to the team and labelled in the log.
+  const teamIds = new Set(published.filter((e) => e.audience === `group:${config.team.name}`).map((e) => e.id));
+  const teamReceived = received.filter((r) => r.team);
+  assert.ok(teamReceived.length >= 1, "a team event arrived");
+  assert.deepEqual(teamReceived.map((r) => r.id), ids.filter((id) => teamIds.has(id)), "exactly the team's events are labelled");
 
   console.log(
     JSON.stringify({
       received: ids.length,
+      team_events: teamReceived.length,
       before_drop: received.filter((r) => r.connection === 1).length,
       replayed_on_reconnect: connections[1].replayed_events,
       last_event_id_sent_back: connections[1].last_event_id,

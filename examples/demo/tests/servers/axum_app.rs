@@ -14,7 +14,7 @@ use ssehub::fixture::ExampleCategory as C;
 use ssehub::fred::RedisHub;
 use ssehub::shutdown::{SHUTDOWN_COMMENT, Shutdown};
 use ssehub::sse::{EXPIRED_COMMENT, REVOKED_COMMENT};
-use ssehub::{Audience, Event, EventSource, Publisher, UserId};
+use ssehub::{Audience, Event, EventSource, GroupId, Publisher, UserId};
 
 const USER: &str = "a11ce000-0000-4000-8000-000000000001";
 const OTHER: &str = "b0b00000-0000-4000-8000-000000000002";
@@ -372,4 +372,80 @@ fn over_the_per_user_cap_a_connection_gets_429_and_a_closed_stream_frees_its_pla
     );
     let mut client = Client::connect(setup.addr);
     assert_eq!(client.send("GET", &target, &[], "").status, 200, "the freed place is taken");
+}
+
+/// The `groups` claim, on Redis: a token naming `team:7` gets the group's events (published by
+/// another process, and through `POST /publish?group=team:7`); a token of the same user without the
+/// claim never does, though its query asks for the group. A broadcast marker published after each
+/// group event shows the token without the claim has had everything it will get. Publishing to a
+/// group the token does not name, and a token naming 65 groups, get 403.
+#[test]
+fn a_token_with_the_groups_claim_gets_the_groups_events_and_one_without_never_does() {
+    use crate::frames_until;
+    let setup = setup();
+    let alice: UserId = USER.parse().unwrap();
+    let team = GroupId::from_name("team:7");
+    let with_claim = setup.auth.issue_with_groups(alice, &["team:7", "org:42"], Duration::from_secs(600));
+    let without_claim = setup.token(USER);
+    let open = |target: String| {
+        let mut client = Client::connect(setup.addr);
+        assert_eq!(client.send("GET", &target, &[], "").status, 200);
+        assert_eq!(client.read_chunk().unwrap(), "retry: 3000\n\n");
+        client
+    };
+    let mut member = open(format!("/events?categories=ai,security&token={with_claim}"));
+    // Nothing in the request adds a group.
+    let mut outsider =
+        open(format!("/events?categories=ai,security&groups=team:7&group={team}&token={without_claim}"));
+
+    let for_team = setup.publish_elsewhere(Audience::Group(team), C::Ai, 1);
+    // A group neither token names.
+    setup.publish_elsewhere(Audience::Group(GroupId::from_name("team:8")), C::Ai, 2);
+    let marker = setup.publish_elsewhere(Audience::Broadcast, C::Security, 3);
+    let marker_id = marker.id().to_string();
+    assert_eq!(
+        frames_until(&mut member, &marker_id).into_iter().map(ids_of).collect::<Vec<_>>(),
+        [frame_of(&for_team), frame_of(&marker)]
+    );
+    assert_eq!(
+        frames_until(&mut outsider, &marker_id).into_iter().map(ids_of).collect::<Vec<_>>(),
+        [frame_of(&marker)],
+        "a token without the groups claim got the group's event"
+    );
+
+    // Publishing to the group: the token naming it may, the other gets 403.
+    let publish = |token: &str| {
+        call(
+            setup.addr,
+            "POST",
+            &format!("/publish?category=ai&group=team:7&token={token}"),
+            &[],
+            r#"{"x":1}"#,
+        )
+    };
+    let (head, body) = publish(&without_claim);
+    assert_eq!((head.status, body.as_str()), (403, "the token's groups claim does not name 'team:7'"));
+    let (head, id) = publish(&with_claim);
+    assert_eq!(head.status, 200, "{id}");
+    let marker = setup.publish_elsewhere(Audience::Broadcast, C::Security, 4);
+    let marker_id = marker.id().to_string();
+    assert_eq!(
+        frames_until(&mut member, &marker_id).into_iter().map(ids_of).collect::<Vec<_>>(),
+        [format!("id: {id}\nevent: ai\ndata: {{\"x\":1}}\n\n"), frame_of(&marker)]
+    );
+    assert_eq!(
+        frames_until(&mut outsider, &marker_id).into_iter().map(ids_of).collect::<Vec<_>>(),
+        [frame_of(&marker)],
+        "a token without the groups claim got the group's event"
+    );
+
+    // At most 64 groups: 65 are refused before any stream starts, with the reason.
+    let names: Vec<String> = (0..65).map(|n| format!("team:{n}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let too_many = setup.auth.issue_with_groups(alice, &names, Duration::from_secs(600));
+    let (head, body) = call(setup.addr, "GET", &format!("/events?token={too_many}"), &[], "");
+    assert_eq!(head.status, 403);
+    assert_eq!(body, "the token's groups claim: a subscription reads at most 64 groups, 65 were given");
+    let sixty_four = setup.auth.issue_with_groups(alice, &names[..64], Duration::from_secs(600));
+    open(format!("/events?token={sixty_four}"));
 }

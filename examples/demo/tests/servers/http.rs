@@ -368,3 +368,116 @@ fn over_the_per_user_cap_a_stream_gets_429_with_retry_after_and_a_closed_one_fre
     let mut again = Client::connect(demo.addr());
     assert_eq!(again.send("GET", &target, &[], "").status, 200, "the freed place is taken");
 }
+
+/// `POST /publish` with `body`; the published event's id.
+fn publish_json(demo: &server::RunningDemo, body: &str) -> String {
+    let (head, response) =
+        call(demo.addr(), "POST", "/publish", &[("Content-Type", "application/json")], body);
+    assert_eq!(head.status, 200, "{body}: {response}");
+    let response: serde_json::Value = serde_json::from_str(&response).unwrap();
+    response["id"].as_str().unwrap().to_owned()
+}
+
+/// The cursor a stream's frame carries (what a browser sends back as `Last-Event-ID`).
+fn cursor_of(frame: &str) -> String {
+    frame.lines().next().and_then(|line| line.strip_prefix("id: ")).unwrap().to_owned()
+}
+
+/// The team (`team:demo`: Alice and Bob): over HTTP, a member's stream carries a team event and a
+/// non-member's never does, though its query asks for the team; the same on replay after a
+/// reconnect. Each time a broadcast marker published after the team event shows the non-member
+/// has had everything it will get. `/config`, `/debug/connections` and `/debug/published` agree.
+#[test]
+fn team_events_reach_the_teams_members_and_never_anyone_else() {
+    use crate::frames_until;
+    let demo = quiet_demo(Duration::from_secs(30));
+    const CAROL: usize = 2;
+    let (_, config) = call(demo.addr(), "GET", "/config", &[], "");
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["team"]["name"], "team:demo");
+    assert_eq!(config["team"]["id"], ssehub::GroupId::from_name("team:demo").to_string());
+    assert_eq!(
+        config["team"]["members"],
+        serde_json::json!([user(ALICE).to_string(), user(BOB).to_string()])
+    );
+    assert_eq!(config["users"][CAROL]["team"], false);
+
+    let open = |target: String, last_event_id: Option<&str>| {
+        let mut client = Client::connect(demo.addr());
+        let headers: Vec<_> = last_event_id.map(|id| ("Last-Event-ID", id)).into_iter().collect();
+        assert_eq!(client.send("GET", &target, &headers, "").status, 200);
+        assert_eq!(client.read_chunk().unwrap(), "retry: 1234\n\n");
+        client
+    };
+    let member_target = format!("/events?user={}", user(ALICE));
+    // Membership is the server's: a query naming the team (by name or id) changes nothing.
+    let outsider_target = format!("/events?user={}&groups=team:demo&group={}", user(CAROL), server::team());
+    let mut member = open(member_target.clone(), None);
+    let mut outsider = open(outsider_target.clone(), None);
+
+    let frame =
+        |id: &str, event_type: &str, data: &str| format!("id: {id}\nevent: {event_type}\ndata: {data}\n\n");
+    let for_team = publish_json(&demo, r#"{"group":"team:demo","category":"ai","data":{"n":1}}"#);
+    let marker = publish_json(&demo, r#"{"broadcast":true,"category":"security","data":{"marker":1}}"#);
+    let members_frames = frames_until(&mut member, &marker);
+    let outsiders_frames = frames_until(&mut outsider, &marker);
+    assert_eq!(
+        members_frames.iter().cloned().map(ids_of).collect::<Vec<_>>(),
+        [frame(&for_team, "ai.insight", r#"{"n":1}"#), frame(&marker, "security.alert", r#"{"marker":1}"#)]
+    );
+    assert_eq!(
+        outsiders_frames.iter().cloned().map(ids_of).collect::<Vec<_>>(),
+        [frame(&marker, "security.alert", r#"{"marker":1}"#)],
+        "a non-member got a team event"
+    );
+
+    // Both away: a team event and a marker; each reconnects with its last cursor.
+    drop((member, outsider));
+    let missed = publish_json(&demo, r#"{"group":"team:demo","category":"import","data":{"n":2}}"#);
+    let marker = publish_json(&demo, r#"{"broadcast":true,"category":"security","data":{"marker":2}}"#);
+    let mut member = open(member_target, Some(&cursor_of(members_frames.last().unwrap())));
+    let mut outsider = open(outsider_target, Some(&cursor_of(outsiders_frames.last().unwrap())));
+    assert_eq!(
+        frames_until(&mut member, &marker).into_iter().map(ids_of).collect::<Vec<_>>(),
+        [
+            frame(&missed, "import.progress", r#"{"n":2}"#),
+            frame(&marker, "security.alert", r#"{"marker":2}"#)
+        ]
+    );
+    assert_eq!(
+        frames_until(&mut outsider, &marker).into_iter().map(ids_of).collect::<Vec<_>>(),
+        [frame(&marker, "security.alert", r#"{"marker":2}"#)],
+        "a non-member got a team event on replay"
+    );
+
+    let served = demo.demo().served_streams();
+    let groups_of = |who: usize| {
+        let streams = served.iter().filter(|s| s["user"] == user(who).to_string());
+        streams.map(|s| s["groups"].clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(groups_of(ALICE), vec![serde_json::json!(["group:team:demo"]); 2]);
+    assert_eq!(groups_of(CAROL), vec![serde_json::json!([]); 2]);
+    let published = |who: usize| {
+        let (_, body) = call(demo.addr(), "GET", &format!("/debug/published?user={}", user(who)), &[], "");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["audience"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(published(BOB), ["group:team:demo", "broadcast", "group:team:demo", "broadcast"]);
+    assert_eq!(published(CAROL), ["broadcast", "broadcast"]);
+}
+
+/// The generator sends the team an event now and then, labelled `"to": "team"` for the page.
+#[test]
+fn the_generator_publishes_to_the_team_now_and_then() {
+    let team: Vec<_> = (0..10)
+        .map(server::generated_event)
+        .filter(|e| e.audience() == Audience::Group(server::team()))
+        .collect();
+    assert_eq!(team.len(), 2, "one event in five");
+    assert!(team.iter().all(|e| e.data().contains(r#""to":"team""#)), "{team:?}");
+}
