@@ -289,13 +289,30 @@ impl Cursor {
     ) -> &'a str {
         encode_parts(event, owner_tag(user), positions, buf)
     }
+
+    /// [`encode_for`](Self::encode_for) into a buffer of any length of at least
+    /// [`text_len_bound`]: what the serving layer writes each frame's `id:` with.
+    pub(crate) fn encode_for_into<'a>(
+        event: EventId,
+        user: UserId,
+        positions: &Positions,
+        buf: &'a mut [u8],
+    ) -> &'a str {
+        encode_parts(event, owner_tag(user), positions, buf)
+    }
 }
 
-fn encode_parts<'a>(
+/// The most bytes the text form of a cursor with these positions takes.
+pub(crate) fn text_len_bound(positions: &Positions) -> usize {
+    36 + 11 + 3 * 35 + positions.groups.len().min(MAX_GROUPS) * (35 + 16)
+}
+
+/// Writes the text form into `buf`, at least [`text_len_bound`] long.
+pub(crate) fn encode_parts<'a>(
     event: EventId,
     owner: u32,
     positions: &Positions,
-    buf: &'a mut [u8; MAX_CURSOR_TEXT],
+    buf: &'a mut [u8],
 ) -> &'a str {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     event.as_uuid().hyphenated().encode_lower(&mut buf[..36]);

@@ -77,7 +77,11 @@ use async_io::Timer;
 use bytes::Bytes;
 use futures_core::Stream;
 
-use crate::cursor::{Cursor, LastEventId, MAX_CURSOR_TEXT, Positions, StreamKind};
+use crate::cursor::{Cursor, LastEventId, Positions, StreamKind};
+
+/// The longest cursor without group positions: the event id, version and
+/// owner, two streams and the horizon.
+const FIXED_CURSOR_TEXT: usize = 36 + 11 + 3 * 35;
 use crate::resume::Resumed;
 use crate::shutdown::{Shutdown, Triggered};
 use crate::{Audience, Category, Error, Event, EventId, UserId, wire};
@@ -409,13 +413,21 @@ where
         while chunk.len() < MAX_CHUNK_BYTES {
             match Pin::new(&mut this.events).poll_next(cx) {
                 Poll::Ready(Some(Ok(event))) => {
-                    let mut id = [0; MAX_CURSOR_TEXT];
+                    // Room for a cursor without groups on the stack; one with groups, on the heap.
+                    let mut id = [0; FIXED_CURSOR_TEXT];
+                    let mut with_groups = Vec::new();
                     let id = match &mut this.cursor {
                         Some((user, positions)) => {
                             if let Some(position) = event.position() {
                                 positions.set(StreamKind::of(event.audience()), Some(position));
                             }
-                            Cursor::encode_for(event.id(), *user, positions, &mut id)
+                            let buf: &mut [u8] = if positions.groups.is_empty() {
+                                &mut id
+                            } else {
+                                with_groups.resize(crate::cursor::text_len_bound(positions), 0);
+                                &mut with_groups
+                            };
+                            Cursor::encode_for_into(event.id(), *user, positions, buf)
                         }
                         None => event.id().as_uuid().hyphenated().encode_lower(&mut id[..36]),
                     };

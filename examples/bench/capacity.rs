@@ -96,38 +96,6 @@ mod fred_side {
         Figures { fields: Vec::new(), failures: vec![failure] }
     }
 
-    /// One `field:value` of an `INFO` section, as a number.
-    fn info_number(redis: &RedisTarget, section: &str, field: &str) -> Result<f64> {
-        let info = redis.command(&["INFO", section])?;
-        let text = info.as_str().ok_or_else(|| failed(format!("INFO {section} replied {info}")))?;
-        text.lines()
-            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|value| value.trim().parse().ok())
-            .ok_or_else(|| failed(format!("INFO {section} has no {field}")))
-    }
-
-    /// `calls` and `usec` of one command in `INFO commandstats`.
-    fn command_stats(redis: &RedisTarget, command: &str) -> Result<(f64, f64)> {
-        let info = redis.command(&["INFO", "commandstats"])?;
-        let text = info.as_str().ok_or_else(|| failed(format!("INFO commandstats replied {info}")))?;
-        let Some(stats) = text.lines().find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:")))
-        else {
-            return Ok((0.0, 0.0));
-        };
-        let field = |name: &str| {
-            stats
-                .split(',')
-                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
-                .unwrap_or(0.0)
-        };
-        Ok((field("calls"), field("usec")))
-    }
-
-    /// Redis CPU seconds so far, user and system.
-    fn redis_cpu_seconds(redis: &RedisTarget) -> Result<f64> {
-        Ok(info_number(redis, "cpu", "used_cpu_user")? + info_number(redis, "cpu", "used_cpu_sys")?)
-    }
-
     /// Channels held by the pubsub clients of the server (the hub's subscriber connection).
     fn pubsub_channels(redis: &RedisTarget) -> Result<u64> {
         let list = redis.command(&["CLIENT", "LIST", "TYPE", "pubsub"])?;
@@ -225,16 +193,16 @@ mod fred_side {
         for (n, subscription) in first.into_iter().enumerate() {
             tally.spawn(bench.runtime.handle(), n, subscription, per_user as u64, |_| {});
         }
-        let before = info_number(redis, "memory", "used_memory")?;
+        let before = redis.info_number("memory", "used_memory")?;
         publish_round(&hub, &ids, 0..1, in_flight).await?;
-        let with_keys = info_number(redis, "memory", "used_memory")?;
+        let with_keys = redis.info_number("memory", "used_memory")?;
         redis.command(&["CONFIG", "RESETSTAT"])?;
-        let cpu_before = redis_cpu_seconds(redis)?;
+        let cpu_before = redis.cpu_seconds()?;
         let started = Instant::now();
         publish_round(&hub, &ids, 1..per_user, in_flight).await?;
         let published = Instant::now();
-        let cpu = redis_cpu_seconds(redis)? - cpu_before;
-        let (script_calls, script_usec) = command_stats(redis, "evalsha")?;
+        let cpu = redis.cpu_seconds()? - cpu_before;
+        let (script_calls, script_usec) = redis.command_stats("evalsha")?;
         let finished = tally.wait(patience(tally.expected())).await;
         let expected = tally.expected();
         let (deliveries, failures) = tally.finish(Duration::from_millis(100)).await;
@@ -242,7 +210,7 @@ mod fred_side {
         figures.check(finished.is_some() && deliveries == expected, || {
             format!("deliveries {deliveries} != expected {expected}")
         });
-        let after = info_number(redis, "memory", "used_memory")?;
+        let after = redis.info_number("memory", "used_memory")?;
         let later_events = (users * (per_user - 1)) as f64;
         let per_event = (after - with_keys) / later_events;
         figures.put("redis_bytes_per_event", per_event);

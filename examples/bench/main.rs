@@ -1,7 +1,7 @@
-//! The ssehub benchmark harness: fanout, replay, idle, latency, capacity and http scenarios, each beside its baseline, and the soak, one JSON line per run.
+//! The ssehub benchmark harness: fanout, replay, idle, latency, capacity, http and groups scenarios, each beside its baseline, and the soak, one JSON line per run.
 //!
 //! ```text
-//! cargo run --release --example bench -- <fanout|replay|idle|latency|capacity|http> [options]
+//! cargo run --release --example bench -- <fanout|replay|idle|latency|capacity|http|groups> [options]
 //! cargo run --release --example bench --features fred -- fanout --backend fred
 //! cargo run --release --example bench --features fred -- soak --backend fred
 //! ```
@@ -20,6 +20,7 @@
 mod alloc;
 mod capacity;
 mod fanout;
+mod groups;
 mod http;
 mod http_server;
 mod idle;
@@ -57,6 +58,8 @@ scenarios (defaults in brackets; --quick switches to the small sizes after the s
             --http2 0|1 [0] (h2c, prior knowledge, both sides) --streams-per-connection S [1]
             (with --http2 1: S streams share each connection; --connections counts streams)
             (the server is a second process: this binary as `bench http-server`)
+  groups    --members M [10000/200] --events E [20/3] --rounds N [1/1]  (--backend fred: one event
+            to a group of M members over 4 hubs, against M user events, beside broadcasts)
   soak      --seconds T [1200/4] --rate R [2000/400] --users U [100/5] --subs S [10/8]
             --resume-percent P [5/50] --offline-ms M [500/100] --sample-every T [10/1] --warmup T [120/1]
             (--backend fred only; no baseline: memory is read against its own samples after the warmup)
@@ -124,6 +127,7 @@ pub enum Scenario {
     Latency,
     Capacity,
     Http,
+    Groups,
     Soak,
 }
 
@@ -136,6 +140,7 @@ impl Scenario {
             Scenario::Latency => "latency",
             Scenario::Capacity => "capacity",
             Scenario::Http => "http",
+            Scenario::Groups => "groups",
             Scenario::Soak => "soak",
         }
     }
@@ -255,6 +260,7 @@ fn parse_cli(args: Vec<String>) -> Result<Cli> {
         Some("latency") => Scenario::Latency,
         Some("capacity") => Scenario::Capacity,
         Some("http") => Scenario::Http,
+        Some("groups") => Scenario::Groups,
         Some("soak") => Scenario::Soak,
         Some("-h" | "--help") => return Err(BenchError::Usage(String::new())),
         Some(other) => return Err(BenchError::Usage(format!("unknown scenario {other:?}"))),
@@ -447,6 +453,7 @@ fn run(args: Vec<String>) -> Result<Report> {
         Scenario::Latency => latency::run(&mut bench, &mut report)?,
         Scenario::Capacity => capacity::run(&mut bench, &mut report)?,
         Scenario::Http => http::run(&mut bench, &mut report)?,
+        Scenario::Groups => groups::run(&mut bench, &mut report)?,
         #[cfg(feature = "fred")]
         Scenario::Soak => soak::run(&mut bench, &mut report)?,
         #[cfg(not(feature = "fred"))]

@@ -39,11 +39,12 @@ for backend in $backends; do
 done
 # The compressed stream: the client decodes gzip and must still count every frame.
 quick --expect '"gzip_streams":50' http --gzip 1 --payload demo
-# The capacity and soak scenarios are for the Redis backend only (the soak: a few seconds of its mixed
+# The capacity, soak and groups scenarios are for the Redis backend only (the soak: a few seconds of its mixed
 # load, every resume checked exactly once).
 case " $backends " in *" fred "*)
   quick capacity --backend fred
   quick soak --backend fred
+  quick groups --backend fred --no-presence
   ;;
 esac
 exit "$failed"

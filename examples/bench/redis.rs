@@ -182,6 +182,38 @@ impl RedisTarget {
             .ok_or_else(|| failed(format!("INFO memory replied {reply}")))
     }
 
+    /// One `field:value` of an `INFO` section, as a number.
+    pub fn info_number(&self, section: &str, field: &str) -> Result<f64> {
+        let info = self.command(&["INFO", section])?;
+        let text = info.as_str().ok_or_else(|| failed(format!("INFO {section} replied {info}")))?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|value| value.trim().parse().ok())
+            .ok_or_else(|| failed(format!("INFO {section} has no {field}")))
+    }
+
+    /// `calls` and `usec` of one command in `INFO commandstats` (zeros for a command not run).
+    pub fn command_stats(&self, command: &str) -> Result<(f64, f64)> {
+        let info = self.command(&["INFO", "commandstats"])?;
+        let text = info.as_str().ok_or_else(|| failed(format!("INFO commandstats replied {info}")))?;
+        let Some(stats) = text.lines().find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:")))
+        else {
+            return Ok((0.0, 0.0));
+        };
+        let field = |name: &str| {
+            stats
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+                .unwrap_or(0.0)
+        };
+        Ok((field("calls"), field("usec")))
+    }
+
+    /// Redis CPU seconds so far, user and system.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        Ok(self.info_number("cpu", "used_cpu_user")? + self.info_number("cpu", "used_cpu_sys")?)
+    }
+
     /// `XLEN key`.
     pub fn stream_len(&self, key: &str) -> Result<u64> {
         let reply = self.command(&["XLEN", key])?;
