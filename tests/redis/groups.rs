@@ -207,3 +207,43 @@ fn killing_the_subscriber_connection_loses_and_duplicates_no_group_event() {
         assert_eq!(stats.gaps, 0, "nothing was lost: {stats:?}");
     });
 }
+
+/// A group's stream keeps as many events as retention says, and a publish retried (the same
+/// event again) stores nothing twice, as for a user's stream.
+#[test]
+fn a_groups_stream_is_trimmed_to_its_retention_and_a_retried_publish_stores_nothing_twice() {
+    const KEPT: u64 = 20;
+    let server = RedisServer::start();
+    futures::executor::block_on(async {
+        let layout = KeyLayout::standalone_with_prefix("groupkeep").unwrap();
+        let retention = ssehub::Retention::new(KEPT, Duration::from_secs(3600)).exact_trimming(true);
+        let hub: RedisHub<C> = within(
+            "connect",
+            RedisHub::builder(&server.url())
+                .unwrap()
+                .key_layout(layout.clone())
+                .retention(Some(retention))
+                .connect(),
+        )
+        .await
+        .expect("connect");
+        let team = fresh_group();
+        let published: Vec<_> = (0..50).map(|n| event(Audience::Group(team), n)).collect();
+        for e in &published {
+            within("publish", hub.publish(e.clone())).await.expect("publish");
+        }
+        // The last one again, as a retry after a lost reply sends it.
+        within("publish", hub.publish(published[49].clone())).await.expect("publish");
+        let key = layout.stream(Audience::Group(team));
+        assert_eq!(server.command(&["XLEN", &key]).as_int(), Some(KEPT as i64), "entries kept");
+        // What is kept is the newest, each once: a replay from the horizon of the start reads them all.
+        let reader = Reader::new(fresh_user(), Groups::new([team]).unwrap());
+        let from = ssehub::Positions { horizon: Some(ssehub::Position::START), ..ssehub::Positions::NONE };
+        let replay =
+            within("missed_since", hub.missed_since(reader, from, CategorySet::all())).await.unwrap();
+        let replayed: Vec<EventId> = replay.events.iter().map(|e| e.id()).collect();
+        let newest: Vec<EventId> = published[50 - KEPT as usize..].iter().map(|e| e.id()).collect();
+        assert_eq!(replayed, newest, "the newest {KEPT}, each once");
+        hub.close();
+    });
+}
