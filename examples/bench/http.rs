@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use futures::{AsyncReadExt, AsyncWriteExt};
 use smol::Executor;
-use smol_hyper::rt::{FuturesIo, SmolExecutor};
+use smol_hyper::rt::FuturesIo;
 
 use crate::http_server::{Mode, unix_ns};
 use crate::report::{Figures, Report, Rounds, ratio};
@@ -656,7 +656,7 @@ async fn http2_connection(
     let sender = async {
         let tcp = smol::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         let io = CountedReads { inner: tcp, shared: Arc::clone(&shared) };
-        let mut builder = hyper::client::conn::http2::Builder::new(SmolExecutor::new(Arc::clone(&executor)));
+        let mut builder = hyper::client::conn::http2::Builder::new(WeakExecutor(Arc::downgrade(&executor)));
         // A connection window for all its streams, so none waits on another's reading.
         builder.initial_connection_window_size(16 << 20);
         let (sender, connection) = builder.handshake(FuturesIo::new(io)).await.map_err(|e| e.to_string())?;
@@ -681,6 +681,24 @@ async fn http2_connection(
                 }
             })
             .detach();
+    }
+}
+
+/// Spawns hyper's HTTP/2 client tasks on the client's executor without keeping it alive: the tasks
+/// it runs hold this, and a strong reference would keep the executor, its tasks and their sockets
+/// alive after [`Client::stop`] (the next round would run out of open files).
+#[derive(Clone)]
+struct WeakExecutor(std::sync::Weak<Executor<'static>>);
+
+impl<F> hyper::rt::Executor<F> for WeakExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        if let Some(executor) = self.0.upgrade() {
+            executor.spawn(future).detach();
+        }
     }
 }
 

@@ -37,6 +37,9 @@ for backend in $backends; do
     quick "$scenario" --backend "$backend"
   done
 done
+# HTTP/2 without TLS (h2c), a connection per stream and 10 streams sharing each: every frame counted.
+quick --expect '"protocol":"h2c"' http --http2 1
+quick --expect '"tcp_connections":5,' http --http2 1 --streams-per-connection 10
 # The compressed stream: the client decodes gzip and must still count every frame.
 quick --expect '"gzip_streams":50' http --gzip 1 --payload demo
 # The capacity, soak and groups scenarios are for the Redis backend only (the soak: a few seconds of its mixed

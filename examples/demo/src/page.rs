@@ -29,7 +29,7 @@
 //! reconnect soon and ended, then the open responses finished.
 //!
 //! [`start_tls`] serves the same routes over TLS with a self-signed
-//! certificate ([`DemoTls`](crate::tls::DemoTls)): HTTP/2 for clients that
+//! certificate ([`DemoTls`]): HTTP/2 for clients that
 //! offer `h2` by ALPN (every browser), HTTP/1.1 for the others. A graceful
 //! shutdown sends HTTP/2 connections a GOAWAY, so clients open no new stream
 //! on them and reconnect elsewhere.

@@ -1,4 +1,4 @@
-//! The demo over TLS and HTTP/2: many streams on one connection, and a graceful shutdown that sends GOAWAY and ends every stream with a retry hint.
+//! The demo over TLS and HTTP/2: many streams on one connection, a graceful shutdown that sends GOAWAY and ends every stream with a retry hint, and the binary's `--tls`.
 
 use ssehub_demo::page as server;
 use ssehub_demo::tls::{DemoTls, Protocols};
@@ -170,4 +170,21 @@ fn http2_streams_share_one_connection_and_a_shutdown_sends_goaway_and_a_retry_hi
         let types = frame_types(&read.lock().unwrap());
         assert!(types.contains(&GOAWAY_FRAME), "no GOAWAY among the server's frames {types:?}");
     });
+}
+
+#[test]
+fn demo_binary_documents_tls_starts_with_it_and_refuses_http1_only_without_it() {
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_demo"));
+    let help = std::process::Command::new(binary).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--tls") && help.contains("--http1-only"), "{help}");
+
+    let alone = std::process::Command::new(binary).arg("--http1-only").output().unwrap();
+    assert_eq!(alone.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&alone.stderr).contains("--http1-only goes with --tls"));
+
+    // It prints an https:// address (the harness reads either scheme) and stops cleanly on SIGTERM.
+    let mut demo =
+        ssehub_harness::demo_process::DemoProcess::start(binary, &["--tls", "--generator-ms", "0"]);
+    assert!(demo.stop_with("TERM").success());
 }
