@@ -20,8 +20,10 @@ pub const MAX_CATEGORIES_ITEMS: usize = 64;
 /// The longest event type name, in bytes.
 pub const MAX_EVENT_TYPE_BYTES: usize = 128;
 
-/// The longest Last-Event-ID value read, surrounding whitespace included.
-pub const MAX_LAST_EVENT_ID_BYTES: usize = 128;
+/// The longest Last-Event-ID value read, surrounding whitespace included:
+/// the longest cursor ([`MAX_CURSOR_BYTES`](crate::cursor::MAX_CURSOR_BYTES),
+/// room for 64 groups), since every frame's `id:` comes back as one.
+pub const MAX_LAST_EVENT_ID_BYTES: usize = crate::cursor::MAX_CURSOR_BYTES;
 
 /// How much of an unknown category name an error keeps for its message.
 const KEPT_NAME_BYTES: usize = 64;

@@ -165,3 +165,30 @@ fn resuming_group_streams_while_they_are_published_to_is_exactly_once() {
         assert_eq!(got, sent, "the {kind} stream, after {reconnects} reconnects");
     }
 }
+
+/// The cursor of a reader of 64 groups that has seen an event of each comes back through the
+/// request parser (as a browser's `Last-Event-ID`) and resumes exactly.
+#[test]
+fn a_cursor_of_64_groups_comes_back_through_the_last_event_id_parser() {
+    futures::executor::block_on(async {
+        let hub = MemoryHub::<C>::new();
+        let user = UserId::from_u64(64);
+        let groups: Vec<GroupId> = (0..MAX_GROUPS as u64).map(GroupId::from_u64).collect();
+        let reader = Reader::new(user, Groups::new(groups.iter().copied()).unwrap());
+        let mut stream = resume(&hub, reader.clone(), None, CategorySet::all()).await.unwrap();
+        for (n, group) in groups.iter().enumerate() {
+            let event = Event::new(Audience::Group(*group), "n", C::Ai, n.to_string()).unwrap();
+            hub.publish(event).await.unwrap();
+            stream.next().await.unwrap().unwrap();
+        }
+        let text = stream.cursor().unwrap().to_string();
+        assert!(text.len() > 1_000, "a cursor of 64 group positions: {} bytes", text.len());
+        let header = ssehub::parse::resume_point(&text).unwrap().expect("a cursor");
+        drop(stream);
+        let missed = Event::new(Audience::Group(groups[7]), "n", C::Ai, "\"missed\"").unwrap();
+        hub.publish(missed.clone()).await.unwrap();
+        let mut stream = resume(&hub, reader, Some(header), CategorySet::all()).await.unwrap();
+        assert_eq!(stream.next().await.unwrap().unwrap(), missed);
+        assert_eq!(stream.pending_replay(), 0, "only the missed event is replayed");
+    });
+}

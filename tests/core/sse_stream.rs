@@ -301,7 +301,7 @@ fn last_event_id_errors_carry_the_parser_message() {
     assert_eq!(sse::last_event_id(None, Some("lastEventId=42")).unwrap_err().to_string(), expected);
     // Not UTF-8: an error, not a panic.
     assert_eq!(sse::last_event_id(Some(b"\xff\xfe"), None).unwrap_err().to_string(), expected);
-    let long = "1".repeat(500);
+    let long = "1".repeat(ssehub::parse::MAX_LAST_EVENT_ID_BYTES + 1);
     assert_eq!(
         sse::last_event_id(Some(long.as_bytes()), None).unwrap_err().to_string(),
         "invalid event id: too long"
