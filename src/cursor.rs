@@ -26,7 +26,7 @@
 //!   order: `u` (the user's own stream), `b` (the broadcasts), then `g` and
 //!   the group's 16 hex digit [fingerprint](crate::GroupId::fingerprint) for
 //!   each group stream the client has seen an event of, or was being
-//!   replayed (ascending fingerprints, at most [`MAX_GROUPS`](crate::MAX_GROUPS)),
+//!   replayed (ascending fingerprints, at most [`MAX_GROUPS`]),
 //!   then `h`, the horizon, where streams without a position are read from
 //!   (see [`Positions`]); new kinds of stream are new letters, so the format
 //!   grows without a new version;
@@ -292,6 +292,7 @@ impl Cursor {
 
     /// [`encode_for`](Self::encode_for) into a buffer of any length of at least
     /// [`text_len_bound`]: what the serving layer writes each frame's `id:` with.
+    #[cfg(feature = "std")]
     pub(crate) fn encode_for_into<'a>(
         event: EventId,
         user: UserId,
@@ -303,6 +304,7 @@ impl Cursor {
 }
 
 /// The most bytes the text form of a cursor with these positions takes.
+#[cfg(feature = "std")]
 pub(crate) fn text_len_bound(positions: &Positions) -> usize {
     36 + 11 + 3 * 35 + positions.groups.len().min(MAX_GROUPS) * (35 + 16)
 }

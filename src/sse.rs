@@ -212,6 +212,8 @@ pub struct SseStream<S> {
     /// Set by [`SseStream::with_cursor`]: each frame's `id:` is a cursor of
     /// this user's streams, advanced by the event it carries.
     cursor: Option<(UserId, Positions)>,
+    /// Where a cursor with group positions is written, kept from frame to frame.
+    cursor_buf: Vec<u8>,
     /// Set by [`SseStream::with_shutdown`]: ends the stream when the server stops.
     shutdown: Option<Triggered>,
     /// Set by [`SseStream::with_deadline`]: ends the stream when its credential expires.
@@ -244,6 +246,7 @@ impl<S> SseStream<S> {
             state: State::Starting,
             last_sent: None,
             cursor: None,
+            cursor_buf: Vec::new(),
             shutdown: None,
             deadline: None,
         }
@@ -415,7 +418,7 @@ where
                 Poll::Ready(Some(Ok(event))) => {
                     // Room for a cursor without groups on the stack; one with groups, on the heap.
                     let mut id = [0; FIXED_CURSOR_TEXT];
-                    let mut with_groups = Vec::new();
+                    let with_groups = &mut this.cursor_buf;
                     let id = match &mut this.cursor {
                         Some((user, positions)) => {
                             if let Some(position) = event.position() {
@@ -425,7 +428,7 @@ where
                                 &mut id
                             } else {
                                 with_groups.resize(crate::cursor::text_len_bound(positions), 0);
-                                &mut with_groups
+                                with_groups
                             };
                             Cursor::encode_for_into(event.id(), *user, positions, buf)
                         }

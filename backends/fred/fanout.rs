@@ -257,7 +257,13 @@ impl<C: Category> Fanout<C> {
         if let Some(feed) = self.users.get_mut(&user) {
             let before = feed.subscribers.len();
             feed.subscribers.retain(|s| s.id != subscriber);
+            feed.waiting.retain(|waiting| *waiting != subscriber);
             Counters::sub(&self.counters.open_subscriptions, (before - feed.subscribers.len()) as u64);
+        }
+        // Ended (it lagged) before all its channels were live: its call is answered now, with
+        // the subscription, which yields what it holds and then the reason it ended.
+        if let Some(pending) = self.pending.remove(&subscriber) {
+            let _ = pending.reply.send(Ok(pending.subscription));
         }
         self.leave_groups(subscriber);
         self.release_if_unused(user);
@@ -293,7 +299,11 @@ impl<C: Category> Fanout<C> {
         for subscriber in &feed.subscribers {
             subscriber.revoke(&mut wakeups);
         }
-        let ids: Vec<u64> = feed.subscribers.iter().map(|s| s.id).collect();
+        let mut ids: Vec<u64> = feed.subscribers.iter().map(|s| s.id).collect();
+        // Calls still waiting for their channels, whether or not their subscriber is still listed.
+        ids.extend(self.pending.iter().filter(|(_, p)| p.subscription.user() == user).map(|(id, _)| *id));
+        ids.sort_unstable();
+        ids.dedup();
         feed.waiting.clear();
         let revoked = feed.subscribers.len() as u64;
         feed.subscribers.clear();
@@ -371,6 +381,12 @@ impl<C: Category> Fanout<C> {
                         let PendingSubscribe { reply, subscription, .. } = pending.remove();
                         let _ = reply.send(Ok(subscription));
                     }
+                }
+                // Everyone it was subscribed for may have gone meanwhile.
+                match confirmed.audience {
+                    Audience::User(user) => self.release_if_unused(user),
+                    Audience::Group(group) => self.release_group_if_unused(group),
+                    Audience::Broadcast => {}
                 }
             }
             Err(reason) => {

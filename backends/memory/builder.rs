@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::groups::GroupTable;
-use super::history::History;
+use super::history::{History, RetentionLimits};
 use super::shards::Shard;
 use super::{DEFAULT_QUEUE_CAPACITY, MemoryHub, SHARD_COUNT, Shared};
 use crate::backend::{OpenSubscriptions, SubscriptionLimits};
@@ -146,27 +146,4 @@ pub(super) struct Config {
     pub(super) limits: Option<RetentionLimits>,
     pub(super) queue_capacity: usize,
     pub(super) subscription_limits: SubscriptionLimits,
-}
-
-/// A [`Retention`] in the units the histories count in.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct RetentionLimits {
-    pub(super) max_len: usize,
-    /// 0: no age limit.
-    pub(super) max_age_ms: u64,
-}
-
-impl RetentionLimits {
-    /// Events retained at or before this instant have expired (`None`: none has).
-    pub(super) fn cutoff_ms(&self, now_ms: u64) -> Option<u64> {
-        if self.max_age_ms == 0 {
-            return None;
-        }
-        now_ms.checked_sub(self.max_age_ms)
-    }
-
-    /// How often a shard is swept of expired users, in milliseconds.
-    pub(super) fn sweep_interval_ms(&self) -> u64 {
-        (self.max_age_ms / 4).clamp(100, 60_000)
-    }
 }

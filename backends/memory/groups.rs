@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use super::history::History;
 use super::lock;
-use super::shards::{Delivered, Registration, deliver, is_mostly_empty, shrink_when_mostly_empty};
+use super::registrations::{Delivered, Registration, deliver, is_mostly_empty, shrink_when_mostly_empty};
 use crate::backend::{SubscriberQueue, Wakeups};
 use crate::{Category, Event, GroupId};
 
@@ -107,7 +107,7 @@ impl<C: Category> GroupTable<C> {
         group: GroupId,
         event: &mut Event<C>,
         number: impl FnOnce(&mut Event<C>) -> u64,
-        retention: Option<super::builder::RetentionLimits>,
+        retention: Option<super::history::RetentionLimits>,
         now_ms: u64,
         counts: &mut Delivered,
         wakeups: &mut Wakeups,

@@ -212,3 +212,26 @@ mod tests {
         assert_eq!(history.last_dropped_seq(), 3);
     }
 }
+
+/// A [`Retention`](crate::Retention) in the units the histories count in.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct RetentionLimits {
+    pub(super) max_len: usize,
+    /// 0: no age limit.
+    pub(super) max_age_ms: u64,
+}
+
+impl RetentionLimits {
+    /// Events retained at or before this instant have expired (`None`: none has).
+    pub(super) fn cutoff_ms(&self, now_ms: u64) -> Option<u64> {
+        if self.max_age_ms == 0 {
+            return None;
+        }
+        now_ms.checked_sub(self.max_age_ms)
+    }
+
+    /// How often a shard is swept of expired users, in milliseconds.
+    pub(super) fn sweep_interval_ms(&self) -> u64 {
+        (self.max_age_ms / 4).clamp(100, 60_000)
+    }
+}

@@ -70,6 +70,7 @@ mod builder;
 mod groups;
 mod history;
 mod publish;
+mod registrations;
 mod replay;
 mod shards;
 
@@ -84,7 +85,8 @@ use builder::Config;
 pub use builder::MemoryHubBuilder;
 use groups::GroupTable;
 use history::History;
-use shards::{List, Registration, Shard, UserEntry};
+use registrations::Registration;
+use shards::{List, Shard, UserEntry};
 
 use crate::backend::{NOT_REGISTERED, OpenSubscriptions, Registry, Wakeups, subscriber_queue};
 

@@ -3,8 +3,9 @@
 use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
 
-use super::builder::RetentionLimits;
-use super::shards::{Delivered, Shard, ShardState, UserEntry, deliver, is_mostly_empty};
+use super::history::RetentionLimits;
+use super::registrations::{Delivered, deliver, is_mostly_empty};
+use super::shards::{Shard, ShardState, UserEntry};
 use super::{Shared, lock};
 use crate::backend::Wakeups;
 use crate::{Audience, Category, CategorySet, Error, Event, Position, UserId};

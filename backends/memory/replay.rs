@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use super::Shared;
-use super::builder::RetentionLimits;
+use super::history::RetentionLimits;
 use super::history::{History, Retained};
 use super::lock;
 use super::shards::{Shard, ShardState};
