@@ -344,10 +344,10 @@ impl Connection {
                 event_type = Some(value);
             } else if let Some(value) = line.strip_prefix("data: ") {
                 data = Some(value);
-            } else if let Some(value) = line.strip_prefix("retry: ") {
-                if let Ok(ms) = value.trim().parse() {
-                    state.retry_ms = ms;
-                }
+            } else if let Some(value) = line.strip_prefix("retry: ")
+                && let Ok(ms) = value.trim().parse()
+            {
+                state.retry_ms = ms;
             }
         }
         if let Some(id) = id {

@@ -39,8 +39,7 @@
 use std::convert::Infallible;
 use std::io::{BufRead, Write};
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -179,7 +178,7 @@ pub fn unix_ns() -> u64 {
 enum App {
     /// The hub; `gzip`: bodies compressed where the request accepts it; every stream bound to
     /// `shutdown`, and counted in `open_streams` while its body lives.
-    Ssehub { hub: DynHub<C>, gzip: bool, shutdown: Shutdown, open_streams: Arc<AtomicUsize> },
+    Ssehub { hub: DynHub<C>, gzip: bool, shutdown: Shutdown, open_streams: Arc<OpenStreams> },
     /// The senders of every open floor connection.
     Floor(Mutex<Vec<async_channel::Sender<Bytes>>>),
 }
@@ -203,7 +202,7 @@ fn serve(args: &[String]) -> Result<(), String> {
     // Blocked before any thread starts, so every thread inherits the mask and one waits for it.
     let sigterm = block_sigterm();
     let shutdown = Shutdown::with_reconnect_delay(Duration::from_millis(250), Duration::from_millis(500));
-    let open_streams = Arc::new(AtomicUsize::new(0));
+    let open_streams = Arc::new(OpenStreams::default());
     let app = Arc::new(match args.mode {
         Mode::Floor => App::Floor(Mutex::new(Vec::new())),
         Mode::Ssehub => App::Ssehub {
@@ -276,33 +275,41 @@ fn block_sigterm() -> libc::sigset_t {
 
 /// Waits for SIGTERM, then ends every stream (each with its short `retry:`), waits until their
 /// bodies are gone (5 s at most) and exits with status 0.
-fn shut_down_on_sigterm(set: libc::sigset_t, shutdown: &Shutdown, open_streams: &AtomicUsize) {
+fn shut_down_on_sigterm(set: libc::sigset_t, shutdown: &Shutdown, open_streams: &OpenStreams) {
     let mut signal = 0;
     // SAFETY: `set` holds SIGTERM, blocked in every thread; sigwait writes the signal number.
     while unsafe { libc::sigwait(&set, &mut signal) } != 0 {}
-    eprintln!("bench http-server: SIGTERM, ending {} streams", open_streams.load(Ordering::SeqCst));
+    let open = open_streams.count.lock().unwrap();
+    eprintln!("bench http-server: SIGTERM, ending {} streams", *open);
     shutdown.trigger();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while open_streams.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-        // The bodies end on their own executor threads; nothing to wait on here but their count.
-        thread::sleep(Duration::from_millis(10));
-    }
+    let _ = open_streams.none_open.wait_timeout_while(open, Duration::from_secs(5), |open| *open > 0);
     std::process::exit(0);
 }
 
-/// Counts a stream while its body lives.
-struct OpenStream(Arc<AtomicUsize>);
+/// The streams whose bodies live, and a signal when there are none.
+#[derive(Default)]
+struct OpenStreams {
+    count: Mutex<usize>,
+    none_open: Condvar,
+}
+
+/// Counts a stream in [`OpenStreams`] while its body lives.
+struct OpenStream(Arc<OpenStreams>);
 
 impl OpenStream {
-    fn new(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::SeqCst);
-        Self(Arc::clone(count))
+    fn new(streams: &Arc<OpenStreams>) -> Self {
+        *streams.count.lock().unwrap() += 1;
+        Self(Arc::clone(streams))
     }
 }
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        let mut count = self.0.count.lock().unwrap();
+        *count -= 1;
+        if *count == 0 {
+            self.0.none_open.notify_all();
+        }
     }
 }
 
