@@ -34,9 +34,11 @@ pub struct Published {
 pub struct ConnectionLog {
     /// Sequence numbers received, in order, with their publish-to-client latency.
     pub events: Vec<(u64, u64)>,
-    /// Gap signals: when, and the stream named.
-    pub gaps: Vec<(u64, String)>,
+    /// Gap signals: when, the stream named, and how many events the connection had received before.
+    pub gaps: Vec<(u64, String, usize)>,
     pub lives: Vec<u64>,
+    /// How many events the connection had received when each response started.
+    pub events_at_live: Vec<usize>,
     pub downs: Vec<u64>,
     pub done: bool,
 }
@@ -55,8 +57,14 @@ pub fn read_logs(paths: &[std::path::PathBuf], connections: usize) -> Result<Vec
             };
             match (words[0], number(2), number(3)) {
                 ("e", Some(seq), Some(latency)) => log.events.push((seq, latency)),
-                ("g", Some(ns), _) => log.gaps.push((ns, words.get(3).unwrap_or(&"unknown").to_string())),
-                ("l", Some(ns), _) => log.lives.push(ns),
+                ("g", Some(ns), _) => {
+                    let stream = words.get(3).unwrap_or(&"unknown").to_string();
+                    log.gaps.push((ns, stream, log.events.len()))
+                }
+                ("l", Some(ns), _) => {
+                    log.lives.push(ns);
+                    log.events_at_live.push(log.events.len());
+                }
                 ("d", Some(ns), _) => log.downs.push(ns),
                 ("x", _, _) => log.done = true,
                 _ => return Err(format!("{}: bad line {line:?}", path.display())),
@@ -77,6 +85,9 @@ pub struct Verdict {
     pub missing: u64,
     pub missing_after_gap: u64,
     pub gaps: u64,
+    /// Gap signals of the user's own stream on a response that had delivered none of the user's own
+    /// events before it (a clue to their cause, not a verdict).
+    pub own_gaps_before_any_own_event: u64,
     /// Gap signals on a stream where the connection had received an event whose publish failed:
     /// that write may be gone with a replaced master, so history was lost and the signal is due.
     pub gaps_after_lost_write: u64,
@@ -152,8 +163,17 @@ pub fn verify(logs: &[ConnectionLog], published: &[Published], groups: usize) ->
                 unacknowledged_in_stream[stream_of(event.target)] = true;
             }
         }
-        for (_, stream) in &log.gaps {
+        for (_, stream, received) in &log.gaps {
             verdict.gaps += 1;
+            let response_start =
+                log.events_at_live.iter().copied().filter(|at| at <= received).max().unwrap_or(0);
+            let own_on_response = log.events[response_start..*received]
+                .iter()
+                .filter_map(|(seq, _)| by_seq.get(seq))
+                .any(|event| matches!(event.target, Target::User(_)));
+            if stream == "own" && !own_on_response {
+                verdict.own_gaps_before_any_own_event += 1;
+            }
             let kind = match stream.as_str() {
                 "own" => 0,
                 "broadcast" => 1,
@@ -224,6 +244,7 @@ impl Verdict {
         figures.put("missing_after_gap", self.missing_after_gap);
         figures.put("gaps", self.gaps);
         figures.put("gaps_after_lost_write", self.gaps_after_lost_write);
+        figures.put("own_gaps_before_any_own_event", self.own_gaps_before_any_own_event);
         figures.put("unfinished_connections", self.unfinished);
         figures.put("failed_publishes_delivered", self.failed_publishes_delivered);
         figures.put("exact", self.exact());
@@ -250,7 +271,8 @@ pub fn chaos_figures(events: &[ChaosEvent], logs: &[ConnectionLog], start_ns: u6
         let mut gap_streams: std::collections::BTreeMap<&str, u64> = Default::default();
         let mut all_live_ns = event.began_ns;
         for log in logs {
-            for (_, stream) in log.gaps.iter().filter(|(t, _)| *t >= event.began_ns && *t < window_end) {
+            for (_, stream, _) in log.gaps.iter().filter(|(t, _, _)| *t >= event.began_ns && *t < window_end)
+            {
                 *gap_streams.entry(stream.as_str()).or_default() += 1;
             }
             reconnects += log.lives.iter().filter(|&&t| t >= event.began_ns && t < window_end).count() as u64;
