@@ -782,9 +782,9 @@ impl futures::AsyncWrite for CountedReads {
 
 /// A decoder of HTTP/1.1 chunked transfer coding.
 #[derive(Default)]
-struct Chunked {
+pub struct Chunked {
     /// Past the response head.
-    started: bool,
+    pub started: bool,
     state: ChunkState,
     size: u64,
 }
@@ -807,7 +807,11 @@ enum ChunkState {
 
 impl Chunked {
     /// Feeds body bytes; calls `data` with the decoded bytes; true once the last chunk is read.
-    fn feed(&mut self, mut bytes: &[u8], mut data: impl FnMut(&[u8])) -> std::result::Result<bool, String> {
+    pub fn feed(
+        &mut self,
+        mut bytes: &[u8],
+        mut data: impl FnMut(&[u8]),
+    ) -> std::result::Result<bool, String> {
         use ChunkState::*;
         while let Some(&byte) = bytes.first() {
             if let Data(left) = self.state {
@@ -850,13 +854,13 @@ impl Chunked {
 
 /// Splits a text/event-stream into frames (each ends with an empty line).
 #[derive(Default)]
-struct FrameReader {
+pub struct FrameReader {
     frame: Vec<u8>,
 }
 
 impl FrameReader {
     /// Feeds stream bytes; calls `frame` with each whole frame (its lines, without the blank one).
-    fn feed(&mut self, mut bytes: &[u8], mut frame: impl FnMut(&[u8])) {
+    pub fn feed(&mut self, mut bytes: &[u8], mut frame: impl FnMut(&[u8])) {
         while let Some(at) = bytes.iter().position(|&b| b == b'\n') {
             let at_line_start = self.frame.is_empty() || self.frame.ends_with(b"\n");
             if at == 0 && at_line_start {

@@ -2,9 +2,10 @@
 //!
 //! Started by the scenario as `bench http-server --mode ssehub|floor
 //! --backend memory|fred [--redis-url URL] --threads N [--max-buf-size B] [--count-heap 1] [--gzip 1]
-//! [--payload bench|demo] [--http2 1]`. With `--http2 1` it speaks HTTP/2 without TLS (h2c, prior
+//! [--payload bench|demo] [--http2 1] [--port P]`. With `--http2 1` it speaks HTTP/2 without TLS (h2c, prior
 //! knowledge), on hyper's `http2` server with a smol executor. It listens on
-//! a free loopback port and prints `listening <addr>` on stdout, then reads
+//! a free loopback port (or `--port P`, so the fleet scenario can restart it
+//! where its clients look for it) and prints `listening <addr>` on stdout, then reads
 //! commands on stdin, one a line:
 //!
 //! - `publish <events> <rate>`: publishes that many broadcasts, paced at
@@ -15,6 +16,17 @@
 //!   since the server started and still held, and the allocation calls made
 //!   (the bench's counting allocator, on with `--count-heap 1`).
 //! - end of input: the process exits.
+//!
+//! SIGTERM shuts it down gracefully: every open stream is ended with a short
+//! `retry:` ([`Shutdown`]), the process waits (5 s at most) until the
+//! responses are written, then exits with status 0.
+//!
+//! A `redis-cluster://` URL gets the cluster key layout, and `--replica-acks N`
+//! the hub's replica acks (every process publishing to a cluster must agree on them:
+//! with them, a failover needs no gap signal). `/events` takes
+//! `user=<n>` and, for the fleet scenario, `groups=<name>,<name>`: the groups
+//! the connection reads, trusted as given because this is a bench (a real
+//! server takes them from the session, never from the query).
 //!
 //! `ssehub` serves `/events` the way the README's quick start does: the
 //! request's `Last-Event-ID` and categories, `resume`, and
@@ -27,7 +39,7 @@
 use std::convert::Infallible;
 use std::io::{BufRead, Write};
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -43,8 +55,9 @@ use hyper::{Request, Response, StatusCode};
 use smol::Executor;
 use smol::net::TcpListener;
 use smol_hyper::rt::{SmolExecutor, SmolTimer};
+use ssehub::shutdown::Shutdown;
 use ssehub::sse::{self, SseOptions};
-use ssehub::{Audience, DynHub, Event, Publisher, UserId, resume, wire};
+use ssehub::{Audience, DynHub, Event, GroupId, Groups, Publisher, Reader, UserId, resume, wire};
 
 use crate::workload::{C, EVENT_TYPE, category_of, data};
 
@@ -86,6 +99,10 @@ struct ServerArgs {
     payload: Payload,
     /// HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1.
     http2: bool,
+    /// The loopback port to listen on (0: any free one).
+    port: u16,
+    /// Replicas that must acknowledge each publish (a cluster only; 0: none).
+    replica_acks: u32,
 }
 
 /// What the published events look like.
@@ -100,7 +117,7 @@ pub enum Payload {
 fn parse(args: &[String]) -> Result<ServerArgs, String> {
     let (mut mode, mut redis_url, mut threads, mut max_buf_size, mut count_heap) =
         (None, None, 2, None, false);
-    let (mut gzip, mut payload, mut http2) = (false, Payload::Bench, false);
+    let (mut gzip, mut payload, mut http2, mut port, mut replica_acks) = (false, Payload::Bench, false, 0, 0);
     let mut args = args.iter();
     while let Some(name) = args.next() {
         let value = args.next().ok_or_else(|| format!("{name} needs a value"))?;
@@ -116,6 +133,10 @@ fn parse(args: &[String]) -> Result<ServerArgs, String> {
             "--count-heap" => count_heap = value == "1",
             "--gzip" => gzip = value == "1",
             "--http2" => http2 = value == "1",
+            "--port" => port = value.parse().map_err(|_| format!("--port {value:?}"))?,
+            "--replica-acks" => {
+                replica_acks = value.parse().map_err(|_| format!("--replica-acks {value:?}"))?
+            }
             "--payload" => {
                 payload = match value.as_str() {
                     "bench" => Payload::Bench,
@@ -143,6 +164,8 @@ fn parse(args: &[String]) -> Result<ServerArgs, String> {
         gzip,
         payload,
         http2,
+        port,
+        replica_acks,
     })
 }
 
@@ -153,8 +176,9 @@ pub fn unix_ns() -> u64 {
 
 /// What a request is answered with, shared by every connection.
 enum App {
-    /// The hub; `gzip`: bodies compressed where the request accepts it.
-    Ssehub { hub: DynHub<C>, gzip: bool },
+    /// The hub; `gzip`: bodies compressed where the request accepts it; every stream bound to
+    /// `shutdown`, and counted in `open_streams` while its body lives.
+    Ssehub { hub: DynHub<C>, gzip: bool, shutdown: Shutdown, open_streams: Arc<OpenStreams> },
     /// The senders of every open floor connection.
     Floor(Mutex<Vec<async_channel::Sender<Bytes>>>),
 }
@@ -175,11 +199,25 @@ fn serve(args: &[String]) -> Result<(), String> {
     // Counting costs an atomic add per allocation: only when asked.
     let heap = args.count_heap.then(crate::alloc::HeapCounter::start);
     crate::http::raise_open_files_limit();
+    // Blocked before any thread starts, so every thread inherits the mask and one waits for it.
+    let sigterm = block_sigterm();
+    let shutdown = Shutdown::with_reconnect_delay(Duration::from_millis(250), Duration::from_millis(500));
+    let open_streams = Arc::new(OpenStreams::default());
     let app = Arc::new(match args.mode {
         Mode::Floor => App::Floor(Mutex::new(Vec::new())),
-        Mode::Ssehub => App::Ssehub { hub: hub(args.redis_url.as_deref())?, gzip: args.gzip },
+        Mode::Ssehub => App::Ssehub {
+            hub: hub(args.redis_url.as_deref(), args.replica_acks)?,
+            gzip: args.gzip,
+            shutdown: shutdown.clone(),
+            open_streams: Arc::clone(&open_streams),
+        },
     });
-    let listener = StdTcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).map_err(|e| e.to_string())?;
+    thread::Builder::new()
+        .name("sigterm".into())
+        .spawn(move || shut_down_on_sigterm(sigterm, &shutdown, &open_streams))
+        .map_err(|e| e.to_string())?;
+    let listener =
+        StdTcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.port))).map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let listener = TcpListener::try_from(listener).map_err(|e| e.to_string())?;
 
@@ -222,7 +260,60 @@ fn serve(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn hub(redis_url: Option<&str>) -> Result<DynHub<C>, String> {
+/// Blocks SIGTERM in this thread (and the threads it starts): [`shut_down_on_sigterm`] waits for it.
+fn block_sigterm() -> libc::sigset_t {
+    // SAFETY: the set is initialised by sigemptyset before use; pthread_sigmask only changes this
+    // thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Waits for SIGTERM, then ends every stream (each with its short `retry:`), waits until their
+/// bodies are gone (5 s at most) and exits with status 0.
+fn shut_down_on_sigterm(set: libc::sigset_t, shutdown: &Shutdown, open_streams: &OpenStreams) {
+    let mut signal = 0;
+    // SAFETY: `set` holds SIGTERM, blocked in every thread; sigwait writes the signal number.
+    while unsafe { libc::sigwait(&set, &mut signal) } != 0 {}
+    let open = open_streams.count.lock().unwrap();
+    eprintln!("bench http-server: SIGTERM, ending {} streams", *open);
+    shutdown.trigger();
+    let _ = open_streams.none_open.wait_timeout_while(open, Duration::from_secs(5), |open| *open > 0);
+    std::process::exit(0);
+}
+
+/// The streams whose bodies live, and a signal when there are none.
+#[derive(Default)]
+struct OpenStreams {
+    count: Mutex<usize>,
+    none_open: Condvar,
+}
+
+/// Counts a stream in [`OpenStreams`] while its body lives.
+struct OpenStream(Arc<OpenStreams>);
+
+impl OpenStream {
+    fn new(streams: &Arc<OpenStreams>) -> Self {
+        *streams.count.lock().unwrap() += 1;
+        Self(Arc::clone(streams))
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        let mut count = self.0.count.lock().unwrap();
+        *count -= 1;
+        if *count == 0 {
+            self.0.none_open.notify_all();
+        }
+    }
+}
+
+fn hub(redis_url: Option<&str>, replica_acks: u32) -> Result<DynHub<C>, String> {
     match redis_url {
         None => {
             Ok(DynHub::new(ssehub::memory::MemoryHub::<C>::builder().queue_capacity(QUEUE_CAPACITY).build()))
@@ -230,13 +321,25 @@ fn hub(redis_url: Option<&str>) -> Result<DynHub<C>, String> {
         #[cfg(feature = "fred")]
         Some(url) => {
             // Outside tokio, as in the demo: the hub runs its Redis client on a small runtime of its own.
-            let builder = ssehub::fred::RedisHub::<C>::builder(url).map_err(|e| e.to_string())?;
+            let mut builder = ssehub::fred::RedisHub::<C>::builder(url).map_err(|e| e.to_string())?;
+            if url.starts_with("redis-cluster://") {
+                // A command to a failed master fails after this long instead of waiting for its return.
+                builder = builder
+                    .key_layout(ssehub::fred::KeyLayout::cluster())
+                    .command_timeout(Duration::from_secs(2));
+                if replica_acks > 0 {
+                    builder = builder.replica_acks(replica_acks, Duration::from_secs(1));
+                }
+            }
             let hub = futures::executor::block_on(builder.queue_capacity(QUEUE_CAPACITY).connect())
                 .map_err(|e| format!("cannot connect to Redis at {url}: {e}"))?;
             Ok(DynHub::new(hub))
         }
         #[cfg(not(feature = "fred"))]
-        Some(_) => Err("--redis-url needs the fred feature".into()),
+        Some(_) => {
+            let _ = replica_acks;
+            Err("--redis-url needs the fred feature".into())
+        }
     }
 }
 
@@ -294,7 +397,7 @@ async fn route(app: &App, request: Request<Incoming>) -> Response<Body> {
         return text(StatusCode::NOT_FOUND, "not found");
     }
     let body = match app {
-        App::Ssehub { hub, gzip } => {
+        App::Ssehub { hub, gzip, shutdown, open_streams } => {
             // As the README's quick start: inputs checked first (400), then resume, then the body.
             let query = request.uri().query();
             let filter = match sse::categories::<C>(query) {
@@ -307,11 +410,15 @@ async fn route(app: &App, request: Request<Incoming>) -> Response<Body> {
                 Err(error) => return text(StatusCode::BAD_REQUEST, error.to_string()),
             };
             let user = UserId::from_u64(user_number(query));
-            let events = match resume(hub, user, last_event_id, filter).await {
+            let reader = match Groups::new(group_names(query).map(GroupId::from_name)) {
+                Ok(groups) => Reader::new(user, groups),
+                Err(error) => return text(StatusCode::BAD_REQUEST, error.to_string()),
+            };
+            let events = match resume(hub, reader, last_event_id, filter).await {
                 Ok(events) => events,
                 Err(error) => return text(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
             };
-            let body = events.into_sse(SseOptions::new());
+            let body = events.into_sse(SseOptions::new()).with_shutdown(shutdown);
             #[cfg(feature = "gzip")]
             if *gzip {
                 let accept_encoding =
@@ -326,7 +433,12 @@ async fn route(app: &App, request: Request<Incoming>) -> Response<Body> {
             }
             #[cfg(not(feature = "gzip"))]
             let _ = gzip;
-            StreamBody::new(body.map(|chunk| Ok(Frame::data(chunk)))).boxed_unsync()
+            let open = OpenStream::new(open_streams);
+            StreamBody::new(body.map(move |chunk| {
+                let _open = &open;
+                Ok(Frame::data(chunk))
+            }))
+            .boxed_unsync()
         }
         App::Floor(senders) => {
             // Unbounded: it allocates nothing until a frame waits, where a bounded one holds its
@@ -366,6 +478,16 @@ fn user_number(query: Option<&str>) -> u64 {
         .find_map(|pair| pair.strip_prefix("user="))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// The names in the `groups=<name>,<name>` query parameter (trusted: this is a bench).
+fn group_names(query: Option<&str>) -> impl Iterator<Item = &str> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("groups="))
+        .flat_map(|names| names.split(','))
+        .filter(|name| !name.is_empty())
 }
 
 fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {

@@ -4,6 +4,7 @@
 //! cargo run --release --example bench -- <fanout|replay|idle|latency|capacity|http|groups> [options]
 //! cargo run --release --example bench --features fred -- fanout --backend fred
 //! cargo run --release --example bench --features fred -- soak --backend fred
+//! cargo run --release --example bench --features fred -- fleet --backend fred --quick
 //! ```
 //!
 //! Every run measures ssehub and then its baseline in the same process (the
@@ -20,6 +21,12 @@
 mod alloc;
 mod capacity;
 mod fanout;
+#[cfg(feature = "fred")]
+mod fleet;
+#[cfg(feature = "fred")]
+mod fleet_check;
+#[cfg(feature = "fred")]
+mod fleet_client;
 mod groups;
 mod http;
 mod http_server;
@@ -63,6 +70,11 @@ scenarios (defaults in brackets; --quick switches to the small sizes after the s
   soak      --seconds T [1200/4] --rate R [2000/400] --users U [100/5] --subs S [10/8]
             --resume-percent P [5/50] --offline-ms M [500/100] --sample-every T [10/1] --warmup T [120/1]
             (--backend fred only; no baseline: memory is read against its own samples after the warmup)
+  fleet     --servers K [4/2] --connections C [20000/300] --client-processes P [4/2] --groups G [64/8]
+            --user-rate R [500/200] --broadcast-rate R [1/5] --group-rate R [20/20] --warmup T [10/3]
+            --between-chaos T [10/6]  (--backend fred only; no baseline: a private Redis Cluster of 3
+            masters with a replica each, K server processes, C reconnecting SSE clients, publishers
+            and a chaos script; every client checked for exactly-once delivery)
 
 --rounds runs ssehub and its baseline N times, interleaved, and reports each side's median round.
 fanout --backend fred --publisher raw feeds the hub's subscriptions with plain PUBLISHes of
@@ -129,6 +141,7 @@ pub enum Scenario {
     Http,
     Groups,
     Soak,
+    Fleet,
 }
 
 impl Scenario {
@@ -142,6 +155,7 @@ impl Scenario {
             Scenario::Http => "http",
             Scenario::Groups => "groups",
             Scenario::Soak => "soak",
+            Scenario::Fleet => "fleet",
         }
     }
 }
@@ -262,6 +276,7 @@ fn parse_cli(args: Vec<String>) -> Result<Cli> {
         Some("http") => Scenario::Http,
         Some("groups") => Scenario::Groups,
         Some("soak") => Scenario::Soak,
+        Some("fleet") => Scenario::Fleet,
         Some("-h" | "--help") => return Err(BenchError::Usage(String::new())),
         Some(other) => return Err(BenchError::Usage(format!("unknown scenario {other:?}"))),
         None => return Err(BenchError::Usage("which scenario?".into())),
@@ -321,6 +336,9 @@ fn parse_cli(args: Vec<String>) -> Result<Cli> {
     }
     if scenario == Scenario::Soak && backend != Backend::Fred {
         return Err(BenchError::Usage("soak runs on the Redis backend: --backend fred".into()));
+    }
+    if scenario == Scenario::Fleet && backend != Backend::Fred {
+        return Err(BenchError::Usage("fleet runs on a Redis Cluster: --backend fred".into()));
     }
     let redis_url = options.take("redis-url");
     if redis_url.is_some() && backend != Backend::Fred {
@@ -414,6 +432,8 @@ fn run(args: Vec<String>) -> Result<Report> {
         .map_err(|e| failed(format!("cannot start the tokio runtime: {e}")))?;
     #[cfg(feature = "fred")]
     let redis = match cli.backend {
+        // The fleet starts its own cluster, with replicas.
+        Backend::Fred if cli.scenario == Scenario::Fleet => None,
         Backend::Fred => Some(
             match cli.cluster {
                 Some(masters) => redis::RedisTarget::new_cluster(masters)?,
@@ -456,8 +476,10 @@ fn run(args: Vec<String>) -> Result<Report> {
         Scenario::Groups => groups::run(&mut bench, &mut report)?,
         #[cfg(feature = "fred")]
         Scenario::Soak => soak::run(&mut bench, &mut report)?,
+        #[cfg(feature = "fred")]
+        Scenario::Fleet => fleet::run(&mut bench, &mut report)?,
         #[cfg(not(feature = "fred"))]
-        Scenario::Soak => unreachable!("rejected when parsing the command line"),
+        Scenario::Soak | Scenario::Fleet => unreachable!("rejected when parsing the command line"),
     }
     report.put("threads", bench.cli.threads as u64);
     report.put("cores", report::online_cores());
@@ -475,6 +497,11 @@ fn main() -> ExitCode {
     // The http scenario's server process: this binary, started again by the scenario.
     if args.first().is_some_and(|role| role == "http-server") {
         return http_server::main(&args[1..]);
+    }
+    // The fleet scenario's client processes.
+    #[cfg(feature = "fred")]
+    if args.first().is_some_and(|role| role == "fleet-client") {
+        return fleet_client::main(&args[1..]);
     }
     match run(args) {
         Ok(report) => {

@@ -13,6 +13,8 @@ pub enum Value {
     Null,
     /// A JSON array (the soak scenario's memory samples).
     List(Vec<Value>),
+    /// A JSON object, its keys in order (the fleet scenario's chaos events).
+    Object(Vec<(String, Value)>),
 }
 
 impl From<Vec<u64>> for Value {
@@ -83,6 +85,18 @@ impl Value {
                     value.write_json(out);
                 }
                 out.push(']');
+            }
+            Value::Object(fields) => {
+                out.push('{');
+                for (n, (key, value)) in fields.iter().enumerate() {
+                    if n > 0 {
+                        out.push(',');
+                    }
+                    write_json_string(key, out);
+                    out.push(':');
+                    value.write_json(out);
+                }
+                out.push('}');
             }
         }
     }
