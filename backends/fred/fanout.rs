@@ -426,7 +426,10 @@ impl<C: Category> Fanout<C> {
                 }
             }
             Audience::User(user) => {
-                let Some(feed) = self.users.get_mut(&user) else { return };
+                // Before the channel is confirmed live its subscribe calls have not returned: what
+                // arrives then was published before them (a replay reads it), and may be a message
+                // of a released channel of the same name still in flight.
+                let Some(feed) = self.users.get_mut(&user).filter(|feed| feed.live) else { return };
                 if !feed.feed.admit(decoded) {
                     return;
                 }
@@ -435,7 +438,7 @@ impl<C: Category> Fanout<C> {
                 }
             }
             Audience::Group(group) => {
-                let Some(feed) = self.groups.get_mut(&group) else { return };
+                let Some(feed) = self.groups.get_mut(&group).filter(|feed| feed.live) else { return };
                 if !feed.feed.admit(decoded) {
                     return;
                 }
