@@ -59,6 +59,8 @@ struct Plan {
     payload: String,
     /// HTTP/2 (h2c) with this many streams per connection; `None`: HTTP/1.1, a connection per stream.
     http2_streams_per_connection: Option<usize>,
+    /// How the server hands `SseStream` to hyper: `native` (its `http_body::Body`) or `stream`.
+    body: String,
 }
 
 impl Plan {
@@ -83,6 +85,10 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
     let payload = bench.cli.text("payload").unwrap_or_else(|| "bench".into());
     if payload != "bench" && payload != "demo" {
         return Err(crate::BenchError::Usage(format!("--payload is bench or demo, not {payload:?}")));
+    }
+    let body = bench.cli.text("body").unwrap_or_else(|| "stream".into());
+    if body != "native" && body != "stream" {
+        return Err(crate::BenchError::Usage(format!("--body is native or stream, not {body:?}")));
     }
     let http2 = bench.cli.number("http2", 0, 0)? == 1;
     let streams_per_connection =
@@ -111,6 +117,7 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
         gzip,
         payload,
         http2_streams_per_connection: http2.then_some(streams_per_connection),
+        body,
     };
     raise_open_files_limit();
     report.put("connections", connections as u64);
@@ -120,6 +127,7 @@ pub fn run(bench: &mut Bench, report: &mut Report) -> Result<()> {
     report.put("max_buf_size", plan.max_buf_size);
     report.put("gzip", plan.gzip);
     report.put("payload", plan.payload.as_str());
+    report.put("body", plan.body.as_str());
     report.put("protocol", if http2 { "h2c" } else { "http/1.1" });
     report.put("streams_per_connection", streams_per_connection as u64);
     report.put("open_files_limit", open_files_limit());
@@ -323,6 +331,9 @@ impl Server {
             command.args(["--http2", "1"]);
         }
         command.args(["--payload", &plan.payload]);
+        if mode == Mode::Ssehub {
+            command.args(["--body", &plan.body]);
+        }
         if let Some(size) = plan.max_buf_size {
             command.args(["--max-buf-size", &size.to_string()]);
         }

@@ -103,6 +103,9 @@ struct ServerArgs {
     port: u16,
     /// Replicas that must acknowledge each publish (a cluster only; 0: none).
     replica_acks: u32,
+    /// `--body native`: `SseStream` as the response body itself (its `http_body::Body`), not
+    /// wrapped in a `StreamBody` of `Frame::data` chunks.
+    native_body: bool,
 }
 
 /// What the published events look like.
@@ -118,10 +121,18 @@ fn parse(args: &[String]) -> Result<ServerArgs, String> {
     let (mut mode, mut redis_url, mut threads, mut max_buf_size, mut count_heap) =
         (None, None, 2, None, false);
     let (mut gzip, mut payload, mut http2, mut port, mut replica_acks) = (false, Payload::Bench, false, 0, 0);
+    let mut native_body = false;
     let mut args = args.iter();
     while let Some(name) = args.next() {
         let value = args.next().ok_or_else(|| format!("{name} needs a value"))?;
         match name.as_str() {
+            "--body" => {
+                native_body = match value.as_str() {
+                    "native" => true,
+                    "stream" => false,
+                    other => return Err(format!("--body is native or stream, not {other:?}")),
+                }
+            }
             "--mode" => {
                 mode = Some(match value.as_str() {
                     "ssehub" => Mode::Ssehub,
@@ -166,6 +177,7 @@ fn parse(args: &[String]) -> Result<ServerArgs, String> {
         http2,
         port,
         replica_acks,
+        native_body,
     })
 }
 
@@ -178,7 +190,13 @@ pub fn unix_ns() -> u64 {
 enum App {
     /// The hub; `gzip`: bodies compressed where the request accepts it; every stream bound to
     /// `shutdown`, and counted in `open_streams` while its body lives.
-    Ssehub { hub: DynHub<C>, gzip: bool, shutdown: Shutdown, open_streams: Arc<OpenStreams> },
+    Ssehub {
+        hub: DynHub<C>,
+        gzip: bool,
+        shutdown: Shutdown,
+        open_streams: Arc<OpenStreams>,
+        native_body: bool,
+    },
     /// The senders of every open floor connection.
     Floor(Mutex<Vec<async_channel::Sender<Bytes>>>),
 }
@@ -208,6 +226,7 @@ fn serve(args: &[String]) -> Result<(), String> {
         Mode::Ssehub => App::Ssehub {
             hub: hub(args.redis_url.as_deref(), args.replica_acks)?,
             gzip: args.gzip,
+            native_body: args.native_body,
             shutdown: shutdown.clone(),
             open_streams: Arc::clone(&open_streams),
         },
@@ -397,7 +416,7 @@ async fn route(app: &App, request: Request<Incoming>) -> Response<Body> {
         return text(StatusCode::NOT_FOUND, "not found");
     }
     let body = match app {
-        App::Ssehub { hub, gzip, shutdown, open_streams } => {
+        App::Ssehub { hub, gzip, shutdown, open_streams, native_body } => {
             // As the README's quick start: inputs checked first (400), then resume, then the body.
             let query = request.uri().query();
             let filter = match sse::categories::<C>(query) {
@@ -434,6 +453,15 @@ async fn route(app: &App, request: Request<Incoming>) -> Response<Body> {
             #[cfg(not(feature = "gzip"))]
             let _ = gzip;
             let open = OpenStream::new(open_streams);
+            if *native_body {
+                return sse_response(
+                    body.map_frame(move |frame| {
+                        let _open = &open;
+                        frame
+                    })
+                    .boxed_unsync(),
+                );
+            }
             StreamBody::new(body.map(move |chunk| {
                 let _open = &open;
                 Ok(Frame::data(chunk))

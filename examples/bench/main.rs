@@ -62,6 +62,8 @@ scenarios (defaults in brackets; --quick switches to the small sizes after the s
   http      --connections N [1000/50] --events E [100/20] --rate R [10/0] --rounds N [1/1]
             --server-threads N [cores] --max-buf-size B [hyper's default] --count-heap 0|1 [0/1]
             --gzip 0|1 [0] (needs --features gzip) --payload bench|demo [bench]
+            --body stream|native [stream] (the server's body: SseStream wrapped in a StreamBody, or
+            SseStream itself as an http_body::Body)
             --http2 0|1 [0] (h2c, prior knowledge, both sides) --streams-per-connection S [1]
             (with --http2 1: S streams share each connection; --connections counts streams)
             (the server is a second process: this binary as `bench http-server`)
