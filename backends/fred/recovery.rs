@@ -161,10 +161,10 @@ impl Recovery {
             .collect();
         // Every feed is read up to one horizon, so the merge of any two is a consistent cut.
         let horizon = streams.horizon().await?;
-        let broadcast_restarted = continuity.data_replaced(&broadcast_channel);
+        let broadcast_lost = continuity.may_have_lost_entries(&broadcast_channel);
         let broadcast = async {
             if broadcast_in_scope {
-                recover_feed(streams, Audience::Broadcast, broadcast_cursor, broadcast_restarted, horizon)
+                recover_feed(streams, Audience::Broadcast, broadcast_cursor, broadcast_lost, horizon)
                     .await
                     .map(Some)
             } else {
@@ -173,8 +173,8 @@ impl Recovery {
         };
         let users = futures_util::future::try_join_all(user_cursors.iter().map(|(user, cursor)| {
             let audience = Audience::User(*user);
-            let restarted = continuity.data_replaced(&layout.channel(audience));
-            recover_feed(streams, audience, *cursor, restarted, horizon)
+            let lost = continuity.may_have_lost_entries(&layout.channel(audience));
+            recover_feed(streams, audience, *cursor, lost, horizon)
         }));
         let group_cursors: Vec<(GroupId, Cursor)> = fanout
             .groups
@@ -184,8 +184,8 @@ impl Recovery {
             .collect();
         let groups = futures_util::future::try_join_all(group_cursors.iter().map(|(group, cursor)| {
             let audience = Audience::Group(*group);
-            let restarted = continuity.data_replaced(&layout.channel(audience));
-            recover_feed(streams, audience, *cursor, restarted, horizon)
+            let lost = continuity.may_have_lost_entries(&layout.channel(audience));
+            recover_feed(streams, audience, *cursor, lost, horizon)
         }));
         let (broadcast, users, groups) = tokio::try_join!(broadcast, users, groups)?;
 
@@ -265,7 +265,7 @@ async fn recover_feed<C: Category>(
     streams: &Streams<C>,
     audience: Audience,
     cursor: Cursor,
-    restarted: bool,
+    entries_may_be_lost: bool,
     horizon: StreamId,
 ) -> Result<FeedRecovery<C>, Error> {
     let key = streams.layout.stream(audience);
@@ -285,8 +285,9 @@ async fn recover_feed<C: Category>(
     };
     let gap = if position == StreamId::ZERO {
         // The stream was empty when the feed started: something is lost only if entries were removed
-        // since, or the server lost its data.
-        restarted || streams.trim_info(&key).await?.is_some_and(|info| info.removed_any() != Some(false))
+        // since, or the server lost its data (a restart; a failover without replica acks).
+        entries_may_be_lost
+            || streams.trim_info(&key).await?.is_some_and(|info| info.removed_any() != Some(false))
     } else {
         // Trimming removes the oldest entries: while the last delivered entry is held, so is all that
         // followed. Once it is gone (trimmed, expired, or lost in a restart) nothing proves that what

@@ -62,9 +62,11 @@ pub(crate) struct Continuity {
 }
 
 impl Continuity {
-    /// Whether the data behind `channel` may be another server's than before (a restart, a replaced owner).
-    pub(crate) fn data_replaced(&self, channel: &str) -> bool {
-        self.restarted || self.slot_replaced(channel)
+    /// Whether entries of `channel`'s stream may be gone without a trace: the server restarted, or its
+    /// owner was replaced and publishes did not wait for a replica (with replica acks, the replica
+    /// that took over holds every acknowledged entry).
+    pub(crate) fn may_have_lost_entries(&self, channel: &str) -> bool {
+        self.restarted || self.lost_writes(channel)
     }
 
     /// Whether acknowledged writes of `channel` may be lost: its owner was replaced and publishes did not

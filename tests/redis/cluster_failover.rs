@@ -222,7 +222,11 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Kills a master mid-stream and checks, while no replica may take over yet, that a publish to it
 /// fails within the command timeout and that the other masters go on (their publishes succeed and
 /// reach their subscribers); then lets a replica take over and waits until the shard delivers again.
-fn master_failover(prefix: &str, replica_acks: bool) -> (Verdict, Run, u16, Instant) {
+/// What a master failover did; `quiet_first`: the first item of a subscription whose user had no
+/// event of its own before the kill (its stream empty), after one is published once it is over.
+type QuietFirst = Option<Result<ssehub::Event<C>, Error>>;
+
+fn master_failover(prefix: &str, replica_acks: bool) -> (Verdict, Run, u16, Instant, QuietFirst) {
     let cluster = cluster();
     let layout = KeyLayout::cluster_with_prefix(prefix).unwrap();
     let victim = victim(cluster, &layout);
@@ -234,6 +238,9 @@ fn master_failover(prefix: &str, replica_acks: bool) -> (Verdict, Run, u16, Inst
         }
         let hub = builder.connect().await.expect("connect");
         let users = users_on_masters(cluster, &layout, &masters, USERS_PER_MASTER);
+        // A user of the victim's shard with nothing published to it before the kill.
+        let (quiet, _) = users_on_masters(cluster, &layout, &[victim], 1)[0];
+        let mut quiet_subscription = hub.subscribe(quiet, CategorySet::all()).await.expect("subscribe");
         let begun = Instant::now();
         let mut run = start(&hub, users).await;
         let (victims, others): (Vec<UserId>, Vec<UserId>) =
@@ -301,6 +308,15 @@ fn master_failover(prefix: &str, replica_acks: bool) -> (Verdict, Run, u16, Inst
         )
         .await;
         let resumed = promoted_at.elapsed();
+        let to_quiet = event(Audience::User(quiet), 0);
+        hub.publish(to_quiet).await.expect("a publish to the quiet user");
+        let quiet_first = loop {
+            match tokio::time::timeout(Duration::from_secs(30), quiet_subscription.next()).await {
+                Ok(Some(Ok(e))) if e.audience() == Audience::Broadcast => continue,
+                Ok(item) => break item,
+                Err(_) => panic!("the quiet user's subscription yielded nothing within 30 s"),
+            }
+        };
         run.finish(&hub).await;
         let verdict = verify(&run);
         println!(
@@ -309,7 +325,7 @@ fn master_failover(prefix: &str, replica_acks: bool) -> (Verdict, Run, u16, Inst
              subscribers delivering again {resumed:?} after that; stats {:?}",
             hub.stats()
         );
-        (verdict, run, victim, killed_at)
+        (verdict, run, victim, killed_at, quiet_first)
     })
 }
 
@@ -342,8 +358,14 @@ fn assert_other_shards_undisturbed(verdict: &Verdict, run: &Run, victim: u16, ki
 #[test]
 fn a_master_failover_with_replica_acks_recovers_its_shard_without_loss_and_leaves_the_others_undisturbed() {
     let _turn = turn();
-    let (verdict, run, victim, killed_at) = master_failover("failover-acked", true);
+    let (verdict, run, victim, killed_at, quiet_first) = master_failover("failover-acked", true);
     println!("{verdict:?}");
+    // The quiet user's stream was empty at the kill; the replica that took over holds every
+    // acknowledged entry: its event comes, no gap signal before it.
+    assert!(
+        matches!(&quiet_first, Some(Ok(e)) if e.audience() != Audience::Broadcast),
+        "the quiet user's first item after the failover: {quiet_first:?}"
+    );
     assert_other_shards_undisturbed(&verdict, &run, victim, killed_at);
     // Every publish that succeeded was acknowledged by the replica that took over: none is lost.
     assert_eq!(verdict.covered_by_gap, 0, "with replica acks, no successful publish may be lost");
@@ -354,7 +376,12 @@ fn a_master_failover_with_replica_acks_recovers_its_shard_without_loss_and_leave
 #[test]
 fn a_master_failover_without_replica_acks_signals_a_gap_to_its_shard_only() {
     let _turn = turn();
-    let (verdict, run, victim, killed_at) = master_failover("failover-unacked", false);
+    let (verdict, run, victim, killed_at, quiet_first) = master_failover("failover-unacked", false);
+    // Without replica acks the replica may lack entries the quiet user's stream got: told so.
+    assert!(
+        matches!(&quiet_first, Some(Err(Error::Gap { .. }))),
+        "the quiet user's first item after the failover: {quiet_first:?}"
+    );
     println!("{verdict:?}");
     assert_other_shards_undisturbed(&verdict, &run, victim, killed_at);
     for user in run.users.iter().filter(|u| run.owner[u] == victim) {
