@@ -181,9 +181,13 @@
 //!   replica ([`RedisHubBuilder::replica_acks`]), every subscriber of a shard
 //!   whose master was replaced gets [`Error::Gap`], then what the new master
 //!   holds. With replica acknowledgements the new master holds every event
-//!   whose publish succeeded, and no gap is signalled (unless a subscriber
-//!   already received an event whose publish then failed, which the new master
-//!   may lack). Publishes to the lost master fail meanwhile (after the command
+//!   whose publish succeeded, and no gap is signalled unless a write whose
+//!   publish failed is lost: the old master may have stored it and published
+//!   it live before the failover, so the hub's feed of that stream moved past
+//!   it. Every reader of that stream on the hub then gets the gap, including
+//!   readers whose categories filtered that event out: after a lost entry the
+//!   new master's entries cannot all be told apart from those already
+//!   delivered. Publishes to the lost master fail meanwhile (after the command
 //!   timeout) and are not retried by the client; publishing again stores
 //!   nothing twice.
 //!   Set `cluster-require-full-coverage no` on the servers: with the default,

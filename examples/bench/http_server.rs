@@ -17,6 +17,9 @@
 //!   (the bench's counting allocator, on with `--count-heap 1`).
 //! - end of input: the process exits.
 //!
+//! With `RUST_LOG` set (`RUST_LOG=ssehub=info`), the hub's log goes to
+//! stderr: its recoveries, the gap signals it sends and why.
+//!
 //! SIGTERM shuts it down gracefully: every open stream is ended with a short
 //! `retry:` ([`Shutdown`]), the process waits (5 s at most) until the
 //! responses are written, then exits with status 0.
@@ -203,6 +206,13 @@ enum App {
 
 /// The server process's `main`: serves until stdin ends. Exit status 3 when it cannot start.
 pub fn main(args: &[String]) -> std::process::ExitCode {
+    // `RUST_LOG=ssehub=info`: the hub's recoveries, gap signals and warnings, on stderr.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     match serve(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(message) => {
