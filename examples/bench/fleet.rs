@@ -41,7 +41,7 @@ use ssehub_harness::redis_server::RedisCluster;
 use crate::fleet_check::{self, ChaosEvent, Published, Target};
 use crate::fleet_client::{END_EVENT_TYPE, group_name, user_number};
 use crate::http_server::unix_ns;
-use crate::report::{Figures, Report};
+use crate::report::{Figures, Report, Value};
 use crate::workload::{C, EVENT_TYPE, category_of, data};
 use crate::{Bench, Result, failed};
 
@@ -154,8 +154,11 @@ fn fleet(bench: &Bench, plan: &Plan, figures: &mut Figures) -> Result<()> {
         bench.runtime.spawn(publisher.run(stream, rate))
     })
     .collect::<Vec<_>>();
-    progress("publishing; warming up");
-    thread::sleep(plan.warmup);
+    progress("publishing; warming up, then a steady window before the chaos");
+    thread::sleep(plan.warmup / 2);
+    let steady_from = CpuSample::take(&cluster, &servers, &clients);
+    thread::sleep(plan.warmup / 2);
+    let steady_to = CpuSample::take(&cluster, &servers, &clients);
     let server_rss_live: u64 = servers.iter().filter_map(ServerProcess::rss_kib).sum();
     figures.put(
         "server_rss_kib_per_connection",
@@ -210,9 +213,98 @@ fn fleet(bench: &Bench, plan: &Plan, figures: &mut Figures) -> Result<()> {
     figures.put("max_us", latencies.last().copied().unwrap_or(0));
     let reconnects: u64 = logs.iter().map(|log| log.lives.len().saturating_sub(1) as u64).sum();
     figures.put("reconnects", reconnects);
+    steady_figures(&steady_from, &steady_to, &logs, &published, figures);
     figures.put("chaos", fleet_check::chaos_figures(&chaos, &logs, start_ns, publish_end_ns));
+    figures.put("timeline", fleet_check::timeline(&logs, &published, start_ns));
     fleet_check::chaos_publish_fate(&logs, &published, plan.groups, chaos_from, chaos_to, figures);
     Ok(())
+}
+
+/// CPU time so far of each part of the run, and of the whole machine, in seconds.
+struct CpuSample {
+    at_ns: u64,
+    servers: f64,
+    clients: f64,
+    /// Each master's port and CPU time.
+    masters: Vec<(u16, f64)>,
+    /// Every core's time outside idle and I/O wait (`/proc/stat`).
+    machine_busy: f64,
+}
+
+impl CpuSample {
+    fn take(cluster: &RedisCluster, servers: &[ServerProcess], clients: &[ClientProcess]) -> Self {
+        let cpu = |pid: u32| crate::http::process_cpu_time(pid).map_or(0.0, |time| time.total());
+        let masters = cluster
+            .master_ports()
+            .into_iter()
+            .map(|port| (port, cluster.node(port).pid().map_or(0.0, cpu)))
+            .collect();
+        Self {
+            at_ns: unix_ns(),
+            servers: servers.iter().map(|server| cpu(server.child.id())).sum(),
+            clients: clients.iter().map(|client| cpu(client.child.id())).sum(),
+            masters,
+            machine_busy: machine_busy_seconds().unwrap_or(0.0),
+        }
+    }
+}
+
+/// The machine's CPU time outside idle and I/O wait so far, over all cores (`/proc/stat`).
+fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> =
+        stat.lines().next()?.split_whitespace().skip(1).take(8).filter_map(|t| t.parse().ok()).collect();
+    let (idle, iowait) = (*ticks.get(3)?, *ticks.get(4)?);
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (per_second > 0.0).then(|| (ticks.iter().sum::<u64>() - idle - iowait) as f64 / per_second)
+}
+
+/// The steady window's cost (every client live, publishing, before the chaos): CPU per delivered
+/// frame of the servers, the clients and the machine, and each master's CPU per published event.
+fn steady_figures(
+    from: &CpuSample,
+    to: &CpuSample,
+    logs: &[fleet_check::ConnectionLog],
+    published: &[Published],
+    figures: &mut Figures,
+) {
+    let started: std::collections::HashMap<u64, u64> =
+        published.iter().map(|p| (p.seq, p.started_ns)).collect();
+    let arrived_in_window = |(seq, latency_us): &(u64, u64)| {
+        started.get(seq).is_some_and(|ns| (from.at_ns..to.at_ns).contains(&(ns + latency_us * 1000)))
+    };
+    let deliveries: u64 =
+        logs.iter().map(|log| log.events.iter().filter(|e| arrived_in_window(e)).count() as u64).sum();
+    let publishes =
+        published.iter().filter(|p| (from.at_ns..to.at_ns).contains(&p.started_ns)).count() as u64;
+    let seconds = to.at_ns.saturating_sub(from.at_ns) as f64 / 1e9;
+    let per = |cpu: f64, count: u64| if count == 0 { 0.0 } else { cpu * 1e6 / count as f64 };
+    figures.put("steady_s", seconds);
+    figures.put("steady_deliveries", deliveries);
+    figures.put("steady_deliveries_per_s", deliveries as f64 / seconds.max(1e-9));
+    figures.put("steady_published", publishes);
+    figures.put("server_cpu_cores", (to.servers - from.servers) / seconds.max(1e-9));
+    figures.put("server_cpu_us_per_delivery", per(to.servers - from.servers, deliveries));
+    figures.put("client_cpu_us_per_delivery", per(to.clients - from.clients, deliveries));
+    figures.put("machine_cpu_cores", (to.machine_busy - from.machine_busy) / seconds.max(1e-9));
+    figures.put("machine_cpu_us_per_delivery", per(to.machine_busy - from.machine_busy, deliveries));
+    let masters: Vec<Value> = from
+        .masters
+        .iter()
+        .zip(&to.masters)
+        .map(|((port, before), (_, after))| {
+            Value::Object(vec![
+                ("port".into(), u64::from(*port).into()),
+                ("cpu_s".into(), (after - before).into()),
+                ("cpu_us_per_published_event".into(), per(after - before, publishes).into()),
+            ])
+        })
+        .collect();
+    let redis: f64 =
+        from.masters.iter().zip(&to.masters).map(|((_, before), (_, after))| after - before).sum();
+    figures.put("redis_cpu_us_per_published_event", per(redis, publishes));
+    figures.put("redis_masters", Value::List(masters));
 }
 
 /// `count` loopback ports free now, for the servers to listen on across their restarts.

@@ -132,7 +132,9 @@ const LOST_WRITE_LOOKBACK_NS: u64 = 30_000_000_000;
 /// Whether one of a stream's failed publishes (`started`, Unix nanoseconds) started at most
 /// [`LOST_WRITE_LOOKBACK_NS`] before a gap signal at `gap_ns`.
 fn failed_before(started: Option<&Vec<u64>>, gap_ns: u64) -> bool {
-    started.is_some_and(|started| started.iter().any(|&ns| ns <= gap_ns && gap_ns - ns <= LOST_WRITE_LOOKBACK_NS))
+    started.is_some_and(|started| {
+        started.iter().any(|&ns| ns <= gap_ns && gap_ns - ns <= LOST_WRITE_LOOKBACK_NS)
+    })
 }
 
 /// Whether connection `index` (reading group `index mod groups`) reads `event`.
@@ -335,6 +337,38 @@ pub fn chaos_figures(events: &[ChaosEvent], logs: &[ConnectionLog], start_ns: u6
         ]));
     }
     Value::List(list)
+}
+
+/// Publish-to-client latency over the run, second by second of arrival: deliveries, p50, p99 and
+/// max (milliseconds), from `start_ns`.
+pub fn timeline(logs: &[ConnectionLog], published: &[Published], start_ns: u64) -> Value {
+    let started: HashMap<u64, u64> = published.iter().map(|p| (p.seq, p.started_ns)).collect();
+    let mut seconds: Vec<Vec<u64>> = Vec::new();
+    for (seq, latency_us) in logs.iter().flat_map(|log| log.events.iter()) {
+        let Some(&began) = started.get(seq) else { continue };
+        let second = ((began + latency_us * 1000).saturating_sub(start_ns) / 1_000_000_000) as usize;
+        if seconds.len() <= second {
+            seconds.resize_with(second + 1, Vec::new);
+        }
+        seconds[second].push(*latency_us);
+    }
+    let ms = |us: u64| us as f64 / 1000.0;
+    Value::List(
+        seconds
+            .iter_mut()
+            .enumerate()
+            .map(|(second, latencies)| {
+                latencies.sort_unstable();
+                Value::Object(vec![
+                    ("t_s".into(), (second as u64).into()),
+                    ("deliveries".into(), (latencies.len() as u64).into()),
+                    ("p50_ms".into(), ms(percentile(latencies, 0.5)).into()),
+                    ("p99_ms".into(), ms(percentile(latencies, 0.99)).into()),
+                    ("max_ms".into(), ms(latencies.last().copied().unwrap_or(0)).into()),
+                ])
+            })
+            .collect(),
+    )
 }
 
 /// The latency percentile `p` (0 to 1) of `sorted`.

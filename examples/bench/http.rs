@@ -403,14 +403,7 @@ impl Server {
 
     /// User and system CPU time of the server process so far.
     fn cpu_seconds(&self) -> Option<CpuTime> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        // Fields after the command name (which may hold spaces): state is the first, utime the 12th.
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let (user, system): (u64, u64) = (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
-        // SAFETY: sysconf only reads a configuration value.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        (per_second > 0.0)
-            .then(|| CpuTime { user: user as f64 / per_second, system: system as f64 / per_second })
+        process_cpu_time(self.child.id())
     }
 
     /// Ends the server: closing its stdin makes it exit; killed if it does not within 5 s.
@@ -437,15 +430,26 @@ impl Drop for Server {
     }
 }
 
+/// User and system CPU time of process `pid` so far (`/proc/<pid>/stat`); `None` once it is gone.
+pub fn process_cpu_time(pid: u32) -> Option<CpuTime> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is the first, utime the 12th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let (user, system): (u64, u64) = (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (per_second > 0.0).then(|| CpuTime { user: user as f64 / per_second, system: system as f64 / per_second })
+}
+
 /// A process's CPU time, in seconds.
 #[derive(Clone, Copy)]
-struct CpuTime {
+pub struct CpuTime {
     user: f64,
     system: f64,
 }
 
 impl CpuTime {
-    fn total(self) -> f64 {
+    pub fn total(self) -> f64 {
         self.user + self.system
     }
 }
