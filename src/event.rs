@@ -124,59 +124,80 @@ impl From<Uuid> for EventId {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(transparent))]
 pub struct UserId(Uuid);
 
-impl UserId {
-    /// The namespace of [`from_name`](Self::from_name):
-    /// `ff9b6a84-bfe7-535e-bbcc-60f3ee568861`, itself the UUIDv5 of
-    /// `https://crates.io/crates/ssehub#user` in the URL namespace.
-    pub const NAMESPACE: Uuid = Uuid::from_u128(0xff9b_6a84_bfe7_535e_bbcc_60f3_ee56_8861);
+/// The constructors, `NAMESPACE`, `Debug`, `Display`, `FromStr` and `From<Uuid>` of a UUID id
+/// newtype ([`UserId`], [`GroupId`](crate::GroupId)): `$noun` names what it identifies in the docs,
+/// `$namespace` is its `from_name` namespace, written out in `$namespace_text`, the UUIDv5 of
+/// `https://crates.io/crates/ssehub#$fragment` in the URL namespace.
+macro_rules! uuid_id {
+    ($name:ident, $noun:literal, $namespace:literal, $namespace_text:literal, $fragment:literal) => {
+        impl $name {
+            #[doc = concat!(
+                "The namespace of [`from_name`](Self::from_name):\n`", $namespace_text,
+                "`, itself the UUIDv5 of\n`https://crates.io/crates/ssehub#", $fragment, "` in the URL namespace."
+            )]
+            pub const NAMESPACE: Uuid = Uuid::from_u128($namespace);
 
-    /// The user with this UUID.
-    pub const fn from_uuid(uuid: Uuid) -> Self {
-        Self(uuid)
-    }
+            #[doc = concat!("The ", $noun, " with this UUID.")]
+            pub const fn from_uuid(uuid: Uuid) -> Self {
+                Self(uuid)
+            }
 
-    /// The user with this integer id: the UUID whose 128 bits are `id`.
-    pub const fn from_u64(id: u64) -> Self {
-        Self(Uuid::from_u64_pair(0, id))
-    }
+            #[doc = concat!("The ", $noun, " with this integer id: the UUID whose 128 bits are `id`.")]
+            pub const fn from_u64(id: u64) -> Self {
+                Self(Uuid::from_u64_pair(0, id))
+            }
 
-    /// The user with this string id: the UUIDv5 of `name` in [`UserId::NAMESPACE`].
-    pub fn from_name(name: &str) -> Self {
-        Self(Uuid::new_v5(&Self::NAMESPACE, name.as_bytes()))
-    }
+            #[doc = concat!(
+                "The ", $noun, " with this string id: the UUIDv5 of `name` in [`",
+                stringify!($name), "::NAMESPACE`]."
+            )]
+            pub fn from_name(name: &str) -> Self {
+                Self(Uuid::new_v5(&Self::NAMESPACE, name.as_bytes()))
+            }
 
-    /// The UUID of this user.
-    pub const fn as_uuid(&self) -> &Uuid {
-        &self.0
-    }
+            #[doc = concat!("The UUID of this ", $noun, ".")]
+            pub const fn as_uuid(&self) -> &Uuid {
+                &self.0
+            }
+        }
+
+        impl core::fmt::Debug for $name {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self.0.hyphenated())
+            }
+        }
+
+        impl core::fmt::Display for $name {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                core::fmt::Display::fmt(&self.0.hyphenated(), f)
+            }
+        }
+
+        impl core::str::FromStr for $name {
+            type Err = crate::parse::LastEventIdError;
+
+            /// Parses the hyphenated form, surrounding ASCII whitespace allowed.
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                crate::parse::uuid(s).map(Self)
+            }
+        }
+
+        impl From<Uuid> for $name {
+            fn from(uuid: Uuid) -> Self {
+                Self(uuid)
+            }
+        }
+    };
 }
+pub(crate) use uuid_id;
 
-impl fmt::Debug for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "UserId({})", self.0.hyphenated())
-    }
-}
-
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0.hyphenated(), f)
-    }
-}
-
-impl FromStr for UserId {
-    type Err = parse::LastEventIdError;
-
-    /// Parses the hyphenated form, surrounding ASCII whitespace allowed.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        parse::uuid(s).map(Self)
-    }
-}
-
-impl From<Uuid> for UserId {
-    fn from(uuid: Uuid) -> Self {
-        Self(uuid)
-    }
-}
+uuid_id!(
+    UserId,
+    "user",
+    0xff9b_6a84_bfe7_535e_bbcc_60f3_ee56_8861,
+    "ff9b6a84-bfe7-535e-bbcc-60f3ee568861",
+    "user"
+);
 
 /// Who an event is for: one user, everyone, or the readers of a group.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]

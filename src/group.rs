@@ -12,11 +12,10 @@
 
 use alloc::sync::Arc;
 use core::fmt;
-use core::str::FromStr;
 
 use uuid::Uuid;
 
-use crate::{Audience, UserId, parse};
+use crate::{Audience, UserId};
 
 /// The most groups one subscription reads: [`Groups::new`] refuses more.
 pub const MAX_GROUPS: usize = 64;
@@ -48,32 +47,15 @@ pub const MAX_GROUPS: usize = 64;
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(transparent))]
 pub struct GroupId(Uuid);
 
+crate::event::uuid_id!(
+    GroupId,
+    "group",
+    0xa316_e007_2ea5_5b22_9d94_d2f6_4bd8_7e71,
+    "a316e007-2ea5-5b22-9d94-d2f64bd87e71",
+    "group"
+);
+
 impl GroupId {
-    /// The namespace of [`from_name`](Self::from_name):
-    /// `a316e007-2ea5-5b22-9d94-d2f64bd87e71`, itself the UUIDv5 of
-    /// `https://crates.io/crates/ssehub#group` in the URL namespace.
-    pub const NAMESPACE: Uuid = Uuid::from_u128(0xa316_e007_2ea5_5b22_9d94_d2f6_4bd8_7e71);
-
-    /// The group with this UUID.
-    pub const fn from_uuid(uuid: Uuid) -> Self {
-        Self(uuid)
-    }
-
-    /// The group with this integer id: the UUID whose 128 bits are `id`.
-    pub const fn from_u64(id: u64) -> Self {
-        Self(Uuid::from_u64_pair(0, id))
-    }
-
-    /// The group with this string id: the UUIDv5 of `name` in [`GroupId::NAMESPACE`].
-    pub fn from_name(name: &str) -> Self {
-        Self(Uuid::new_v5(&Self::NAMESPACE, name.as_bytes()))
-    }
-
-    /// The UUID of this group.
-    pub const fn as_uuid(&self) -> &Uuid {
-        &self.0
-    }
-
     /// The 64-bit fingerprint a [`Cursor`](crate::Cursor) names the group by:
     /// FNV-1a of its 16 bytes.
     pub fn fingerprint(&self) -> u64 {
@@ -83,33 +65,6 @@ impl GroupId {
             hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
         }
         hash
-    }
-}
-
-impl fmt::Debug for GroupId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "GroupId({})", self.0.hyphenated())
-    }
-}
-
-impl fmt::Display for GroupId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0.hyphenated(), f)
-    }
-}
-
-impl FromStr for GroupId {
-    type Err = parse::LastEventIdError;
-
-    /// Parses the hyphenated form, surrounding ASCII whitespace allowed.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        parse::uuid(s).map(Self)
-    }
-}
-
-impl From<Uuid> for GroupId {
-    fn from(uuid: Uuid) -> Self {
-        Self(uuid)
     }
 }
 
