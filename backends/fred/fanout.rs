@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use super::codec::{Decoded, StreamId};
 use super::sequencer::{Confirmed, PubSubOp};
 use super::stats::Counters;
-use super::subscription::{Command, Delivery, Member, Subscriber, Subscription, Unsubscriber};
+use super::subscription::{Command, Delivery, Member, Recipient, Subscriber, Subscription, Unsubscriber};
 use crate::backend::{Push, Registry, SubscriptionLimits, Wakeups};
 use crate::{
     Audience, Category, CategorySet, Error, Event, EventId, GroupId, Groups, LimitScope, Reader, UserId,
@@ -497,38 +497,9 @@ pub(crate) fn offer_members<C: Category>(
     event: Option<&Event<C>>,
 ) -> Vec<(UserId, u64)> {
     let mut gone = Vec::new();
-    let mut delivered = 0u64;
-    let mut lagged = 0u64;
-    let mut wakeups = Wakeups::new();
-    members.retain(|member| {
-        if event.is_some_and(|e| !member.filter.contains(e.category())) {
-            return true;
-        }
-        if wakeups.len() >= WAKE_EVERY {
-            wakeups.wake_collected();
-        }
-        match member.offer(delivery(), &mut wakeups) {
-            Push::Queued => {
-                delivered += u64::from(event.is_some());
-                true
-            }
-            Push::Lagged => {
-                lagged += 1;
-                gone.push((member.user, member.id));
-                false
-            }
-            Push::Ended => {
-                gone.push((member.user, member.id));
-                false
-            }
-        }
+    offer_each(counters, members, delivery, event, "group members", |member| {
+        gone.push((member.user, member.id))
     });
-    wakeups.wake_all();
-    if lagged > 0 {
-        Counters::add(&counters.lagged, lagged);
-        tracing::debug!(lagged, "group members fell behind and were dropped");
-    }
-    Counters::add(&counters.delivered, delivered);
     gone
 }
 
@@ -541,11 +512,30 @@ pub(crate) fn offer_all<C: Category>(
     event: Option<&Event<C>>,
 ) -> bool {
     let before = subscribers.len();
+    let removed = offer_each(counters, subscribers, delivery, event, "subscribers", |_| {});
+    if removed > 0 {
+        Counters::sub(&counters.open_subscriptions, removed);
+    }
+    before > 0 && subscribers.is_empty()
+}
+
+/// Offers a delivery to every reader in `readers` whose filter passes `event` (all, for a gap),
+/// dropping those that lagged or went away, each shown to `dropped` first; counts the deliveries
+/// and the lagged. Returns how many were dropped.
+fn offer_each<C: Category, R: Recipient<C>>(
+    counters: &Counters,
+    readers: &mut Vec<R>,
+    delivery: impl Fn() -> Delivery<C>,
+    event: Option<&Event<C>>,
+    what: &'static str,
+    mut dropped: impl FnMut(&R),
+) -> u64 {
+    let before = readers.len();
     let mut delivered = 0u64;
     let mut lagged = 0u64;
     let mut wakeups = Wakeups::new();
-    subscribers.retain(|subscriber| {
-        if event.is_some_and(|e| !subscriber.filter.contains(e.category())) {
+    readers.retain(|reader| {
+        if event.is_some_and(|e| !reader.filter().contains(e.category())) {
             return true;
         }
         // No lock is held here: the first subscriptions woken run on another
@@ -553,27 +543,27 @@ pub(crate) fn offer_all<C: Category>(
         if wakeups.len() >= WAKE_EVERY {
             wakeups.wake_collected();
         }
-        match subscriber.offer(delivery(), &mut wakeups) {
+        match reader.offer(delivery(), &mut wakeups) {
             Push::Queued => {
                 delivered += u64::from(event.is_some());
                 true
             }
             Push::Lagged => {
                 lagged += 1;
+                dropped(reader);
                 false
             }
-            Push::Ended => false,
+            Push::Ended => {
+                dropped(reader);
+                false
+            }
         }
     });
     wakeups.wake_all();
-    let removed = (before - subscribers.len()) as u64;
-    if removed > 0 {
-        Counters::sub(&counters.open_subscriptions, removed);
-    }
     if lagged > 0 {
         Counters::add(&counters.lagged, lagged);
-        tracing::debug!(lagged, "subscribers fell behind and were dropped");
+        tracing::debug!(lagged, readers = what, "readers fell behind and were dropped");
     }
     Counters::add(&counters.delivered, delivered);
-    before > 0 && subscribers.is_empty()
+    (before - readers.len()) as u64
 }

@@ -91,10 +91,6 @@ impl<C: Category> Subscriber<C> {
         self.queue.revoke(wakeups);
     }
 
-    pub(crate) fn offer(&self, delivery: Delivery<C>, wakeups: &mut Wakeups) -> Push {
-        offer(&self.queue, delivery, wakeups)
-    }
-
     /// A handle on the same queue, for the feeds of the groups the subscription reads.
     pub(crate) fn member(&self, user: UserId) -> Member<C> {
         Member { user, id: self.id, filter: self.filter, queue: Arc::clone(&self.queue) }
@@ -115,8 +111,32 @@ impl<C: Category> Clone for Member<C> {
     }
 }
 
-impl<C: Category> Member<C> {
-    pub(crate) fn offer(&self, delivery: Delivery<C>, wakeups: &mut Wakeups) -> Push {
+/// What a feed offers its deliveries to: a [`Subscriber`] (in its user's feed) or a [`Member`] (in
+/// a group's).
+pub(crate) trait Recipient<C: Category> {
+    /// The categories it reads.
+    fn filter(&self) -> CategorySet<C>;
+
+    /// Queues `delivery`, collecting the wakeup in `wakeups`.
+    fn offer(&self, delivery: Delivery<C>, wakeups: &mut Wakeups) -> Push;
+}
+
+impl<C: Category> Recipient<C> for Subscriber<C> {
+    fn filter(&self) -> CategorySet<C> {
+        self.filter
+    }
+
+    fn offer(&self, delivery: Delivery<C>, wakeups: &mut Wakeups) -> Push {
+        offer(&self.queue, delivery, wakeups)
+    }
+}
+
+impl<C: Category> Recipient<C> for Member<C> {
+    fn filter(&self) -> CategorySet<C> {
+        self.filter
+    }
+
+    fn offer(&self, delivery: Delivery<C>, wakeups: &mut Wakeups) -> Push {
         offer(&self.queue, delivery, wakeups)
     }
 }
