@@ -32,7 +32,7 @@ use std::time::Duration;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use smol::Executor;
 
-use crate::http::{Chunked, FrameReader};
+use crate::http::{Chunked, FrameReader, response_head};
 use crate::http_server::unix_ns;
 use crate::workload::sent_ns;
 
@@ -301,9 +301,7 @@ impl Connection {
             let mut bytes = &buffer[..read];
             let after_head;
             if !body.started {
-                head.extend_from_slice(bytes);
-                let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
-                let text = String::from_utf8_lossy(&head[..end]).to_ascii_lowercase();
+                let Some((text, body_start)) = response_head(&mut head, bytes) else { continue };
                 if !text.starts_with("http/1.1 200") {
                     return false;
                 }
@@ -317,7 +315,7 @@ impl Connection {
                         let _ = writeln!(stdout, "live").and_then(|()| stdout.flush());
                     }
                 }
-                after_head = head.split_off(end + 4);
+                after_head = body_start;
                 bytes = &after_head;
             }
             decoded.clear();

@@ -562,9 +562,7 @@ async fn read_stream(
         let mut bytes = &buffer[..read];
         let after_head;
         if !body.started {
-            head.extend_from_slice(bytes);
-            let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
-            let text = String::from_utf8_lossy(&head[..end]).to_ascii_lowercase();
+            let Some((text, body_start)) = response_head(&mut head, bytes) else { continue };
             if !text.starts_with("http/1.1 200") || !text.contains("transfer-encoding: chunked") {
                 return Err(broken(format!("unexpected response head: {text:?}")));
             }
@@ -576,7 +574,7 @@ async fn read_stream(
                 }
                 shared.gzip_streams.fetch_add(1, Ordering::Relaxed);
             }
-            after_head = head.split_off(end + 4);
+            after_head = body_start;
             bytes = &after_head;
         }
         shared.body_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -793,6 +791,16 @@ impl futures::AsyncWrite for CountedReads {
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_close(cx)
     }
+}
+
+/// Gathers a response head from what was read: once `head` holds all of it, its text (lowercased)
+/// and the bytes after it, the body's first.
+pub fn response_head(head: &mut Vec<u8>, read: &[u8]) -> Option<(String, Vec<u8>)> {
+    head.extend_from_slice(read);
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let text = String::from_utf8_lossy(&head[..end]).to_ascii_lowercase();
+    let body = head.split_off(end + 4);
+    Some((text, body))
 }
 
 /// A decoder of HTTP/1.1 chunked transfer coding.
