@@ -3,9 +3,12 @@
 //! The run: a private cluster of 3 masters with a replica each; K
 //! `bench http-server` processes on the cluster (each on its own port); the
 //! clients spread over P `bench fleet-client` processes (see there for how
-//! they reconnect); once every client is live, publishers of user events,
-//! broadcasts and group events at set rates, each publish recorded; after a
-//! warm-up, the chaos script, each step logged with its time:
+//! they reconnect); once every client is live, an idle window (a quarter of
+//! the warm-up: CPU with nothing published), then publishers of user events,
+//! broadcasts and group events at set rates, each publish recorded; the
+//! warm-up, whose second half is the steady window (CPU per delivered frame
+//! of the servers, the clients and the machine; each master's CPU per
+//! published event); then the chaos script, each step logged with its time:
 //!
 //! 1. a rolling restart: each server in turn gets SIGTERM (its streams end
 //!    with a short `retry:`), exits, and starts again on its port;
@@ -19,11 +22,14 @@
 //! Then the publishers stop, end markers go to every user, group and the
 //! broadcast stream, and each client process writes its log once all its
 //! connections have their markers. Every connection's log is checked
-//! against what was published to it (`fleet_check`). Every process the run
+//! against what was published to it (`fleet_check`); the JSON line adds a
+//! per-second timeline of the publish-to-client latency, which
+//! `plot_fleet.py` draws with the chaos marked (`docs/fleet.png`). Every process the run
 //! starts is ended on every way out: the servers and clients by their
 //! handles' `Drop` (and their stdin, the lifeline both watch), the Redis
 //! nodes by the cluster's.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -37,6 +43,7 @@ use futures::StreamExt;
 use ssehub::fred::{KeyLayout, RedisHub};
 use ssehub::{Audience, Event, GroupId, Publisher, UserId};
 use ssehub_harness::redis_server::RedisCluster;
+use tokio::sync::oneshot;
 
 use crate::fleet_check::{self, ChaosEvent, Published, Target};
 use crate::fleet_client::{END_EVENT_TYPE, group_name, user_number};
@@ -124,6 +131,11 @@ fn fleet(bench: &Bench, plan: &Plan, figures: &mut Figures) -> Result<()> {
     ));
     let live_limit = Duration::from_secs(60) + Duration::from_millis(plan.connections as u64 * 5);
     wait_for_all(&client_lines, clients.len(), "live", live_limit)?;
+
+    // An idle window: every client live, nothing published yet (heartbeats, the cluster's own traffic).
+    let idle_from = CpuSample::take(&cluster, &servers, &clients);
+    thread::sleep(plan.warmup / 4);
+    let idle_to = CpuSample::take(&cluster, &servers, &clients);
 
     // The servers' hubs are told the same replica acks: a failover then loses no acknowledged publish.
     let hub = bench.runtime.block_on(
@@ -213,6 +225,7 @@ fn fleet(bench: &Bench, plan: &Plan, figures: &mut Figures) -> Result<()> {
     figures.put("max_us", latencies.last().copied().unwrap_or(0));
     let reconnects: u64 = logs.iter().map(|log| log.lives.len().saturating_sub(1) as u64).sum();
     figures.put("reconnects", reconnects);
+    idle_figures(&idle_from, &idle_to, plan.connections, figures);
     steady_figures(&steady_from, &steady_to, &logs, &published, figures);
     figures.put("chaos", fleet_check::chaos_figures(&chaos, &logs, start_ns, publish_end_ns));
     figures.put("timeline", fleet_check::timeline(&logs, &published, start_ns));
@@ -260,6 +273,19 @@ fn machine_busy_seconds() -> Option<f64> {
     (per_second > 0.0).then(|| (ticks.iter().sum::<u64>() - idle - iowait) as f64 / per_second)
 }
 
+/// The idle window's cost: the servers' CPU per connection with nothing published (heartbeats),
+/// and the masters' CPU with no event (the cluster bus, replication, the hubs' checks).
+fn idle_figures(from: &CpuSample, to: &CpuSample, connections: usize, figures: &mut Figures) {
+    let seconds = to.at_ns.saturating_sub(from.at_ns) as f64 / 1e9;
+    let server_cores = (to.servers - from.servers) / seconds.max(1e-9);
+    figures.put("idle_s", seconds);
+    figures.put("idle_server_cpu_cores", server_cores);
+    figures.put("idle_server_cpu_us_per_connection_s", server_cores * 1e6 / connections as f64);
+    let redis: f64 =
+        from.masters.iter().zip(&to.masters).map(|((_, before), (_, after))| after - before).sum();
+    figures.put("idle_redis_cpu_cores", redis / seconds.max(1e-9));
+}
+
 /// The steady window's cost (every client live, publishing, before the chaos): CPU per delivered
 /// frame of the servers, the clients and the machine, and each master's CPU per published event.
 fn steady_figures(
@@ -269,13 +295,16 @@ fn steady_figures(
     published: &[Published],
     figures: &mut Figures,
 ) {
-    let started: std::collections::HashMap<u64, u64> =
-        published.iter().map(|p| (p.seq, p.started_ns)).collect();
+    let started: HashMap<u64, u64> = published.iter().map(|p| (p.seq, p.started_ns)).collect();
     let arrived_in_window = |(seq, latency_us): &(u64, u64)| {
         started.get(seq).is_some_and(|ns| (from.at_ns..to.at_ns).contains(&(ns + latency_us * 1000)))
     };
-    let deliveries: u64 =
-        logs.iter().map(|log| log.events.iter().filter(|e| arrived_in_window(e)).count() as u64).sum();
+    let mut latencies: Vec<u64> = logs
+        .iter()
+        .flat_map(|log| log.events.iter().filter(|e| arrived_in_window(e)).map(|(_, latency_us)| *latency_us))
+        .collect();
+    latencies.sort_unstable();
+    let deliveries = latencies.len() as u64;
     let publishes =
         published.iter().filter(|p| (from.at_ns..to.at_ns).contains(&p.started_ns)).count() as u64;
     let seconds = to.at_ns.saturating_sub(from.at_ns) as f64 / 1e9;
@@ -284,6 +313,9 @@ fn steady_figures(
     figures.put("steady_deliveries", deliveries);
     figures.put("steady_deliveries_per_s", deliveries as f64 / seconds.max(1e-9));
     figures.put("steady_published", publishes);
+    figures.put("steady_p50_us", fleet_check::percentile(&latencies, 0.5));
+    figures.put("steady_p99_us", fleet_check::percentile(&latencies, 0.99));
+    figures.put("steady_max_us", latencies.last().copied().unwrap_or(0));
     figures.put("server_cpu_cores", (to.servers - from.servers) / seconds.max(1e-9));
     figures.put("server_cpu_us_per_delivery", per(to.servers - from.servers, deliveries));
     figures.put("client_cpu_us_per_delivery", per(to.clients - from.clients, deliveries));
@@ -506,6 +538,7 @@ enum Stream {
 }
 
 /// A publisher's hub and the shared record of what was published.
+#[derive(Clone)]
 struct Publishing {
     hub: RedisHub<C>,
     published: Arc<Mutex<Vec<Published>>>,
@@ -522,10 +555,15 @@ fn audience_of(target: Target) -> Audience {
 }
 
 impl Publishing {
-    /// Publishes to `stream` at `rate` a second until stopped, one publish at a time (so each
-    /// stream's order is the order of its sequence numbers).
+    /// Publishes to `stream` at `rate` a second until stopped.
+    ///
+    /// Publishes to different targets overlap, so one stalled on a lost master (until the command
+    /// timeout) holds up no other; each waits for the previous publish to its own target, so each
+    /// stream's order is the order of its sequence numbers.
     async fn run(self, stream: Stream, rate: u64) {
         let started = tokio::time::Instant::now();
+        let mut previous: HashMap<Target, oneshot::Receiver<()>> = HashMap::new();
+        let mut in_flight = tokio::task::JoinSet::new();
         let mut n: u64 = 0;
         while !self.stop.load(Ordering::SeqCst) {
             tokio::time::sleep_until(started + Duration::from_nanos(n * 1_000_000_000 / rate)).await;
@@ -535,14 +573,26 @@ impl Publishing {
                 Stream::Groups(count) => Target::Group(n as usize % count),
             };
             let seq = self.seq.fetch_add(1, Ordering::SeqCst);
-            let category = category_of(seq);
-            let started_ns = unix_ns();
-            let event = Event::new(audience_of(target), EVENT_TYPE, category, data(seq, Some(started_ns)))
-                .expect("a valid bench event");
-            let ok = self.hub.publish(event).await.is_ok();
-            self.published.lock().unwrap().push(Published { seq, target, category, ok, started_ns });
+            let (done, next) = oneshot::channel();
+            let before = previous.insert(target, next);
+            let publisher = self.clone();
+            in_flight.spawn(async move {
+                if let Some(before) = before {
+                    let _ = before.await;
+                }
+                let category = category_of(seq);
+                let started_ns = unix_ns();
+                let event =
+                    Event::new(audience_of(target), EVENT_TYPE, category, data(seq, Some(started_ns)))
+                        .expect("a valid bench event");
+                let ok = publisher.hub.publish(event).await.is_ok();
+                publisher.published.lock().unwrap().push(Published { seq, target, category, ok, started_ns });
+                let _ = done.send(());
+            });
+            while in_flight.try_join_next().is_some() {}
             n += 1;
         }
+        while in_flight.join_next().await.is_some() {}
     }
 
     /// One end marker to every user, every group and the broadcast stream, each retried until it
