@@ -240,6 +240,8 @@ struct CpuSample {
     clients: f64,
     /// Each master's port and CPU time.
     masters: Vec<(u16, f64)>,
+    /// Each master's `INFO commandstats`: calls and microseconds by command.
+    commands: Vec<HashMap<String, (f64, f64)>>,
     /// Every core's time outside idle and I/O wait (`/proc/stat`).
     machine_busy: f64,
 }
@@ -252,14 +254,31 @@ impl CpuSample {
             .into_iter()
             .map(|port| (port, cluster.node(port).pid().map_or(0.0, cpu)))
             .collect();
+        let commands = cluster.master_ports().into_iter().map(|port| command_stats(cluster, port)).collect();
         Self {
             at_ns: unix_ns(),
+            commands,
             servers: servers.iter().map(|server| cpu(server.child.id())).sum(),
             clients: clients.iter().map(|client| cpu(client.child.id())).sum(),
             masters,
             machine_busy: machine_busy_seconds().unwrap_or(0.0),
         }
     }
+}
+
+/// A node's `INFO commandstats`: calls and microseconds by command (empty if it cannot say).
+fn command_stats(cluster: &RedisCluster, port: u16) -> HashMap<String, (f64, f64)> {
+    let Ok(reply) = cluster.node(port).try_command(&["INFO", "commandstats"]) else { return HashMap::new() };
+    let text = reply.as_str().unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |key: &str| {
+                stats.split(',').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse::<f64>().ok())
+            };
+            Some((name.to_string(), (field("calls")?, field("usec")?)))
+        })
+        .collect()
 }
 
 /// The machine's CPU time outside idle and I/O wait so far, over all cores (`/proc/stat`).
@@ -325,11 +344,38 @@ fn steady_figures(
         .masters
         .iter()
         .zip(&to.masters)
-        .map(|((port, before), (_, after))| {
+        .zip(from.commands.iter().zip(&to.commands))
+        .map(|(((port, before), (_, after)), (commands_before, commands_after))| {
+            // The commands that took the most of its time, with their calls, over the window.
+            let mut commands: Vec<(String, f64, f64)> = commands_after
+                .iter()
+                .map(|(name, (calls, usec))| {
+                    let (calls_before, usec_before) = commands_before.get(name).copied().unwrap_or_default();
+                    (name.clone(), calls - calls_before, usec - usec_before)
+                })
+                .filter(|(_, calls, _)| *calls > 0.0)
+                .collect();
+            commands.sort_by(|a, b| b.2.total_cmp(&a.2));
+            let command_usec: f64 = commands.iter().map(|(_, _, usec)| usec).sum();
             Value::Object(vec![
                 ("port".into(), u64::from(*port).into()),
                 ("cpu_s".into(), (after - before).into()),
                 ("cpu_us_per_published_event".into(), per(after - before, publishes).into()),
+                ("command_us_per_published_event".into(), (command_usec / publishes.max(1) as f64).into()),
+                (
+                    "top_commands".into(),
+                    Value::Object(
+                        commands
+                            .into_iter()
+                            .take(6)
+                            .map(|(name, calls, usec)| {
+                                let stats =
+                                    vec![("calls".into(), calls.into()), ("usec".into(), usec.into())];
+                                (name, Value::Object(stats))
+                            })
+                            .collect(),
+                    ),
+                ),
             ])
         })
         .collect();

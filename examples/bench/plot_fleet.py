@@ -79,8 +79,8 @@ def main():
     exact = "exact" if run.get("exact") else "NOT exact"
     figure.suptitle(
         f"fleet: {run['connections']:,} connections on {run['servers']} server processes, "
-        f"3 masters + 3 replicas, one 2-core machine ({run['deliveries']:,} deliveries, {exact}; "
-        "shaded: until every dropped connection was live again)",
+        f"3 masters + 3 replicas, one {run.get('cores', '?')}-core machine: {run['deliveries']:,} deliveries, {exact}\n"
+        "dashed: a chaos step; shaded: until every connection it dropped was live again",
         fontsize=10,
     )
     figure.tight_layout()

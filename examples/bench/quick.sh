@@ -42,12 +42,14 @@ quick --expect '"protocol":"h2c"' http --http2 1
 quick --expect '"tcp_connections":5,' http --http2 1 --streams-per-connection 10
 # The compressed stream: the client decodes gzip and must still count every frame.
 quick --expect '"gzip_streams":50' http --gzip 1 --payload demo
-# The capacity, soak and groups scenarios are for the Redis backend only (the soak: a few seconds of its mixed
-# load, every resume checked exactly once).
+# The capacity, soak, groups and fleet scenarios are for the Redis backend only (the soak: a few seconds of its
+# mixed load, every resume checked exactly once; the fleet: a private cluster with replicas, 2 server processes,
+# 300 reconnecting clients and the whole chaos script, every client's log checked exactly once).
 case " $backends " in *" fred "*)
   quick capacity --backend fred
   quick soak --backend fred
   quick groups --backend fred --no-presence
+  quick fleet --backend fred
   ;;
 esac
 exit "$failed"
