@@ -43,7 +43,8 @@ def main():
     if len(sys.argv) not in (3, 4):
         sys.exit(__doc__)
     run = load(sys.argv[1], int(sys.argv[3]) if len(sys.argv) == 4 else None)
-    timeline = [s for s in run["timeline"] if s["deliveries"] > 0]
+    # Runs before the timeline left out the end markers (latency 0) put them in a last second of their own.
+    timeline = [s for s in run["timeline"] if s["deliveries"] > 0 and s["max_ms"] > 0]
     t = [s["t_s"] for s in timeline]
     figure, (latency, rate) = plt.subplots(2, 1, figsize=(11, 7), sharex=True, height_ratios=[2, 1])
     latency.plot(t, [s["max_ms"] for s in timeline], color="#bbbbbb", label="max", linewidth=1)
