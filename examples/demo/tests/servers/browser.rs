@@ -153,10 +153,7 @@ fn browser_decodes_a_gzip_stream_event_by_event() {
     check_prerequisites(&browser_dir);
 
     // No generator: the script publishes each event and waits for the page to show it.
-    let options = server::DemoOptions {
-        sse: SseOptions::new().retry(Duration::from_millis(1000)).heartbeat(Duration::from_secs(5)),
-        generator_interval: None,
-    };
+    let options = quiet_options();
     let running = server::start("127.0.0.1:0".parse().unwrap(), DynHub::new(MemoryHub::new()), options)
         .expect("the demo server starts");
     running.demo().compress_streams(true).expect("the browser-test feature brings gzip");
@@ -175,10 +172,7 @@ fn twelve_streams_on_one_origin(protocols: Protocols) -> server::RunningDemo {
     check_prerequisites(&browser_dir);
 
     // No generator: the script publishes each event it waits for.
-    let options = server::DemoOptions {
-        sse: SseOptions::new().retry(Duration::from_millis(1000)).heartbeat(Duration::from_secs(5)),
-        generator_interval: None,
-    };
+    let options = quiet_options();
     let tls = DemoTls::self_signed(protocols).expect("a self-signed certificate");
     let certificate = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("demo-{protocols:?}.pem"));
     std::fs::write(&certificate, tls.certificate_pem()).expect("the certificate is written");
@@ -218,4 +212,13 @@ fn browser_holds_the_seventh_event_source_to_one_origin_until_one_closes_over_ht
     let served = running.demo().served_streams();
     assert_eq!(served.len(), 12, "{served:?}");
     assert!(served.iter().all(|stream| stream["http_version"] == "HTTP/1.1"), "{served:?}");
+}
+
+/// A demo server's options for a test that publishes its own events: no generator, a 1 s retry, a 5 s
+/// heartbeat.
+fn quiet_options() -> server::DemoOptions {
+    server::DemoOptions {
+        sse: SseOptions::new().retry(Duration::from_millis(1000)).heartbeat(Duration::from_secs(5)),
+        generator_interval: None,
+    }
 }
