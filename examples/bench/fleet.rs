@@ -476,9 +476,7 @@ impl ServerProcess {
     }
 
     fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-        line["VmRSS:".len()..].trim().trim_end_matches("kB").trim().parse().ok()
+        crate::http::process_rss_kib(self.child.id())
     }
 
     fn signal(&self, signal: libc::c_int) {
@@ -490,14 +488,7 @@ impl ServerProcess {
 
     /// Waits (`limit` at most) for the process to exit; true if it did.
     fn wait_exit(&mut self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        false
+        crate::http::wait_exit(&mut self.child, limit)
     }
 
     fn kill(&mut self) {
@@ -508,10 +499,7 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        drop(self.stdin.take());
-        if !self.wait_exit(Duration::from_secs(2)) {
-            self.kill();
-        }
+        crate::http::end_child(&mut self.child, &mut self.stdin, Duration::from_secs(2));
     }
 }
 
@@ -566,16 +554,7 @@ impl ClientProcess {
 
 impl Drop for ClientProcess {
     fn drop(&mut self) {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::http::end_child(&mut self.child, &mut self.stdin, Duration::from_secs(2));
     }
 }
 

@@ -396,9 +396,7 @@ impl Server {
     }
 
     fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-        line["VmRSS:".len()..].trim().trim_end_matches("kB").trim().parse().ok()
+        process_rss_kib(self.child.id())
     }
 
     /// User and system CPU time of the server process so far.
@@ -408,16 +406,7 @@ impl Server {
 
     /// Ends the server: closing its stdin makes it exit; killed if it does not within 5 s.
     fn stop(&mut self) {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        end_child(&mut self.child, &mut self.stdin, Duration::from_secs(5));
     }
 }
 
@@ -427,6 +416,34 @@ impl Drop for Server {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// The resident memory of process `pid` (`VmRSS`), KiB; `None` once it is gone.
+pub fn process_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    line["VmRSS:".len()..].trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// Waits (`limit` at most) for `child` to exit; true if it did.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// Ends a child process that exits when its stdin closes: closes `stdin`, waits `grace`, then kills it.
+pub fn end_child(child: &mut Child, stdin: &mut Option<ChildStdin>, grace: Duration) {
+    drop(stdin.take());
+    if !wait_exit(child, grace) {
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
